@@ -1,0 +1,2 @@
+//! CreTok Studio's host: graph validation, the executor, the ComfyUI-compatible
+//! server and the CLI.

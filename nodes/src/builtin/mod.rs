@@ -1,0 +1,28 @@
+//! Native nodes, one file per node (or per family of trivial ones).
+
+mod delay;
+mod primitive;
+mod save_text;
+mod string_concatenate;
+mod string_to_int;
+
+use std::sync::Arc;
+
+use crate::{Paths, Registry};
+
+pub use delay::Delay;
+pub use primitive::{Primitive, PrimitiveKind};
+pub use save_text::SaveText;
+pub use string_concatenate::StringConcatenate;
+pub use string_to_int::StringToInt;
+
+/// Registers every native node.
+pub fn register_all(registry: &mut Registry, _paths: Arc<Paths>) {
+    for kind in PrimitiveKind::ALL {
+        registry.register(Arc::new(Primitive(kind)));
+    }
+    registry.register(Arc::new(StringConcatenate));
+    registry.register(Arc::new(StringToInt));
+    registry.register(Arc::new(SaveText));
+    registry.register(Arc::new(Delay));
+}

@@ -1,0 +1,136 @@
+//! File writing that never leaves partial files, and safe user-given paths.
+
+use std::io::Write;
+use std::path::{Component, Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+
+/// Writes `bytes` to `path` through a temporary file in the same folder and a rename,
+/// so readers see either the old file or the whole new one.
+pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = parent_dir(path);
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let mut tmp = tempfile::NamedTempFile::new_in(dir)
+        .with_context(|| format!("creating a temporary file in {}", dir.display()))?;
+    tmp.write_all(bytes)?;
+    tmp.as_file().sync_all()?;
+    tmp.persist(path)
+        .with_context(|| format!("renaming into {}", path.display()))?;
+    Ok(())
+}
+
+/// Writes `bytes` to a new file `dir/<stem>_NNNNN_.<ext>` with the first free
+/// counter, atomically and without ever replacing an existing file (safe when
+/// several writers share the folder). Returns the file name.
+pub fn write_numbered(dir: &Path, stem: &str, ext: &str, bytes: &[u8]) -> Result<String> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
+    tmp.write_all(bytes)?;
+    tmp.as_file().sync_all()?;
+    let mut counter = next_counter(dir, stem, ext);
+    loop {
+        let name = format!("{stem}_{counter:05}_.{ext}");
+        match tmp.persist_noclobber(dir.join(&name)) {
+            Ok(_) => return Ok(name),
+            Err(e) if e.error.kind() == std::io::ErrorKind::AlreadyExists => {
+                tmp = e.file;
+                counter += 1;
+            }
+            Err(e) => return Err(e.error).context(format!("writing {name}")),
+        }
+    }
+}
+
+/// One past the highest counter already used for `stem` in `dir`.
+fn next_counter(dir: &Path, stem: &str, ext: &str) -> u64 {
+    let prefix = format!("{stem}_");
+    let suffix = format!("_.{ext}");
+    std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().into_string().ok())
+        .filter_map(|name| {
+            name.strip_prefix(&prefix)?
+                .strip_suffix(&suffix)?
+                .parse::<u64>()
+                .ok()
+        })
+        .max()
+        .map_or(1, |n| n + 1)
+}
+
+fn parent_dir(path: &Path) -> &Path {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    }
+}
+
+/// Checks a user-given relative path (a subfolder, a filename prefix) and
+/// returns it joined under `root`. Refuses absolute paths, `..`, and anything
+/// else that could leave `root`.
+pub fn safe_join(root: &Path, relative: &str) -> Result<PathBuf> {
+    if relative.contains('\0') {
+        bail!("path contains a NUL byte");
+    }
+    let rel = Path::new(relative);
+    let mut out = root.to_path_buf();
+    for component in rel.components() {
+        match component {
+            Component::Normal(part) => out.push(part),
+            Component::CurDir => {}
+            _ => bail!("path '{relative}' leaves its folder"),
+        }
+    }
+    if relative.contains('\\') || relative.contains(':') {
+        bail!("path '{relative}' has a forbidden character");
+    }
+    Ok(out)
+}
+
+/// Splits a ComfyUI-style `filename_prefix` (`"blends/pair"`) into its
+/// subfolder and file stem; the stem must be a plain file name.
+pub fn split_filename_prefix(prefix: &str) -> Result<(&str, &str)> {
+    let (subfolder, stem) = prefix.rsplit_once('/').unwrap_or(("", prefix));
+    if stem.is_empty() || stem == "." || stem == ".." {
+        bail!("'{prefix}' does not end in a file name");
+    }
+    Ok((subfolder, stem))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn safe_join_refuses_escapes() {
+        let root = Path::new("/data/out");
+        assert_eq!(safe_join(root, "a/b.png").unwrap(), root.join("a/b.png"));
+        assert_eq!(safe_join(root, "").unwrap(), root);
+        for bad in ["../x", "/etc/passwd", "a/../../x", "..", "a\\..\\b", "c:x"] {
+            assert!(safe_join(root, bad).is_err(), "{bad} accepted");
+        }
+    }
+
+    #[test]
+    fn numbered_files_never_clobber() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = write_numbered(dir.path(), "img", "png", b"a").unwrap();
+        let b = write_numbered(dir.path(), "img", "png", b"b").unwrap();
+        assert_eq!(a, "img_00001_.png");
+        assert_eq!(b, "img_00002_.png");
+        assert_eq!(std::fs::read(dir.path().join(&a)).unwrap(), b"a");
+        let leftovers = std::fs::read_dir(dir.path()).unwrap().count();
+        assert_eq!(leftovers, 2, "temporary files left behind");
+    }
+
+    #[test]
+    fn atomic_write_replaces_whole_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sub/x.txt");
+        atomic_write(&path, b"one").unwrap();
+        atomic_write(&path, b"two").unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"two");
+    }
+}

@@ -1,0 +1,27 @@
+//! The node contract of CreTok Studio and its native nodes.
+//!
+//! A node declares a [`NodeSchema`] (typed inputs and outputs, shown by the
+//! editor through `/object_info`) and runs with a [`RunContext`] that reports
+//! progress, previews and text, and carries the prompt's cancel token. The
+//! [`Registry`] maps class names to nodes; the host validates graphs against
+//! the schemas and executes them.
+
+pub mod builtin;
+mod context;
+mod error;
+pub mod fsutil;
+mod inputs;
+mod node;
+mod paths;
+mod registry;
+mod schema;
+mod value;
+
+pub use context::{CancelToken, EventSink, NullSink, PreviewFormat, RunContext};
+pub use error::NodeError;
+pub use inputs::Inputs;
+pub use node::{Node, NodeOutput};
+pub use paths::Paths;
+pub use registry::Registry;
+pub use schema::{data_type, InputKind, InputSpec, NodeSchema, OutputSpec};
+pub use value::{Handle, Value};

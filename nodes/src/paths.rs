@@ -1,0 +1,96 @@
+use std::path::{Path, PathBuf};
+
+/// The folders the product reads and writes, all under one data directory
+/// unless the models folder is given separately.
+#[derive(Debug, Clone)]
+pub struct Paths {
+    pub data_dir: PathBuf,
+    pub models_dir: PathBuf,
+}
+
+/// Files a model folder may list.
+const MODEL_EXTENSIONS: &[&str] = &["safetensors", "sft"];
+
+impl Paths {
+    /// `models_dir` defaults to `<data_dir>/models`.
+    pub fn new(data_dir: impl Into<PathBuf>, models_dir: Option<PathBuf>) -> Self {
+        let data_dir = data_dir.into();
+        let models_dir = models_dir.unwrap_or_else(|| data_dir.join("models"));
+        Paths {
+            data_dir,
+            models_dir,
+        }
+    }
+
+    pub fn output_dir(&self) -> PathBuf {
+        self.data_dir.join("output")
+    }
+
+    pub fn input_dir(&self) -> PathBuf {
+        self.data_dir.join("input")
+    }
+
+    pub fn temp_dir(&self) -> PathBuf {
+        self.data_dir.join("temp")
+    }
+
+    pub fn user_dir(&self) -> PathBuf {
+        self.data_dir.join("user")
+    }
+
+    /// A ComfyUI-style model subfolder: `checkpoints`, `text_encoders`, `embeddings`.
+    pub fn model_folder(&self, folder: &str) -> PathBuf {
+        self.models_dir.join(folder)
+    }
+
+    /// The model subfolders that exist.
+    pub fn model_folders(&self) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(&self.models_dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|e| e.path().is_dir())
+            .filter_map(|e| e.file_name().to_str().map(str::to_owned))
+            .collect();
+        names.sort();
+        names
+    }
+
+    /// Model files (and, with `with_dirs`, diffusers-style folders) in a model
+    /// subfolder, as paths relative to it with `/` separators, sorted.
+    pub fn list_models(&self, folder: &str, with_dirs: bool) -> Vec<String> {
+        let root = self.model_folder(folder);
+        let mut found = Vec::new();
+        collect_models(&root, &root, with_dirs, &mut found);
+        found.sort();
+        found
+    }
+}
+
+fn collect_models(root: &Path, dir: &Path, with_dirs: bool, found: &mut Vec<String>) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let relative = || {
+            path.strip_prefix(root)
+                .ok()
+                .and_then(|p| p.to_str())
+                .map(|s| s.replace('\\', "/"))
+        };
+        if path.is_dir() {
+            if with_dirs && path.join("model_index.json").is_file() {
+                found.extend(relative());
+            } else {
+                collect_models(root, &path, with_dirs, found);
+            }
+        } else if path
+            .extension()
+            .and_then(|e| e.to_str())
+            .is_some_and(|e| MODEL_EXTENSIONS.contains(&e))
+        {
+            found.extend(relative());
+        }
+    }
+}

@@ -1,0 +1,323 @@
+use serde_json::{json, Map, Value as Json};
+
+/// The link and widget type names, as strings so the ComfyUI editor can draw
+/// and check links.
+pub mod data_type {
+    pub const INT: &str = "INT";
+    pub const FLOAT: &str = "FLOAT";
+    pub const STRING: &str = "STRING";
+    pub const BOOLEAN: &str = "BOOLEAN";
+    pub const STRING_LIST: &str = "STRING_LIST";
+    pub const MODEL: &str = "MODEL";
+    pub const CLIP: &str = "CLIP";
+    pub const VAE: &str = "VAE";
+    pub const CONDITIONING: &str = "CONDITIONING";
+    pub const LATENT: &str = "LATENT";
+    pub const IMAGE: &str = "IMAGE";
+    pub const CRETOK: &str = "CRETOK";
+}
+
+/// What an input accepts: a widget with its constraints, or a link of a type.
+#[derive(Debug, Clone, PartialEq)]
+pub enum InputKind {
+    Int {
+        default: i64,
+        min: i64,
+        max: i64,
+        step: i64,
+        /// Seeds: the editor adds a "control after generate" widget after it.
+        control_after_generate: bool,
+    },
+    Float {
+        default: f64,
+        min: f64,
+        max: f64,
+        step: f64,
+    },
+    String {
+        default: String,
+        multiline: bool,
+    },
+    Bool {
+        default: bool,
+    },
+    Combo {
+        options: Vec<String>,
+        default: Option<String>,
+    },
+    /// A value produced by another node's output of this type.
+    Link(String),
+}
+
+impl InputKind {
+    pub fn int(default: i64, min: i64, max: i64) -> Self {
+        InputKind::Int {
+            default,
+            min,
+            max,
+            step: 1,
+            control_after_generate: false,
+        }
+    }
+
+    /// A seed widget: the full 64-bit unsigned range the editor offers, as ComfyUI does.
+    pub fn seed() -> Self {
+        InputKind::Int {
+            default: 0,
+            min: 0,
+            max: i64::MAX,
+            step: 1,
+            control_after_generate: true,
+        }
+    }
+
+    pub fn float(default: f64, min: f64, max: f64, step: f64) -> Self {
+        InputKind::Float {
+            default,
+            min,
+            max,
+            step,
+        }
+    }
+
+    pub fn string(default: &str) -> Self {
+        InputKind::String {
+            default: default.to_owned(),
+            multiline: false,
+        }
+    }
+
+    pub fn text(default: &str) -> Self {
+        InputKind::String {
+            default: default.to_owned(),
+            multiline: true,
+        }
+    }
+
+    pub fn combo<S: Into<String>>(options: impl IntoIterator<Item = S>) -> Self {
+        InputKind::Combo {
+            options: options.into_iter().map(Into::into).collect(),
+            default: None,
+        }
+    }
+
+    pub fn link(data_type: &str) -> Self {
+        InputKind::Link(data_type.to_owned())
+    }
+
+    /// The type name a link into this input must carry.
+    pub fn type_name(&self) -> &str {
+        match self {
+            InputKind::Int { .. } => data_type::INT,
+            InputKind::Float { .. } => data_type::FLOAT,
+            InputKind::String { .. } => data_type::STRING,
+            InputKind::Bool { .. } => data_type::BOOLEAN,
+            InputKind::Combo { .. } => "COMBO",
+            InputKind::Link(t) => t,
+        }
+    }
+
+    /// Whether a link from an output of type `output_type` may feed this input.
+    /// Widgets accept links of their own type (a primitive node feeding a widget),
+    /// combos accept strings, and `*` matches anything, as in ComfyUI.
+    pub fn accepts(&self, output_type: &str) -> bool {
+        let want = self.type_name();
+        output_type == "*"
+            || want == "*"
+            || want == output_type
+            || (matches!(self, InputKind::Combo { .. }) && output_type == data_type::STRING)
+    }
+
+    /// The `/object_info` form: `["INT", {...}]` or `[["a","b"], {...}]`.
+    pub fn to_object_info(&self, tooltip: Option<&str>) -> Json {
+        let (head, mut opts) = match self {
+            InputKind::Int {
+                default,
+                min,
+                max,
+                step,
+                control_after_generate,
+            } => {
+                let mut o = json!({"default": default, "min": min, "max": max, "step": step});
+                if *control_after_generate {
+                    o["control_after_generate"] = json!(true);
+                }
+                (json!(data_type::INT), o)
+            }
+            InputKind::Float {
+                default,
+                min,
+                max,
+                step,
+            } => (
+                json!(data_type::FLOAT),
+                json!({"default": default, "min": min, "max": max, "step": step, "round": step}),
+            ),
+            InputKind::String { default, multiline } => (
+                json!(data_type::STRING),
+                json!({"default": default, "multiline": multiline}),
+            ),
+            InputKind::Bool { default } => (json!(data_type::BOOLEAN), json!({"default": default})),
+            InputKind::Combo { options, default } => {
+                let mut o = json!({});
+                if let Some(d) = default.as_ref().or(options.first()) {
+                    o["default"] = json!(d);
+                }
+                (json!(options), o)
+            }
+            InputKind::Link(t) => (json!(t), json!({})),
+        };
+        if let Some(t) = tooltip {
+            opts["tooltip"] = json!(t);
+        }
+        json!([head, opts])
+    }
+}
+
+/// One input of a node.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InputSpec {
+    pub name: String,
+    pub kind: InputKind,
+    pub required: bool,
+    pub tooltip: Option<String>,
+}
+
+impl InputSpec {
+    pub fn required(name: &str, kind: InputKind) -> Self {
+        InputSpec {
+            name: name.to_owned(),
+            kind,
+            required: true,
+            tooltip: None,
+        }
+    }
+
+    pub fn optional(name: &str, kind: InputKind) -> Self {
+        InputSpec {
+            required: false,
+            ..InputSpec::required(name, kind)
+        }
+    }
+
+    pub fn with_tooltip(mut self, tooltip: &str) -> Self {
+        self.tooltip = Some(tooltip.to_owned());
+        self
+    }
+}
+
+/// One output of a node.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutputSpec {
+    pub name: String,
+    pub data_type: String,
+}
+
+impl OutputSpec {
+    pub fn new(data_type: &str) -> Self {
+        OutputSpec {
+            name: data_type.to_owned(),
+            data_type: data_type.to_owned(),
+        }
+    }
+
+    pub fn named(name: &str, data_type: &str) -> Self {
+        OutputSpec {
+            name: name.to_owned(),
+            data_type: data_type.to_owned(),
+        }
+    }
+}
+
+/// Everything the editor and the validator need to know about a node type.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NodeSchema {
+    /// The class name used as `class_type` in prompts.
+    pub name: String,
+    pub display_name: String,
+    pub category: String,
+    pub description: String,
+    pub inputs: Vec<InputSpec>,
+    pub outputs: Vec<OutputSpec>,
+    /// Output nodes are the roots the executor runs a prompt for.
+    pub output_node: bool,
+    /// Which module provided it (`cretok` for native nodes, the component for sandboxed ones).
+    pub module: String,
+}
+
+impl NodeSchema {
+    pub fn new(name: &str, category: &str) -> Self {
+        NodeSchema {
+            name: name.to_owned(),
+            display_name: name.to_owned(),
+            category: category.to_owned(),
+            description: String::new(),
+            inputs: Vec::new(),
+            outputs: Vec::new(),
+            output_node: false,
+            module: "cretok".to_owned(),
+        }
+    }
+
+    pub fn display_name(mut self, display_name: &str) -> Self {
+        self.display_name = display_name.to_owned();
+        self
+    }
+
+    pub fn description(mut self, description: &str) -> Self {
+        self.description = description.to_owned();
+        self
+    }
+
+    pub fn input(mut self, input: InputSpec) -> Self {
+        self.inputs.push(input);
+        self
+    }
+
+    pub fn output(mut self, output: OutputSpec) -> Self {
+        self.outputs.push(output);
+        self
+    }
+
+    pub fn output_node(mut self) -> Self {
+        self.output_node = true;
+        self
+    }
+
+    pub fn find_input(&self, name: &str) -> Option<&InputSpec> {
+        self.inputs.iter().find(|i| i.name == name)
+    }
+
+    /// The node's entry in `/object_info`.
+    pub fn to_object_info(&self) -> Json {
+        let mut required = Map::new();
+        let mut optional = Map::new();
+        let mut required_order = Vec::new();
+        let mut optional_order = Vec::new();
+        for input in &self.inputs {
+            let spec = input.kind.to_object_info(input.tooltip.as_deref());
+            if input.required {
+                required.insert(input.name.clone(), spec);
+                required_order.push(input.name.clone());
+            } else {
+                optional.insert(input.name.clone(), spec);
+                optional_order.push(input.name.clone());
+            }
+        }
+        let types: Vec<&str> = self.outputs.iter().map(|o| o.data_type.as_str()).collect();
+        let names: Vec<&str> = self.outputs.iter().map(|o| o.name.as_str()).collect();
+        json!({
+            "input": {"required": required, "optional": optional, "hidden": {}},
+            "input_order": {"required": required_order, "optional": optional_order},
+            "output": types,
+            "output_is_list": vec![false; self.outputs.len()],
+            "output_name": names,
+            "name": self.name,
+            "display_name": self.display_name,
+            "description": self.description,
+            "python_module": self.module,
+            "category": self.category,
+            "output_node": self.output_node,
+        })
+    }
+}
