@@ -10,6 +10,7 @@ pub mod builtin;
 mod context;
 mod error;
 pub mod fsutil;
+pub mod sd3;
 mod inputs;
 mod node;
 mod paths;

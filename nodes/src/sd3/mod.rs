@@ -1,0 +1,5 @@
+//! Stable Diffusion 3 on candle: checkpoints, tokenizers, text encoders, MMDiT,
+//! VAE and the flow-matching sampler. Conventions follow diffusers'
+//! `StableDiffusion3Pipeline` (see PARITY.md in the design notes).
+
+pub mod types;
