@@ -1,0 +1,128 @@
+//! The on-disk cache of compiled components.
+//!
+//! Compiling a component with Cranelift takes about 100 ms; loading a
+//! compiled artifact takes well under a millisecond. Artifacts are keyed by
+//! the wasm's SHA-256 and the engine's precompile compatibility hash (the
+//! wasmtime version and the code-generation settings), and are only ever read
+//! from a directory this host created and wrote itself.
+
+use std::fs;
+use std::hash::{Hash, Hasher};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+use wasmtime::component::Component;
+use wasmtime::Engine;
+
+/// Compiled components, one file per (wasm, engine) pair.
+#[derive(Debug, Clone)]
+pub(crate) struct CompileCache {
+    dir: PathBuf,
+    engine_key: String,
+}
+
+impl CompileCache {
+    /// Uses (and creates, private to this user) `dir`, which must belong to the
+    /// host alone: whoever can write there can run native code in the host.
+    pub(crate) fn open(dir: &Path, engine: &Engine) -> std::io::Result<Self> {
+        create_private_dir(dir)?;
+        let mut hasher = Sha256Hasher(Sha256::new());
+        engine.precompile_compatibility_hash().hash(&mut hasher);
+        Ok(CompileCache {
+            dir: dir.to_owned(),
+            engine_key: hex(&hasher.0.finalize()[..8]),
+        })
+    }
+
+    /// Where the artifact of a wasm file with this SHA-256 lives.
+    fn artifact_path(&self, wasm_sha256: &str) -> PathBuf {
+        self.dir
+            .join(format!("{wasm_sha256}-{}.cwasm", self.engine_key))
+    }
+
+    /// The cached component, if there is a usable one.
+    pub(crate) fn get(&self, engine: &Engine, wasm_sha256: &str) -> Option<Component> {
+        let path = self.artifact_path(wasm_sha256);
+        if !path.is_file() {
+            return None;
+        }
+        // SAFETY: `deserialize_file` trusts the file to be an artifact that
+        // `Component::serialize` produced with a compatible engine, as a
+        // corrupt or forged one could run arbitrary native code. Only this
+        // host writes into `self.dir` (created private to this user in
+        // `open`, filled through `put` by an atomic rename), the name carries
+        // the engine's compatibility hash, and wasmtime still checks the
+        // header's version and settings and fails cleanly on a mismatch.
+        #[allow(unsafe_code)]
+        let component = unsafe { Component::deserialize_file(engine, &path) };
+        match component {
+            Ok(component) => Some(component),
+            Err(e) => {
+                tracing::warn!(path = %path.display(), "recompiling, unusable cache entry: {e:#}");
+                None
+            }
+        }
+    }
+
+    /// Stores a compiled component; failures only cost a recompilation later.
+    pub(crate) fn put(&self, wasm_sha256: &str, component: &Component) {
+        let path = self.artifact_path(wasm_sha256);
+        let written = component
+            .serialize()
+            .map_err(|e| std::io::Error::other(format!("{e:#}")))
+            .and_then(|bytes| {
+                let mut file = tempfile::NamedTempFile::new_in(&self.dir)?;
+                file.write_all(&bytes)?;
+                file.persist(&path).map_err(|e| e.error)?;
+                Ok(())
+            });
+        if let Err(e) = written {
+            tracing::warn!(path = %path.display(), "could not cache a compiled component: {e}");
+        }
+    }
+}
+
+/// The SHA-256 of `bytes`, in lowercase hex.
+pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
+    hex(&Sha256::digest(bytes))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    let mut builder = fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(dir)
+}
+
+/// Feeds `Hash` input into SHA-256, so the key is stable across processes.
+struct Sha256Hasher(Sha256);
+
+impl Hasher for Sha256Hasher {
+    fn write(&mut self, bytes: &[u8]) {
+        self.0.update(bytes);
+    }
+
+    fn finish(&self) -> u64 {
+        let digest = self.0.clone().finalize();
+        u64::from_le_bytes(digest[..8].try_into().expect("a SHA-256 digest has 32 bytes"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sha256_matches_the_standard_vector() {
+        assert_eq!(
+            sha256_hex(b"abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+    }
+}

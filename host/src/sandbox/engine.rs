@@ -1,0 +1,76 @@
+//! The one wasmtime `Engine` of a [`SandboxHost`](super::SandboxHost) and the
+//! ticker thread that advances its epoch, which is how per-call wall-clock
+//! deadlines interrupt running wasm.
+
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use wasmtime::{Config, Engine};
+
+use super::SandboxLimits;
+
+/// How often the epoch advances: the granularity of deadlines.
+pub(crate) const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// An engine for components with epoch interruption and the stack cap on.
+pub(crate) fn new_engine(limits: &SandboxLimits) -> wasmtime::Result<Engine> {
+    let mut config = Config::new();
+    config
+        .wasm_component_model(true)
+        .epoch_interruption(true)
+        .max_wasm_stack(limits.max_wasm_stack);
+    Engine::new(&config)
+}
+
+/// The number of epoch ticks a call may run for: at least `deadline`.
+pub(crate) fn deadline_ticks(deadline: Duration) -> u64 {
+    let ticks = deadline.as_nanos().div_ceil(EPOCH_TICK.as_nanos());
+    u64::try_from(ticks).unwrap_or(u64::MAX).max(1)
+}
+
+/// A thread that calls `engine.increment_epoch()` every [`EPOCH_TICK`] until
+/// dropped.
+pub(crate) struct EpochTicker {
+    stop: Option<mpsc::Sender<()>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl EpochTicker {
+    pub(crate) fn start(engine: Engine) -> std::io::Result<Self> {
+        let (stop, stopped) = mpsc::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name("wasm-epoch".into())
+            .spawn(move || {
+                while let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(EPOCH_TICK) {
+                    engine.increment_epoch();
+                }
+            })?;
+        Ok(EpochTicker {
+            stop: Some(stop),
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for EpochTicker {
+    fn drop(&mut self) {
+        // Closing the channel wakes the thread, which then ends.
+        drop(self.stop.take());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deadlines_round_up_to_whole_ticks() {
+        assert_eq!(deadline_ticks(Duration::from_secs(1)), 100);
+        assert_eq!(deadline_ticks(Duration::from_millis(15)), 2);
+        assert_eq!(deadline_ticks(Duration::ZERO), 1);
+    }
+}

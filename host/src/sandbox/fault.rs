@@ -1,0 +1,96 @@
+//! Why a call into a guest ended without a result, named by the limit or
+//! fault that stopped it.
+
+use std::time::Duration;
+
+use wasmtime::Trap;
+
+use super::limits::{MemoryLimitExceeded, SandboxLimits, TableLimitExceeded};
+use super::state::StoreState;
+
+/// What stopped a guest call. Displays as a phrase that follows the node's
+/// name: "custom node 'X' (x.wasm) hit the deadline of 1000 ms".
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum Fault {
+    /// The wall-clock deadline passed (epoch interruption).
+    #[error("hit the deadline of {} ms", .0.as_millis())]
+    Deadline(Duration),
+    /// The memory cap refused a `memory.grow`.
+    #[error("{0}")]
+    Memory(MemoryLimitExceeded),
+    /// The table cap refused a `table.grow`.
+    #[error("{0}")]
+    Table(TableLimitExceeded),
+    /// The wasm stack overflowed (`max_wasm_stack`).
+    #[error("overflowed its stack limit of {} KiB (max_wasm_stack)", .0 / 1024)]
+    Stack(usize),
+    /// The guest panicked; the message is what its panic hook logged.
+    #[error("panicked: {0}")]
+    Panic(String),
+    /// Any other trap or host-side failure, with the guest's last error log.
+    #[error("trapped: {0}")]
+    Trap(String),
+    /// The guest's `run` returned `failed(message)`.
+    #[error("failed: {0}")]
+    Failed(String),
+    /// `run` returned outputs that do not match the schema.
+    #[error("returned outputs that break its schema: {0}")]
+    BadOutputs(String),
+}
+
+impl Fault {
+    /// Names the limit or trap behind a wasmtime error raised in a store.
+    pub(crate) fn classify(
+        error: &wasmtime::Error,
+        state: &StoreState,
+        limits: &SandboxLimits,
+    ) -> Fault {
+        if let Some(exceeded) = state.limiter.memory_refused {
+            return Fault::Memory(exceeded);
+        }
+        if let Some(exceeded) = error.downcast_ref::<TableLimitExceeded>() {
+            return Fault::Table(*exceeded);
+        }
+        let last_error = state.log.last_error();
+        match (error.downcast_ref::<Trap>(), last_error) {
+            (Some(Trap::Interrupt), _) => Fault::Deadline(limits.deadline),
+            (Some(Trap::StackOverflow), _) => Fault::Stack(limits.max_wasm_stack),
+            (Some(Trap::UnreachableCodeReached), Some(message)) => {
+                Fault::Panic(one_line(message.strip_prefix("panicked at ").unwrap_or(message)))
+            }
+            (_, Some(message)) => {
+                Fault::Trap(format!("{error:#}; its last error log: {}", one_line(message)))
+            }
+            (_, None) => Fault::Trap(format!("{error:#}")),
+        }
+    }
+}
+
+/// Joins a multi-line message (a panic's "location:\nmessage") into one line.
+fn one_line(message: &str) -> String {
+    message.lines().map(str::trim).collect::<Vec<_>>().join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sandbox::wit::LogLevel;
+
+    #[test]
+    fn a_trap_after_an_error_log_is_a_panic_with_its_message() {
+        let limits = SandboxLimits::default();
+        let mut state = StoreState::new(&limits);
+        state.log.push(
+            LogLevel::Error,
+            "panicked at src/lib.rs:3:5:\nno luck".into(),
+        );
+        let fault = Fault::classify(
+            &wasmtime::Error::new(Trap::UnreachableCodeReached),
+            &state,
+            &limits,
+        );
+        assert_eq!(fault, Fault::Panic("src/lib.rs:3:5: no luck".into()));
+        let fault = Fault::classify(&wasmtime::Error::new(Trap::Interrupt), &state, &limits);
+        assert_eq!(fault.to_string(), "hit the deadline of 1000 ms");
+    }
+}

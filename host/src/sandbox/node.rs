@@ -1,0 +1,113 @@
+//! A loaded component as a native node: [`SandboxNode`] implements
+//! [`cretok_nodes::Node`], so the executor runs it like any other.
+
+use std::sync::Arc;
+
+use cretok_nodes::{Inputs, Node, NodeError, NodeOutput, NodeSchema, RunContext};
+
+use super::error::RunError;
+use super::fault::Fault;
+use super::ports::Ports;
+use super::runtime::Runtime;
+use super::state::GuestLog;
+use super::wit::{GuestError, GuestPre, LogLevel};
+
+/// A node type backed by a WebAssembly component.
+pub struct SandboxNode {
+    schema: NodeSchema,
+    ports: Ports,
+    guest: GuestPre,
+    component: String,
+    runtime: Arc<Runtime>,
+}
+
+impl SandboxNode {
+    pub(crate) fn new(
+        schema: NodeSchema,
+        ports: Ports,
+        guest: GuestPre,
+        component: String,
+        runtime: Arc<Runtime>,
+    ) -> Self {
+        SandboxNode {
+            schema,
+            ports,
+            guest,
+            component,
+            runtime,
+        }
+    }
+
+    /// The component's file name (`template.wasm`).
+    pub fn component(&self) -> &str {
+        &self.component
+    }
+
+    fn fail(&self, fault: Fault) -> NodeError {
+        NodeError::Failed(anyhow::Error::new(RunError {
+            node: self.schema.name.clone(),
+            component: self.component.clone(),
+            fault,
+        }))
+    }
+
+    fn from_guest_error(&self, error: GuestError) -> NodeError {
+        let by = format!("(custom node '{}')", self.schema.name);
+        match error {
+            GuestError::MissingInput(input) => {
+                NodeError::invalid_input(&input, format!("missing {by}"))
+            }
+            GuestError::WrongType { input, reason } => {
+                NodeError::invalid_input(&input, format!("wrong type: {reason} {by}"))
+            }
+            GuestError::InvalidInput { input, reason } => {
+                NodeError::invalid_input(&input, format!("{reason} {by}"))
+            }
+            GuestError::Failed(message) => self.fail(Fault::Failed(message)),
+        }
+    }
+
+    /// Sends the guest's log to tracing, and lines of level info and above
+    /// to the user through the run context.
+    fn forward_log(&self, log: GuestLog, ctx: &RunContext) {
+        let node = self.schema.name.as_str();
+        for line in &log.lines {
+            let message = line.message.as_str();
+            match line.level {
+                LogLevel::Debug => tracing::debug!(target: "cretok::sandbox", node, "{message}"),
+                LogLevel::Info => tracing::info!(target: "cretok::sandbox", node, "{message}"),
+                LogLevel::Warn => tracing::warn!(target: "cretok::sandbox", node, "{message}"),
+                LogLevel::Error => tracing::error!(target: "cretok::sandbox", node, "{message}"),
+            }
+            if line.level != LogLevel::Debug {
+                ctx.text(&format!("[{node}] {message}"));
+            }
+        }
+        if log.dropped > 0 {
+            tracing::warn!(target: "cretok::sandbox", node, "dropped {} log lines", log.dropped);
+        }
+    }
+}
+
+impl Node for SandboxNode {
+    fn schema(&self) -> NodeSchema {
+        self.schema.clone()
+    }
+
+    fn run(&self, inputs: &Inputs, ctx: &RunContext) -> Result<NodeOutput, NodeError> {
+        let inputs = self.ports.guest_inputs(inputs)?;
+        let (result, log) = self
+            .runtime
+            .call(|store| self.guest.run(store, &inputs));
+        self.forward_log(log, ctx);
+        match result {
+            Err(fault) => Err(self.fail(fault)),
+            Ok(Err(error)) => Err(self.from_guest_error(error)),
+            Ok(Ok(outputs)) => self
+                .ports
+                .outputs(outputs)
+                .map(NodeOutput::values)
+                .map_err(|problem| self.fail(Fault::BadOutputs(problem))),
+        }
+    }
+}

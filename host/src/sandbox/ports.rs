@@ -1,0 +1,200 @@
+//! A custom node's declared ports, and the checks on both sides of a call:
+//! inputs are checked and converted before the guest sees them, outputs are
+//! checked against the schema before the executor sees them.
+
+use cretok_nodes::{Inputs, NodeError, Value};
+
+use super::wit::{GuestPort, GuestValue, NamedValues};
+
+/// The ports a node declared.
+#[derive(Debug, Clone)]
+pub(crate) struct Ports {
+    inputs: Vec<GuestPort>,
+    outputs: Vec<GuestPort>,
+    extra_inputs: bool,
+}
+
+impl Ports {
+    pub(crate) fn new(inputs: Vec<GuestPort>, outputs: Vec<GuestPort>, extra_inputs: bool) -> Self {
+        Ports {
+            inputs,
+            outputs,
+            extra_inputs,
+        }
+    }
+
+    /// The guest's inputs: every declared input (its default when absent),
+    /// type-checked, then, for nodes with extra inputs, every other input in
+    /// name order. Inputs a node did not declare are dropped otherwise.
+    pub(crate) fn guest_inputs(&self, inputs: &Inputs) -> Result<NamedValues, NodeError> {
+        let mut guest = Vec::with_capacity(self.inputs.len());
+        for port in &self.inputs {
+            let value = match (inputs.get(&port.name), &port.default) {
+                (Some(value), _) => to_guest(&port.name, value)?,
+                (None, Some(default)) => default.clone(),
+                (None, None) => return Err(NodeError::invalid_input(&port.name, "missing")),
+            };
+            let value = match value {
+                GuestValue::Int(i) if port.kind == super::wit::PortType::Float => {
+                    GuestValue::Float(i as f64)
+                }
+                value => value,
+            };
+            if value.port_type() != port.kind {
+                return Err(NodeError::invalid_input(
+                    &port.name,
+                    format!(
+                        "expected {}, got {}",
+                        port.kind.data_type(),
+                        value.port_type().data_type()
+                    ),
+                ));
+            }
+            guest.push((port.name.clone(), value));
+        }
+        if self.extra_inputs {
+            let mut extra: Vec<_> = inputs
+                .iter()
+                .filter(|(name, _)| !self.inputs.iter().any(|p| &p.name == *name))
+                .collect();
+            extra.sort_by(|a, b| a.0.cmp(b.0));
+            for (name, value) in extra {
+                guest.push((name.clone(), to_guest(name, value)?));
+            }
+        }
+        Ok(guest)
+    }
+
+    /// The executor's values, one per declared output in order, if the guest
+    /// returned exactly the declared outputs with their declared types.
+    pub(crate) fn outputs(&self, mut returned: NamedValues) -> Result<Vec<Value>, String> {
+        let mut values = Vec::with_capacity(self.outputs.len());
+        for port in &self.outputs {
+            let at = returned
+                .iter()
+                .position(|(name, _)| name == &port.name)
+                .ok_or_else(|| format!("output '{}' is missing", port.name))?;
+            let (_, value) = returned.swap_remove(at);
+            if value.port_type() != port.kind {
+                return Err(format!(
+                    "output '{}' is {}, the schema says {}",
+                    port.name,
+                    value.port_type().data_type(),
+                    port.kind.data_type()
+                ));
+            }
+            values.push(from_guest(value));
+        }
+        match returned.first() {
+            None => Ok(values),
+            Some((name, _)) if self.outputs.iter().any(|p| &p.name == name) => {
+                Err(format!("output '{name}' is returned twice"))
+            }
+            Some((name, _)) => Err(format!("output '{name}' is not declared")),
+        }
+    }
+}
+
+fn to_guest(name: &str, value: &Value) -> Result<GuestValue, NodeError> {
+    Ok(match value {
+        Value::String(s) => GuestValue::Str(s.clone()),
+        Value::Int(i) => GuestValue::Int(*i),
+        Value::Float(x) => GuestValue::Float(*x),
+        Value::Bool(b) => GuestValue::Boolean(*b),
+        Value::StringList(l) => GuestValue::StrList(l.clone()),
+        Value::Handle(_) => {
+            return Err(NodeError::invalid_input(
+                name,
+                "custom nodes take only STRING, INT, FLOAT, BOOLEAN and STRING_LIST values",
+            ))
+        }
+    })
+}
+
+fn from_guest(value: GuestValue) -> Value {
+    match value {
+        GuestValue::Str(s) => Value::String(s),
+        GuestValue::Int(i) => Value::Int(i),
+        GuestValue::Float(x) => Value::Float(x),
+        GuestValue::Boolean(b) => Value::Bool(b),
+        GuestValue::StrList(l) => Value::StringList(l),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sandbox::wit::PortType;
+
+    fn port(name: &str, kind: PortType, default: Option<GuestValue>) -> GuestPort {
+        GuestPort {
+            name: name.into(),
+            kind,
+            description: String::new(),
+            default,
+        }
+    }
+
+    fn ports(extra_inputs: bool) -> Ports {
+        Ports::new(
+            vec![
+                port("template", PortType::Str, Some(GuestValue::Str("{a}".into()))),
+                port("strength", PortType::Float, None),
+            ],
+            vec![port("text", PortType::Str, None), port("n", PortType::Int, None)],
+            extra_inputs,
+        )
+    }
+
+    #[test]
+    fn fills_defaults_widens_ints_and_orders_extras() {
+        let inputs = Inputs::new()
+            .with("strength", Value::Int(2))
+            .with("b", Value::Bool(true))
+            .with("a", Value::String("owl".into()));
+        let guest = ports(true).guest_inputs(&inputs).unwrap();
+        let names: Vec<&str> = guest.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["template", "strength", "a", "b"]);
+        assert_eq!(guest[0].1, GuestValue::Str("{a}".into()));
+        assert_eq!(guest[1].1, GuestValue::Float(2.0));
+        assert_eq!(ports(false).guest_inputs(&inputs).unwrap().len(), 2);
+    }
+
+    #[test]
+    fn refuses_missing_and_mistyped_inputs() {
+        let err = ports(false).guest_inputs(&Inputs::new()).unwrap_err();
+        assert_eq!(err.to_string(), "input 'strength': missing");
+        let inputs = Inputs::new().with("strength", Value::String("x".into()));
+        let err = ports(false).guest_inputs(&inputs).unwrap_err();
+        assert_eq!(err.to_string(), "input 'strength': expected FLOAT, got STRING");
+        let inputs = Inputs::new()
+            .with("strength", Value::Float(1.0))
+            .with("model", Value::handle(3u8));
+        assert!(ports(true).guest_inputs(&inputs).is_err());
+    }
+
+    #[test]
+    fn outputs_must_match_the_schema_exactly() {
+        let ok = vec![
+            ("n".to_owned(), GuestValue::Int(1)),
+            ("text".to_owned(), GuestValue::Str("t".into())),
+        ];
+        let values = ports(false).outputs(ok.clone()).unwrap();
+        assert!(matches!(&values[..], [Value::String(t), Value::Int(1)] if t == "t"));
+        let mut extra = ok.clone();
+        extra.push(("x".into(), GuestValue::Int(2)));
+        assert_eq!(ports(false).outputs(extra).unwrap_err(), "output 'x' is not declared");
+        let mut twice = ok.clone();
+        twice.push(("n".into(), GuestValue::Int(2)));
+        assert_eq!(ports(false).outputs(twice).unwrap_err(), "output 'n' is returned twice");
+        let wrong = vec![
+            ("n".to_owned(), GuestValue::Str("1".into())),
+            ("text".to_owned(), GuestValue::Str("t".into())),
+        ];
+        assert_eq!(
+            ports(false).outputs(wrong).unwrap_err(),
+            "output 'n' is STRING, the schema says INT"
+        );
+        assert_eq!(ports(false).outputs(vec![]).unwrap_err(), "output 'text' is missing");
+    }
+}

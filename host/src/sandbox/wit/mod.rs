@@ -1,0 +1,198 @@
+//! The versions of the `cretok:node` WIT package this host speaks, behind
+//! version-independent types.
+//!
+//! Each version has its own module (`since_v0_1_0`) with its own `bindgen!`
+//! and a `MIN_VERSION`. The host reads the version a component was built
+//! against from the name of its `cretok:node/node@X.Y.Z` export before it
+//! instantiates anything, and picks the bindings for it. New versions add a
+//! module and a [`GuestPre`] variant; older versions keep working.
+
+mod since_v0_1_0;
+
+use wasmtime::component::Component;
+use wasmtime::{Engine, Store};
+
+use super::state::StoreState;
+
+/// The interface name prefix every node component exports.
+const NODE_EXPORT: &str = "cretok:node/node@";
+/// The versions these bindings speak, for messages.
+pub(crate) const SUPPORTED_VERSIONS: &str = "0.1.x";
+/// The imports a component may have (with any version suffix).
+const ALLOWED_IMPORTS: [&str; 2] = ["cretok:node/host@", "cretok:node/types@"];
+
+/// A port type, as the guest declared it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum PortType {
+    Str,
+    Int,
+    Float,
+    Boolean,
+    StrList,
+}
+
+/// A value crossing the boundary.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum GuestValue {
+    Str(String),
+    Int(i64),
+    Float(f64),
+    Boolean(bool),
+    StrList(Vec<String>),
+}
+
+impl GuestValue {
+    pub(crate) fn port_type(&self) -> PortType {
+        match self {
+            GuestValue::Str(_) => PortType::Str,
+            GuestValue::Int(_) => PortType::Int,
+            GuestValue::Float(_) => PortType::Float,
+            GuestValue::Boolean(_) => PortType::Boolean,
+            GuestValue::StrList(_) => PortType::StrList,
+        }
+    }
+}
+
+/// A port as `describe` returned it (not yet validated).
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct GuestPort {
+    pub name: String,
+    pub kind: PortType,
+    pub description: String,
+    pub default: Option<GuestValue>,
+}
+
+/// A schema as `describe` returned it (not yet validated).
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct GuestSchema {
+    pub id: String,
+    pub display_name: String,
+    pub category: String,
+    pub description: String,
+    pub inputs: Vec<GuestPort>,
+    pub outputs: Vec<GuestPort>,
+    pub extra_inputs: bool,
+}
+
+/// The error a guest's `run` returned.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum GuestError {
+    MissingInput(String),
+    WrongType { input: String, reason: String },
+    InvalidInput { input: String, reason: String },
+    Failed(String),
+}
+
+/// How important a guest's log line is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum LogLevel {
+    Debug,
+    Info,
+    Warn,
+    Error,
+}
+
+/// Named values, in and out of `run`.
+pub(crate) type NamedValues = Vec<(String, GuestValue)>;
+
+/// Why a component cannot be hosted, found before instantiating it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Incompatible {
+    /// It exports no `cretok:node/node` interface.
+    NotANode { exports: Vec<String> },
+    /// It was built against a version this host does not speak.
+    UnsupportedVersion(String),
+    /// It imports something the sandbox does not provide (WASI, ...).
+    ForbiddenImport(String),
+}
+
+/// A component, type-checked and linked against the bindings of its version,
+/// ready to be instantiated in a fresh store per call.
+pub(crate) enum GuestPre {
+    V0_1(since_v0_1_0::GuestPre),
+}
+
+impl GuestPre {
+    /// Checks the component's imports and version and links it.
+    pub(crate) fn new(
+        engine: &Engine,
+        component: &Component,
+    ) -> Result<Result<Self, Incompatible>, wasmtime::Error> {
+        let ty = component.component_type();
+        if let Some((name, _)) = ty
+            .imports(engine)
+            .find(|(name, _)| !ALLOWED_IMPORTS.iter().any(|p| name.starts_with(p)))
+        {
+            return Ok(Err(Incompatible::ForbiddenImport(name.to_owned())));
+        }
+        let exports: Vec<String> = ty.exports(engine).map(|(n, _)| n.to_owned()).collect();
+        let Some(version) = exports.iter().find_map(|n| n.strip_prefix(NODE_EXPORT)) else {
+            return Ok(Err(Incompatible::NotANode { exports }));
+        };
+        if since_v0_1_0::speaks(version) {
+            Ok(Ok(GuestPre::V0_1(since_v0_1_0::GuestPre::new(
+                engine, component,
+            )?)))
+        } else {
+            Ok(Err(Incompatible::UnsupportedVersion(version.to_owned())))
+        }
+    }
+
+    /// Instantiates the component in `store` and calls `describe`.
+    pub(crate) fn describe(&self, store: &mut Store<StoreState>) -> wasmtime::Result<GuestSchema> {
+        match self {
+            GuestPre::V0_1(pre) => pre.describe(store),
+        }
+    }
+
+    /// Instantiates the component in `store` and calls `run`.
+    pub(crate) fn run(
+        &self,
+        store: &mut Store<StoreState>,
+        inputs: &[(String, GuestValue)],
+    ) -> wasmtime::Result<Result<NamedValues, GuestError>> {
+        match self {
+            GuestPre::V0_1(pre) => pre.run(store, inputs),
+        }
+    }
+}
+
+/// Parses `X.Y.Z` (ignoring pre-release and build tags).
+fn parse_version(version: &str) -> Option<(u64, u64, u64)> {
+    let core = version.split(['-', '+']).next()?;
+    let mut parts = core.split('.').map(|p| p.parse::<u64>().ok());
+    let triple = (parts.next()??, parts.next()??, parts.next()??);
+    parts.next().is_none().then_some(triple)
+}
+
+/// Whether a guest built against `version` can be hosted by bindings for
+/// `min` (semver: same major, or same minor while the major is 0, and not
+/// older than `min`).
+fn compatible(version: &str, min: (u64, u64, u64)) -> bool {
+    let Some(v) = parse_version(version) else {
+        return false;
+    };
+    let same_line = if min.0 == 0 {
+        v.0 == 0 && v.1 == min.1
+    } else {
+        v.0 == min.0
+    };
+    same_line && v >= min
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_follow_semver() {
+        assert!(compatible("0.1.0", (0, 1, 0)));
+        assert!(compatible("0.1.7", (0, 1, 0)));
+        assert!(!compatible("0.2.0", (0, 1, 0)));
+        assert!(!compatible("0.0.9", (0, 1, 0)));
+        assert!(!compatible("1.1", (0, 1, 0)));
+        assert!(compatible("1.4.0", (1, 2, 0)));
+        assert!(!compatible("2.0.0", (1, 2, 0)));
+        assert_eq!(parse_version("0.1.0-rc.1"), Some((0, 1, 0)));
+    }
+}

@@ -1,0 +1,156 @@
+//! The example nodes: describe/run round trips and their results.
+
+use cretok_nodes::{Inputs, Node, NodeError, Registry, Value};
+
+use crate::support::{failure, folder, host, load, run};
+
+fn text(value: &Value) -> &str {
+    match value {
+        Value::String(s) => s,
+        other => panic!("expected a string, got {other:?}"),
+    }
+}
+
+#[test]
+fn the_examples_load_as_template_nodes() {
+    let dir = folder(&["template", "pairs", "weighted-choice"], &[]);
+    let (nodes, errors) = host().load_dir(dir.path(), &Registry::new());
+    assert!(errors.is_empty(), "{errors:?}");
+    let mut registry = Registry::new();
+    for node in nodes {
+        registry.register(node);
+    }
+    let names: Vec<&str> = registry.names().collect();
+    assert_eq!(names, ["ConceptPairs", "Template", "WeightedChoice"]);
+    let info = registry.object_info();
+    let template = &info["Template"];
+    assert_eq!(template["category"], "templates/prompt");
+    assert_eq!(template["python_module"], "template");
+    assert_eq!(template["display_name"], "Prompt Template");
+    assert_eq!(template["input"]["required"]["template"][0], "STRING");
+    assert_eq!(template["output"], serde_json::json!(["STRING"]));
+    let pairs = &info["ConceptPairs"];
+    assert_eq!(
+        pairs["output"],
+        serde_json::json!(["STRING", "STRING", "STRING_LIST", "INT"])
+    );
+    assert_eq!(pairs["output_name"], serde_json::json!(["a", "b", "pairs", "count"]));
+    assert_eq!(pairs["input"]["required"]["seed"][1]["control_after_generate"], true);
+}
+
+#[test]
+fn template_fills_placeholders_from_extra_inputs() {
+    let node = load(&host(), "template");
+    let inputs = Inputs::new()
+        .with(
+            "template",
+            Value::String("a photo of a {adj} mixture of {a} and {b}, {{v{n}}}".into()),
+        )
+        .with("a", Value::String("owl".into()))
+        .with("b", Value::String("teapot".into()))
+        .with("adj", Value::String("whimsical".into()))
+        .with("n", Value::Int(2));
+    let out = run(&node, &inputs).unwrap();
+    assert_eq!(out.values.len(), 1);
+    assert_eq!(
+        text(&out.values[0]),
+        "a photo of a whimsical mixture of owl and teapot, {v2}"
+    );
+}
+
+#[test]
+fn template_uses_its_default_and_names_a_missing_variable() {
+    let node = load(&host(), "template");
+    let inputs = Inputs::new()
+        .with("a", Value::String("owl".into()))
+        .with("b", Value::StringList(vec!["cat".into(), "fox".into()]));
+    let out = run(&node, &inputs).unwrap();
+    assert_eq!(text(&out.values[0]), "a photo of a owl mixed with a cat, fox");
+
+    let inputs = Inputs::new().with("template", Value::String("{a} and {adj}".into())).with("a", Value::String("owl".into()));
+    match run(&node, &inputs) {
+        Err(NodeError::InvalidInput { input, reason }) => {
+            assert_eq!(input, "adj");
+            assert_eq!(reason, "missing (custom node 'Template')");
+        }
+        other => panic!("expected a missing input, got {:?}", other.map(|o| o.values)),
+    }
+    let inputs = Inputs::new().with("template", Value::String("oops {a".into()));
+    assert_eq!(
+        failure(run(&node, &inputs)),
+        "input 'template': unclosed '{' at byte 5 (custom node 'Template')"
+    );
+}
+
+#[test]
+fn pairs_lists_every_pair_and_selects_one_by_seed() {
+    let node = load(&host(), "pairs");
+    let inputs = |seed: i64| {
+        Inputs::new()
+            .with("concepts", Value::String("owl, teapot\ncactus, owl,".into()))
+            .with("seed", Value::Int(seed))
+    };
+    let out = run(&node, &inputs(4)).unwrap();
+    let [a, b, Value::StringList(pairs), Value::Int(count)] = &out.values[..] else {
+        panic!("unexpected outputs {:?}", out.values);
+    };
+    assert_eq!(pairs, &["owl + teapot", "owl + cactus", "teapot + cactus"]);
+    assert_eq!(*count, 3);
+    assert_eq!((text(a), text(b)), ("owl", "cactus"));
+    let out = run(&node, &inputs(-1)).unwrap();
+    assert_eq!((text(&out.values[0]), text(&out.values[1])), ("teapot", "cactus"));
+
+    let one = Inputs::new()
+        .with("concepts", Value::String("owl".into()))
+        .with("seed", Value::Int(0));
+    assert_eq!(
+        failure(run(&node, &one)),
+        "input 'concepts': needs at least two distinct concepts, got 1 (custom node 'ConceptPairs')"
+    );
+}
+
+#[test]
+fn weighted_choice_is_seeded_and_follows_the_weights() {
+    let node = load(&host(), "weighted-choice");
+    let pick = |choices: &str, seed: i64| {
+        let inputs = Inputs::new()
+            .with("choices", Value::String(choices.into()))
+            .with("seed", Value::Int(seed));
+        let out = run(&node, &inputs).unwrap();
+        match &out.values[..] {
+            [Value::String(choice), Value::Int(index)] => (choice.clone(), *index),
+            other => panic!("unexpected outputs {other:?}"),
+        }
+    };
+    assert_eq!(pick("owl=3 | cat", 11), pick("owl=3 | cat", 11));
+    for seed in 0..20 {
+        assert_eq!(pick("never=0 | always", seed), ("always".to_owned(), 1));
+    }
+    let owls = (0..400).filter(|seed| pick("owl=3\ncat=1", *seed).0 == "owl").count();
+    assert!((260..340).contains(&owls), "owl picked {owls} times of 400");
+    let inputs = Inputs::new()
+        .with("choices", Value::String("owl=heavy".into()))
+        .with("seed", Value::Int(0));
+    assert!(failure(run(&node, &inputs)).contains("the weight is not a number"));
+}
+
+#[test]
+fn a_node_serves_concurrent_calls() {
+    let node = load(&host(), "template");
+    std::thread::scope(|scope| {
+        for i in 0..4 {
+            let node = &node;
+            scope.spawn(move || {
+                for j in 0..25 {
+                    let inputs = Inputs::new()
+                        .with("template", Value::String("{i}-{j}".into()))
+                        .with("i", Value::Int(i))
+                        .with("j", Value::Int(j));
+                    let out = run(node, &inputs).unwrap();
+                    assert_eq!(text(&out.values[0]), format!("{i}-{j}"));
+                }
+            });
+        }
+    });
+    assert_eq!(node.schema().name, "Template");
+}

@@ -1,0 +1,56 @@
+//! `workflows/template_blend.json`: sandboxed nodes feed a native node. The
+//! prompt is run here in dependency order with links resolved, as the
+//! executor does, to show the workflow works with today's nodes.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use cretok_nodes::{builtin, CancelToken, Inputs, NullSink, Paths, Registry, RunContext, Value};
+use serde_json::Value as Json;
+
+use crate::support::{folder, host};
+
+#[test]
+fn the_template_blend_workflow_saves_the_blend_prompt() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../workflows/template_blend.json");
+    let prompt: Json = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let paths = Paths::new(data.path(), None);
+    let mut registry = Registry::new();
+    builtin::register_all(&mut registry, Arc::new(paths.clone()));
+    let nodes_dir = folder(&["template", "pairs", "weighted-choice"], &[]);
+    let (nodes, errors) = host().load_dir(nodes_dir.path(), &registry);
+    assert!(errors.is_empty(), "{errors:?}");
+    for node in nodes {
+        registry.register(node);
+    }
+
+    let mut outputs: HashMap<String, Vec<Value>> = HashMap::new();
+    let cancel = CancelToken::new();
+    // Node ids are in dependency order in this workflow.
+    for (id, node) in prompt.as_object().unwrap() {
+        let class = node["class_type"].as_str().unwrap();
+        let mut inputs = Inputs::new();
+        for (name, input) in node["inputs"].as_object().unwrap() {
+            let value = match input {
+                Json::Array(link) if link.len() == 2 && link[1].is_u64() => {
+                    let from = link[0].as_str().unwrap();
+                    outputs[from][link[1].as_u64().unwrap() as usize].clone()
+                }
+                literal => Value::from_json(literal).unwrap(),
+            };
+            inputs.insert(name, value);
+        }
+        let ctx = RunContext::new(id, &paths, &cancel, &NullSink);
+        let out = registry.get(class).unwrap_or_else(|| panic!("no node {class}")).run(&inputs, &ctx).unwrap();
+        outputs.insert(id.clone(), out.values);
+    }
+    // Pairs of 4 concepts: seed 4 selects pair 4, (teapot, lighthouse).
+    let saved = paths.output_dir().join("blends");
+    let files: Vec<_> = std::fs::read_dir(&saved).unwrap().map(|e| e.unwrap().path()).collect();
+    assert_eq!(files.len(), 1);
+    assert_eq!(
+        std::fs::read_to_string(&files[0]).unwrap(),
+        "a photo of a whimsical creature, half teapot and half lighthouse"
+    );
+}
