@@ -18,9 +18,7 @@ fn main() -> anyhow::Result<()> {
     let limits = SandboxLimits::default();
 
     let uncached = SandboxHost::new(limits.clone(), None)?;
-    let compile = sample(5, || {
-        uncached.load_file(&component).map(drop)
-    })?;
+    let compile = sample(5, || uncached.load_file(&component).map(drop))?;
 
     let cache = tempfile::tempdir()?;
     let cached = SandboxHost::new(limits, Some(cache.path()))?;
@@ -29,7 +27,10 @@ fn main() -> anyhow::Result<()> {
 
     let node = cached.load_file(&component)?;
     let inputs = Inputs::new()
-        .with("template", Value::String("a photo of a {adj} mixture of {a} and {b}".into()))
+        .with(
+            "template",
+            Value::String("a photo of a {adj} mixture of {a} and {b}".into()),
+        )
         .with("a", Value::String("owl".into()))
         .with("b", Value::String("teapot".into()))
         .with("adj", Value::String("whimsical".into()));
@@ -43,9 +44,18 @@ fn main() -> anyhow::Result<()> {
 
     println!("| measure | median | p99 | samples |");
     println!("|---|---|---|---|");
-    row("load `template`, uncached (compile + link + describe)", &compile);
-    row("load `template` from the compile cache (+ link + describe)", &cached_load);
-    row("`template` call (fresh store + instantiate + run + checks)", &calls);
+    row(
+        "load `template`, uncached (compile + link + describe)",
+        &compile,
+    );
+    row(
+        "load `template` from the compile cache (+ link + describe)",
+        &cached_load,
+    );
+    row(
+        "`template` call (fresh store + instantiate + run + checks)",
+        &calls,
+    );
     Ok(())
 }
 
@@ -53,10 +63,9 @@ fn main() -> anyhow::Result<()> {
 fn build_template() -> anyhow::Result<PathBuf> {
     let exe = std::env::current_exe()?;
     // <target>/release/examples/sandbox_bench
-    let target = exe
-        .ancestors()
-        .nth(3)
-        .ok_or_else(|| anyhow::anyhow!("cannot find the target directory from {}", exe.display()))?;
+    let target = exe.ancestors().nth(3).ok_or_else(|| {
+        anyhow::anyhow!("cannot find the target directory from {}", exe.display())
+    })?;
     let root = target.join("wasm-guests");
     let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../wit/examples");
     let out = root.join("components");
@@ -78,5 +87,10 @@ fn sample<E>(n: usize, mut f: impl FnMut() -> Result<(), E>) -> Result<Vec<Durat
 
 fn row(what: &str, sorted: &[Duration]) {
     let at = |q: f64| sorted[((sorted.len() - 1) as f64 * q).round() as usize];
-    println!("| {what} | {:.1?} | {:.1?} | {} |", at(0.5), at(0.99), sorted.len());
+    println!(
+        "| {what} | {:.1?} | {:.1?} | {} |",
+        at(0.5),
+        at(0.99),
+        sorted.len()
+    );
 }

@@ -44,10 +44,9 @@ impl CompileCache {
     /// The cached component, if there is a usable one.
     pub(crate) fn get(&self, engine: &Engine, wasm_sha256: &str) -> Option<Component> {
         let path = self.artifact_path(wasm_sha256);
-        if !path.is_file() {
-            return None;
-        }
-        // SAFETY: `deserialize_file` trusts the file to be an artifact that
+        // Read, not mapped: a file changed under a mapping would crash the host.
+        let bytes = fs::read(&path).ok()?;
+        // SAFETY: `deserialize` trusts the bytes to be an artifact that
         // `Component::serialize` produced with a compatible engine, as a
         // corrupt or forged one could run arbitrary native code. Only this
         // host writes into `self.dir` (created private to this user in
@@ -55,7 +54,7 @@ impl CompileCache {
         // the engine's compatibility hash, and wasmtime still checks the
         // header's version and settings and fails cleanly on a mismatch.
         #[allow(unsafe_code)]
-        let component = unsafe { Component::deserialize_file(engine, &path) };
+        let component = unsafe { Component::deserialize(engine, &bytes) };
         match component {
             Ok(component) => Some(component),
             Err(e) => {
@@ -110,7 +109,11 @@ impl Hasher for Sha256Hasher {
 
     fn finish(&self) -> u64 {
         let digest = self.0.clone().finalize();
-        u64::from_le_bytes(digest[..8].try_into().expect("a SHA-256 digest has 32 bytes"))
+        u64::from_le_bytes(
+            digest[..8]
+                .try_into()
+                .expect("a SHA-256 digest has 32 bytes"),
+        )
     }
 }
 

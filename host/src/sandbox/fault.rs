@@ -55,12 +55,13 @@ impl Fault {
         match (error.downcast_ref::<Trap>(), last_error) {
             (Some(Trap::Interrupt), _) => Fault::Deadline(limits.deadline),
             (Some(Trap::StackOverflow), _) => Fault::Stack(limits.max_wasm_stack),
-            (Some(Trap::UnreachableCodeReached), Some(message)) => {
-                Fault::Panic(one_line(message.strip_prefix("panicked at ").unwrap_or(message)))
-            }
-            (_, Some(message)) => {
-                Fault::Trap(format!("{error:#}; its last error log: {}", one_line(message)))
-            }
+            (Some(Trap::UnreachableCodeReached), Some(message)) => Fault::Panic(one_line(
+                message.strip_prefix("panicked at ").unwrap_or(message),
+            )),
+            (_, Some(message)) => Fault::Trap(format!(
+                "{error:#}; its last error log: {}",
+                one_line(message)
+            )),
             (_, None) => Fault::Trap(format!("{error:#}")),
         }
     }

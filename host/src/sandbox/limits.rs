@@ -86,7 +86,9 @@ impl ResourceLimiter for StoreLimiter {
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        let requested = self.memory_used.saturating_add(desired.saturating_sub(current));
+        let requested = self
+            .memory_used
+            .saturating_add(desired.saturating_sub(current));
         if requested > self.memory_bytes {
             let exceeded = MemoryLimitExceeded {
                 limit: self.memory_bytes,

@@ -96,9 +96,7 @@ impl Node for SandboxNode {
 
     fn run(&self, inputs: &Inputs, ctx: &RunContext) -> Result<NodeOutput, NodeError> {
         let inputs = self.ports.guest_inputs(inputs)?;
-        let (result, log) = self
-            .runtime
-            .call(|store| self.guest.run(store, &inputs));
+        let (result, log) = self.runtime.call(|store| self.guest.run(store, &inputs));
         self.forward_log(log, ctx);
         match result {
             Err(fault) => Err(self.fail(fault)),

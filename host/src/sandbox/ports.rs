@@ -4,7 +4,7 @@
 
 use cretok_nodes::{Inputs, NodeError, Value};
 
-use super::wit::{GuestPort, GuestValue, NamedValues};
+use super::wit::{GuestPort, GuestValue, NamedValues, PortType};
 
 /// The ports a node declared.
 #[derive(Debug, Clone)]
@@ -35,9 +35,7 @@ impl Ports {
                 (None, None) => return Err(NodeError::invalid_input(&port.name, "missing")),
             };
             let value = match value {
-                GuestValue::Int(i) if port.kind == super::wit::PortType::Float => {
-                    GuestValue::Float(i as f64)
-                }
+                GuestValue::Int(i) if port.kind == PortType::Float => GuestValue::Float(i as f64),
                 value => value,
             };
             if value.port_type() != port.kind {
@@ -124,7 +122,6 @@ fn from_guest(value: GuestValue) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sandbox::wit::PortType;
 
     fn port(name: &str, kind: PortType, default: Option<GuestValue>) -> GuestPort {
         GuestPort {
@@ -138,10 +135,17 @@ mod tests {
     fn ports(extra_inputs: bool) -> Ports {
         Ports::new(
             vec![
-                port("template", PortType::Str, Some(GuestValue::Str("{a}".into()))),
+                port(
+                    "template",
+                    PortType::Str,
+                    Some(GuestValue::Str("{a}".into())),
+                ),
                 port("strength", PortType::Float, None),
             ],
-            vec![port("text", PortType::Str, None), port("n", PortType::Int, None)],
+            vec![
+                port("text", PortType::Str, None),
+                port("n", PortType::Int, None),
+            ],
             extra_inputs,
         )
     }
@@ -166,7 +170,10 @@ mod tests {
         assert_eq!(err.to_string(), "input 'strength': missing");
         let inputs = Inputs::new().with("strength", Value::String("x".into()));
         let err = ports(false).guest_inputs(&inputs).unwrap_err();
-        assert_eq!(err.to_string(), "input 'strength': expected FLOAT, got STRING");
+        assert_eq!(
+            err.to_string(),
+            "input 'strength': expected FLOAT, got STRING"
+        );
         let inputs = Inputs::new()
             .with("strength", Value::Float(1.0))
             .with("model", Value::handle(3u8));
@@ -183,10 +190,16 @@ mod tests {
         assert!(matches!(&values[..], [Value::String(t), Value::Int(1)] if t == "t"));
         let mut extra = ok.clone();
         extra.push(("x".into(), GuestValue::Int(2)));
-        assert_eq!(ports(false).outputs(extra).unwrap_err(), "output 'x' is not declared");
+        assert_eq!(
+            ports(false).outputs(extra).unwrap_err(),
+            "output 'x' is not declared"
+        );
         let mut twice = ok.clone();
         twice.push(("n".into(), GuestValue::Int(2)));
-        assert_eq!(ports(false).outputs(twice).unwrap_err(), "output 'n' is returned twice");
+        assert_eq!(
+            ports(false).outputs(twice).unwrap_err(),
+            "output 'n' is returned twice"
+        );
         let wrong = vec![
             ("n".to_owned(), GuestValue::Str("1".into())),
             ("text".to_owned(), GuestValue::Str("t".into())),
@@ -195,6 +208,9 @@ mod tests {
             ports(false).outputs(wrong).unwrap_err(),
             "output 'n' is STRING, the schema says INT"
         );
-        assert_eq!(ports(false).outputs(vec![]).unwrap_err(), "output 'text' is missing");
+        assert_eq!(
+            ports(false).outputs(vec![]).unwrap_err(),
+            "output 'text' is missing"
+        );
     }
 }

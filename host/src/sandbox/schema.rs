@@ -29,7 +29,9 @@ impl PortType {
 
 /// Validates a guest's schema; `module` is the component's name.
 pub(crate) fn node_schema(guest: GuestSchema, module: &str) -> Result<(NodeSchema, Ports), String> {
-    check_name("id", &guest.id, |c| c.is_ascii_alphanumeric() || "_-.".contains(c))?;
+    check_name("id", &guest.id, |c| {
+        c.is_ascii_alphanumeric() || "_-.".contains(c)
+    })?;
     if !guest.category.is_empty() {
         check_name("category", &guest.category, |c| {
             c.is_ascii_alphanumeric() || "_-/ ".contains(c)
@@ -55,7 +57,10 @@ pub(crate) fn node_schema(guest: GuestSchema, module: &str) -> Result<(NodeSchem
     for port in &guest.outputs {
         schema = schema.output(OutputSpec::named(&port.name, port.kind.data_type()));
     }
-    Ok((schema, Ports::new(guest.inputs, guest.outputs, guest.extra_inputs)))
+    Ok((
+        schema,
+        Ports::new(guest.inputs, guest.outputs, guest.extra_inputs),
+    ))
 }
 
 fn check_name(what: &str, name: &str, allowed: impl Fn(char) -> bool) -> Result<(), String> {
@@ -63,7 +68,9 @@ fn check_name(what: &str, name: &str, allowed: impl Fn(char) -> bool) -> Result<
         return Err(format!("the {what} is empty"));
     }
     if name.len() > MAX_NAME {
-        return Err(format!("the {what} '{name}' is longer than {MAX_NAME} bytes"));
+        return Err(format!(
+            "the {what} '{name}' is longer than {MAX_NAME} bytes"
+        ));
     }
     if let Some(c) = name.chars().find(|c| !allowed(*c)) {
         return Err(format!("the {what} '{name}' contains {c:?}"));
@@ -180,19 +187,28 @@ mod tests {
         let info = schema.to_object_info();
         assert_eq!(info["input"]["required"]["seed"][0], "INT");
         assert_eq!(info["input"]["required"]["seed"][1]["default"], 7);
-        assert_eq!(info["input"]["required"]["seed"][1]["control_after_generate"], true);
+        assert_eq!(
+            info["input"]["required"]["seed"][1]["control_after_generate"],
+            true
+        );
         assert_eq!(info["input"]["required"]["names"][0], "STRING_LIST");
         assert_eq!(info["output"][0], "STRING");
     }
 
     #[test]
     fn refuses_nonsense() {
-        let dup = vec![port("a", PortType::Str, None), port("a", PortType::Int, None)];
+        let dup = vec![
+            port("a", PortType::Str, None),
+            port("a", PortType::Int, None),
+        ];
         assert_eq!(
             node_schema(schema("X", dup), "x").unwrap_err(),
             "two inputs are named 'a'"
         );
-        assert_eq!(node_schema(schema("", vec![]), "x").unwrap_err(), "the id is empty");
+        assert_eq!(
+            node_schema(schema("", vec![]), "x").unwrap_err(),
+            "the id is empty"
+        );
         let typed = vec![port("n", PortType::Int, Some(GuestValue::Str("1".into())))];
         assert_eq!(
             node_schema(schema("X", typed), "x").unwrap_err(),

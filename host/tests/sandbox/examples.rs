@@ -34,8 +34,14 @@ fn the_examples_load_as_template_nodes() {
         pairs["output"],
         serde_json::json!(["STRING", "STRING", "STRING_LIST", "INT"])
     );
-    assert_eq!(pairs["output_name"], serde_json::json!(["a", "b", "pairs", "count"]));
-    assert_eq!(pairs["input"]["required"]["seed"][1]["control_after_generate"], true);
+    assert_eq!(
+        pairs["output_name"],
+        serde_json::json!(["a", "b", "pairs", "count"])
+    );
+    assert_eq!(
+        pairs["input"]["required"]["seed"][1]["control_after_generate"],
+        true
+    );
 }
 
 #[test]
@@ -65,15 +71,23 @@ fn template_uses_its_default_and_names_a_missing_variable() {
         .with("a", Value::String("owl".into()))
         .with("b", Value::StringList(vec!["cat".into(), "fox".into()]));
     let out = run(&node, &inputs).unwrap();
-    assert_eq!(text(&out.values[0]), "a photo of a owl mixed with a cat, fox");
+    assert_eq!(
+        text(&out.values[0]),
+        "a photo of a owl mixed with a cat, fox"
+    );
 
-    let inputs = Inputs::new().with("template", Value::String("{a} and {adj}".into())).with("a", Value::String("owl".into()));
+    let inputs = Inputs::new()
+        .with("template", Value::String("{a} and {adj}".into()))
+        .with("a", Value::String("owl".into()));
     match run(&node, &inputs) {
         Err(NodeError::InvalidInput { input, reason }) => {
             assert_eq!(input, "adj");
             assert_eq!(reason, "missing (custom node 'Template')");
         }
-        other => panic!("expected a missing input, got {:?}", other.map(|o| o.values)),
+        other => panic!(
+            "expected a missing input, got {:?}",
+            other.map(|o| o.values)
+        ),
     }
     let inputs = Inputs::new().with("template", Value::String("oops {a".into()));
     assert_eq!(
@@ -87,7 +101,10 @@ fn pairs_lists_every_pair_and_selects_one_by_seed() {
     let node = load(&host(), "pairs");
     let inputs = |seed: i64| {
         Inputs::new()
-            .with("concepts", Value::String("owl, teapot\ncactus, owl,".into()))
+            .with(
+                "concepts",
+                Value::String("owl, teapot\ncactus, owl,".into()),
+            )
             .with("seed", Value::Int(seed))
     };
     let out = run(&node, &inputs(4)).unwrap();
@@ -98,7 +115,10 @@ fn pairs_lists_every_pair_and_selects_one_by_seed() {
     assert_eq!(*count, 3);
     assert_eq!((text(a), text(b)), ("owl", "cactus"));
     let out = run(&node, &inputs(-1)).unwrap();
-    assert_eq!((text(&out.values[0]), text(&out.values[1])), ("teapot", "cactus"));
+    assert_eq!(
+        (text(&out.values[0]), text(&out.values[1])),
+        ("teapot", "cactus")
+    );
 
     let one = Inputs::new()
         .with("concepts", Value::String("owl".into()))
@@ -126,7 +146,9 @@ fn weighted_choice_is_seeded_and_follows_the_weights() {
     for seed in 0..20 {
         assert_eq!(pick("never=0 | always", seed), ("always".to_owned(), 1));
     }
-    let owls = (0..400).filter(|seed| pick("owl=3\ncat=1", *seed).0 == "owl").count();
+    let owls = (0..400)
+        .filter(|seed| pick("owl=3\ncat=1", *seed).0 == "owl")
+        .count();
     assert!((260..340).contains(&owls), "owl picked {owls} times of 400");
     let inputs = Inputs::new()
         .with("choices", Value::String("owl=heavy".into()))

@@ -4,9 +4,7 @@
 use std::sync::Arc;
 
 use cretok_host::sandbox::{LoadError, SandboxHost, SandboxLimits};
-use cretok_nodes::{
-    Inputs, Node, NodeError, NodeOutput, NodeSchema, Registry, RunContext, Value,
-};
+use cretok_nodes::{Inputs, Node, NodeError, NodeOutput, NodeSchema, Registry, RunContext, Value};
 
 use crate::support::{component, folder, host, run};
 
@@ -43,21 +41,39 @@ fn bad_components_are_load_errors_naming_the_file() {
     assert_eq!(errors.len(), 5, "{errors:?}");
 
     let wasi = error_for(&errors, "hostile-wasi-import.wasm");
-    assert!(matches!(wasi, LoadError::ForbiddenImport { import, .. } if import == "wasi:random/random@0.2.0"));
+    assert!(
+        matches!(wasi, LoadError::ForbiddenImport { import, .. } if import == "wasi:random/random@0.2.0")
+    );
     assert!(wasi.to_string().contains("hostile-wasi-import.wasm: imports `wasi:random/random@0.2.0`, which the sandbox does not provide"), "{wasi}");
 
     let duplicate = error_for(&errors, "hostile-duplicate-ports.wasm").to_string();
     assert!(duplicate.ends_with("hostile-duplicate-ports.wasm: describe returned an unusable schema: two inputs are named 'text'"), "{duplicate}");
     let empty = error_for(&errors, "hostile-empty-id.wasm").to_string();
-    assert!(empty.ends_with("hostile-empty-id.wasm: describe returned an unusable schema: the id is empty"), "{empty}");
+    assert!(
+        empty.ends_with(
+            "hostile-empty-id.wasm: describe returned an unusable schema: the id is empty"
+        ),
+        "{empty}"
+    );
 
     for file in ["malformed.wasm", "core-module.wasm"] {
         let error = error_for(&errors, file);
         assert!(matches!(error, LoadError::Invalid { .. }), "{error}");
-        assert!(error.to_string().contains(&format!("{file}: not a valid WebAssembly component")), "{error}");
+        assert!(
+            error
+                .to_string()
+                .contains(&format!("{file}: not a valid WebAssembly component")),
+            "{error}"
+        );
     }
     // The good node still runs after all that.
-    let out = run(nodes[0].as_ref(), &Inputs::new().with("a", Value::String("x".into())).with("b", Value::String("y".into()))).unwrap();
+    let out = run(
+        nodes[0].as_ref(),
+        &Inputs::new()
+            .with("a", Value::String("x".into()))
+            .with("b", Value::String("y".into())),
+    )
+    .unwrap();
     assert!(matches!(&out.values[..], [Value::String(s)] if s == "a photo of a x mixed with a y"));
 }
 
@@ -82,7 +98,10 @@ fn ids_are_unique_across_files_and_native_nodes() {
     assert_eq!(errors.len(), 1);
     assert_eq!(
         errors[0].to_string(),
-        format!("{}: node id 'Template' is already taken by a.wasm", dir.path().join("b.wasm").display())
+        format!(
+            "{}: node id 'Template' is already taken by a.wasm",
+            dir.path().join("b.wasm").display()
+        )
     );
 
     let mut native = Registry::new();
@@ -90,7 +109,9 @@ fn ids_are_unique_across_files_and_native_nodes() {
     let (nodes, errors) = host().load_dir(dir.path(), &native);
     assert_eq!(nodes.len(), 1);
     assert_eq!(errors.len(), 2);
-    assert!(errors.iter().all(|e| e.to_string().ends_with("is already taken by a built-in node")));
+    assert!(errors.iter().all(|e| e
+        .to_string()
+        .ends_with("is already taken by a built-in node")));
 }
 
 #[test]
@@ -113,22 +134,42 @@ fn compiled_components_are_cached_and_reused() {
     };
     load();
     let artifacts = || -> Vec<std::path::PathBuf> {
-        let mut files: Vec<_> = std::fs::read_dir(&cache_dir).unwrap().map(|e| e.unwrap().path()).collect();
+        let mut files: Vec<_> = std::fs::read_dir(&cache_dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
         files.sort();
         files
     };
     let cached = artifacts();
     assert_eq!(cached.len(), 2);
-    assert!(cached.iter().all(|p| p.extension().is_some_and(|e| e == "cwasm")));
-    let modified: Vec<_> = cached.iter().map(|p| std::fs::metadata(p).unwrap().modified().unwrap()).collect();
+    assert!(cached
+        .iter()
+        .all(|p| p.extension().is_some_and(|e| e == "cwasm")));
+    let modified: Vec<_> = cached
+        .iter()
+        .map(|p| std::fs::metadata(p).unwrap().modified().unwrap())
+        .collect();
 
     // A reload reads the artifacts instead of compiling again.
     let reloaded = load();
     assert_eq!(artifacts(), cached);
-    let again: Vec<_> = cached.iter().map(|p| std::fs::metadata(p).unwrap().modified().unwrap()).collect();
+    let again: Vec<_> = cached
+        .iter()
+        .map(|p| std::fs::metadata(p).unwrap().modified().unwrap())
+        .collect();
     assert_eq!(again, modified);
-    let template = reloaded.iter().find(|n| n.schema().name == "Template").unwrap();
-    let out = run(template.as_ref(), &Inputs::new().with("template", Value::String("{x}!".into())).with("x", Value::Int(3))).unwrap();
+    let template = reloaded
+        .iter()
+        .find(|n| n.schema().name == "Template")
+        .unwrap();
+    let out = run(
+        template.as_ref(),
+        &Inputs::new()
+            .with("template", Value::String("{x}!".into()))
+            .with("x", Value::Int(3)),
+    )
+    .unwrap();
     assert!(matches!(&out.values[..], [Value::String(s)] if s == "3!"));
 
     // A damaged artifact is replaced by a fresh compilation.
@@ -136,5 +177,7 @@ fn compiled_components_are_cached_and_reused() {
         std::fs::write(path, b"damaged").unwrap();
     }
     assert_eq!(load().len(), 2);
-    assert!(artifacts().iter().all(|p| std::fs::metadata(p).unwrap().len() > 1000));
+    assert!(artifacts()
+        .iter()
+        .all(|p| std::fs::metadata(p).unwrap().len() > 1000));
 }

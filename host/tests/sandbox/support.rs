@@ -66,7 +66,11 @@ impl EventSink for TextSink {
 }
 
 /// Runs `node` on `inputs` with a throwaway context, sending text to `sink`.
-pub fn run_with(node: &dyn Node, inputs: &Inputs, sink: &TextSink) -> Result<NodeOutput, NodeError> {
+pub fn run_with(
+    node: &dyn Node,
+    inputs: &Inputs,
+    sink: &TextSink,
+) -> Result<NodeOutput, NodeError> {
     let paths = Paths::new(std::env::temp_dir(), None);
     let cancel = CancelToken::new();
     node.run(inputs, &RunContext::new("1", &paths, &cancel, sink))

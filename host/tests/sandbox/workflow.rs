@@ -12,7 +12,10 @@ use crate::support::{folder, host};
 
 #[test]
 fn the_template_blend_workflow_saves_the_blend_prompt() {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../workflows/template_blend.json");
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../workflows/template_blend.json"
+    );
     let prompt: Json = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
     let data = tempfile::tempdir().unwrap();
     let paths = Paths::new(data.path(), None);
@@ -42,12 +45,19 @@ fn the_template_blend_workflow_saves_the_blend_prompt() {
             inputs.insert(name, value);
         }
         let ctx = RunContext::new(id, &paths, &cancel, &NullSink);
-        let out = registry.get(class).unwrap_or_else(|| panic!("no node {class}")).run(&inputs, &ctx).unwrap();
+        let out = registry
+            .get(class)
+            .unwrap_or_else(|| panic!("no node {class}"))
+            .run(&inputs, &ctx)
+            .unwrap();
         outputs.insert(id.clone(), out.values);
     }
     // Pairs of 4 concepts: seed 4 selects pair 4, (teapot, lighthouse).
     let saved = paths.output_dir().join("blends");
-    let files: Vec<_> = std::fs::read_dir(&saved).unwrap().map(|e| e.unwrap().path()).collect();
+    let files: Vec<_> = std::fs::read_dir(&saved)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
     assert_eq!(files.len(), 1);
     assert_eq!(
         std::fs::read_to_string(&files[0]).unwrap(),

@@ -20,7 +20,9 @@ pub enum BuildError {
         command: String,
         source: std::io::Error,
     },
-    #[error("{command} failed ({status}); is the target installed? (rustup target add {GUEST_TARGET})")]
+    #[error(
+        "{command} failed ({status}); is the target installed? (rustup target add {GUEST_TARGET})"
+    )]
     Cargo { command: String, status: String },
     #[error("reading cargo's messages: {0}")]
     Messages(#[source] std::io::Error),
@@ -73,7 +75,13 @@ pub fn build_workspace(
     let mut command = Command::new(cargo);
     command
         .current_dir(workspace_dir)
-        .args(["build", "--release", "--workspace", "--target", GUEST_TARGET])
+        .args([
+            "build",
+            "--release",
+            "--workspace",
+            "--target",
+            GUEST_TARGET,
+        ])
         .args(["--message-format", "json-render-diagnostics"])
         .arg("--target-dir")
         .arg(target_dir)
@@ -84,7 +92,10 @@ pub fn build_workspace(
         .env_remove("CARGO_ENCODED_RUSTFLAGS")
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit());
-    let described = format!("cargo build --target {GUEST_TARGET} in {}", workspace_dir.display());
+    let described = format!(
+        "cargo build --target {GUEST_TARGET} in {}",
+        workspace_dir.display()
+    );
     let mut child = command.spawn().map_err(|source| BuildError::Spawn {
         command: described.clone(),
         source,
@@ -120,7 +131,7 @@ pub fn build_workspace(
         .collect()
 }
 
-/// The crate name and `.wasm` file of a `compiler-artifact` message for a
+/// The package name and `.wasm` file of a `compiler-artifact` message for a
 /// `cdylib`, if `line` is one.
 fn cdylib_artifact(line: &str) -> Option<(String, PathBuf)> {
     let message: serde_json::Value = serde_json::from_str(line).ok()?;
@@ -136,7 +147,18 @@ fn cdylib_artifact(line: &str) -> Option<(String, PathBuf)> {
         .iter()
         .filter_map(|f| f.as_str())
         .find(|f| f.ends_with(".wasm"))?;
-    Some((target["name"].as_str()?.to_owned(), PathBuf::from(wasm)))
+    let package = package_name(message["package_id"].as_str()?)?;
+    Some((package.to_owned(), PathBuf::from(wasm)))
+}
+
+/// The name in a package id: `path+file:///a/b#name@0.1.0`, or
+/// `path+file:///a/name#0.1.0` when the folder has the package's name.
+fn package_name(package_id: &str) -> Option<&str> {
+    let (url, fragment) = package_id.rsplit_once('#')?;
+    match fragment.split_once('@') {
+        Some((name, _version)) => Some(name),
+        None => url.rsplit('/').next(),
+    }
 }
 
 #[cfg(test)]
@@ -145,20 +167,31 @@ mod tests {
 
     #[test]
     fn picks_cdylib_artifacts_only() {
-        let cdylib = r#"{"reason":"compiler-artifact","target":{"kind":["cdylib"],"name":"weighted-choice"},"filenames":["/t/weighted_choice.wasm"]}"#;
-        let rlib = r#"{"reason":"compiler-artifact","target":{"kind":["lib"],"name":"wit-bindgen"},"filenames":["/t/libwit_bindgen.rlib"]}"#;
+        let cdylib = r#"{"reason":"compiler-artifact","package_id":"path+file:///w/weighted-choice#0.1.0","target":{"kind":["cdylib"],"name":"weighted_choice"},"filenames":["/t/weighted_choice.wasm"]}"#;
+        let rlib = r#"{"reason":"compiler-artifact","package_id":"registry+https://x#wit-bindgen@0.60.0","target":{"kind":["lib"],"name":"wit_bindgen"},"filenames":["/t/libwit_bindgen.rlib"]}"#;
         assert_eq!(
             cdylib_artifact(cdylib),
-            Some(("weighted-choice".to_owned(), PathBuf::from("/t/weighted_choice.wasm")))
+            Some((
+                "weighted-choice".to_owned(),
+                PathBuf::from("/t/weighted_choice.wasm")
+            ))
         );
         assert_eq!(cdylib_artifact(rlib), None);
         assert_eq!(cdylib_artifact("not json"), None);
+        assert_eq!(
+            package_name("path+file:///w/hostile/runtime#hostile-runtime@0.1.0"),
+            Some("hostile-runtime")
+        );
     }
 
     #[test]
     fn refuses_a_module_without_a_world() {
         let empty_module = b"\0asm\x01\0\0\0";
         let err = componentize(empty_module, Path::new("m.wasm")).unwrap_err();
-        assert!(err.to_string().starts_with("m.wasm: cannot make a component"), "{err}");
+        assert!(
+            err.to_string()
+                .starts_with("m.wasm: cannot make a component"),
+            "{err}"
+        );
     }
 }

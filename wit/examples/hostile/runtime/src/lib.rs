@@ -24,7 +24,8 @@ fn recurse(depth: u64) -> u64 {
     if black_box(depth) == u64::MAX {
         return 0;
     }
-    1 + recurse(black_box(depth + 1))
+    // Opaque to the optimiser, so the recursion cannot become a loop.
+    black_box(recurse(black_box(depth + 1))) + 1
 }
 
 impl Guest for Hostile {
