@@ -9,17 +9,27 @@
 wit_bindgen::generate!({ path: "../../since_v0.1.0", world: "prompt-node" });
 
 use cretok::node::host::{log, LogLevel};
-use cretok::node::types::{InputProblem, NamedValue, NodeError, NodeSchema, Port, Value, ValueType};
+use cretok::node::types::{
+    InputProblem, NamedValue, NodeError, NodeSchema, Port, Value, ValueType,
+};
 use exports::cretok::node::node::Guest;
 
 struct Pairs;
 
 fn port(name: &str, kind: ValueType, description: &str, default: Option<Value>) -> Port {
-    Port { name: name.into(), kind, description: description.into(), default }
+    Port {
+        name: name.into(),
+        kind,
+        description: description.into(),
+        default,
+    }
 }
 
 fn output(name: &str, value: Value) -> NamedValue {
-    NamedValue { name: name.into(), value }
+    NamedValue {
+        name: name.into(),
+        value,
+    }
 }
 
 impl Guest for Pairs {
@@ -28,7 +38,8 @@ impl Guest for Pairs {
             id: "ConceptPairs".into(),
             display_name: "Concept Pairs".into(),
             category: "prompt".into(),
-            description: "Every unordered pair of the concepts, and the pair the seed selects.".into(),
+            description: "Every unordered pair of the concepts, and the pair the seed selects."
+                .into(),
             inputs: vec![
                 port(
                     "concepts",
@@ -36,12 +47,32 @@ impl Guest for Pairs {
                     "Concepts separated by commas or new lines.",
                     Some(Value::Str("owl, teapot, cactus".into())),
                 ),
-                port("seed", ValueType::Int, "Selects pair number seed mod count.", Some(Value::Int(0))),
+                port(
+                    "seed",
+                    ValueType::Int,
+                    "Selects pair number seed mod count.",
+                    Some(Value::Int(0)),
+                ),
             ],
             outputs: vec![
-                port("a", ValueType::Str, "First concept of the selected pair.", None),
-                port("b", ValueType::Str, "Second concept of the selected pair.", None),
-                port("pairs", ValueType::StrList, "Every pair, as \"a + b\".", None),
+                port(
+                    "a",
+                    ValueType::Str,
+                    "First concept of the selected pair.",
+                    None,
+                ),
+                port(
+                    "b",
+                    ValueType::Str,
+                    "Second concept of the selected pair.",
+                    None,
+                ),
+                port(
+                    "pairs",
+                    ValueType::StrList,
+                    "Every pair, as \"a + b\".",
+                    None,
+                ),
                 port("count", ValueType::Int, "How many pairs there are.", None),
             ],
             extra_inputs: false,
@@ -59,12 +90,16 @@ impl Guest for Pairs {
                 _ => {}
             }
         }
-        let concepts = split_concepts(concepts.ok_or_else(|| NodeError::MissingInput("concepts".into()))?);
+        let concepts =
+            split_concepts(concepts.ok_or_else(|| NodeError::MissingInput("concepts".into()))?);
         let seed = seed.ok_or_else(|| NodeError::MissingInput("seed".into()))?;
         if concepts.len() < 2 {
             return Err(NodeError::InvalidInput(InputProblem {
                 input: "concepts".into(),
-                reason: format!("needs at least two distinct concepts, got {}", concepts.len()),
+                reason: format!(
+                    "needs at least two distinct concepts, got {}",
+                    concepts.len()
+                ),
             }));
         }
         let pairs: Vec<(&str, &str)> = concepts
@@ -76,7 +111,10 @@ impl Guest for Pairs {
         Ok(vec![
             output("a", Value::Str(a.into())),
             output("b", Value::Str(b.into())),
-            output("pairs", Value::StrList(pairs.iter().map(|(a, b)| format!("{a} + {b}")).collect())),
+            output(
+                "pairs",
+                Value::StrList(pairs.iter().map(|(a, b)| format!("{a} + {b}")).collect()),
+            ),
             output("count", Value::Int(pairs.len() as i64)),
         ])
     }
@@ -85,7 +123,11 @@ impl Guest for Pairs {
 /// Splits on commas and new lines, trims, drops blanks and repeats.
 fn split_concepts(text: &str) -> Vec<&str> {
     let mut concepts: Vec<&str> = Vec::new();
-    for concept in text.split([',', '\n']).map(str::trim).filter(|c| !c.is_empty()) {
+    for concept in text
+        .split([',', '\n'])
+        .map(str::trim)
+        .filter(|c| !c.is_empty())
+    {
         if !concepts.contains(&concept) {
             concepts.push(concept);
         }

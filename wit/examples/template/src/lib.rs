@@ -8,7 +8,9 @@
 wit_bindgen::generate!({ path: "../../since_v0.1.0", world: "prompt-node" });
 
 use cretok::node::host::{log, LogLevel};
-use cretok::node::types::{InputProblem, NamedValue, NodeError, NodeSchema, Port, Value, ValueType};
+use cretok::node::types::{
+    InputProblem, NamedValue, NodeError, NodeSchema, Port, Value, ValueType,
+};
 use exports::cretok::node::node::Guest;
 
 struct Template;
@@ -51,7 +53,10 @@ impl Guest for Template {
             None => return Err(NodeError::MissingInput(TEMPLATE.into())),
         };
         let text = fill(template, &inputs)?;
-        Ok(vec![NamedValue { name: "text".into(), value: Value::Str(text) }])
+        Ok(vec![NamedValue {
+            name: "text".into(),
+            value: Value::Str(text),
+        }])
     }
 }
 
@@ -66,11 +71,17 @@ fn fill(template: &str, inputs: &[NamedValue]) -> Result<String, NodeError> {
             out.push_str(&tail[..1]);
             rest = after;
         } else if tail.starts_with('}') {
-            return Err(bad_template(format!("unmatched '}}' at byte {}", template.len() - tail.len())));
+            return Err(bad_template(format!(
+                "unmatched '}}' at byte {}",
+                template.len() - tail.len()
+            )));
         } else {
-            let close = tail
-                .find('}')
-                .ok_or_else(|| bad_template(format!("unclosed '{{' at byte {}", template.len() - tail.len())))?;
+            let close = tail.find('}').ok_or_else(|| {
+                bad_template(format!(
+                    "unclosed '{{' at byte {}",
+                    template.len() - tail.len()
+                ))
+            })?;
             let name = tail[1..close].trim();
             let value = inputs
                 .iter()
@@ -95,7 +106,10 @@ fn render(value: &Value, out: &mut String) {
 }
 
 fn bad_template(reason: String) -> NodeError {
-    NodeError::InvalidInput(InputProblem { input: TEMPLATE.into(), reason })
+    NodeError::InvalidInput(InputProblem {
+        input: TEMPLATE.into(),
+        reason,
+    })
 }
 
 export!(Template);

@@ -8,17 +8,27 @@
 wit_bindgen::generate!({ path: "../../since_v0.1.0", world: "prompt-node" });
 
 use cretok::node::host::{log, LogLevel};
-use cretok::node::types::{InputProblem, NamedValue, NodeError, NodeSchema, Port, Value, ValueType};
+use cretok::node::types::{
+    InputProblem, NamedValue, NodeError, NodeSchema, Port, Value, ValueType,
+};
 use exports::cretok::node::node::Guest;
 
 struct WeightedChoice;
 
 fn port(name: &str, kind: ValueType, description: &str, default: Option<Value>) -> Port {
-    Port { name: name.into(), kind, description: description.into(), default }
+    Port {
+        name: name.into(),
+        kind,
+        description: description.into(),
+        default,
+    }
 }
 
 fn invalid_choices(reason: String) -> NodeError {
-    NodeError::InvalidInput(InputProblem { input: "choices".into(), reason })
+    NodeError::InvalidInput(InputProblem {
+        input: "choices".into(),
+        reason,
+    })
 }
 
 impl Guest for WeightedChoice {
@@ -35,11 +45,21 @@ impl Guest for WeightedChoice {
                     "Options separated by | or new lines; text=weight sets a weight (default 1).",
                     Some(Value::Str("owl=3 | teapot | cactus=0.5".into())),
                 ),
-                port("seed", ValueType::Int, "The same seed picks the same option.", Some(Value::Int(0))),
+                port(
+                    "seed",
+                    ValueType::Int,
+                    "The same seed picks the same option.",
+                    Some(Value::Int(0)),
+                ),
             ],
             outputs: vec![
                 port("choice", ValueType::Str, "The picked option.", None),
-                port("index", ValueType::Int, "Its position in the list, from 0.", None),
+                port(
+                    "index",
+                    ValueType::Int,
+                    "Its position in the list, from 0.",
+                    None,
+                ),
             ],
             extra_inputs: false,
         }
@@ -73,8 +93,14 @@ impl Guest for WeightedChoice {
             })
             .unwrap_or_else(|| options.iter().rposition(|(_, w)| *w > 0.0).unwrap_or(0));
         Ok(vec![
-            NamedValue { name: "choice".into(), value: Value::Str(options[index].0.into()) },
-            NamedValue { name: "index".into(), value: Value::Int(index as i64) },
+            NamedValue {
+                name: "choice".into(),
+                value: Value::Str(options[index].0.into()),
+            },
+            NamedValue {
+                name: "index".into(),
+                value: Value::Int(index as i64),
+            },
         ])
     }
 }
@@ -82,15 +108,20 @@ impl Guest for WeightedChoice {
 /// Parses `text=weight` entries separated by `|` or new lines.
 fn parse(text: &str) -> Result<Vec<(&str, f64)>, NodeError> {
     let mut options = Vec::new();
-    for entry in text.split(['|', '\n']).map(str::trim).filter(|e| !e.is_empty()) {
+    for entry in text
+        .split(['|', '\n'])
+        .map(str::trim)
+        .filter(|e| !e.is_empty())
+    {
         let (option, weight) = match entry.rsplit_once('=') {
             Some((option, weight)) => {
-                let weight: f64 = weight
-                    .trim()
-                    .parse()
-                    .map_err(|_| invalid_choices(format!("'{entry}': the weight is not a number")))?;
+                let weight: f64 = weight.trim().parse().map_err(|_| {
+                    invalid_choices(format!("'{entry}': the weight is not a number"))
+                })?;
                 if !weight.is_finite() || weight < 0.0 {
-                    return Err(invalid_choices(format!("'{entry}': weights must be finite and ≥ 0")));
+                    return Err(invalid_choices(format!(
+                        "'{entry}': weights must be finite and ≥ 0"
+                    )));
                 }
                 (option.trim(), weight)
             }

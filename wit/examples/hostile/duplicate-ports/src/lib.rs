@@ -9,7 +9,12 @@ use exports::cretok::node::node::Guest;
 struct DuplicatePorts;
 
 fn text_port() -> Port {
-    Port { name: "text".into(), kind: ValueType::Str, description: String::new(), default: None }
+    Port {
+        name: "text".into(),
+        kind: ValueType::Str,
+        description: String::new(),
+        default: None,
+    }
 }
 
 impl Guest for DuplicatePorts {

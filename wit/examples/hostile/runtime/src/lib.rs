@@ -10,13 +10,18 @@ wit_bindgen::generate!({ path: "../../../since_v0.1.0", world: "prompt-node" });
 use std::hint::black_box;
 
 use cretok::node::host::{log, LogLevel};
-use cretok::node::types::{InputProblem, NamedValue, NodeError, NodeSchema, Port, Value, ValueType};
+use cretok::node::types::{
+    InputProblem, NamedValue, NodeError, NodeSchema, Port, Value, ValueType,
+};
 use exports::cretok::node::node::Guest;
 
 struct Hostile;
 
 fn text(value: Value) -> Vec<NamedValue> {
-    vec![NamedValue { name: "text".into(), value }]
+    vec![NamedValue {
+        name: "text".into(),
+        value,
+    }]
 }
 
 /// Recurses without touching linear memory, so only the wasm stack grows.
@@ -72,7 +77,10 @@ impl Guest for Hostile {
             "missing-output" => Ok(Vec::new()),
             "unknown-output" => {
                 let mut outputs = text(Value::Str("ok".into()));
-                outputs.push(NamedValue { name: "surprise".into(), value: Value::Boolean(true) });
+                outputs.push(NamedValue {
+                    name: "surprise".into(),
+                    value: Value::Boolean(true),
+                });
                 Ok(outputs)
             }
             "log-flood" => {

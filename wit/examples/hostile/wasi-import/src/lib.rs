@@ -20,14 +20,22 @@ impl Guest for WasiRandom {
             category: String::new(),
             description: String::new(),
             inputs: Vec::new(),
-            outputs: vec![Port { name: "number".into(), kind: ValueType::Int, description: String::new(), default: None }],
+            outputs: vec![Port {
+                name: "number".into(),
+                kind: ValueType::Int,
+                description: String::new(),
+                default: None,
+            }],
             extra_inputs: false,
         }
     }
 
     fn run(_inputs: Vec<NamedValue>) -> Result<Vec<NamedValue>, NodeError> {
         let number = wasi::random::random::get_random_u64();
-        Ok(vec![NamedValue { name: "number".into(), value: Value::Int(number as i64) }])
+        Ok(vec![NamedValue {
+            name: "number".into(),
+            value: Value::Int(number as i64),
+        }])
     }
 }
 
