@@ -51,7 +51,7 @@ impl SandboxNode {
         }))
     }
 
-    fn from_guest_error(&self, error: GuestError) -> NodeError {
+    fn guest_error(&self, error: GuestError) -> NodeError {
         let by = format!("(custom node '{}')", self.schema.name);
         match error {
             GuestError::MissingInput(input) => {
@@ -100,7 +100,7 @@ impl Node for SandboxNode {
         self.forward_log(log, ctx);
         match result {
             Err(fault) => Err(self.fail(fault)),
-            Ok(Err(error)) => Err(self.from_guest_error(error)),
+            Ok(Err(error)) => Err(self.guest_error(error)),
             Ok(Ok(outputs)) => self
                 .ports
                 .outputs(outputs)
