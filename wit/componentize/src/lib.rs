@@ -185,13 +185,12 @@ mod tests {
     }
 
     #[test]
-    fn refuses_a_module_without_a_world() {
-        let empty_module = b"\0asm\x01\0\0\0";
-        let err = componentize(empty_module, Path::new("m.wasm")).unwrap_err();
-        assert!(
-            err.to_string()
-                .starts_with("m.wasm: cannot make a component"),
-            "{err}"
-        );
+    fn refuses_a_module_importing_outside_its_world() {
+        // (module (import "env" "f" (func))), with no embedded WIT world.
+        let module = b"\0asm\x01\0\0\0\x01\x04\x01\x60\0\0\x02\x09\x01\x03env\x01f\0\0";
+        let err = componentize(module, Path::new("m.wasm")).unwrap_err();
+        let message = err.to_string();
+        assert!(message.starts_with("m.wasm: cannot make a component of it: "), "{message}");
+        assert!(message.contains("env"), "{message}");
     }
 }
