@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use wasmtime::Trap;
+use wasmtime::{PoolConcurrencyLimitError, Trap};
 
 use super::limits::{MemoryLimitExceeded, SandboxLimits, TableLimitExceeded};
 use super::state::StoreState;
@@ -24,6 +24,9 @@ pub enum Fault {
     /// The wasm stack overflowed (`max_wasm_stack`).
     #[error("overflowed its stack limit of {} KiB (max_wasm_stack)", .0 / 1024)]
     Stack(usize),
+    /// Every slot of the instance pool was taken by other running calls.
+    #[error("found all {0} sandbox slots busy (SandboxLimits::concurrent_calls)")]
+    Busy(u32),
     /// The guest panicked; the message is what its panic hook logged.
     #[error("panicked: {0}")]
     Panic(String),
@@ -50,6 +53,9 @@ impl Fault {
         }
         if let Some(exceeded) = error.downcast_ref::<TableLimitExceeded>() {
             return Fault::Table(*exceeded);
+        }
+        if error.downcast_ref::<PoolConcurrencyLimitError>().is_some() {
+            return Fault::Busy(limits.concurrent_calls);
         }
         let last_error = state.log.last_error();
         match (error.downcast_ref::<Trap>(), last_error) {

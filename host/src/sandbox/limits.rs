@@ -18,6 +18,9 @@ pub struct SandboxLimits {
     pub max_wasm_stack: usize,
     /// Elements per table (function tables grown at run time).
     pub table_elements: usize,
+    /// Calls that may run at once across all nodes of a host (the size of the
+    /// instance pool); one more fails. Engine-wide, like `max_wasm_stack`.
+    pub concurrent_calls: u32,
     /// Log lines kept per call; later ones are counted and dropped.
     pub log_lines: usize,
     /// Bytes kept of each log line.
@@ -31,6 +34,7 @@ impl Default for SandboxLimits {
             deadline: Duration::from_secs(1),
             max_wasm_stack: 512 << 10,
             table_elements: 100_000,
+            concurrent_calls: 32,
             log_lines: 100,
             log_line_bytes: 1024,
         }

@@ -11,10 +11,13 @@ use crate::support::{component, failure, run, run_with, TextSink};
 const DEADLINE: Duration = Duration::from_millis(300);
 
 fn hostile() -> SandboxNode {
-    let limits = SandboxLimits {
+    hostile_with(SandboxLimits {
         deadline: DEADLINE,
         ..SandboxLimits::default()
-    };
+    })
+}
+
+fn hostile_with(limits: SandboxLimits) -> SandboxNode {
     let host = SandboxHost::new(limits, None).unwrap();
     host.load_file(&component("hostile-runtime")).unwrap()
 }
@@ -188,4 +191,27 @@ fn every_attack_in_a_row_leaves_the_node_working() {
         assert!(attack(&node, name).is_err(), "{name}");
         still_works(&node);
     }
+}
+
+#[test]
+fn calls_past_the_pool_size_fail_until_a_slot_frees() {
+    let node = hostile_with(SandboxLimits {
+        deadline: DEADLINE,
+        concurrent_calls: 1,
+        ..SandboxLimits::default()
+    });
+    std::thread::scope(|scope| {
+        let spinning = scope.spawn(|| attack(&node, "spin"));
+        // Until the spinning call holds the only slot, calls may still succeed.
+        let busy = (0..20).find_map(|_| {
+            std::thread::sleep(DEADLINE / 20);
+            attack(&node, "none").err()
+        });
+        assert_eq!(
+            fault(Err(busy.expect("no call found the pool busy"))),
+            Fault::Busy(1)
+        );
+        assert_eq!(fault(spinning.join().unwrap()), Fault::Deadline(DEADLINE));
+    });
+    still_works(&node);
 }

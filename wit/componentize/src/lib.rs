@@ -190,7 +190,10 @@ mod tests {
         let module = b"\0asm\x01\0\0\0\x01\x04\x01\x60\0\0\x02\x09\x01\x03env\x01f\0\0";
         let err = componentize(module, Path::new("m.wasm")).unwrap_err();
         let message = err.to_string();
-        assert!(message.starts_with("m.wasm: cannot make a component of it: "), "{message}");
+        assert!(
+            message.starts_with("m.wasm: cannot make a component of it: "),
+            "{message}"
+        );
         assert!(message.contains("env"), "{message}");
     }
 }
