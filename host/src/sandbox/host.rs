@@ -117,7 +117,10 @@ impl SandboxHost {
                 })
             }
         };
-        let (described, _log) = self.runtime.call(|store| guest.describe(store));
+        let (described, log) = self.runtime.call(|store| guest.describe(store));
+        for line in &log.lines {
+            tracing::debug!(target: "cretok::sandbox", path = %path.display(), "describe: {}", line.message);
+        }
         let described = described.map_err(|fault| LoadError::Describe {
             path: path.to_owned(),
             fault,
