@@ -69,7 +69,12 @@ fn build_template() -> anyhow::Result<PathBuf> {
     let root = target.join("wasm-guests");
     let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../wit/examples");
     let out = root.join("components");
-    cretok_componentize::build_workspace(&examples, &root.join("target"), &out)?;
+    cretok_componentize::build_workspace(
+        &examples,
+        &root.join("target"),
+        &out,
+        &["template".to_owned()],
+    )?;
     Ok(out.join("template.wasm"))
 }
 

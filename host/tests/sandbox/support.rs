@@ -16,7 +16,7 @@ pub fn components() -> &'static Path {
         let root = Path::new(env!("CARGO_TARGET_TMPDIR")).join("wasm-guests");
         let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../wit/examples");
         let out = root.join("components");
-        cretok_componentize::build_workspace(&examples, &root.join("target"), &out)
+        cretok_componentize::build_workspace(&examples, &root.join("target"), &out, &[])
             .unwrap_or_else(|e| panic!("building the guest nodes: {e}"));
         out
     })

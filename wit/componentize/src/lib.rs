@@ -62,26 +62,21 @@ pub fn componentize_file(core: &Path, out: &Path) -> Result<(), BuildError> {
     })
 }
 
-/// Builds every guest crate of the cargo workspace at `workspace_dir` in
-/// release mode (compiling into `target_dir`), componentizes each `cdylib`
-/// and writes it to `out_dir` as `<crate name>.wasm`. Returns the components'
-/// paths.
+/// Builds the guest crates `packages` (all when empty) of the cargo
+/// workspace at `workspace_dir` in release mode (compiling into
+/// `target_dir`), componentizes each `cdylib` and writes it to `out_dir` as
+/// `<package name>.wasm`. Returns the components' paths.
 pub fn build_workspace(
     workspace_dir: &Path,
     target_dir: &Path,
     out_dir: &Path,
+    packages: &[String],
 ) -> Result<Vec<PathBuf>, BuildError> {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut command = Command::new(cargo);
     command
         .current_dir(workspace_dir)
-        .args([
-            "build",
-            "--release",
-            "--workspace",
-            "--target",
-            GUEST_TARGET,
-        ])
+        .args(["build", "--release", "--target", GUEST_TARGET])
         .args(["--message-format", "json-render-diagnostics"])
         .arg("--target-dir")
         .arg(target_dir)
@@ -92,6 +87,12 @@ pub fn build_workspace(
         .env_remove("CARGO_ENCODED_RUSTFLAGS")
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit());
+    if packages.is_empty() {
+        command.arg("--workspace");
+    }
+    for package in packages {
+        command.args(["--package", package]);
+    }
     let described = format!(
         "cargo build --target {GUEST_TARGET} in {}",
         workspace_dir.display()

@@ -1,7 +1,7 @@
 //! `cretok-componentize`: builds guest nodes into components.
 //!
-//! `cretok-componentize workspace [DIR] --out OUT` builds every guest crate of
-//! a cargo workspace (default: `wit/examples`); `cretok-componentize module
+//! `cretok-componentize workspace [DIR] [-p CRATE]... --out OUT` builds the
+//! guest crates of a cargo workspace (default: `wit/examples`, all crates); `cretok-componentize module
 //! CORE.wasm --out NODE.wasm` componentizes one module you built yourself.
 
 use std::path::PathBuf;
@@ -29,6 +29,9 @@ enum Step {
         /// Where the components go (e.g. the server's custom-nodes folder).
         #[arg(long)]
         out: PathBuf,
+        /// Build only this guest crate (repeatable; default: all of them).
+        #[arg(long = "package", short = 'p')]
+        packages: Vec<String>,
     },
     /// Componentizes one core module built with wit-bindgen.
     Module {
@@ -46,13 +49,14 @@ fn main() -> ExitCode {
             dir,
             target_dir,
             out,
+            packages,
         } => {
             let target_dir = target_dir.unwrap_or_else(|| {
                 std::env::var_os("CARGO_TARGET_DIR")
                     .map_or_else(|| PathBuf::from("target"), PathBuf::from)
                     .join("wasm-guests")
             });
-            cretok_componentize::build_workspace(&dir, &target_dir, &out).map(|built| {
+            cretok_componentize::build_workspace(&dir, &target_dir, &out, &packages).map(|built| {
                 for component in built {
                     println!("{}", component.display());
                 }
