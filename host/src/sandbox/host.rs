@@ -42,6 +42,7 @@ impl SandboxHost {
         })
     }
 
+    /// The limits every call of this host's nodes runs under.
     pub fn limits(&self) -> &SandboxLimits {
         &self.runtime.limits
     }
