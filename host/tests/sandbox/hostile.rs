@@ -58,7 +58,7 @@ fn an_endless_loop_hits_the_deadline() {
     let took = started.elapsed();
     assert_eq!(fault(result), Fault::Deadline(DEADLINE));
     assert!(
-        took >= DEADLINE && took < DEADLINE * 4,
+        took >= DEADLINE && took < DEADLINE * 10,
         "stopped after {took:?}"
     );
     still_works(&node);
