@@ -39,10 +39,12 @@ pub(crate) fn new_engine(limits: &SandboxLimits) -> wasmtime::Result<Engine> {
     Engine::new(&config)
 }
 
-/// The number of epoch ticks a call may run for: at least `deadline`.
+/// The number of epoch ticks a call may run for: the store may start just
+/// before a tick, so one more than the deadline needs, which gives between
+/// `deadline` and `deadline` + one tick.
 pub(crate) fn deadline_ticks(deadline: Duration) -> u64 {
     let ticks = deadline.as_nanos().div_ceil(EPOCH_TICK.as_nanos());
-    u64::try_from(ticks).unwrap_or(u64::MAX).max(1)
+    u64::try_from(ticks).unwrap_or(u64::MAX).saturating_add(1)
 }
 
 /// A thread that calls `engine.increment_epoch()` every [`EPOCH_TICK`] until
@@ -84,9 +86,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn deadlines_round_up_to_whole_ticks() {
-        assert_eq!(deadline_ticks(Duration::from_secs(1)), 100);
-        assert_eq!(deadline_ticks(Duration::from_millis(15)), 2);
+    fn deadlines_round_up_to_whole_ticks_plus_one() {
+        assert_eq!(deadline_ticks(Duration::from_secs(1)), 101);
+        assert_eq!(deadline_ticks(Duration::from_millis(15)), 3);
         assert_eq!(deadline_ticks(Duration::ZERO), 1);
     }
 }
