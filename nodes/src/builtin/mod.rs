@@ -5,6 +5,7 @@ mod primitive;
 mod save_text;
 mod string_concatenate;
 mod string_to_int;
+mod string_transform;
 
 use std::sync::Arc;
 
@@ -15,6 +16,7 @@ pub use primitive::{Primitive, PrimitiveKind};
 pub use save_text::SaveText;
 pub use string_concatenate::StringConcatenate;
 pub use string_to_int::StringToInt;
+pub use string_transform::StringTransform;
 
 /// Registers every native node.
 pub fn register_all(registry: &mut Registry, _paths: Arc<Paths>) {
@@ -23,6 +25,7 @@ pub fn register_all(registry: &mut Registry, _paths: Arc<Paths>) {
     }
     registry.register(Arc::new(StringConcatenate));
     registry.register(Arc::new(StringToInt));
+    registry.register(Arc::new(StringTransform));
     registry.register(Arc::new(SaveText));
     registry.register(Arc::new(Delay));
 }
