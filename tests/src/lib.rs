@@ -80,7 +80,7 @@ impl Server {
             child,
             base,
             data_dir: data_dir.to_path_buf(),
-            http: reqwest::Client::new(),
+            http: fresh_client(),
         })
     }
 
@@ -251,4 +251,13 @@ pub fn types(messages: &[Value]) -> Vec<String> {
         .iter()
         .map(|m| m["type"].as_str().unwrap_or_default().to_owned())
         .collect()
+}
+
+/// An HTTP client that opens a connection per request, so a connection the
+/// server closed (after refusing a huge body) is never reused.
+fn fresh_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()
+        .expect("http client")
 }
