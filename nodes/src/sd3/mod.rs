@@ -2,4 +2,5 @@
 //! VAE and the flow-matching sampler. Conventions follow diffusers'
 //! `StableDiffusion3Pipeline` (see PARITY.md in the design notes).
 
+pub mod tokenizer;
 pub mod types;
