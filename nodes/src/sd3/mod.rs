@@ -2,5 +2,8 @@
 //! VAE and the flow-matching sampler. Conventions follow diffusers'
 //! `StableDiffusion3Pipeline` (see PARITY.md in the design notes).
 
+pub mod clip;
+pub mod t5;
+pub mod text_tiny;
 pub mod tokenizer;
 pub mod types;
