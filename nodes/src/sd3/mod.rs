@@ -3,7 +3,9 @@
 //! `StableDiffusion3Pipeline` (see PARITY.md in the design notes).
 
 pub mod clip;
+pub mod conditioning;
 pub mod t5;
+pub mod text_encoders;
 pub mod text_tiny;
 pub mod tokenizer;
 pub mod types;

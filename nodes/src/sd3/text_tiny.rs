@@ -13,6 +13,9 @@ use candle_core::{Device, Result, Tensor};
 use super::clip::ClipConfig;
 use super::t5::t5_tiny;
 
+/// The seed of the committed parity goldens (`nodes/parity/goldens/text_encoders.safetensors`).
+pub const TINY_SEED: u64 = 20250601;
+
 /// The SplitMix64 generator.
 #[derive(Debug, Clone)]
 pub struct SplitMix64(u64);
