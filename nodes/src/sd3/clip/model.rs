@@ -7,11 +7,11 @@
 //! (`text_projection`, no bias). SD3 reads `hidden_states[-2]` (PARITY.md section 3).
 
 use candle_core::{bail, DType, Module, Result, Tensor};
-use candle_nn::{Embedding, Linear, VarBuilder};
+use candle_nn::{Embedding, VarBuilder};
 
 use super::config::ClipConfig;
 use super::layers::{ClipEncoderLayer, LayerKv};
-use super::ops::{causal_mask, LayerNorm};
+use super::ops::{causal_mask, LayerNorm, Linear};
 
 /// What SD3 and the CreTok trainer read from a CLIP text encoder, for the positions passed in.
 #[derive(Debug, Clone)]
@@ -97,11 +97,8 @@ impl ClipTextModel {
             bail!("SD3 reads the penultimate CLIP layer: at least 2 layers are needed")
         }
         let text_projection = if vb.contains_tensor("text_projection.weight") {
-            let w = vb.get(
-                (cfg.projection_dim, cfg.hidden_size),
-                "text_projection.weight",
-            )?;
-            Some(Linear::new(w, None))
+            let (d, p) = (cfg.hidden_size, cfg.projection_dim);
+            Some(Linear::new(d, p, false, vb.pp("text_projection"))?)
         } else {
             None
         };
