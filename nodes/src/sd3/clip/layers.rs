@@ -116,6 +116,7 @@ pub struct ClipEncoderLayer {
     layer_norm1: LayerNorm,
     mlp: ClipMlp,
     layer_norm2: LayerNorm,
+    span: tracing::Span,
 }
 
 impl ClipEncoderLayer {
@@ -126,6 +127,7 @@ impl ClipEncoderLayer {
             layer_norm1: LayerNorm::new(d, eps, vb.pp("layer_norm1"))?,
             mlp: ClipMlp::new(cfg, vb.pp("mlp"))?,
             layer_norm2: LayerNorm::new(d, eps, vb.pp("layer_norm2"))?,
+            span: tracing::trace_span!("clip-layer"),
         })
     }
 
