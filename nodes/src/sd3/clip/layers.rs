@@ -138,6 +138,7 @@ impl ClipEncoderLayer {
         past: Option<&LayerKv>,
         mask: &Tensor,
     ) -> Result<(Tensor, LayerKv)> {
+        let _enter = self.span.enter();
         let (attn, kv) = self
             .self_attn
             .forward(&xs.apply(&self.layer_norm1)?, past, mask)?;
