@@ -81,7 +81,14 @@ impl CustomOp2 for InputGrad {
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
         let dx = match &self.kind {
-            GradKind::Linear { weight } => grad.broadcast_matmul(weight)?,
+            GradKind::Linear { weight } => {
+                // One 2-D GEMM over all leading dimensions (no broadcast copy of the weight).
+                let out_dim = weight.dim(0)?;
+                let rows = grad.elem_count() / out_dim;
+                grad.reshape((rows, out_dim))?
+                    .matmul(weight)?
+                    .reshape(input.shape())?
+            }
             GradKind::LayerNorm { weight, eps } => {
                 layer_norm_input_grad(input, grad, weight, *eps)?
             }
