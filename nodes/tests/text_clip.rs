@@ -133,6 +133,9 @@ fn prefix_reuse_equals_the_full_sequence() {
     assert!(max_abs_diff(&after_pen, &tail(&full.penultimate)) < 1e-5);
     let after_last = after.last_hidden.narrow(0, 1, 1).unwrap();
     assert!(max_abs_diff(&after_last, &tail(&full.last_hidden)) < 1e-5);
+    let head = |t: &Tensor| t.narrow(1, 0, p).unwrap();
+    assert!(max_abs_diff(prefix.penultimate(), &head(&full.penultimate)) < 1e-5);
+    assert!(max_abs_diff(prefix.last_hidden(), &head(&full.last_hidden)) < 1e-5);
 }
 
 #[test]
