@@ -1,5 +1,6 @@
 //! Native nodes, one file per node (or per family of trivial ones).
 
+mod clip_text_encode;
 mod delay;
 mod primitive;
 mod save_text;
@@ -11,6 +12,7 @@ use std::sync::Arc;
 
 use crate::{Paths, Registry};
 
+pub use clip_text_encode::ClipTextEncode;
 pub use delay::Delay;
 pub use primitive::{Primitive, PrimitiveKind};
 pub use save_text::SaveText;
@@ -28,4 +30,5 @@ pub fn register_all(registry: &mut Registry, _paths: Arc<Paths>) {
     registry.register(Arc::new(StringTransform));
     registry.register(Arc::new(SaveText));
     registry.register(Arc::new(Delay));
+    registry.register(Arc::new(ClipTextEncode));
 }

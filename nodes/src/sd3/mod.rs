@@ -2,4 +2,10 @@
 //! VAE and the flow-matching sampler. Conventions follow diffusers'
 //! `StableDiffusion3Pipeline` (see PARITY.md in the design notes).
 
+pub mod clip;
+pub mod conditioning;
+pub mod t5;
+pub mod text_encoders;
+pub mod text_tiny;
+pub mod tokenizer;
 pub mod types;
