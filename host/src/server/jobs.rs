@@ -236,3 +236,40 @@ pub async fn cancel_many(
     s.app.broadcast_status();
     Ok(Json(json!({ "cancelled": cancelled })))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn preview_prefers_saved_images_and_names_its_node() {
+        let outputs = json!({
+            "5": {"images": [{"filename": "p.png", "subfolder": "", "type": "temp"}]},
+            "9": {
+                "images": [{"filename": "a.png", "subfolder": "", "type": "output"}],
+                "text": ["not a file"],
+                "animated": [false],
+            },
+        });
+        let (count, preview) = outputs_summary(&outputs);
+        assert_eq!(count, 2);
+        assert_eq!(
+            preview,
+            Some(
+                json!({"filename": "a.png", "subfolder": "", "type": "output", "nodeId": "9", "mediaType": "images"})
+            )
+        );
+    }
+
+    #[test]
+    fn temp_images_are_the_fallback_preview_and_files_are_counted() {
+        let outputs = json!({
+            "5": {"images": [{"filename": "p.png", "subfolder": "", "type": "temp"}]},
+            "7": {"files": [{"filename": "t.txt", "subfolder": "", "type": "output"}]},
+        });
+        let (count, preview) = outputs_summary(&outputs);
+        assert_eq!(count, 2);
+        assert_eq!(preview.unwrap()["nodeId"], "5");
+        assert_eq!(outputs_summary(&json!({})), (0, None));
+    }
+}
