@@ -46,7 +46,7 @@ function browserGraph() {
   const hello = JSON.parse(fs.readFileSync(path.join(REPO, 'workflows', 'hello_text.json'), 'utf8'));
   hello['4'] = {
     class_type: 'Delay',
-    inputs: { text: ['2', 0], milliseconds: 2000 },
+    inputs: { text: ['2', 0], milliseconds: 3000 },
     _meta: { title: 'Wait a moment' },
   };
   hello['3'].inputs.text = ['4', 0];
