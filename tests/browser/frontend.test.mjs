@@ -37,6 +37,7 @@ const CHROMIUM_ARGS = [
   '--disable-background-networking',
   '--disable-component-update',
   '--disable-sync',
+  '--disable-dev-shm-usage', // containers often have a tiny /dev/shm
 ];
 
 // The graph the test queues: our native nodes only, with a Delay so that the
@@ -55,6 +56,7 @@ function browserGraph() {
 
 let server; // { child, base, dataDir, log }
 let context; // playwright BrowserContext
+let profile; // Chromium's fresh --user-data-dir
 let page;
 const problems = { consoleErrors: [], httpErrors: [], pageErrors: [] };
 const wsMessages = [];
@@ -110,7 +112,7 @@ before(async () => {
   server = await startServer();
   console.log(`cretok serve at ${server.base} (data dir ${server.dataDir})`);
 
-  const profile = fs.mkdtempSync(path.join(os.tmpdir(), 'cretok-chromium-'));
+  profile = fs.mkdtempSync(path.join(os.tmpdir(), 'cretok-chromium-'));
   context = await chromium.launchPersistentContext(profile, {
     executablePath: CHROMIUM,
     headless: true,
@@ -153,6 +155,7 @@ after(async () => {
   console.log(`console errors:\n${unique(problems.consoleErrors).map((x) => `  ${x.slice(0, 300)}`).join('\n')}`);
   if (problems.pageErrors.length) console.log(`page errors:\n${unique(problems.pageErrors).map((x) => `  ${x.slice(0, 300)}`).join('\n')}`);
   await context?.close();
+  if (profile) fs.rmSync(profile, { recursive: true, force: true });
   if (server) {
     server.child.kill('SIGTERM');
     fs.rmSync(server.dataDir, { recursive: true, force: true });
