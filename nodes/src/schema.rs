@@ -243,7 +243,8 @@ pub struct NodeSchema {
     pub output_node: bool,
     /// Accepts inputs beyond the declared ones (template variables of sandboxed nodes).
     pub extra_inputs: bool,
-    /// Which module provided it (`cretok` for native nodes, the component for sandboxed ones).
+    /// Which module provided it: `nodes` for native nodes (the editor shows them as core
+    /// nodes), `custom_nodes.<name>` for sandboxed components.
     pub module: String,
 }
 
@@ -258,7 +259,7 @@ impl NodeSchema {
             outputs: Vec::new(),
             output_node: false,
             extra_inputs: false,
-            module: "cretok".to_owned(),
+            module: "nodes".to_owned(),
         }
     }
 
