@@ -3,3 +3,4 @@
 //! `StableDiffusion3Pipeline` (see PARITY.md in the design notes).
 
 pub mod types;
+pub mod mmdit;
