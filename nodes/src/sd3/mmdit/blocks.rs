@@ -326,7 +326,10 @@ impl JointBlock {
         let context_attn = attn.narrow(1, 0, n_context)?;
         let x_attn = attn.narrow(1, n_context, n_x)?;
         let context = match &context_post {
-            Some(post) => Some(self.context_block.post_attention(&context_attn, context, post)?),
+            Some(post) => Some(
+                self.context_block
+                    .post_attention(&context_attn, context, post)?,
+            ),
             None => None,
         };
         let x_post = match &x_post {
@@ -358,7 +361,10 @@ impl FinalLayer {
     }
 
     pub fn forward(&self, x: &Tensor, c: &Tensor) -> Result<Tensor> {
-        let mods = c.silu()?.apply(&self.ada_ln_modulation)?.chunk(2, D::Minus1)?;
+        let mods = c
+            .silu()?
+            .apply(&self.ada_ln_modulation)?
+            .chunk(2, D::Minus1)?;
         modulate(&self.norm_final.forward(x)?, &mods[0], &mods[1])?.apply(&self.linear)
     }
 }

@@ -117,14 +117,18 @@ impl Config {
         let need = |name: &str, rank: usize| -> Result<Vec<usize>> {
             match shape_of(name) {
                 Some(shape) if shape.len() == rank => Ok(shape),
-                Some(shape) => candle_core::bail!("MMDiT tensor {name} has shape {shape:?}, expected rank {rank}"),
+                Some(shape) => candle_core::bail!(
+                    "MMDiT tensor {name} has shape {shape:?}, expected rank {rank}"
+                ),
                 None => candle_core::bail!("MMDiT tensor {name} is missing"),
             }
         };
         let x_embedder = need("x_embedder.proj.weight", 4)?;
         let (hidden, in_channels, patch_size) = (x_embedder[0], x_embedder[1], x_embedder[2]);
         let depth = (0..)
-            .take_while(|i| shape_of(&format!("joint_blocks.{i}.x_block.attn.qkv.weight")).is_some())
+            .take_while(|i| {
+                shape_of(&format!("joint_blocks.{i}.x_block.attn.qkv.weight")).is_some()
+            })
             .count();
         if depth == 0 {
             candle_core::bail!("no MMDiT joint blocks (joint_blocks.0.x_block.attn.qkv.weight)");
@@ -138,7 +142,9 @@ impl Config {
             None => hidden / depth,
         };
         if head_dim == 0 || hidden % head_dim != 0 {
-            candle_core::bail!("MMDiT width {hidden} is not a multiple of the head size {head_dim}");
+            candle_core::bail!(
+                "MMDiT width {hidden} is not a multiple of the head size {head_dim}"
+            );
         }
         let pos_rows = need("pos_embed", 3)?[1];
         let pos_embed_max_size = (pos_rows as f64).sqrt().round() as usize;
