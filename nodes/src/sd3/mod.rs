@@ -6,3 +6,4 @@ pub mod latent_preview;
 pub mod mmdit;
 pub mod sampling;
 pub mod types;
+pub mod vae;
