@@ -2,6 +2,7 @@
 //! VAE and the flow-matching sampler. Conventions follow diffusers'
 //! `StableDiffusion3Pipeline` (see PARITY.md in the design notes).
 
+pub mod checkpoint;
 pub mod latent_preview;
 pub mod mmdit;
 pub mod sampling;
