@@ -6,5 +6,6 @@ pub mod checkpoint;
 pub mod latent_preview;
 pub mod mmdit;
 pub mod sampling;
+pub mod tiny;
 pub mod types;
 pub mod vae;
