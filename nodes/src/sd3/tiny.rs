@@ -5,8 +5,8 @@
 //! Weights come from [`SplitMix64`] seeded by `seed ^ FNV-1a(name)`, so each
 //! tensor is reproducible on every platform and independent of creation order.
 //! The MMDiT and VAE key layouts are recorded from the real model constructors.
-//! The text encoders are placeholders with transformers key names (CLIP-L, CLIP-G,
-//! optional T5) until the text side provides its tiny weights.
+//! The text encoders (CLIP-L, CLIP-G, optional T5) are the text side's seeded
+//! tiny weights (`text_tiny`).
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -19,9 +19,14 @@ use candle_nn::{Init, VarBuilder};
 use serde_json::json;
 
 use super::checkpoint::keymap::{transformer_source, vae_source};
+use super::checkpoint::TextEncoderKind;
+use super::clip::{Activation, ClipConfig};
 use super::mmdit::{self, MMDiT};
 use super::sampling::SplitMix64;
+use super::t5::t5_tiny;
+use super::text_tiny::{tiny_clip_g_weights, tiny_clip_l_weights, tiny_t5_weights};
 use super::vae::{self, AutoEncoder};
+use candle_transformers::models::t5::Config as T5Config;
 
 /// Which MMDiT family the tiny checkpoint imitates.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,9 +56,6 @@ pub struct TinyOptions {
     /// Include a tiny T5 (about 33 MB in f32).
     pub t5: bool,
 }
-
-const CLIP_VOCAB: usize = 49408;
-const T5_VOCAB: usize = 32128;
 
 fn fnv1a(name: &str) -> u64 {
     name.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
@@ -132,98 +134,36 @@ fn record(
     Ok(tensors.clone())
 }
 
-/// PARITY.md §1 CLIP shapes: (hidden, intermediate, projection).
-fn clip_dims(g: bool) -> (usize, usize, usize) {
-    if g {
-        (64, 128, 64)
-    } else {
-        (32, 64, 32)
-    }
+/// The text side's tiny encoder weights (`text_tiny`), transformers key names.
+/// CLIP-L keeps its identity projection in diffusers folders only: SD3 single
+/// files carry none (PARITY.md §4).
+fn text_encoder_tensors(
+    kind: TextEncoderKind,
+    seed: u64,
+    single_file: bool,
+) -> Result<BTreeMap<String, Tensor>> {
+    let tensors = match kind {
+        TextEncoderKind::ClipL => tiny_clip_l_weights(seed)?,
+        TextEncoderKind::ClipG => tiny_clip_g_weights(seed)?,
+        TextEncoderKind::T5Xxl => tiny_t5_weights(seed)?,
+    };
+    let drop_projection = single_file && kind == TextEncoderKind::ClipL;
+    Ok(tensors
+        .into_iter()
+        .filter(|(name, _)| !(drop_projection && name == "text_projection.weight"))
+        .collect())
 }
 
-/// Placeholder CLIP tensors (transformers `CLIPTextModelWithProjection` names).
-fn clip_tensors(seed: u64, g: bool, projection: bool) -> Result<BTreeMap<String, Tensor>> {
-    let (h, i, p) = clip_dims(g);
-    let mut shapes: Vec<(String, Vec<usize>)> = vec![
-        (
-            "text_model.embeddings.token_embedding.weight".into(),
-            vec![CLIP_VOCAB, h],
-        ),
-        (
-            "text_model.embeddings.position_embedding.weight".into(),
-            vec![77, h],
-        ),
-        ("text_model.final_layer_norm.weight".into(), vec![h]),
-        ("text_model.final_layer_norm.bias".into(), vec![h]),
-    ];
-    for l in 0..3 {
-        let b = format!("text_model.encoder.layers.{l}");
-        for proj in ["q_proj", "k_proj", "v_proj", "out_proj"] {
-            shapes.push((format!("{b}.self_attn.{proj}.weight"), vec![h, h]));
-            shapes.push((format!("{b}.self_attn.{proj}.bias"), vec![h]));
-        }
-        for ln in ["layer_norm1", "layer_norm2"] {
-            shapes.push((format!("{b}.{ln}.weight"), vec![h]));
-            shapes.push((format!("{b}.{ln}.bias"), vec![h]));
-        }
-        shapes.push((format!("{b}.mlp.fc1.weight"), vec![i, h]));
-        shapes.push((format!("{b}.mlp.fc1.bias"), vec![i]));
-        shapes.push((format!("{b}.mlp.fc2.weight"), vec![h, i]));
-        shapes.push((format!("{b}.mlp.fc2.bias"), vec![h]));
+/// The encoders `opts` asks for.
+fn text_encoder_kinds(opts: &TinyOptions) -> Vec<TextEncoderKind> {
+    let mut kinds = Vec::new();
+    if opts.clips {
+        kinds.extend([TextEncoderKind::ClipL, TextEncoderKind::ClipG]);
     }
-    let tag = if g { "clip_g." } else { "clip_l." };
-    let mut out = BTreeMap::new();
-    for (name, shape) in shapes {
-        out.insert(
-            name.clone(),
-            random_tensor(seed, &format!("{tag}{name}"), &shape)?,
-        );
+    if opts.t5 {
+        kinds.push(TextEncoderKind::T5Xxl);
     }
-    if projection {
-        let w = if g {
-            random_tensor(seed, "clip_g.text_projection.weight", &[p, h])?
-        } else {
-            Tensor::eye(h, DType::F32, &Device::Cpu)?
-        };
-        out.insert("text_projection.weight".into(), w);
-    }
-    Ok(out)
-}
-
-/// Placeholder T5 tensors (transformers `T5EncoderModel` names, PARITY.md §1).
-fn t5_tensors(seed: u64) -> Result<BTreeMap<String, Tensor>> {
-    let (d, kv, ff) = (128, 32 * 4, 256);
-    let mut shapes: Vec<(String, Vec<usize>)> = vec![
-        ("shared.weight".into(), vec![T5_VOCAB, d]),
-        ("encoder.final_layer_norm.weight".into(), vec![d]),
-        (
-            "encoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight".into(),
-            vec![32, 4],
-        ),
-    ];
-    for l in 0..2 {
-        let b = format!("encoder.block.{l}.layer");
-        for p in ["q", "k", "v"] {
-            shapes.push((format!("{b}.0.SelfAttention.{p}.weight"), vec![kv, d]));
-        }
-        shapes.push((format!("{b}.0.SelfAttention.o.weight"), vec![d, kv]));
-        shapes.push((format!("{b}.0.layer_norm.weight"), vec![d]));
-        shapes.push((format!("{b}.1.DenseReluDense.wi_0.weight"), vec![ff, d]));
-        shapes.push((format!("{b}.1.DenseReluDense.wi_1.weight"), vec![ff, d]));
-        shapes.push((format!("{b}.1.DenseReluDense.wo.weight"), vec![d, ff]));
-        shapes.push((format!("{b}.1.layer_norm.weight"), vec![d]));
-    }
-    let mut out = BTreeMap::new();
-    for (name, shape) in shapes {
-        out.insert(
-            name.clone(),
-            random_tensor(seed, &format!("t5.{name}"), &shape)?,
-        );
-    }
-    // Strict (accelerate-less) loads need the tied copy too (PARITY.md §4).
-    let shared = out["shared.weight"].clone();
-    out.insert("encoder.embed_tokens.weight".into(), shared);
-    Ok(out)
+    kinds
 }
 
 /// The tiny MMDiT tensors, original names relative to `model.diffusion_model.`.
@@ -258,18 +198,9 @@ pub fn write_single_file(path: &Path, opts: &TinyOptions) -> Result<()> {
     };
     add("model.diffusion_model.", mmdit_tensors(opts)?);
     add("first_stage_model.", vae_tensors(opts)?);
-    if opts.clips {
-        add(
-            "text_encoders.clip_l.transformer.",
-            clip_tensors(opts.seed, false, false)?,
-        );
-        add(
-            "text_encoders.clip_g.transformer.",
-            clip_tensors(opts.seed, true, true)?,
-        );
-    }
-    if opts.t5 {
-        add("text_encoders.t5xxl.transformer.", t5_tensors(opts.seed)?);
+    for kind in text_encoder_kinds(opts) {
+        let prefix = format!("text_encoders.{}.transformer.", kind.name());
+        add(&prefix, text_encoder_tensors(kind, opts.seed, true)?);
     }
     save(&all, path)
 }
@@ -314,20 +245,16 @@ pub fn write_diffusers(dir: &Path, opts: &TinyOptions) -> Result<()> {
         &d.join("scheduler_config.json"),
         &json!({"_class_name": "FlowMatchEulerDiscreteScheduler", "num_train_timesteps": 1000, "shift": 3.0}),
     )?;
-    if opts.clips {
-        for (folder, g) in [("text_encoder", false), ("text_encoder_2", true)] {
-            let d = sub(folder)?;
-            save(
-                &clip_tensors(opts.seed, g, true)?,
-                &d.join("model.safetensors"),
-            )?;
-            write_json(&d.join("config.json"), &clip_config(g))?;
-        }
-    }
-    if opts.t5 {
-        let d = sub("text_encoder_3")?;
-        save(&t5_tensors(opts.seed)?, &d.join("model.safetensors"))?;
-        write_json(&d.join("config.json"), &t5_config())?;
+    for kind in text_encoder_kinds(opts) {
+        let d = sub(kind.diffusers_folder())?;
+        let tensors = text_encoder_tensors(kind, opts.seed, false)?;
+        save(&tensors, &d.join("model.safetensors"))?;
+        let config = match kind {
+            TextEncoderKind::ClipL => clip_config(&ClipConfig::tiny_l()),
+            TextEncoderKind::ClipG => clip_config(&ClipConfig::tiny_g()),
+            TextEncoderKind::T5Xxl => t5_config(&t5_tiny()),
+        };
+        write_json(&d.join("config.json"), &config)?;
     }
     let component = |present: bool, lib: &str, class: &str| {
         if present {
@@ -398,20 +325,23 @@ fn vae_config(cfg: &vae::Config) -> serde_json::Value {
     })
 }
 
-fn clip_config(g: bool) -> serde_json::Value {
-    let (h, i, p) = clip_dims(g);
+fn clip_config(cfg: &ClipConfig) -> serde_json::Value {
+    let act = match cfg.activation {
+        Activation::QuickGelu => "quick_gelu",
+        Activation::GeluErf => "gelu",
+    };
     json!({
         "architectures": ["CLIPTextModelWithProjection"],
         "model_type": "clip_text_model",
-        "vocab_size": CLIP_VOCAB,
-        "hidden_size": h,
-        "intermediate_size": i,
-        "num_hidden_layers": 3,
-        "num_attention_heads": 4,
-        "max_position_embeddings": 77,
-        "hidden_act": if g { "gelu" } else { "quick_gelu" },
-        "projection_dim": p,
-        "layer_norm_eps": 1e-5,
+        "vocab_size": cfg.vocab_size,
+        "hidden_size": cfg.hidden_size,
+        "intermediate_size": cfg.intermediate_size,
+        "num_hidden_layers": cfg.num_hidden_layers,
+        "num_attention_heads": cfg.num_attention_heads,
+        "max_position_embeddings": cfg.max_position_embeddings,
+        "hidden_act": act,
+        "projection_dim": cfg.projection_dim,
+        "layer_norm_eps": cfg.layer_norm_eps,
         "bos_token_id": 49406,
         "eos_token_id": 49407,
         "pad_token_id": 1,
@@ -419,22 +349,22 @@ fn clip_config(g: bool) -> serde_json::Value {
     })
 }
 
-fn t5_config() -> serde_json::Value {
+fn t5_config(cfg: &T5Config) -> serde_json::Value {
     json!({
         "architectures": ["T5EncoderModel"],
         "model_type": "t5",
-        "vocab_size": T5_VOCAB,
-        "d_model": 128,
-        "d_kv": 32,
-        "d_ff": 256,
-        "num_layers": 2,
-        "num_heads": 4,
-        "relative_attention_num_buckets": 32,
-        "relative_attention_max_distance": 128,
+        "vocab_size": cfg.vocab_size,
+        "d_model": cfg.d_model,
+        "d_kv": cfg.d_kv,
+        "d_ff": cfg.d_ff,
+        "num_layers": cfg.num_layers,
+        "num_heads": cfg.num_heads,
+        "relative_attention_num_buckets": cfg.relative_attention_num_buckets,
+        "relative_attention_max_distance": cfg.relative_attention_max_distance,
         "feed_forward_proj": "gated-gelu",
         "dense_act_fn": "gelu_new",
         "is_gated_act": true,
-        "layer_norm_epsilon": 1e-6,
+        "layer_norm_epsilon": cfg.layer_norm_epsilon,
         "tie_word_embeddings": false,
         "torch_dtype": "float32",
     })
