@@ -155,15 +155,22 @@ pub fn seeded_noise(seed: u64, shape: &[usize], device: &Device) -> Result<Tenso
     Tensor::from_vec(SplitMix64::new(seed).normals(n), shape, device)
 }
 
-/// The start of sampling: `σ₀·noise + (1 − σ₀)·latent` (pure noise when σ₀ = 1
-/// or without an input latent).
+/// The start of sampling: `σ₀·noise + (1 − σ₀)·latent`, a zero latent when
+/// none is given (pure noise when σ₀ = 1).
 pub fn noise_latent(noise: &Tensor, latent: Option<&Tensor>, sigma0: f32) -> Result<Tensor> {
+    let scaled = noise.affine(sigma0 as f64, 0.0)?;
     match latent {
-        Some(latent) => {
-            noise.affine(sigma0 as f64, 0.0)? + latent.affine(1.0 - sigma0 as f64, 0.0)?
-        }
-        None => Ok(noise.clone()),
+        Some(latent) => scaled + latent.affine(1.0 - sigma0 as f64, 0.0)?,
+        None => Ok(scaled),
     }
+}
+
+/// A `MODEL` value: the MMDiT and the schedule shift it samples with
+/// (ComfyUI's `ModelSamplingSD3` changes the shift).
+#[derive(Debug, Clone)]
+pub struct DiffusionModel {
+    pub mmdit: std::sync::Arc<MMDiT>,
+    pub shift: f64,
 }
 
 /// Skip-layer guidance (SD3.5): `v += s·(v_cond − v_cond_skipping_layers)`

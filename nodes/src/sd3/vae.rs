@@ -354,6 +354,10 @@ impl AutoEncoder {
         self.decoder.conv_in.weight().dtype()
     }
 
+    pub fn device(&self) -> &candle_core::Device {
+        self.decoder.conv_in.weight().device()
+    }
+
     /// Pixels `[b, 3, H, W]` in -1..1 (H, W multiples of 8) -> latents
     /// `(mean − shift)·scale`, `[b, z, H/8, W/8]`, f32.
     pub fn encode(&self, pixels: &Tensor) -> Result<Tensor> {

@@ -210,6 +210,10 @@ impl MMDiT {
         &self.cfg
     }
 
+    pub fn device(&self) -> &candle_core::Device {
+        self.context_embedder.weight().device()
+    }
+
     /// The dtype of the weights; inputs are cast to it.
     pub fn dtype(&self) -> candle_core::DType {
         self.context_embedder.weight().dtype()
