@@ -9,7 +9,8 @@
    - sd3.* / sd35m.*: one transformer forward (batch 2), SD3.5-medium also with skip_layers=[1];
    - vae.*: decode of a latent (z/1.5305 + 0.0609) and encode (posterior mean, (m - 0.0609)*1.5305);
    - gen.*: a 4-step, guidance 5, 64x64 StableDiffusion3Pipeline run from given noise and
-     given conditioning tensors (no text encoders), latent and "np" image output.
+     given conditioning tensors (no text encoders), latent and "np" image output;
+   - gen_slg.latents: the same run on SD3.5-medium with skip-layer guidance (layer 1).
 
 Run from the repository root:  /work/venv-parity/bin/python nodes/parity/image_goldens.py
 All references use torch.set_num_threads(1), no_grad and f32 (PARITY.md section 5).
@@ -128,6 +129,13 @@ def main():
                       latents=t(noise), **{k: t(v) for k, v in cond.items()})
         g["gen.latents"] = pipe(output_type="latent", **kwargs).images.numpy()
         g["gen.image"] = pipe(output_type="np", **kwargs).images.astype(np.float32)
+
+        # Skip-layer guidance on the SD3.5-medium tiny model: layer 1 skipped on steps
+        # i with 0 < i < 4 (start 0, stop 1), scale 2.8.
+        pipe.transformer = load_transformer(tmp, "sd35m")
+        slg = dict(skip_guidance_layers=[1], skip_layer_guidance_scale=2.8,
+                   skip_layer_guidance_start=0.0, skip_layer_guidance_stop=1.0)
+        g["gen_slg.latents"] = pipe(output_type="latent", **kwargs, **slg).images.numpy()
 
     g = {k: np.ascontiguousarray(v) for k, v in g.items()}
     save_file(g, OUT)

@@ -25,7 +25,7 @@ use std::ops::ControlFlow;
 
 use candle_core::{DType, Device, Tensor};
 use cretok_nodes::sd3::checkpoint::{Layout, Sd3Checkpoint};
-use cretok_nodes::sd3::sampling::{EulerSampler, Scheduler};
+use cretok_nodes::sd3::sampling::{EulerSampler, Scheduler, SkipLayerGuidance};
 use cretok_nodes::sd3::tiny::{write_diffusers, write_single_file, TinyOptions, TinyVariant};
 use cretok_nodes::sd3::types::Conditioning;
 
@@ -269,4 +269,51 @@ fn cancelling_stops_the_sampler() {
         .unwrap();
     assert!(out.is_none());
     assert_eq!(calls, 1);
+}
+
+#[test]
+fn skip_layer_guidance_matches_the_pipeline() {
+    let g = goldens();
+    let fx = fixtures();
+    let model = fx.single["sd35m"]
+        .load_mmdit(DType::F32, &Device::Cpu)
+        .unwrap();
+    let positive = Conditioning {
+        context: g["gen.prompt_embeds"].clone(),
+        pooled: g["gen.pooled_prompt_embeds"].clone(),
+    };
+    let negative = Conditioning {
+        context: g["gen.negative_prompt_embeds"].clone(),
+        pooled: g["gen.negative_pooled_prompt_embeds"].clone(),
+    };
+    let sampler = EulerSampler {
+        sigmas: Scheduler::Diffusers.sigmas(4, 3.0),
+        cfg: 5.0,
+        skip_layer_guidance: Some(SkipLayerGuidance {
+            layers: vec![1],
+            scale: 2.8,
+            start: 0.0,
+            stop: 1.0,
+        }),
+    };
+    let latents = sampler
+        .sample(&model, &positive, &negative, &g["gen.noise"], &mut |_| {
+            ControlFlow::Continue(())
+        })
+        .unwrap()
+        .unwrap();
+    assert_close(&latents, &g["gen_slg.latents"], "latents with SLG");
+    let plain = EulerSampler {
+        skip_layer_guidance: None,
+        ..sampler
+    }
+    .sample(&model, &positive, &negative, &g["gen.noise"], &mut |_| {
+        ControlFlow::Continue(())
+    })
+    .unwrap()
+    .unwrap();
+    assert!(
+        max_abs_diff(&latents, &plain) > 1e-2,
+        "SLG must change the result"
+    );
 }
