@@ -89,8 +89,8 @@ fn run(
     node.run(inputs, &ctx)
 }
 
-fn handle<T: Send + Sync + 'static>(out: &cretok_nodes::NodeOutput) -> Arc<T> {
-    match &out.values[0] {
+fn handle<T: Send + Sync + 'static>(value: &Value) -> Arc<T> {
+    match value {
         Value::Handle(h) => h.clone().downcast::<T>().ok().unwrap(),
         other => panic!("{other:?}"),
     }
@@ -123,7 +123,7 @@ fn text_to_image_to_png_with_progress_previews_and_metadata() {
         &cancel,
     )
     .unwrap();
-    let negative = handle::<Conditioning>(&zero);
+    let negative = handle::<Conditioning>(&zero.values[0]);
     assert_eq!(
         negative
             .pooled
@@ -144,7 +144,7 @@ fn text_to_image_to_png_with_progress_previews_and_metadata() {
         &cancel,
     )
     .unwrap();
-    let latent = handle::<Latent>(&out);
+    let latent = handle::<Latent>(&out.values[0]);
     assert_eq!(latent.samples.dims(), &[2, 16, 6, 8]);
     assert_eq!(
         *sink.progress.lock().unwrap(),
@@ -164,7 +164,7 @@ fn text_to_image_to_png_with_progress_previews_and_metadata() {
         &cancel,
     )
     .unwrap();
-    let diff = (&latent.samples - &handle::<Latent>(&again).samples)
+    let diff = (&latent.samples - &handle::<Latent>(&again.values[0]).samples)
         .unwrap()
         .abs()
         .unwrap()
@@ -182,7 +182,7 @@ fn text_to_image_to_png_with_progress_previews_and_metadata() {
         &cancel,
     )
     .unwrap();
-    let image = handle::<Image>(&decoded);
+    let image = handle::<Image>(&decoded.values[0]);
     assert_eq!(image.pixels.dims(), &[2, 48, 64, 3]);
 
     let prompt = serde_json::json!({"7": {"class_type": "SaveImage", "inputs": {}}});
@@ -258,7 +258,7 @@ fn ksampler_img2img_keeps_more_of_the_input_at_low_denoise() {
         &cancel,
     )
     .unwrap();
-    assert_eq!(handle::<DiffusionModel>(&shifted).shift, 2.0);
+    assert_eq!(handle::<DiffusionModel>(&shifted.values[0]).shift, 2.0);
 
     let empty = run(
         &EmptySd3LatentImage,
@@ -271,7 +271,10 @@ fn ksampler_img2img_keeps_more_of_the_input_at_low_denoise() {
         &cancel,
     )
     .unwrap();
-    assert_eq!(handle::<Latent>(&empty).samples.dims(), &[1, 16, 8, 8]);
+    assert_eq!(
+        handle::<Latent>(&empty.values[0]).samples.dims(),
+        &[1, 16, 8, 8]
+    );
 
     let pixels = seeded_noise(5, &[1, 64, 64, 3], &Device::Cpu)
         .unwrap()
@@ -287,7 +290,7 @@ fn ksampler_img2img_keeps_more_of_the_input_at_low_denoise() {
         &cancel,
     )
     .unwrap();
-    let start = handle::<Latent>(&encoded);
+    let start = handle::<Latent>(&encoded.values[0]);
     assert_eq!(start.samples.dims(), &[1, 16, 8, 8]);
 
     let distance = |denoise: f64| -> f32 {
@@ -303,7 +306,7 @@ fn ksampler_img2img_keeps_more_of_the_input_at_low_denoise() {
             .with("latent_image", encoded.values[0].clone())
             .with("denoise", Value::Float(denoise));
         let out = run(&KSampler, &inputs, &s, &sink, &cancel).unwrap();
-        let d: Tensor = (&handle::<Latent>(&out).samples - &start.samples).unwrap();
+        let d: Tensor = (&handle::<Latent>(&out.values[0]).samples - &start.samples).unwrap();
         d.sqr()
             .unwrap()
             .mean_all()
@@ -312,4 +315,74 @@ fn ksampler_img2img_keeps_more_of_the_input_at_low_denoise() {
             .unwrap()
     };
     assert!(distance(0.25) < distance(1.0));
+}
+
+#[test]
+fn load_sd3_lists_and_loads_both_layouts_then_generates() {
+    use cretok_nodes::builtin::LoadSd3;
+    use cretok_nodes::sd3::text_encoders::Sd3TextEncoders;
+    use cretok_nodes::sd3::tiny::{write_diffusers, write_single_file, TinyOptions, TinyVariant};
+    let s = setup();
+    let checkpoints = s.paths.model_folder("checkpoints");
+    std::fs::create_dir_all(&checkpoints).unwrap();
+    let opts = TinyOptions {
+        variant: TinyVariant::Sd35Medium,
+        seed: 11,
+        clips: true,
+        t5: false,
+    };
+    write_single_file(&checkpoints.join("tiny.safetensors"), &opts).unwrap();
+    write_diffusers(&checkpoints.join("tiny_diffusers"), &opts).unwrap();
+    let flux = checkpoints.join("flux.safetensors");
+    let t = Tensor::zeros(2, DType::F32, &Device::Cpu).unwrap();
+    let map =
+        std::collections::HashMap::from([("double_blocks.0.img_mod.lin.weight".to_string(), t)]);
+    candle_core::safetensors::save(&map, &flux).unwrap();
+
+    let node = LoadSd3 {
+        paths: Arc::new(Paths::new(s.dir.path(), None)),
+    };
+    let info = node.schema().to_object_info();
+    let names = info["input"]["required"]["ckpt_name"][0].clone();
+    assert_eq!(
+        names,
+        serde_json::json!(["flux.safetensors", "tiny.safetensors", "tiny_diffusers"])
+    );
+
+    let sink = Recorder::default();
+    let cancel = CancelToken::new();
+    let mut latents = Vec::new();
+    for name in ["tiny.safetensors", "tiny_diffusers"] {
+        let inputs = Inputs::new().with("ckpt_name", Value::String(name.into()));
+        let out = run(&node, &inputs, &s, &sink, &cancel).unwrap();
+        assert_eq!(out.values.len(), 3);
+        let clip = handle::<Sd3TextEncoders>(&out.values[1]);
+        let positive = clip.encode("a lettuce mantis").unwrap();
+        let negative = clip.encode("").unwrap();
+        let inputs = sampler_inputs(&s, &negative)
+            .with("model", out.values[0].clone())
+            .with("positive", Value::handle(positive))
+            .with("batch_size", Value::Int(1));
+        let sampled = run(&Sd3Sampler, &inputs, &s, &sink, &cancel).unwrap();
+        latents.push(handle::<Latent>(&sampled.values[0]).samples.clone());
+        let decode = Inputs::new()
+            .with("samples", sampled.values[0].clone())
+            .with("vae", out.values[2].clone());
+        run(&VaeDecode, &decode, &s, &sink, &cancel).unwrap();
+    }
+    let diff = (&latents[0] - &latents[1])
+        .unwrap()
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap();
+    assert_eq!(
+        diff.to_scalar::<f32>().unwrap(),
+        0.0,
+        "layouts must generate the same image"
+    );
+
+    let inputs = Inputs::new().with("ckpt_name", Value::String("flux.safetensors".into()));
+    let err = run(&node, &inputs, &s, &sink, &cancel).unwrap_err();
+    assert!(err.to_string().contains("FLUX"), "{err}");
 }

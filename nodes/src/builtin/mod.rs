@@ -4,6 +4,7 @@ mod conditioning_zero_out;
 mod delay;
 mod empty_sd3_latent_image;
 mod ksampler;
+mod load_sd3;
 mod model_sampling_sd3;
 mod preview_image;
 mod primitive;
@@ -23,6 +24,7 @@ pub use conditioning_zero_out::ConditioningZeroOut;
 pub use delay::Delay;
 pub use empty_sd3_latent_image::EmptySd3LatentImage;
 pub use ksampler::KSampler;
+pub use load_sd3::LoadSd3;
 pub use model_sampling_sd3::ModelSamplingSd3;
 pub use preview_image::PreviewImage;
 pub use primitive::{Primitive, PrimitiveKind};
@@ -35,7 +37,7 @@ pub use vae_decode::VaeDecode;
 pub use vae_encode::VaeEncode;
 
 /// Registers every native node.
-pub fn register_all(registry: &mut Registry, _paths: Arc<Paths>) {
+pub fn register_all(registry: &mut Registry, paths: Arc<Paths>) {
     for kind in PrimitiveKind::ALL {
         registry.register(Arc::new(Primitive(kind)));
     }
@@ -43,6 +45,7 @@ pub fn register_all(registry: &mut Registry, _paths: Arc<Paths>) {
     registry.register(Arc::new(StringToInt));
     registry.register(Arc::new(SaveText));
     registry.register(Arc::new(Delay));
+    registry.register(Arc::new(LoadSd3 { paths }));
     registry.register(Arc::new(EmptySd3LatentImage));
     registry.register(Arc::new(Sd3Sampler));
     registry.register(Arc::new(KSampler));

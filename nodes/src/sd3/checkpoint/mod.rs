@@ -17,6 +17,7 @@ use candle_core::{DType, Device};
 use candle_nn::VarBuilder;
 
 use super::mmdit::{self, MMDiT};
+use super::sampling::DEFAULT_SHIFT;
 use super::vae::{self, AutoEncoder};
 pub use weights::{Naming, Weights};
 
@@ -94,6 +95,9 @@ impl TextEncoderWeights {
 pub struct Sd3Checkpoint {
     pub layout: Layout,
     pub mmdit_config: mmdit::Config,
+    /// The schedule shift: `scheduler/scheduler_config.json` in diffusers
+    /// folders, else SD3's 3.0.
+    pub shift: f64,
     mmdit: Weights,
     vae: Option<(vae::Config, Weights)>,
     text_encoders: Vec<TextEncoderWeights>,
@@ -148,6 +152,7 @@ impl Sd3Checkpoint {
         Ok(Self {
             layout: Layout::SingleFile,
             mmdit_config,
+            shift: DEFAULT_SHIFT,
             mmdit,
             vae,
             text_encoders,
@@ -204,6 +209,7 @@ impl Sd3Checkpoint {
         Ok(Self {
             layout: Layout::Diffusers,
             mmdit_config,
+            shift: scheduler_shift(dir)?,
             mmdit,
             vae,
             text_encoders,
@@ -261,6 +267,17 @@ impl Sd3Checkpoint {
             encoders.join(", ")
         )
     }
+}
+
+/// `shift` from `scheduler/scheduler_config.json`, 3.0 without the file.
+fn scheduler_shift(dir: &Path) -> Result<f64> {
+    let path = dir.join("scheduler").join("scheduler_config.json");
+    let Ok(text) = std::fs::read_to_string(&path) else {
+        return Ok(DEFAULT_SHIFT);
+    };
+    let config: serde_json::Value =
+        serde_json::from_str(&text).with_context(|| format!("{}: invalid JSON", path.display()))?;
+    Ok(config["shift"].as_f64().unwrap_or(DEFAULT_SHIFT))
 }
 
 fn open_safetensors(
