@@ -184,3 +184,74 @@ fn missing_tensors_say_what_was_expected() {
     );
     assert!(ckpt.load_vae(DType::F32, &Device::Cpu).is_ok());
 }
+
+/// Records the names and shapes a constructor asks for, without allocating
+/// (stride-0 broadcasts of a scalar), so full-size models can be laid out.
+#[derive(Clone, Default)]
+struct ShapeRecorder(std::sync::Arc<std::sync::Mutex<HashMap<String, Vec<usize>>>>);
+
+impl candle_nn::var_builder::SimpleBackend for ShapeRecorder {
+    fn get(
+        &self,
+        s: candle_core::Shape,
+        name: &str,
+        _: candle_nn::Init,
+        dtype: DType,
+        dev: &Device,
+    ) -> candle_core::Result<Tensor> {
+        self.0
+            .lock()
+            .unwrap()
+            .insert(name.to_string(), s.dims().to_vec());
+        Tensor::zeros((), dtype, dev)?.broadcast_as(s)
+    }
+    fn get_unchecked(&self, name: &str, _: DType, _: &Device) -> candle_core::Result<Tensor> {
+        candle_core::bail!("no shape for {name}")
+    }
+    fn contains_tensor(&self, _: &str) -> bool {
+        true
+    }
+}
+
+fn layout(build: impl FnOnce(candle_nn::VarBuilder)) -> HashMap<String, Vec<usize>> {
+    let rec = ShapeRecorder::default();
+    build(candle_nn::VarBuilder::from_backend(
+        Box::new(rec.clone()),
+        DType::F32,
+        Device::Cpu,
+    ));
+    let shapes = rec.0.lock().unwrap().clone();
+    shapes
+}
+
+#[test]
+fn full_size_variants_are_detected_from_shapes_and_fully_mapped() {
+    use cretok_nodes::sd3::checkpoint::keymap::{transformer_source, vae_source};
+    use cretok_nodes::sd3::mmdit::{Config, MMDiT};
+    use cretok_nodes::sd3::vae::{self, AutoEncoder};
+    for cfg in [
+        Config::sd3_medium(),
+        Config::sd3_5_medium(),
+        Config::sd3_5_large(),
+    ] {
+        let shapes = layout(|vb| {
+            MMDiT::new(&cfg, vb).unwrap();
+        });
+        assert_eq!(Config::infer(|n| shapes.get(n).cloned()).unwrap(), cfg);
+        for name in shapes.keys() {
+            assert!(transformer_source(name, cfg.depth).is_some(), "{name}");
+        }
+    }
+    assert_eq!(Config::sd3_medium().variant_name(), "SD3-medium");
+    assert_eq!(Config::sd3_5_large().variant_name(), "SD3.5-large");
+    let shapes = layout(|vb| {
+        AutoEncoder::new(&vae::Config::sd3(), vb).unwrap();
+    });
+    assert_eq!(
+        vae::Config::infer(|n| shapes.get(n).cloned()).unwrap(),
+        vae::Config::sd3()
+    );
+    for name in shapes.keys() {
+        assert!(vae_source(name, 4).is_some(), "{name}");
+    }
+}
