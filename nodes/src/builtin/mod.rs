@@ -13,6 +13,7 @@ mod save_text;
 mod sd3_sampler;
 mod string_concatenate;
 mod string_to_int;
+mod string_transform;
 mod vae_decode;
 mod vae_encode;
 
@@ -33,6 +34,7 @@ pub use save_text::SaveText;
 pub use sd3_sampler::Sd3Sampler;
 pub use string_concatenate::StringConcatenate;
 pub use string_to_int::StringToInt;
+pub use string_transform::StringTransform;
 pub use vae_decode::VaeDecode;
 pub use vae_encode::VaeEncode;
 
@@ -43,6 +45,7 @@ pub fn register_all(registry: &mut Registry, paths: Arc<Paths>) {
     }
     registry.register(Arc::new(StringConcatenate));
     registry.register(Arc::new(StringToInt));
+    registry.register(Arc::new(StringTransform));
     registry.register(Arc::new(SaveText));
     registry.register(Arc::new(Delay));
     registry.register(Arc::new(LoadSd3 { paths }));
