@@ -133,6 +133,9 @@ fn prefix_reuse_equals_the_full_sequence() {
     assert!(max_abs_diff(&after_pen, &tail(&full.penultimate)) < 1e-5);
     let after_last = after.last_hidden.narrow(0, 1, 1).unwrap();
     assert!(max_abs_diff(&after_last, &tail(&full.last_hidden)) < 1e-5);
+    let head = |t: &Tensor| t.narrow(1, 0, p).unwrap();
+    assert!(max_abs_diff(prefix.penultimate(), &head(&full.penultimate)) < 1e-5);
+    assert!(max_abs_diff(prefix.last_hidden(), &head(&full.last_hidden)) < 1e-5);
 }
 
 #[test]
@@ -158,4 +161,33 @@ fn eos_state_does_not_depend_on_padding() {
     assert!(max_abs_diff(&padded.pooled, &unpadded.pooled) < 1e-5);
     let head = padded.penultimate.narrow(1, 0, n).unwrap();
     assert!(max_abs_diff(&head, &unpadded.penultimate) < 1e-5);
+}
+
+#[test]
+fn prefix_path_carries_the_same_gradient() {
+    let cfg = ClipConfig::tiny_g();
+    let model = load(&cfg, tiny_clip_g_weights(6).unwrap(), DType::F64);
+    let (seq, p, d) = (7, 3, cfg.hidden_size);
+    let embeds = random(&[1, seq, d], 21, DType::F64);
+    let r = random(&[1, cfg.projection_dim], 22, DType::F64);
+    let suffix = Var::from_tensor(&embeds.narrow(1, p, seq - p).unwrap()).unwrap();
+    let grad_of = |out: cretok_nodes::sd3::clip::ClipOutput| {
+        let loss = (out.pooled * &r).unwrap().sum_all().unwrap();
+        loss.backward()
+            .unwrap()
+            .get(suffix.as_tensor())
+            .unwrap()
+            .clone()
+    };
+    let full_input =
+        Tensor::cat(&[&embeds.narrow(1, 0, p).unwrap(), suffix.as_tensor()], 1).unwrap();
+    let full = grad_of(model.forward(&full_input, &[seq - 1]).unwrap());
+    let prefix = model.prefix(&embeds.narrow(1, 0, p).unwrap()).unwrap();
+    let reused = grad_of(
+        model
+            .forward_after(&prefix, suffix.as_tensor(), &[seq - 1 - p])
+            .unwrap(),
+    );
+    assert!(max_abs_diff(&full, &reused) < 1e-12);
+    assert!(max_abs_diff(&full, &full.zeros_like().unwrap()) > 1e-6);
 }

@@ -5,6 +5,7 @@ mod error;
 mod files;
 mod frontend;
 mod info;
+mod jobs;
 mod prompts;
 mod userdata;
 mod ws;
@@ -52,7 +53,10 @@ fn api_routes() -> Router<Shared> {
         .route("/history/{prompt_id}", get(prompts::get_history_item))
         .route("/interrupt", post(prompts::interrupt))
         .route("/free", post(prompts::free))
-        .route("/jobs", get(prompts::get_jobs))
+        .route("/jobs", get(jobs::list))
+        .route("/jobs/cancel", post(jobs::cancel_many))
+        .route("/jobs/{job_id}", get(jobs::detail))
+        .route("/jobs/{job_id}/cancel", post(jobs::cancel))
         .route("/view", get(files::view))
         .route(
             "/upload/image",

@@ -1,4 +1,4 @@
-//! Prompt, queue, history, interrupt and jobs routes.
+//! Prompt, queue, history and interrupt routes.
 
 use std::collections::HashMap;
 
@@ -99,7 +99,10 @@ pub async fn post_queue(State(s): State<Shared>, JsonBody(body): JsonBody) -> St
     StatusCode::OK
 }
 
-fn number_param(params: &HashMap<String, String>, key: &str) -> Result<Option<usize>, ApiError> {
+pub(super) fn number_param(
+    params: &HashMap<String, String>,
+    key: &str,
+) -> Result<Option<usize>, ApiError> {
     params
         .get(key)
         .map(|v| {
@@ -147,111 +150,4 @@ pub async fn interrupt(State(s): State<Shared>, JsonBody(body): JsonBody) -> Sta
 pub async fn free(State(s): State<Shared>) -> StatusCode {
     s.app.request_cache_clear();
     StatusCode::OK
-}
-
-/// The queue panel of recent frontends: pending, running and finished prompts as jobs.
-pub async fn get_jobs(
-    State(s): State<Shared>,
-    Query(params): Query<HashMap<String, String>>,
-) -> Result<Json<Json_>, ApiError> {
-    let limit = number_param(&params, "limit")?.unwrap_or(usize::MAX);
-    let offset = number_param(&params, "offset")?.unwrap_or(0);
-    let wanted: Option<Vec<&str>> = params
-        .get("status")
-        .filter(|s| !s.is_empty())
-        .map(|s| s.split(',').collect());
-
-    let mut jobs = Vec::new();
-    if let Some(r) = s.app.queue.running() {
-        jobs.push(job_json(
-            &r.job.prompt_id,
-            "in_progress",
-            r.job.number,
-            &r.job.extra_data,
-            None,
-        ));
-    }
-    for j in s.app.queue.pending() {
-        jobs.push(job_json(
-            &j.prompt_id,
-            "pending",
-            j.number,
-            &j.extra_data,
-            None,
-        ));
-    }
-    let history = s.app.history.list(None, None);
-    for (id, entry) in history.iter().rev() {
-        let status = match entry["status"]["status_str"].as_str() {
-            Some("success") => "completed",
-            _ if interrupted(entry) => "cancelled",
-            _ => "failed",
-        };
-        let tuple = &entry["prompt"];
-        jobs.push(job_json(
-            id,
-            status,
-            tuple[0].as_i64().unwrap_or(0),
-            &tuple[3],
-            Some(&entry["outputs"]),
-        ));
-    }
-    jobs.retain(|j| {
-        wanted
-            .as_ref()
-            .is_none_or(|w| w.contains(&j["status"].as_str().unwrap_or_default()))
-    });
-    let total = jobs.len();
-    let page: Vec<Json_> = jobs.into_iter().skip(offset).take(limit).collect();
-    let has_more = offset.saturating_add(page.len()) < total;
-    let limit_json = if limit == usize::MAX {
-        Json_::Null
-    } else {
-        json!(limit)
-    };
-    Ok(Json(json!({
-        "jobs": page,
-        "pagination": {"offset": offset, "limit": limit_json, "total": total, "has_more": has_more},
-    })))
-}
-
-fn interrupted(entry: &Json_) -> bool {
-    entry["status"]["messages"]
-        .as_array()
-        .is_some_and(|m| m.iter().any(|m| m[0] == "execution_interrupted"))
-}
-
-fn job_json(
-    id: &str,
-    status: &str,
-    number: i64,
-    extra_data: &Json_,
-    outputs: Option<&Json_>,
-) -> Json_ {
-    let images: Vec<&Json_> = outputs
-        .and_then(Json_::as_object)
-        .into_iter()
-        .flat_map(|o| o.iter())
-        .flat_map(|(node, ui)| {
-            ui.get("images")
-                .and_then(Json_::as_array)
-                .into_iter()
-                .flatten()
-                .map(move |img| (node, img))
-        })
-        .map(|(_, img)| img)
-        .collect();
-    let preview = images.last().map(|img| {
-        let mut p = (*img).clone();
-        p["mediaType"] = json!("images");
-        p
-    });
-    json!({
-        "id": id,
-        "status": status,
-        "create_time": extra_data.get("create_time").cloned().unwrap_or(Json_::Null),
-        "priority": number,
-        "outputs_count": images.len(),
-        "preview_output": preview,
-    })
 }

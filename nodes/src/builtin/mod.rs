@@ -1,5 +1,6 @@
 //! Native nodes, one file per node (or per family of trivial ones).
 
+mod clip_text_encode;
 mod conditioning_zero_out;
 mod delay;
 mod empty_sd3_latent_image;
@@ -21,6 +22,7 @@ use std::sync::Arc;
 
 use crate::{Paths, Registry};
 
+pub use clip_text_encode::ClipTextEncode;
 pub use conditioning_zero_out::ConditioningZeroOut;
 pub use delay::Delay;
 pub use empty_sd3_latent_image::EmptySd3LatentImage;
@@ -48,6 +50,7 @@ pub fn register_all(registry: &mut Registry, paths: Arc<Paths>) {
     registry.register(Arc::new(StringTransform));
     registry.register(Arc::new(SaveText));
     registry.register(Arc::new(Delay));
+    registry.register(Arc::new(ClipTextEncode));
     registry.register(Arc::new(LoadSd3 { paths }));
     registry.register(Arc::new(EmptySd3LatentImage));
     registry.register(Arc::new(Sd3Sampler));

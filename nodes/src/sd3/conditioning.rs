@@ -53,3 +53,59 @@ pub fn assemble(
         pooled: Tensor::cat(&[&clip_l.pooled, &clip_g.pooled], D::Minus1)?,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use candle_core::{Device, Tensor};
+
+    use super::*;
+
+    fn clip(width: usize, value: f32) -> ClipOutput {
+        let t = Tensor::full(value, (1, 77, width), &Device::Cpu).unwrap();
+        ClipOutput {
+            penultimate: t.clone(),
+            last_hidden: t,
+            pooled: Tensor::full(value, (1, width), &Device::Cpu).unwrap(),
+        }
+    }
+
+    #[test]
+    fn lays_out_clip_then_padding_then_t5() {
+        let (l, g) = (clip(2, 1.0), clip(3, 2.0));
+        let t5 = Tensor::full(5f32, (1, 4, 8), &Device::Cpu).unwrap();
+        let c = assemble(&l, &g, T5Part::States(&t5), 8).unwrap();
+        assert_eq!(c.context.dims(), &[1, 81, 8]);
+        let first = c
+            .context
+            .get(0)
+            .unwrap()
+            .get(0)
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        assert_eq!(first, [1.0, 1.0, 2.0, 2.0, 2.0, 0.0, 0.0, 0.0]);
+        let last = c
+            .context
+            .get(0)
+            .unwrap()
+            .get(80)
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        assert_eq!(last, [5.0; 8]);
+        assert_eq!(
+            c.pooled.to_vec2::<f32>().unwrap(),
+            [[1.0, 1.0, 2.0, 2.0, 2.0]]
+        );
+        let zeros = assemble(&l, &g, T5Part::Zeros { len: 3 }, 8).unwrap();
+        assert_eq!(zeros.context.dims(), &[1, 80, 8]);
+        let sum = zeros.context.narrow(1, 77, 3).unwrap().sum_all().unwrap();
+        assert_eq!(sum.to_scalar::<f32>().unwrap(), 0.0);
+    }
+
+    #[test]
+    fn refuses_a_joint_width_below_the_clip_width() {
+        let (l, g) = (clip(2, 1.0), clip(3, 2.0));
+        assert!(assemble(&l, &g, T5Part::Zeros { len: 1 }, 4).is_err());
+    }
+}

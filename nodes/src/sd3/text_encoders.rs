@@ -63,13 +63,15 @@ pub struct EncoderVarBuilders<'a> {
 
 impl<'a> EncoderVarBuilders<'a> {
     /// A single-file checkpoint: `text_encoders.{clip_l,clip_g,t5xxl}.transformer.*`; T5 when
-    /// the file has it.
+    /// the file has its embedding (`shared.weight` or `encoder.embed_tokens.weight`).
     pub fn single_file(vb: &VarBuilder<'a>) -> Self {
         let t5 = vb.pp("text_encoders.t5xxl.transformer");
         Self {
             clip_l: vb.pp("text_encoders.clip_l.transformer"),
             clip_g: vb.pp("text_encoders.clip_g.transformer"),
-            t5: t5.contains_tensor("shared.weight").then_some(t5),
+            t5: (t5.contains_tensor("shared.weight")
+                || t5.contains_tensor("encoder.embed_tokens.weight"))
+            .then_some(t5),
         }
     }
 }

@@ -5,10 +5,10 @@
 //! `CLIPMLP` (`fc1` -> activation -> `fc2`).
 
 use candle_core::{Module, Result, Tensor};
-use candle_nn::{linear, Linear, VarBuilder};
+use candle_nn::VarBuilder;
 
 use super::config::{Activation, ClipConfig};
-use super::ops::{softmax_last_dim, LayerNorm};
+use super::ops::{softmax_last_dim, LayerNorm, Linear};
 
 /// One layer's keys and values, `[batch, heads, positions, head_dim]`: what a later call needs
 /// to attend to these positions without recomputing them.
@@ -33,10 +33,10 @@ impl ClipAttention {
     fn new(cfg: &ClipConfig, vb: VarBuilder) -> Result<Self> {
         let d = cfg.hidden_size;
         Ok(Self {
-            q_proj: linear(d, d, vb.pp("q_proj"))?,
-            k_proj: linear(d, d, vb.pp("k_proj"))?,
-            v_proj: linear(d, d, vb.pp("v_proj"))?,
-            out_proj: linear(d, d, vb.pp("out_proj"))?,
+            q_proj: Linear::new(d, d, true, vb.pp("q_proj"))?,
+            k_proj: Linear::new(d, d, true, vb.pp("k_proj"))?,
+            v_proj: Linear::new(d, d, true, vb.pp("v_proj"))?,
+            out_proj: Linear::new(d, d, true, vb.pp("out_proj"))?,
             num_heads: cfg.num_attention_heads,
             head_dim: cfg.head_dim(),
             scale: (cfg.head_dim() as f64).powf(-0.5),
@@ -94,8 +94,8 @@ struct ClipMlp {
 impl ClipMlp {
     fn new(cfg: &ClipConfig, vb: VarBuilder) -> Result<Self> {
         Ok(Self {
-            fc1: linear(cfg.hidden_size, cfg.intermediate_size, vb.pp("fc1"))?,
-            fc2: linear(cfg.intermediate_size, cfg.hidden_size, vb.pp("fc2"))?,
+            fc1: Linear::new(cfg.hidden_size, cfg.intermediate_size, true, vb.pp("fc1"))?,
+            fc2: Linear::new(cfg.intermediate_size, cfg.hidden_size, true, vb.pp("fc2"))?,
             activation: cfg.activation,
         })
     }
@@ -116,6 +116,7 @@ pub struct ClipEncoderLayer {
     layer_norm1: LayerNorm,
     mlp: ClipMlp,
     layer_norm2: LayerNorm,
+    span: tracing::Span,
 }
 
 impl ClipEncoderLayer {
@@ -126,6 +127,7 @@ impl ClipEncoderLayer {
             layer_norm1: LayerNorm::new(d, eps, vb.pp("layer_norm1"))?,
             mlp: ClipMlp::new(cfg, vb.pp("mlp"))?,
             layer_norm2: LayerNorm::new(d, eps, vb.pp("layer_norm2"))?,
+            span: tracing::trace_span!("clip-layer"),
         })
     }
 
@@ -136,6 +138,7 @@ impl ClipEncoderLayer {
         past: Option<&LayerKv>,
         mask: &Tensor,
     ) -> Result<(Tensor, LayerKv)> {
+        let _enter = self.span.enter();
         let (attn, kv) = self
             .self_attn
             .forward(&xs.apply(&self.layer_norm1)?, past, mask)?;

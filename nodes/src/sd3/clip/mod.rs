@@ -7,6 +7,7 @@
 //! [`ops`]), and can reuse a prefix's keys and values.
 
 pub mod config;
+pub mod grad;
 pub mod layers;
 pub mod model;
 pub mod ops;

@@ -7,11 +7,11 @@
 //! (`text_projection`, no bias). SD3 reads `hidden_states[-2]` (PARITY.md section 3).
 
 use candle_core::{bail, DType, Module, Result, Tensor};
-use candle_nn::{Embedding, Linear, VarBuilder};
+use candle_nn::{Embedding, VarBuilder};
 
 use super::config::ClipConfig;
 use super::layers::{ClipEncoderLayer, LayerKv};
-use super::ops::{causal_mask, LayerNorm};
+use super::ops::{causal_mask, LayerNorm, Linear};
 
 /// What SD3 and the CreTok trainer read from a CLIP text encoder, for the positions passed in.
 #[derive(Debug, Clone)]
@@ -32,12 +32,25 @@ pub struct ClipOutput {
 pub struct ClipPrefix {
     layers: Vec<LayerKv>,
     len: usize,
+    penultimate: Tensor,
+    last_hidden: Tensor,
 }
 
 impl ClipPrefix {
     /// Number of positions the prefix covers.
     pub fn len(&self) -> usize {
         self.len
+    }
+
+    /// The prefix rows of [`ClipOutput::penultimate`], `[1, len, hidden]` (for objectives on
+    /// the whole sequence: concatenate them before the rows of [`ClipTextModel::forward_after`]).
+    pub fn penultimate(&self) -> &Tensor {
+        &self.penultimate
+    }
+
+    /// The prefix rows of [`ClipOutput::last_hidden`], `[1, len, hidden]`.
+    pub fn last_hidden(&self) -> &Tensor {
+        &self.last_hidden
     }
 
     pub fn is_empty(&self) -> bool {
@@ -97,11 +110,8 @@ impl ClipTextModel {
             bail!("SD3 reads the penultimate CLIP layer: at least 2 layers are needed")
         }
         let text_projection = if vb.contains_tensor("text_projection.weight") {
-            let w = vb.get(
-                (cfg.projection_dim, cfg.hidden_size),
-                "text_projection.weight",
-            )?;
-            Some(Linear::new(w, None))
+            let (d, p) = (cfg.hidden_size, cfg.projection_dim);
+            Some(Linear::new(d, p, false, vb.pp("text_projection"))?)
         } else {
             None
         };
@@ -165,12 +175,19 @@ impl ClipTextModel {
         let mut xs = self.embeddings.with_positions(inputs_embeds, 0)?;
         let mask = causal_mask(len, 0, self.dtype, xs.device())?;
         let mut layers = Vec::with_capacity(self.layers.len());
+        let mut penultimate = xs.clone();
         for layer in &self.layers {
+            penultimate = xs.clone();
             let (out, kv) = layer.forward(&xs, None, &mask)?;
             layers.push(kv);
             xs = out;
         }
-        Ok(ClipPrefix { layers, len })
+        Ok(ClipPrefix {
+            layers,
+            len,
+            penultimate,
+            last_hidden: xs.apply(&self.final_layer_norm)?,
+        })
     }
 
     /// Runs the positions after `prefix`: `inputs_embeds` `[batch, seq, hidden]` sit at
