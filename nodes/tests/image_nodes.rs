@@ -386,3 +386,48 @@ fn load_sd3_lists_and_loads_both_layouts_then_generates() {
     let err = run(&node, &inputs, &s, &sink, &cancel).unwrap_err();
     assert!(err.to_string().contains("FLUX"), "{err}");
 }
+
+#[test]
+fn sd3_sampler_skip_layer_guidance_inputs() {
+    let s = setup();
+    let sink = Recorder::default();
+    let cancel = CancelToken::new();
+    let zero = Conditioning {
+        context: s.positive.context.zeros_like().unwrap(),
+        pooled: s.positive.pooled.zeros_like().unwrap(),
+    };
+    let sample = |extra: &[(&str, Value)]| {
+        let mut inputs = sampler_inputs(&s, &zero);
+        for (k, v) in extra {
+            inputs.insert(*k, v.clone());
+        }
+        run(&Sd3Sampler, &inputs, &s, &sink, &cancel)
+    };
+    let plain = handle::<Latent>(&sample(&[]).unwrap().values[0]);
+    let slg = [
+        ("skip_layers", Value::String(" 0 ".into())),
+        ("slg_start", Value::Float(0.0)),
+        ("slg_stop", Value::Float(1.0)),
+    ];
+    let guided = handle::<Latent>(&sample(&slg).unwrap().values[0]);
+    let diff = (&plain.samples - &guided.samples)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap();
+    assert!(diff.to_scalar::<f32>().unwrap() > 1e-3);
+    // The default window (1%-20% of 4 steps) holds no step: same as without SLG.
+    let outside = handle::<Latent>(&sample(&slg[..1]).unwrap().values[0]);
+    let diff = (&plain.samples - &outside.samples)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap();
+    assert_eq!(diff.to_scalar::<f32>().unwrap(), 0.0);
+    for bad in ["5", "x"] {
+        let err = sample(&[("skip_layers", Value::String(bad.into()))]).unwrap_err();
+        assert!(matches!(err, NodeError::InvalidInput { .. }), "{err}");
+    }
+}

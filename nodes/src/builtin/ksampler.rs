@@ -5,6 +5,7 @@ use candle_core::{Device, Tensor};
 use crate::sd3::latent_preview::preview;
 use crate::sd3::sampling::{
     denoise_sigmas, noise_latent, seeded_noise, DiffusionModel, EulerSampler, Scheduler,
+    SkipLayerGuidance,
 };
 use crate::sd3::types::{Conditioning, Latent};
 use crate::{
@@ -24,6 +25,7 @@ pub(crate) struct SamplingJob<'a> {
     pub negative: &'a Conditioning,
     pub sigmas: Vec<f32>,
     pub cfg: f64,
+    pub skip_layer_guidance: Option<SkipLayerGuidance>,
     pub seed: u64,
     /// `[b, 16, h, w]`: the noise shape.
     pub shape: [usize; 4],
@@ -57,7 +59,7 @@ pub(crate) fn run_sampling(job: SamplingJob<'_>, ctx: &RunContext) -> Result<Lat
     let sampler = EulerSampler {
         sigmas: job.sigmas,
         cfg: job.cfg,
-        skip_layer_guidance: None,
+        skip_layer_guidance: job.skip_layer_guidance,
     };
     let mut failure = None;
     let out = sampler
@@ -172,6 +174,7 @@ impl Node for KSampler {
             negative: &negative,
             sigmas: denoise_sigmas(scheduler, steps, model.shift, denoise),
             cfg: inputs.float("cfg")?,
+            skip_layer_guidance: None,
             seed: inputs.int("seed")? as u64,
             shape: latent_shape(&latent.samples)?,
             latent: Some(&latent.samples),
