@@ -175,7 +175,7 @@ struct PostAttention {
 
 /// The kind of stream a [`DismantledBlock`] processes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BlockKind {
+enum BlockKind {
     /// Full DiT block: 6 modulation chunks.
     Full,
     /// MMDiT-X image block with a second self-attention: 9 chunks.
