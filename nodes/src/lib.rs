@@ -10,12 +10,12 @@ pub mod builtin;
 mod context;
 mod error;
 pub mod fsutil;
-pub mod sd3;
 mod inputs;
 mod node;
 mod paths;
 mod registry;
 mod schema;
+pub mod sd3;
 mod value;
 
 pub use context::{CancelToken, EventSink, NullSink, PreviewFormat, RunContext};

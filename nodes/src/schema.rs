@@ -241,7 +241,10 @@ pub struct NodeSchema {
     pub outputs: Vec<OutputSpec>,
     /// Output nodes are the roots the executor runs a prompt for.
     pub output_node: bool,
-    /// Which module provided it (`cretok` for native nodes, the component for sandboxed ones).
+    /// Accepts inputs beyond the declared ones (template variables of sandboxed nodes).
+    pub extra_inputs: bool,
+    /// Which module provided it: `nodes` for native nodes (the editor shows them as core
+    /// nodes), `custom_nodes.<name>` for sandboxed components.
     pub module: String,
 }
 
@@ -255,7 +258,8 @@ impl NodeSchema {
             inputs: Vec::new(),
             outputs: Vec::new(),
             output_node: false,
-            module: "cretok".to_owned(),
+            extra_inputs: false,
+            module: "nodes".to_owned(),
         }
     }
 

@@ -126,12 +126,12 @@ impl SandboxHost {
             path: path.to_owned(),
             fault,
         })?;
-        let module = path
+        let component_name = path
             .file_stem()
             .map(|s| s.to_string_lossy().into_owned())
             .unwrap_or_default();
         let (schema, ports) =
-            node_schema(described, &module).map_err(|problem| LoadError::BadSchema {
+            node_schema(described, &component_name).map_err(|problem| LoadError::BadSchema {
                 path: path.to_owned(),
                 problem,
             })?;

@@ -4,7 +4,8 @@
 //!
 //! [`SandboxHost::load_dir`] turns each component of a custom-nodes folder
 //! into an `Arc<dyn Node>` whose schema comes from the guest's `describe`
-//! (category `templates/…`, module = the component's name). Each run checks
+//! (category `templates/…`, module `custom_nodes.<file stem>`, `extra_inputs`
+//! as declared). Each run checks
 //! the inputs against that schema, instantiates the component in a fresh
 //! `Store` with a memory cap, a wall-clock deadline (epoch interruption) and
 //! a stack cap ([`SandboxLimits`]), calls `run`, and checks the outputs. A

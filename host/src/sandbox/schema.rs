@@ -27,8 +27,16 @@ impl PortType {
     }
 }
 
-/// Validates a guest's schema; `module` is the component's name.
-pub(crate) fn node_schema(guest: GuestSchema, module: &str) -> Result<(NodeSchema, Ports), String> {
+/// The `module` (`python_module` in `/object_info`) of a component's node.
+pub(crate) fn module_of(component_name: &str) -> String {
+    format!("custom_nodes.{component_name}")
+}
+
+/// Validates a guest's schema; `component_name` is the file's stem.
+pub(crate) fn node_schema(
+    guest: GuestSchema,
+    component_name: &str,
+) -> Result<(NodeSchema, Ports), String> {
     check_name("id", &guest.id, |c| {
         c.is_ascii_alphanumeric() || "_-.".contains(c)
     })?;
@@ -50,7 +58,8 @@ pub(crate) fn node_schema(guest: GuestSchema, module: &str) -> Result<(NodeSchem
         } else {
             &guest.display_name
         });
-    schema.module = module.to_owned();
+    schema.module = module_of(component_name);
+    schema.extra_inputs = guest.extra_inputs;
     for port in &guest.inputs {
         schema = schema.input(input_spec(port));
     }
@@ -183,7 +192,8 @@ mod tests {
         let (schema, _) = node_schema(schema("Pick", inputs), "pick").unwrap();
         assert_eq!(schema.category, "templates/prompt");
         assert_eq!(schema.display_name, "Pick");
-        assert_eq!(schema.module, "pick");
+        assert_eq!(schema.module, "custom_nodes.pick");
+        assert!(!schema.extra_inputs);
         let info = schema.to_object_info();
         assert_eq!(info["input"]["required"]["seed"][0], "INT");
         assert_eq!(info["input"]["required"]["seed"][1]["default"], 7);

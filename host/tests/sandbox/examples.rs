@@ -20,12 +20,14 @@ fn the_examples_load_as_template_nodes() {
     for node in nodes {
         registry.register(node);
     }
+    assert!(registry.get("Template").unwrap().schema().extra_inputs);
+    assert!(!registry.get("ConceptPairs").unwrap().schema().extra_inputs);
     let names: Vec<&str> = registry.names().collect();
     assert_eq!(names, ["ConceptPairs", "Template", "WeightedChoice"]);
     let info = registry.object_info();
     let template = &info["Template"];
     assert_eq!(template["category"], "templates/prompt");
-    assert_eq!(template["python_module"], "template");
+    assert_eq!(template["python_module"], "custom_nodes.template");
     assert_eq!(template["display_name"], "Prompt Template");
     assert_eq!(template["input"]["required"]["template"][0], "STRING");
     assert_eq!(template["output"], serde_json::json!(["STRING"]));

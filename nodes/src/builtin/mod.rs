@@ -1,28 +1,64 @@
 //! Native nodes, one file per node (or per family of trivial ones).
 
+mod clip_text_encode;
+mod conditioning_zero_out;
 mod delay;
+mod empty_sd3_latent_image;
+mod ksampler;
+mod load_sd3;
+mod model_sampling_sd3;
+mod preview_image;
 mod primitive;
+mod save_image;
 mod save_text;
+mod sd3_sampler;
 mod string_concatenate;
 mod string_to_int;
+mod string_transform;
+mod vae_decode;
+mod vae_encode;
 
 use std::sync::Arc;
 
 use crate::{Paths, Registry};
 
+pub use clip_text_encode::ClipTextEncode;
+pub use conditioning_zero_out::ConditioningZeroOut;
 pub use delay::Delay;
+pub use empty_sd3_latent_image::EmptySd3LatentImage;
+pub use ksampler::KSampler;
+pub use load_sd3::LoadSd3;
+pub use model_sampling_sd3::ModelSamplingSd3;
+pub use preview_image::PreviewImage;
 pub use primitive::{Primitive, PrimitiveKind};
+pub use save_image::SaveImage;
 pub use save_text::SaveText;
+pub use sd3_sampler::Sd3Sampler;
 pub use string_concatenate::StringConcatenate;
 pub use string_to_int::StringToInt;
+pub use string_transform::StringTransform;
+pub use vae_decode::VaeDecode;
+pub use vae_encode::VaeEncode;
 
 /// Registers every native node.
-pub fn register_all(registry: &mut Registry, _paths: Arc<Paths>) {
+pub fn register_all(registry: &mut Registry, paths: Arc<Paths>) {
     for kind in PrimitiveKind::ALL {
         registry.register(Arc::new(Primitive(kind)));
     }
     registry.register(Arc::new(StringConcatenate));
     registry.register(Arc::new(StringToInt));
+    registry.register(Arc::new(StringTransform));
     registry.register(Arc::new(SaveText));
     registry.register(Arc::new(Delay));
+    registry.register(Arc::new(ClipTextEncode));
+    registry.register(Arc::new(LoadSd3 { paths }));
+    registry.register(Arc::new(EmptySd3LatentImage));
+    registry.register(Arc::new(Sd3Sampler));
+    registry.register(Arc::new(KSampler));
+    registry.register(Arc::new(ModelSamplingSd3));
+    registry.register(Arc::new(ConditioningZeroOut));
+    registry.register(Arc::new(VaeDecode));
+    registry.register(Arc::new(VaeEncode));
+    registry.register(Arc::new(SaveImage));
+    registry.register(Arc::new(PreviewImage));
 }

@@ -2,4 +2,16 @@
 //! VAE and the flow-matching sampler. Conventions follow diffusers'
 //! `StableDiffusion3Pipeline` (see PARITY.md in the design notes).
 
+pub mod checkpoint;
+pub mod clip;
+pub mod conditioning;
+pub mod latent_preview;
+pub mod mmdit;
+pub mod sampling;
+pub mod t5;
+pub mod text_encoders;
+pub mod text_tiny;
+pub mod tiny;
+pub mod tokenizer;
 pub mod types;
+pub mod vae;

@@ -1,0 +1,185 @@
+use std::ops::ControlFlow;
+
+use candle_core::{Device, Tensor};
+
+use crate::sd3::latent_preview::preview;
+use crate::sd3::sampling::{
+    denoise_sigmas, noise_latent, seeded_noise, DiffusionModel, EulerSampler, Scheduler,
+    SkipLayerGuidance,
+};
+use crate::sd3::types::{Conditioning, Latent};
+use crate::{
+    data_type, InputKind, InputSpec, Inputs, Node, NodeError, NodeOutput, NodeSchema, OutputSpec,
+    PreviewFormat, RunContext, Value,
+};
+
+use super::save_image::encode_png;
+
+/// Send a latent preview every this many steps (and after the last).
+const PREVIEW_EVERY: usize = 3;
+
+/// One sampling run, shared by `KSampler` and `SD3Sampler`.
+pub(crate) struct SamplingJob<'a> {
+    pub model: &'a DiffusionModel,
+    pub positive: &'a Conditioning,
+    pub negative: &'a Conditioning,
+    pub sigmas: Vec<f32>,
+    pub cfg: f64,
+    pub skip_layer_guidance: Option<SkipLayerGuidance>,
+    pub seed: u64,
+    /// `[b, 16, h, w]`: the noise shape.
+    pub shape: [usize; 4],
+    /// The img2img start, when given.
+    pub latent: Option<&'a Tensor>,
+}
+
+fn on_device(cond: &Conditioning, device: &Device) -> candle_core::Result<Conditioning> {
+    Ok(Conditioning {
+        context: cond.context.to_device(device)?,
+        pooled: cond.pooled.to_device(device)?,
+    })
+}
+
+/// Runs the Euler sampler with progress (honouring cancel) and PNG previews.
+/// Noise comes from [`seeded_noise`] on the CPU, so a seed gives the same
+/// image on every device.
+pub(crate) fn run_sampling(job: SamplingJob<'_>, ctx: &RunContext) -> Result<Latent, NodeError> {
+    let device = job.model.mmdit.device().clone();
+    let prepare = || -> candle_core::Result<(Tensor, Conditioning, Conditioning)> {
+        let noise = seeded_noise(job.seed, &job.shape, &Device::Cpu)?.to_device(&device)?;
+        let latent = job.latent.map(|l| l.to_device(&device)).transpose()?;
+        let x = noise_latent(&noise, latent.as_ref(), job.sigmas[0])?;
+        Ok((
+            x,
+            on_device(job.positive, &device)?,
+            on_device(job.negative, &device)?,
+        ))
+    };
+    let (x, positive, negative) = prepare().map_err(anyhow::Error::from)?;
+    let sampler = EulerSampler {
+        sigmas: job.sigmas,
+        cfg: job.cfg,
+        skip_layer_guidance: job.skip_layer_guidance,
+    };
+    let mut failure = None;
+    let out = sampler
+        .sample(&job.model.mmdit, &positive, &negative, &x, &mut |step| {
+            if let Err(e) = ctx.progress(step.index as u64 + 1, step.total as u64) {
+                failure = Some(e);
+                return ControlFlow::Break(());
+            }
+            let done = step.index + 1;
+            if done % PREVIEW_EVERY == 0 || done == step.total {
+                // A preview that fails to render is skipped, never fatal.
+                if let Ok(p) = preview(step.denoised) {
+                    if let Ok(png) = encode_png(p.width, p.height, &p.rgb, &[]) {
+                        ctx.preview(PreviewFormat::Png, png);
+                    }
+                }
+            }
+            ControlFlow::Continue(())
+        })
+        .map_err(anyhow::Error::from)?;
+    match out {
+        Some(samples) => {
+            let samples = samples
+                .to_device(&Device::Cpu)
+                .map_err(anyhow::Error::from)?;
+            Ok(Latent { samples })
+        }
+        None => Err(failure.unwrap_or(NodeError::Interrupted)),
+    }
+}
+
+/// The latent's `[b, c, h, w]`.
+pub(crate) fn latent_shape(latent: &Tensor) -> Result<[usize; 4], NodeError> {
+    let (b, c, h, w) = latent
+        .dims4()
+        .map_err(|e| NodeError::invalid_input("latent_image", e.to_string()))?;
+    Ok([b, c, h, w])
+}
+
+/// ComfyUI's `KSampler` for SD3: sampler `euler`, schedulers `simple` and
+/// `sgm_uniform`, with the model's shift (see `ModelSamplingSD3`).
+pub struct KSampler;
+
+impl Node for KSampler {
+    fn schema(&self) -> NodeSchema {
+        NodeSchema::new("KSampler", "sampling")
+            .display_name("KSampler")
+            .description("Denoises the latent with the model, guided by the conditionings.")
+            .input(InputSpec::required(
+                "model",
+                InputKind::link(data_type::MODEL),
+            ))
+            .input(InputSpec::required("seed", InputKind::seed()))
+            .input(InputSpec::required("steps", InputKind::int(20, 1, 10000)))
+            .input(InputSpec::required(
+                "cfg",
+                InputKind::float(8.0, 0.0, 100.0, 0.1),
+            ))
+            .input(InputSpec::required(
+                "sampler_name",
+                InputKind::combo(["euler"]),
+            ))
+            .input(InputSpec::required(
+                "scheduler",
+                InputKind::combo(["simple", "sgm_uniform"]),
+            ))
+            .input(InputSpec::required(
+                "positive",
+                InputKind::link(data_type::CONDITIONING),
+            ))
+            .input(InputSpec::required(
+                "negative",
+                InputKind::link(data_type::CONDITIONING),
+            ))
+            .input(InputSpec::required(
+                "latent_image",
+                InputKind::link(data_type::LATENT),
+            ))
+            .input(InputSpec::required(
+                "denoise",
+                InputKind::float(1.0, 0.0, 1.0, 0.01),
+            ))
+            .output(OutputSpec::new(data_type::LATENT))
+    }
+
+    fn run(&self, inputs: &Inputs, ctx: &RunContext) -> Result<NodeOutput, NodeError> {
+        let model = inputs.handle::<DiffusionModel>("model")?;
+        let positive = inputs.handle::<Conditioning>("positive")?;
+        let negative = inputs.handle::<Conditioning>("negative")?;
+        let latent = inputs.handle::<Latent>("latent_image")?;
+        let scheduler = match inputs.string("scheduler")? {
+            "simple" => Scheduler::Simple,
+            "sgm_uniform" => Scheduler::SgmUniform,
+            other => {
+                return Err(NodeError::invalid_input(
+                    "scheduler",
+                    format!("unknown '{other}'"),
+                ))
+            }
+        };
+        if inputs.string("sampler_name")? != "euler" {
+            return Err(NodeError::invalid_input(
+                "sampler_name",
+                "only euler is available",
+            ));
+        }
+        let steps = inputs.int("steps")?.max(1) as usize;
+        let denoise = inputs.float("denoise")?;
+        let job = SamplingJob {
+            model: &model,
+            positive: &positive,
+            negative: &negative,
+            sigmas: denoise_sigmas(scheduler, steps, model.shift, denoise),
+            cfg: inputs.float("cfg")?,
+            skip_layer_guidance: None,
+            seed: inputs.int("seed")? as u64,
+            shape: latent_shape(&latent.samples)?,
+            latent: Some(&latent.samples),
+        };
+        let out = run_sampling(job, ctx)?;
+        Ok(NodeOutput::values(vec![Value::handle(out)]))
+    }
+}

@@ -1,0 +1,122 @@
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+use candle_core::Device;
+
+use crate::fsutil::safe_join;
+use crate::sd3::checkpoint::{default_dtype, Layout, Sd3Checkpoint, TextEncoderKind};
+use crate::sd3::sampling::DiffusionModel;
+use crate::sd3::text_encoders::{EncoderVarBuilders, Sd3TextConfig, Sd3TextEncoders};
+use crate::sd3::tokenizer::T5Tokenizer;
+use crate::{
+    data_type, InputKind, InputSpec, Inputs, Node, NodeError, NodeOutput, NodeSchema, OutputSpec,
+    Paths, RunContext, Value,
+};
+
+const CHECKPOINTS: &str = "checkpoints";
+const TEXT_ENCODERS: &str = "text_encoders";
+
+/// Loads an SD3 / SD3.5 checkpoint (single file or diffusers folder under
+/// `models/checkpoints`) as MODEL, CLIP (the three text encoders) and VAE.
+/// Separate text encoders are found in `models/text_encoders`; a T5
+/// tokenizer in the folder's `tokenizer_3/` or as
+/// `models/text_encoders/t5_tokenizer/tokenizer.json` (without one, T5 is dropped).
+pub struct LoadSd3 {
+    pub paths: Arc<Paths>,
+}
+
+impl LoadSd3 {
+    fn checkpoint_path(&self, name: &str) -> Result<PathBuf, NodeError> {
+        safe_join(&self.paths.model_folder(CHECKPOINTS), name)
+            .map_err(|e| NodeError::invalid_input("ckpt_name", e.to_string()))
+    }
+
+    fn t5_tokenizer(&self, ckpt: &Sd3Checkpoint, path: &std::path::Path) -> Option<PathBuf> {
+        let candidates = match ckpt.layout {
+            Layout::Diffusers => vec![path.join("tokenizer_3").join("tokenizer.json")],
+            Layout::SingleFile => vec![self
+                .paths
+                .model_folder(TEXT_ENCODERS)
+                .join("t5_tokenizer")
+                .join("tokenizer.json")],
+        };
+        candidates.into_iter().find(|p| p.is_file())
+    }
+}
+
+/// The text-side preset whose context width matches the MMDiT's.
+fn text_config(joint_dim: usize) -> anyhow::Result<Sd3TextConfig> {
+    [Sd3TextConfig::sd3(), Sd3TextConfig::tiny()]
+        .into_iter()
+        .find(|c| c.joint_dim == joint_dim)
+        .with_context(|| format!("no SD3 text encoder preset has context width {joint_dim}"))
+}
+
+impl Node for LoadSd3 {
+    fn schema(&self) -> NodeSchema {
+        NodeSchema::new("LoadSD3", "loaders")
+            .display_name("Load SD3 Checkpoint")
+            .description("Loads an SD3 or SD3.5 checkpoint: diffusion model, text encoders, VAE.")
+            .input(InputSpec::required(
+                "ckpt_name",
+                InputKind::combo(self.paths.list_models(CHECKPOINTS, true)),
+            ))
+            .output(OutputSpec::new(data_type::MODEL))
+            .output(OutputSpec::new(data_type::CLIP))
+            .output(OutputSpec::new(data_type::VAE))
+    }
+
+    fn fingerprint(&self, inputs: &Inputs) -> Option<String> {
+        let path = self
+            .checkpoint_path(inputs.string("ckpt_name").ok()?)
+            .ok()?;
+        let meta = std::fs::metadata(path).ok()?;
+        Some(format!("{:?}/{}", meta.modified().ok()?, meta.len()))
+    }
+
+    fn run(&self, inputs: &Inputs, ctx: &RunContext) -> Result<NodeOutput, NodeError> {
+        let path = self.checkpoint_path(inputs.string("ckpt_name")?)?;
+        let text_dirs = [self.paths.model_folder(TEXT_ENCODERS)];
+        let ckpt = Sd3Checkpoint::open(&path, &text_dirs)?;
+        ctx.text(&ckpt.summary());
+        let device = Device::cuda_if_available(0).map_err(anyhow::Error::from)?;
+        let dtype = default_dtype(&device);
+        ctx.progress(0, 3)?;
+        let model = DiffusionModel {
+            mmdit: Arc::new(ckpt.load_mmdit(dtype, &device)?),
+            shift: ckpt.shift,
+        };
+        ctx.progress(1, 3)?;
+        let vb = |kind: TextEncoderKind| {
+            ckpt.text_encoder(kind)
+                .map(|t| t.var_builder(dtype, &device))
+        };
+        let (Some(clip_l), Some(clip_g)) = (vb(TextEncoderKind::ClipL), vb(TextEncoderKind::ClipG))
+        else {
+            return Err(anyhow::anyhow!("SD3 needs CLIP-L and CLIP-G: {}", ckpt.summary()).into());
+        };
+        let t5_tokenizer = match self.t5_tokenizer(&ckpt, &path) {
+            Some(file) => Some(T5Tokenizer::from_file(&file)?),
+            None => None,
+        };
+        if ckpt.text_encoder(TextEncoderKind::T5Xxl).is_some() && t5_tokenizer.is_none() {
+            ctx.text("T5 weights found but no T5 tokenizer: T5 is dropped (zeros)");
+        }
+        let vbs = EncoderVarBuilders {
+            clip_l,
+            clip_g,
+            t5: vb(TextEncoderKind::T5Xxl),
+        };
+        let cfg = text_config(ckpt.mmdit_config.context_embed_size)?;
+        let clip = Sd3TextEncoders::new(&cfg, t5_tokenizer, vbs)?;
+        ctx.progress(2, 3)?;
+        let vae = ckpt.load_vae(dtype, &device)?;
+        ctx.progress(3, 3)?;
+        Ok(NodeOutput::values(vec![
+            Value::handle(model),
+            Value::handle(clip),
+            Value::handle(vae),
+        ]))
+    }
+}

@@ -1,0 +1,254 @@
+//! SD3's three text encoders behind one prompt -> [`Conditioning`] call, with a lower-level
+//! path (tokens -> input embeddings -> edit a row -> encode) for the CreTok token.
+//!
+//! Reference: diffusers `StableDiffusion3Pipeline.encode_prompt` (v0.42.1; PARITY.md section 3).
+//! Each CLIP runs on its own 77 ids (CLIP-L padded with EOS, CLIP-G with 0); T5 runs on
+//! `t5_len` ids or is replaced by zeros when absent.
+
+use anyhow::{bail, Context, Result};
+use candle_core::{Device, Tensor};
+use candle_nn::VarBuilder;
+use candle_transformers::models::t5::Config as T5Config;
+
+use super::clip::{ClipConfig, ClipTextModel};
+use super::conditioning::{assemble, T5Part};
+use super::t5::{t5_tiny, t5_xxl, T5Encoder};
+use super::tokenizer::{ClipTokenizer, T5Tokenizer, CLIP_EOS};
+use super::types::Conditioning;
+
+/// Shapes and settings of the SD3 text side.
+#[derive(Debug, Clone)]
+pub struct Sd3TextConfig {
+    pub clip_l: ClipConfig,
+    pub clip_g: ClipConfig,
+    pub t5: T5Config,
+    /// Width of the context rows (the MMDiT's `joint_attention_dim`, T5's `d_model`).
+    pub joint_dim: usize,
+    /// T5 rows in the context: diffusers' `max_sequence_length` (256); Stability's code uses 77.
+    pub t5_len: usize,
+}
+
+impl Sd3TextConfig {
+    /// SD3 / SD3.5: CLIP-L, bigG, T5-XXL, joint width 4096, T5 length 256 (diffusers).
+    pub fn sd3() -> Self {
+        Self {
+            clip_l: ClipConfig::clip_l(),
+            clip_g: ClipConfig::clip_g(),
+            t5: t5_xxl(),
+            joint_dim: 4096,
+            t5_len: 256,
+        }
+    }
+
+    /// The tiny fixtures of PARITY.md section 1 (joint width 128).
+    pub fn tiny() -> Self {
+        Self {
+            clip_l: ClipConfig::tiny_l(),
+            clip_g: ClipConfig::tiny_g(),
+            t5: t5_tiny(),
+            joint_dim: 128,
+            t5_len: 256,
+        }
+    }
+}
+
+/// Where each encoder's weights are, as transformers state dicts.
+#[derive(Clone)]
+pub struct EncoderVarBuilders<'a> {
+    pub clip_l: VarBuilder<'a>,
+    pub clip_g: VarBuilder<'a>,
+    /// `None` drops T5 (zeros in its place).
+    pub t5: Option<VarBuilder<'a>>,
+}
+
+impl<'a> EncoderVarBuilders<'a> {
+    /// A single-file checkpoint: `text_encoders.{clip_l,clip_g,t5xxl}.transformer.*`; T5 when
+    /// the file has its embedding (`shared.weight` or `encoder.embed_tokens.weight`).
+    pub fn single_file(vb: &VarBuilder<'a>) -> Self {
+        let t5 = vb.pp("text_encoders.t5xxl.transformer");
+        Self {
+            clip_l: vb.pp("text_encoders.clip_l.transformer"),
+            clip_g: vb.pp("text_encoders.clip_g.transformer"),
+            t5: (t5.contains_tensor("shared.weight")
+                || t5.contains_tensor("encoder.embed_tokens.weight"))
+            .then_some(t5),
+        }
+    }
+}
+
+struct T5Branch {
+    encoder: T5Encoder,
+    tokenizer: T5Tokenizer,
+}
+
+/// One prompt's ids for each encoder.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PromptTokens {
+    /// 77 ids, padded with EOS.
+    pub clip_l: Vec<u32>,
+    /// 77 ids, padded with 0.
+    pub clip_g: Vec<u32>,
+    /// `t5_len` ids when T5 is loaded.
+    pub t5: Option<Vec<u32>>,
+}
+
+/// One prompt's CLIP input embeddings `[1, 77, hidden]`, to be edited and encoded.
+#[derive(Debug, Clone)]
+pub struct PromptEmbeds {
+    pub clip_l: Tensor,
+    pub clip_g: Tensor,
+    /// First EOS position in each CLIP's ids (where the pooled state is read).
+    pub eos_l: usize,
+    pub eos_g: usize,
+    /// T5 ids `[1, t5_len]` when T5 is loaded.
+    pub t5_ids: Option<Tensor>,
+}
+
+/// The SD3 text encoders and their tokenizers.
+pub struct Sd3TextEncoders {
+    clip_l: ClipTextModel,
+    clip_g: ClipTextModel,
+    tokenizer_l: ClipTokenizer,
+    tokenizer_g: ClipTokenizer,
+    t5: Option<T5Branch>,
+    joint_dim: usize,
+    t5_len: usize,
+    device: Device,
+}
+
+impl std::fmt::Debug for Sd3TextEncoders {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sd3TextEncoders")
+            .field("has_t5", &self.has_t5())
+            .field("joint_dim", &self.joint_dim)
+            .field("t5_len", &self.t5_len)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Sd3TextEncoders {
+    /// Loads CLIP-L, CLIP-G and, when both its weights and a tokenizer are given, T5.
+    pub fn new(
+        cfg: &Sd3TextConfig,
+        t5_tokenizer: Option<T5Tokenizer>,
+        vbs: EncoderVarBuilders,
+    ) -> Result<Self> {
+        let device = vbs.clip_l.device().clone();
+        let clip_l = ClipTextModel::new(&cfg.clip_l, vbs.clip_l).context("loading CLIP-L")?;
+        let clip_g = ClipTextModel::new(&cfg.clip_g, vbs.clip_g).context("loading CLIP-G")?;
+        let t5 = match (vbs.t5, t5_tokenizer) {
+            (Some(vb), Some(tokenizer)) => {
+                if cfg.t5.d_model != cfg.joint_dim {
+                    bail!(
+                        "T5 width {} is not the joint width {}",
+                        cfg.t5.d_model,
+                        cfg.joint_dim
+                    )
+                }
+                let encoder = T5Encoder::new(&cfg.t5, vb).context("loading T5")?;
+                Some(T5Branch { encoder, tokenizer })
+            }
+            _ => None,
+        };
+        Ok(Self {
+            clip_l,
+            clip_g,
+            tokenizer_l: ClipTokenizer::clip_l()?,
+            tokenizer_g: ClipTokenizer::clip_g()?,
+            t5,
+            joint_dim: cfg.joint_dim,
+            t5_len: cfg.t5_len,
+            device,
+        })
+    }
+
+    /// Whether T5 runs (otherwise its rows are zeros).
+    pub fn has_t5(&self) -> bool {
+        self.t5.is_some()
+    }
+
+    pub fn clip_l(&self) -> &ClipTextModel {
+        &self.clip_l
+    }
+
+    pub fn clip_g(&self) -> &ClipTextModel {
+        &self.clip_g
+    }
+
+    pub fn tokenizer_l(&self) -> &ClipTokenizer {
+        &self.tokenizer_l
+    }
+
+    pub fn tokenizer_g(&self) -> &ClipTokenizer {
+        &self.tokenizer_g
+    }
+
+    /// The prompt's conditioning, as diffusers' `encode_prompt` makes it.
+    pub fn encode(&self, prompt: &str) -> Result<Conditioning> {
+        self.encode_embeds(&self.embed(&self.tokenize(prompt)?)?)
+    }
+
+    /// The ids each encoder sees.
+    pub fn tokenize(&self, prompt: &str) -> Result<PromptTokens> {
+        Ok(PromptTokens {
+            clip_l: self.tokenizer_l.encode(prompt)?,
+            clip_g: self.tokenizer_g.encode(prompt)?,
+            t5: match &self.t5 {
+                Some(t5) => Some(t5.tokenizer.encode(prompt, self.t5_len)?),
+                None => None,
+            },
+        })
+    }
+
+    /// Looks the CLIP ids up in each token-embedding table.
+    pub fn embed(&self, tokens: &PromptTokens) -> Result<PromptEmbeds> {
+        let row =
+            |ids: &[u32]| -> Result<Tensor> { Ok(Tensor::new(ids, &self.device)?.unsqueeze(0)?) };
+        let eos = |ids: &[u32]| {
+            ids.iter()
+                .position(|&t| t == CLIP_EOS)
+                .context("CLIP ids without an EOS")
+        };
+        Ok(PromptEmbeds {
+            clip_l: self.clip_l.embed(&row(&tokens.clip_l)?)?,
+            clip_g: self.clip_g.embed(&row(&tokens.clip_g)?)?,
+            eos_l: eos(&tokens.clip_l)?,
+            eos_g: eos(&tokens.clip_g)?,
+            t5_ids: tokens.t5.as_deref().map(row).transpose()?,
+        })
+    }
+
+    /// Encodes (possibly edited) input embeddings.
+    pub fn encode_embeds(&self, embeds: &PromptEmbeds) -> Result<Conditioning> {
+        let l = self.clip_l.forward(&embeds.clip_l, &[embeds.eos_l])?;
+        let g = self.clip_g.forward(&embeds.clip_g, &[embeds.eos_g])?;
+        let t5_states = match (&self.t5, &embeds.t5_ids) {
+            (Some(t5), Some(ids)) => Some(t5.encoder.forward(ids)?),
+            _ => None,
+        };
+        let t5 = match &t5_states {
+            Some(states) => T5Part::States(states),
+            None => T5Part::Zeros { len: self.t5_len },
+        };
+        Ok(assemble(&l, &g, t5, self.joint_dim)?)
+    }
+}
+
+/// `embeds` `[batch, seq, hidden]` with row `position` replaced by `row` (`[hidden]`),
+/// differentiable w.r.t. `row` (how a learned token enters a prompt).
+pub fn substitute_row(
+    embeds: &Tensor,
+    position: usize,
+    row: &Tensor,
+) -> candle_core::Result<Tensor> {
+    let (batch, seq, hidden) = embeds.dims3()?;
+    if position >= seq {
+        candle_core::bail!("row {position} outside a sequence of {seq}")
+    }
+    let row = row
+        .reshape((1, 1, hidden))?
+        .broadcast_as((batch, 1, hidden))?;
+    let before = embeds.narrow(1, 0, position)?;
+    let after = embeds.narrow(1, position + 1, seq - position - 1)?;
+    Tensor::cat(&[&before, &row, &after], 1)
+}

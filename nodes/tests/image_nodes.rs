@@ -1,0 +1,433 @@
+//! The image nodes end to end on the tiny SD3 checkpoint: latent, sampling
+//! (progress, previews, cancel), decode, and PNG saving with ComfyUI metadata.
+
+use std::sync::{Arc, Mutex};
+
+use candle_core::{DType, Device, Tensor};
+use cretok_nodes::builtin::{
+    ConditioningZeroOut, EmptySd3LatentImage, KSampler, ModelSamplingSd3, PreviewImage, SaveImage,
+    Sd3Sampler, VaeDecode, VaeEncode,
+};
+use cretok_nodes::sd3::checkpoint::Sd3Checkpoint;
+use cretok_nodes::sd3::sampling::{seeded_noise, DiffusionModel};
+use cretok_nodes::sd3::types::{Conditioning, Image, Latent};
+use cretok_nodes::sd3::vae::AutoEncoder;
+use cretok_nodes::{
+    CancelToken, EventSink, Inputs, Node, NodeError, Paths, PreviewFormat, RunContext, Value,
+};
+
+#[derive(Default)]
+struct Recorder {
+    progress: Mutex<Vec<(u64, u64)>>,
+    previews: Mutex<Vec<(PreviewFormat, Vec<u8>)>>,
+    cancel_after: Option<(CancelToken, u64)>,
+}
+
+impl EventSink for Recorder {
+    fn progress(&self, _: &str, value: u64, max: u64) {
+        self.progress.lock().unwrap().push((value, max));
+        if let Some((token, at)) = &self.cancel_after {
+            if value >= *at {
+                token.cancel();
+            }
+        }
+    }
+    fn preview(&self, _: &str, format: PreviewFormat, bytes: Vec<u8>) {
+        self.previews.lock().unwrap().push((format, bytes));
+    }
+    fn text(&self, _: &str, _: &str) {}
+}
+
+struct Setup {
+    dir: tempfile::TempDir,
+    paths: Paths,
+    model: DiffusionModel,
+    vae: AutoEncoder,
+    positive: Conditioning,
+}
+
+fn setup() -> Setup {
+    use cretok_nodes::sd3::tiny::{write_single_file, TinyOptions, TinyVariant};
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("tiny.safetensors");
+    let opts = TinyOptions {
+        variant: TinyVariant::Sd3Medium,
+        seed: 3,
+        clips: false,
+        t5: false,
+    };
+    write_single_file(&file, &opts).unwrap();
+    let ckpt = Sd3Checkpoint::open(&file, &[]).unwrap();
+    let dev = Device::Cpu;
+    let model = DiffusionModel {
+        mmdit: Arc::new(ckpt.load_mmdit(DType::F32, &dev).unwrap()),
+        shift: 3.0,
+    };
+    let vae = ckpt.load_vae(DType::F32, &dev).unwrap();
+    let positive = Conditioning {
+        context: seeded_noise(1, &[1, 12, 128], &dev).unwrap(),
+        pooled: seeded_noise(2, &[1, 96], &dev).unwrap(),
+    };
+    let paths = Paths::new(dir.path(), None);
+    Setup {
+        dir,
+        paths,
+        model,
+        vae,
+        positive,
+    }
+}
+
+fn run(
+    node: &dyn Node,
+    inputs: &Inputs,
+    s: &Setup,
+    sink: &Recorder,
+    cancel: &CancelToken,
+) -> Result<cretok_nodes::NodeOutput, NodeError> {
+    let ctx = RunContext::new("7", &s.paths, cancel, sink);
+    node.run(inputs, &ctx)
+}
+
+fn handle<T: Send + Sync + 'static>(value: &Value) -> Arc<T> {
+    match value {
+        Value::Handle(h) => h.clone().downcast::<T>().ok().unwrap(),
+        other => panic!("{other:?}"),
+    }
+}
+
+fn sampler_inputs(s: &Setup, negative: &Conditioning) -> Inputs {
+    Inputs::new()
+        .with("model", Value::handle(s.model.clone()))
+        .with("positive", Value::handle(s.positive.clone()))
+        .with("negative", Value::handle(negative.clone()))
+        .with("seed", Value::Int(42))
+        .with("steps", Value::Int(4))
+        .with("cfg", Value::Float(4.5))
+        .with("shift", Value::Float(3.0))
+        .with("width", Value::Int(64))
+        .with("height", Value::Int(48))
+        .with("batch_size", Value::Int(2))
+}
+
+#[test]
+fn text_to_image_to_png_with_progress_previews_and_metadata() {
+    let s = setup();
+    let sink = Recorder::default();
+    let cancel = CancelToken::new();
+    let zero = run(
+        &ConditioningZeroOut,
+        &Inputs::new().with("conditioning", Value::handle(s.positive.clone())),
+        &s,
+        &sink,
+        &cancel,
+    )
+    .unwrap();
+    let negative = handle::<Conditioning>(&zero.values[0]);
+    assert_eq!(
+        negative
+            .pooled
+            .abs()
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap(),
+        0.0
+    );
+
+    let out = run(
+        &Sd3Sampler,
+        &sampler_inputs(&s, &negative),
+        &s,
+        &sink,
+        &cancel,
+    )
+    .unwrap();
+    let latent = handle::<Latent>(&out.values[0]);
+    assert_eq!(latent.samples.dims(), &[2, 16, 6, 8]);
+    assert_eq!(
+        *sink.progress.lock().unwrap(),
+        vec![(1, 4), (2, 4), (3, 4), (4, 4)]
+    );
+    {
+        let previews = sink.previews.lock().unwrap();
+        assert_eq!(previews.len(), 2, "after step 3 and the last");
+        assert!(previews[0].1.starts_with(b"\x89PNG"));
+    }
+    // Same seed, same latents.
+    let again = run(
+        &Sd3Sampler,
+        &sampler_inputs(&s, &negative),
+        &s,
+        &sink,
+        &cancel,
+    )
+    .unwrap();
+    let diff = (&latent.samples - &handle::<Latent>(&again.values[0]).samples)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap();
+    assert_eq!(diff.to_scalar::<f32>().unwrap(), 0.0);
+
+    let decoded = run(
+        &VaeDecode,
+        &Inputs::new()
+            .with("samples", out.values[0].clone())
+            .with("vae", Value::handle(s.vae.clone())),
+        &s,
+        &sink,
+        &cancel,
+    )
+    .unwrap();
+    let image = handle::<Image>(&decoded.values[0]);
+    assert_eq!(image.pixels.dims(), &[2, 48, 64, 3]);
+
+    let prompt = serde_json::json!({"7": {"class_type": "SaveImage", "inputs": {}}});
+    let extra = serde_json::json!({"workflow": {"nodes": []}});
+    let ctx =
+        RunContext::new("9", &s.paths, &cancel, &sink).with_prompt(Some(&prompt), Some(&extra));
+    let inputs = Inputs::new()
+        .with("images", Value::handle((*image).clone()))
+        .with("filename_prefix", Value::String("sd3/tiny".into()));
+    let saved = SaveImage.run(&inputs, &ctx).unwrap();
+    let ui = saved.ui.unwrap();
+    assert_eq!(ui["images"][1]["filename"], "tiny_00002_.png");
+    assert_eq!(ui["images"][0]["subfolder"], "sd3");
+    let png = std::fs::read(s.dir.path().join("output/sd3/tiny_00001_.png")).unwrap();
+    let decoder = png::Decoder::new(std::io::Cursor::new(png));
+    let reader = decoder.read_info().unwrap();
+    let info = reader.info();
+    assert_eq!((info.width, info.height), (64, 48));
+    let texts: Vec<(String, String)> = info
+        .uncompressed_latin1_text
+        .iter()
+        .map(|t| (t.keyword.clone(), t.text.clone()))
+        .collect();
+    assert_eq!(
+        texts,
+        vec![
+            ("prompt".to_string(), prompt.to_string()),
+            ("workflow".to_string(), r#"{"nodes":[]}"#.to_string()),
+        ]
+    );
+
+    let preview = PreviewImage
+        .run(
+            &Inputs::new().with("images", Value::handle((*image).clone())),
+            &ctx,
+        )
+        .unwrap();
+    assert_eq!(preview.ui.unwrap()["images"][0]["type"], "temp");
+}
+
+#[test]
+fn cancel_during_sampling_interrupts() {
+    let s = setup();
+    let cancel = CancelToken::new();
+    let sink = Recorder {
+        cancel_after: Some((cancel.clone(), 2)),
+        ..Recorder::default()
+    };
+    let err = run(
+        &Sd3Sampler,
+        &sampler_inputs(&s, &s.positive),
+        &s,
+        &sink,
+        &cancel,
+    )
+    .unwrap_err();
+    assert!(matches!(err, NodeError::Interrupted), "{err}");
+    assert_eq!(sink.progress.lock().unwrap().len(), 2);
+}
+
+#[test]
+fn ksampler_img2img_keeps_more_of_the_input_at_low_denoise() {
+    let s = setup();
+    let sink = Recorder::default();
+    let cancel = CancelToken::new();
+    let shifted = run(
+        &ModelSamplingSd3,
+        &Inputs::new()
+            .with("model", Value::handle(s.model.clone()))
+            .with("shift", Value::Float(2.0)),
+        &s,
+        &sink,
+        &cancel,
+    )
+    .unwrap();
+    assert_eq!(handle::<DiffusionModel>(&shifted.values[0]).shift, 2.0);
+
+    let empty = run(
+        &EmptySd3LatentImage,
+        &Inputs::new()
+            .with("width", Value::Int(64))
+            .with("height", Value::Int(64))
+            .with("batch_size", Value::Int(1)),
+        &s,
+        &sink,
+        &cancel,
+    )
+    .unwrap();
+    assert_eq!(
+        handle::<Latent>(&empty.values[0]).samples.dims(),
+        &[1, 16, 8, 8]
+    );
+
+    let pixels = seeded_noise(5, &[1, 64, 64, 3], &Device::Cpu)
+        .unwrap()
+        .affine(0.1, 0.5)
+        .unwrap();
+    let encoded = run(
+        &VaeEncode,
+        &Inputs::new()
+            .with("pixels", Value::handle(Image { pixels }))
+            .with("vae", Value::handle(s.vae.clone())),
+        &s,
+        &sink,
+        &cancel,
+    )
+    .unwrap();
+    let start = handle::<Latent>(&encoded.values[0]);
+    assert_eq!(start.samples.dims(), &[1, 16, 8, 8]);
+
+    let distance = |denoise: f64| -> f32 {
+        let inputs = Inputs::new()
+            .with("model", shifted.values[0].clone())
+            .with("positive", Value::handle(s.positive.clone()))
+            .with("negative", Value::handle(s.positive.clone()))
+            .with("seed", Value::Int(1))
+            .with("steps", Value::Int(4))
+            .with("cfg", Value::Float(1.0))
+            .with("sampler_name", Value::String("euler".into()))
+            .with("scheduler", Value::String("simple".into()))
+            .with("latent_image", encoded.values[0].clone())
+            .with("denoise", Value::Float(denoise));
+        let out = run(&KSampler, &inputs, &s, &sink, &cancel).unwrap();
+        let d: Tensor = (&handle::<Latent>(&out.values[0]).samples - &start.samples).unwrap();
+        d.sqr()
+            .unwrap()
+            .mean_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap()
+    };
+    assert!(distance(0.25) < distance(1.0));
+}
+
+#[test]
+fn load_sd3_lists_and_loads_both_layouts_then_generates() {
+    use cretok_nodes::builtin::LoadSd3;
+    use cretok_nodes::sd3::text_encoders::Sd3TextEncoders;
+    use cretok_nodes::sd3::tiny::{write_diffusers, write_single_file, TinyOptions, TinyVariant};
+    let s = setup();
+    let checkpoints = s.paths.model_folder("checkpoints");
+    std::fs::create_dir_all(&checkpoints).unwrap();
+    let opts = TinyOptions {
+        variant: TinyVariant::Sd35Medium,
+        seed: 11,
+        clips: true,
+        t5: false,
+    };
+    write_single_file(&checkpoints.join("tiny.safetensors"), &opts).unwrap();
+    write_diffusers(&checkpoints.join("tiny_diffusers"), &opts).unwrap();
+    let flux = checkpoints.join("flux.safetensors");
+    let t = Tensor::zeros(2, DType::F32, &Device::Cpu).unwrap();
+    let map =
+        std::collections::HashMap::from([("double_blocks.0.img_mod.lin.weight".to_string(), t)]);
+    candle_core::safetensors::save(&map, &flux).unwrap();
+
+    let node = LoadSd3 {
+        paths: Arc::new(Paths::new(s.dir.path(), None)),
+    };
+    let info = node.schema().to_object_info();
+    let names = info["input"]["required"]["ckpt_name"][0].clone();
+    assert_eq!(
+        names,
+        serde_json::json!(["flux.safetensors", "tiny.safetensors", "tiny_diffusers"])
+    );
+
+    let sink = Recorder::default();
+    let cancel = CancelToken::new();
+    let mut latents = Vec::new();
+    for name in ["tiny.safetensors", "tiny_diffusers"] {
+        let inputs = Inputs::new().with("ckpt_name", Value::String(name.into()));
+        let out = run(&node, &inputs, &s, &sink, &cancel).unwrap();
+        assert_eq!(out.values.len(), 3);
+        let clip = handle::<Sd3TextEncoders>(&out.values[1]);
+        let positive = clip.encode("a lettuce mantis").unwrap();
+        let negative = clip.encode("").unwrap();
+        let inputs = sampler_inputs(&s, &negative)
+            .with("model", out.values[0].clone())
+            .with("positive", Value::handle(positive))
+            .with("batch_size", Value::Int(1));
+        let sampled = run(&Sd3Sampler, &inputs, &s, &sink, &cancel).unwrap();
+        latents.push(handle::<Latent>(&sampled.values[0]).samples.clone());
+        let decode = Inputs::new()
+            .with("samples", sampled.values[0].clone())
+            .with("vae", out.values[2].clone());
+        run(&VaeDecode, &decode, &s, &sink, &cancel).unwrap();
+    }
+    let diff = (&latents[0] - &latents[1])
+        .unwrap()
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap();
+    assert_eq!(
+        diff.to_scalar::<f32>().unwrap(),
+        0.0,
+        "layouts must generate the same image"
+    );
+
+    let inputs = Inputs::new().with("ckpt_name", Value::String("flux.safetensors".into()));
+    let err = run(&node, &inputs, &s, &sink, &cancel).unwrap_err();
+    assert!(err.to_string().contains("FLUX"), "{err}");
+}
+
+#[test]
+fn sd3_sampler_skip_layer_guidance_inputs() {
+    let s = setup();
+    let sink = Recorder::default();
+    let cancel = CancelToken::new();
+    let zero = Conditioning {
+        context: s.positive.context.zeros_like().unwrap(),
+        pooled: s.positive.pooled.zeros_like().unwrap(),
+    };
+    let sample = |extra: &[(&str, Value)]| {
+        let mut inputs = sampler_inputs(&s, &zero);
+        for (k, v) in extra {
+            inputs.insert(*k, v.clone());
+        }
+        run(&Sd3Sampler, &inputs, &s, &sink, &cancel)
+    };
+    let plain = handle::<Latent>(&sample(&[]).unwrap().values[0]);
+    let slg = [
+        ("skip_layers", Value::String(" 0 ".into())),
+        ("slg_start", Value::Float(0.0)),
+        ("slg_stop", Value::Float(1.0)),
+    ];
+    let guided = handle::<Latent>(&sample(&slg).unwrap().values[0]);
+    let diff = (&plain.samples - &guided.samples)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap();
+    assert!(diff.to_scalar::<f32>().unwrap() > 1e-3);
+    // The default window (1%-20% of 4 steps) holds no step: same as without SLG.
+    let outside = handle::<Latent>(&sample(&slg[..1]).unwrap().values[0]);
+    let diff = (&plain.samples - &outside.samples)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap();
+    assert_eq!(diff.to_scalar::<f32>().unwrap(), 0.0);
+    for bad in ["5", "x"] {
+        let err = sample(&[("skip_layers", Value::String(bad.into()))]).unwrap_err();
+        assert!(matches!(err, NodeError::InvalidInput { .. }), "{err}");
+    }
+}
