@@ -99,6 +99,21 @@ impl SandboxHost {
         (nodes, errors)
     }
 
+    /// `native` plus the custom nodes of `dir`, and the files that failed:
+    /// what the server builds at start and swaps in on reload.
+    pub fn registry_with_custom_nodes(
+        &self,
+        native: Registry,
+        dir: &Path,
+    ) -> (Registry, Vec<LoadError>) {
+        let (nodes, errors) = self.load_dir(dir, &native);
+        let mut registry = native;
+        for node in nodes {
+            registry.register(node);
+        }
+        (registry, errors)
+    }
+
     /// Loads one component: compiles it (or reads the compile cache), checks
     /// its imports and version, links it and validates its `describe`.
     pub fn load_file(&self, path: &Path) -> Result<SandboxNode, LoadError> {

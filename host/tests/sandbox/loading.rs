@@ -115,6 +115,22 @@ fn ids_are_unique_across_files_and_native_nodes() {
 }
 
 #[test]
+fn the_registry_gets_the_custom_nodes_beside_the_native_ones() {
+    let mut native = Registry::new();
+    native.register(Arc::new(NativeTemplate));
+    let dir = folder(&["pairs", "template"], &[("broken.wasm", MALFORMED)]);
+    let (registry, errors) = host().registry_with_custom_nodes(native, dir.path());
+    let names: Vec<&str> = registry.names().collect();
+    assert_eq!(names, ["ConceptPairs", "Template"]);
+    assert_eq!(registry.get("Template").unwrap().schema().category, "utils");
+    let files: Vec<_> = errors
+        .iter()
+        .map(|e| e.path().file_name().unwrap().to_owned())
+        .collect();
+    assert_eq!(files, ["broken.wasm", "template.wasm"]);
+}
+
+#[test]
 fn a_missing_folder_holds_no_nodes() {
     let dir = tempfile::tempdir().unwrap();
     let (nodes, errors) = host().load_dir(&dir.path().join("absent"), &Registry::new());
