@@ -7,9 +7,12 @@ mod serve;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use cretok_nodes::{Paths, Registry};
+
+use crate::sandbox::{SandboxHost, SandboxLimits};
 
 #[derive(Parser)]
 #[command(
@@ -59,11 +62,70 @@ fn default_data_dir() -> PathBuf {
         .map_or_else(|| PathBuf::from("cretok-data"), |d| d.join("cretok"))
 }
 
-/// Every node type the host offers.
+/// Every native node type.
 pub fn native_registry(paths: &Arc<Paths>) -> Registry {
     let mut registry = Registry::new();
     cretok_nodes::builtin::register_all(&mut registry, Arc::clone(paths));
     registry
+}
+
+/// Sandboxed custom nodes: where they are and the limits they run under.
+#[derive(Args, Clone)]
+pub struct CustomNodeArgs {
+    /// Folder of custom nodes (`*.wasm` components). Defaults to <data dir>/custom_nodes.
+    #[arg(long)]
+    custom_nodes: Option<PathBuf>,
+    /// Memory cap of one custom-node call, in MiB.
+    #[arg(long, default_value_t = 16)]
+    wasm_memory_mib: usize,
+    /// Wall-clock deadline of one custom-node call, in milliseconds.
+    #[arg(long, default_value_t = 1000)]
+    wasm_deadline_ms: u64,
+}
+
+/// Builds the node catalog: native nodes plus the custom nodes of a folder.
+pub struct NodeSource {
+    paths: Arc<Paths>,
+    custom_nodes_dir: PathBuf,
+    sandbox: SandboxHost,
+}
+
+impl NodeSource {
+    pub fn new(paths: Arc<Paths>, args: &CustomNodeArgs) -> anyhow::Result<Self> {
+        let limits = SandboxLimits {
+            memory_bytes: args.wasm_memory_mib << 20,
+            deadline: Duration::from_millis(args.wasm_deadline_ms),
+            ..SandboxLimits::default()
+        };
+        let cache_dir = paths.data_dir.join("cache/custom_nodes");
+        let sandbox = SandboxHost::new(limits, Some(&cache_dir))?;
+        let custom_nodes_dir = args
+            .custom_nodes
+            .clone()
+            .unwrap_or_else(|| paths.data_dir.join("custom_nodes"));
+        Ok(NodeSource {
+            paths,
+            custom_nodes_dir,
+            sandbox,
+        })
+    }
+
+    pub fn custom_nodes_dir(&self) -> &std::path::Path {
+        &self.custom_nodes_dir
+    }
+
+    /// Loads (or reloads) everything; problems with custom nodes are logged and
+    /// returned, one message per file, and never stop the native nodes.
+    pub fn registry(&self) -> (Registry, Vec<String>) {
+        let (registry, errors) = self
+            .sandbox
+            .registry_with_custom_nodes(native_registry(&self.paths), &self.custom_nodes_dir);
+        let messages: Vec<String> = errors.iter().map(ToString::to_string).collect();
+        for message in &messages {
+            tracing::warn!("custom node not loaded: {message}");
+        }
+        (registry, messages)
+    }
 }
 
 pub fn main(cli: Cli) -> anyhow::Result<ExitCode> {

@@ -2,7 +2,7 @@ use std::process::ExitCode;
 
 use clap::Args;
 
-use super::{native_registry, DataArgs};
+use super::{CustomNodeArgs, DataArgs, NodeSource};
 
 #[derive(Args)]
 pub struct NodesArgs {
@@ -11,10 +11,12 @@ pub struct NodesArgs {
     json: bool,
     #[command(flatten)]
     data: DataArgs,
+    #[command(flatten)]
+    custom: CustomNodeArgs,
 }
 
 pub fn nodes(args: NodesArgs) -> anyhow::Result<ExitCode> {
-    let registry = native_registry(&args.data.paths());
+    let (registry, _) = NodeSource::new(args.data.paths(), &args.custom)?.registry();
     if args.json {
         println!("{}", serde_json::to_string_pretty(&registry.object_info())?);
         return Ok(ExitCode::SUCCESS);

@@ -11,7 +11,7 @@ use cretok_nodes::{CancelToken, PreviewFormat};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::Value as Json;
 
-use super::{native_registry, DataArgs};
+use super::{CustomNodeArgs, DataArgs, NodeSource};
 use crate::executor::{ExecutionObserver, Executor, Outcome, PromptJob};
 use crate::protocol::ServerMessage;
 use crate::validation::validate;
@@ -28,6 +28,8 @@ pub struct RunArgs {
     quiet: bool,
     #[command(flatten)]
     data: DataArgs,
+    #[command(flatten)]
+    custom: CustomNodeArgs,
 }
 
 pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
@@ -36,7 +38,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         apply_set(&mut prompt, set)?;
     }
     let paths = args.data.paths();
-    let registry = native_registry(&paths);
+    let (registry, _) = NodeSource::new(Arc::clone(&paths), &args.custom)?.registry();
     let valid = match validate(&prompt, &registry) {
         Ok(v) => v,
         Err(failure) => {

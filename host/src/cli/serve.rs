@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use clap::Args;
 
-use super::{native_registry, DataArgs};
+use super::{CustomNodeArgs, DataArgs, NodeSource};
 use crate::app::AppState;
 use crate::server::{self, find_frontend, ServerState};
 
@@ -22,27 +22,33 @@ pub struct ServeArgs {
     front_end_root: Option<PathBuf>,
     #[command(flatten)]
     data: DataArgs,
+    #[command(flatten)]
+    custom: CustomNodeArgs,
 }
 
 pub fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let paths = args.data.paths();
     std::fs::create_dir_all(paths.output_dir())?;
-    let state = AppState::new(Arc::clone(&paths), native_registry(&paths));
+    let nodes = NodeSource::new(Arc::clone(&paths), &args.custom)?;
+    tracing::info!(
+        "custom nodes folder: {}",
+        nodes.custom_nodes_dir().display()
+    );
+    let (registry, _) = nodes.registry();
+    let state = AppState::new(Arc::clone(&paths), registry);
     let frontend_dir = find_frontend(args.front_end_root.as_deref());
     match &frontend_dir {
         Some(dir) => tracing::info!("serving the web frontend from {}", dir.display()),
         None => tracing::info!("no web frontend found: serving the built-in page (see README)"),
     }
     let catalog_state = Arc::clone(&state);
-    let reload_paths = Arc::clone(&paths);
     let server_state = Arc::new(ServerState {
         app: Arc::clone(&state),
         frontend_dir,
         reload_nodes: Box::new(move || {
-            catalog_state
-                .catalog
-                .replace(native_registry(&reload_paths));
-            Vec::new()
+            let (registry, problems) = nodes.registry();
+            catalog_state.catalog.replace(registry);
+            problems
         }),
     });
     tracing::info!("data directory: {}", paths.data_dir.display());

@@ -1,0 +1,92 @@
+//! Sandboxed custom nodes come and go while the server runs: installing a
+//! component and asking for a reload shows it in `/object_info`; removing it
+//! hides it again, and a prompt that still uses it gets a validation error.
+
+use std::path::{Path, PathBuf};
+
+use cretok_tests::Server;
+use serde_json::json;
+
+/// Builds the example `template` component from source (shared with the host's sandbox tests).
+fn template_component() -> PathBuf {
+    let root = Path::new(env!("CARGO_TARGET_TMPDIR")).join("wasm-guests");
+    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../wit/examples");
+    let out = root.join("components");
+    cretok_componentize::build_workspace(
+        &examples,
+        &root.join("target"),
+        &out,
+        &["template".to_owned()],
+    )
+    .unwrap_or_else(|e| panic!("building the template guest: {e}"));
+    out.join("template.wasm")
+}
+
+fn template_prompt() -> serde_json::Value {
+    json!({
+        "1": {"class_type": "Template", "inputs": {"template": "a creative mixture of a {a} and a {b}", "a": "lettuce", "b": "mantis"}},
+        "2": {"class_type": "SaveText", "inputs": {"text": ["1", 0], "filename_prefix": "templated"}}
+    })
+}
+
+#[tokio::test]
+async fn install_reload_run_remove() -> anyhow::Result<()> {
+    let component = template_component();
+    let dir = tempfile::tempdir()?;
+    let custom = dir.path().join("custom_nodes");
+    std::fs::create_dir_all(&custom)?;
+    let server = Server::start(dir.path(), &["--custom-nodes", custom.to_str().unwrap()]).await?;
+    let (_, info) = server.get("/object_info/Template").await?;
+    assert_eq!(info, json!({}), "not installed yet");
+
+    std::fs::copy(&component, custom.join("template.wasm"))?;
+    let (status, reload) = server.post("/api/custom_nodes/reload", &json!({})).await?;
+    assert_eq!(status, 200);
+    assert_eq!(reload["errors"], json!([]));
+    let (_, info) = server.get("/object_info").await?;
+    let template = &info["Template"];
+    assert!(
+        template["category"]
+            .as_str()
+            .unwrap()
+            .starts_with("templates"),
+        "{template}"
+    );
+    assert_eq!(template["output"][0], "STRING");
+
+    let mut ws = server.connect("t").await?;
+    let id = server.queue(&template_prompt(), "t").await?;
+    ws.until_done(&id).await?;
+    let entry = server.wait_history(&id).await?;
+    assert_eq!(
+        entry["outputs"]["2"]["text"][0], "a creative mixture of a lettuce and a mantis",
+        "{entry}"
+    );
+
+    std::fs::remove_file(custom.join("template.wasm"))?;
+    server.post("/api/custom_nodes/reload", &json!({})).await?;
+    let (_, info) = server.get("/object_info").await?;
+    assert!(info.get("Template").is_none());
+    let (status, body) = server
+        .post("/prompt", &json!({"prompt": template_prompt()}))
+        .await?;
+    assert_eq!(status, 400);
+    assert_eq!(body["error"]["type"], "invalid_prompt");
+    assert_eq!(
+        body["error"]["message"],
+        "Cannot execute because node Template does not exist."
+    );
+
+    // A broken component is reported by the reload and does not hide the rest.
+    std::fs::write(custom.join("broken.wasm"), b"not wasm at all")?;
+    let (_, reload) = server.post("/api/custom_nodes/reload", &json!({})).await?;
+    let errors = reload["errors"].as_array().unwrap();
+    assert_eq!(errors.len(), 1);
+    assert!(
+        errors[0].as_str().unwrap().contains("broken.wasm"),
+        "{reload}"
+    );
+    let (_, info) = server.get("/object_info/SaveText").await?;
+    assert!(info.get("SaveText").is_some());
+    Ok(())
+}
