@@ -1,2 +1,14 @@
 //! CreTok Studio's host: graph validation, the executor, the ComfyUI-compatible
 //! server and the CLI.
+
+pub mod app;
+pub mod cache;
+pub mod catalog;
+pub mod cli;
+pub mod executor;
+pub mod graph;
+pub mod history;
+pub mod protocol;
+pub mod queue;
+pub mod server;
+pub mod validation;

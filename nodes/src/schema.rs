@@ -241,6 +241,8 @@ pub struct NodeSchema {
     pub outputs: Vec<OutputSpec>,
     /// Output nodes are the roots the executor runs a prompt for.
     pub output_node: bool,
+    /// Accepts inputs beyond the declared ones (template variables of sandboxed nodes).
+    pub extra_inputs: bool,
     /// Which module provided it (`cretok` for native nodes, the component for sandboxed ones).
     pub module: String,
 }
@@ -255,6 +257,7 @@ impl NodeSchema {
             inputs: Vec::new(),
             outputs: Vec::new(),
             output_node: false,
+            extra_inputs: false,
             module: "cretok".to_owned(),
         }
     }

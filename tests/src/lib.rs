@@ -1,1 +1,263 @@
-//! Helpers shared by the end-to-end tests.
+//! Helpers shared by the end-to-end tests: start the real `cretok` binary,
+//! talk to it over HTTP and websockets.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context, Result};
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::net::TcpStream;
+use tokio::process::{Child, Command};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+/// How long any single wait in a test may take before it fails.
+pub const TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The `cretok` binary built by `cargo test --workspace` next to the test executables.
+pub fn cretok_bin() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target directory");
+    let bin = dir.join(format!("cretok{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        bin.is_file(),
+        "{} is missing: run `cargo test --workspace` (or `cargo build -p cretok-host`) first",
+        bin.display()
+    );
+    bin
+}
+
+/// The repository root (for workflow files).
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("repo root")
+        .to_path_buf()
+}
+
+/// A running `cretok serve` on a free loopback port, killed on drop.
+pub struct Server {
+    child: Child,
+    pub base: String,
+    pub data_dir: PathBuf,
+    pub http: reqwest::Client,
+}
+
+impl Server {
+    /// Starts a server on a fresh data directory inside `data_dir`.
+    pub async fn start(data_dir: &Path, extra_args: &[&str]) -> Result<Self> {
+        let mut child = Command::new(cretok_bin())
+            .args(["serve", "--port", "0", "--data-dir"])
+            .arg(data_dir)
+            .args(extra_args)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .context("starting cretok serve")?;
+        let stdout = child.stdout.take().context("stdout")?;
+        let mut lines = BufReader::new(stdout).lines();
+        let base = tokio::time::timeout(TIMEOUT, async {
+            while let Some(line) = lines.next_line().await? {
+                if let Some(url) = line.split_whitespace().find(|w| w.starts_with("http://")) {
+                    return Ok(url.to_owned());
+                }
+            }
+            bail!("cretok serve exited before listening")
+        })
+        .await
+        .context("waiting for cretok serve")??;
+        // Keep draining stdout so the server never blocks on a full pipe.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        Ok(Server {
+            child,
+            base,
+            data_dir: data_dir.to_path_buf(),
+            http: fresh_client(),
+        })
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    pub async fn get(&self, path: &str) -> Result<(u16, Value)> {
+        let r = self.http.get(self.url(path)).send().await?;
+        let status = r.status().as_u16();
+        let text = r.text().await?;
+        Ok((
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        ))
+    }
+
+    pub async fn post(&self, path: &str, body: &Value) -> Result<(u16, Value)> {
+        self.post_raw(path, body.to_string().into_bytes()).await
+    }
+
+    pub async fn post_raw(&self, path: &str, body: Vec<u8>) -> Result<(u16, Value)> {
+        let r = self.http.post(self.url(path)).body(body).send().await?;
+        let status = r.status().as_u16();
+        let text = r.text().await?;
+        Ok((
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        ))
+    }
+
+    /// Queues a prompt for `client_id`; returns the prompt id.
+    pub async fn queue(&self, prompt: &Value, client_id: &str) -> Result<String> {
+        let (status, body) = self
+            .post(
+                "/prompt",
+                &json!({"prompt": prompt, "client_id": client_id}),
+            )
+            .await?;
+        if status != 200 {
+            bail!("POST /prompt answered {status}: {body}");
+        }
+        body["prompt_id"]
+            .as_str()
+            .map(str::to_owned)
+            .ok_or_else(|| anyhow!("no prompt_id in {body}"))
+    }
+
+    /// Polls history until the prompt is there.
+    pub async fn wait_history(&self, prompt_id: &str) -> Result<Value> {
+        tokio::time::timeout(TIMEOUT, async {
+            loop {
+                let (_, body) = self.get(&format!("/history/{prompt_id}")).await?;
+                if let Some(entry) = body.get(prompt_id) {
+                    return Ok(entry.clone());
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+        .await
+        .context("waiting for history")?
+    }
+
+    /// Whether the process is still running.
+    pub fn alive(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    pub async fn stop(mut self) -> Result<()> {
+        self.child.kill().await?;
+        Ok(())
+    }
+
+    pub async fn connect(&self, client_id: &str) -> Result<WsClient> {
+        let url = format!(
+            "{}/ws?clientId={client_id}",
+            self.base.replacen("http://", "ws://", 1)
+        );
+        let (stream, _) = tokio_tungstenite::connect_async(url).await?;
+        let mut client = WsClient { stream };
+        let hello = client.next_json().await?;
+        if hello["type"] != "status" || hello["data"]["sid"] != client_id {
+            bail!("unexpected first websocket message {hello}");
+        }
+        Ok(client)
+    }
+}
+
+/// A websocket client of the server.
+pub struct WsClient {
+    stream: WebSocketStream<MaybeTlsStream<TcpStream>>,
+}
+
+/// One frame received from the server.
+#[derive(Debug, Clone)]
+pub enum Frame {
+    Json(Value),
+    Binary(Vec<u8>),
+}
+
+impl WsClient {
+    pub async fn send(&mut self, message: &Value) -> Result<()> {
+        self.stream
+            .send(Message::Text(message.to_string().into()))
+            .await?;
+        Ok(())
+    }
+
+    pub async fn next_frame(&mut self) -> Result<Frame> {
+        loop {
+            let message = tokio::time::timeout(TIMEOUT, self.stream.next())
+                .await
+                .context("waiting for a websocket message")?
+                .ok_or_else(|| anyhow!("websocket closed"))??;
+            match message {
+                Message::Text(t) => return Ok(Frame::Json(serde_json::from_str(&t)?)),
+                Message::Binary(b) => return Ok(Frame::Binary(b.to_vec())),
+                _ => continue,
+            }
+        }
+    }
+
+    pub async fn next_json(&mut self) -> Result<Value> {
+        loop {
+            if let Frame::Json(v) = self.next_frame().await? {
+                return Ok(v);
+            }
+        }
+    }
+
+    /// Every JSON message up to and including the final `executing` (node null) of `prompt_id`.
+    pub async fn until_done(&mut self, prompt_id: &str) -> Result<Vec<Value>> {
+        let mut seen = Vec::new();
+        loop {
+            let m = self.next_json().await?;
+            let done = m["type"] == "executing"
+                && m["data"]["node"].is_null()
+                && m["data"]["prompt_id"] == prompt_id;
+            seen.push(m);
+            if done {
+                return Ok(seen);
+            }
+        }
+    }
+
+    /// Waits for a message of type `kind`, returning it.
+    pub async fn wait_for(&mut self, kind: &str) -> Result<Value> {
+        loop {
+            let m = self.next_json().await?;
+            if m["type"] == kind {
+                return Ok(m);
+            }
+        }
+    }
+
+    /// Whether any message arrives within `wait`.
+    pub async fn quiet_for(&mut self, wait: Duration) -> Option<Frame> {
+        tokio::time::timeout(wait, self.next_frame())
+            .await
+            .ok()
+            .and_then(Result::ok)
+    }
+}
+
+/// Message types in order, for comparing event sequences.
+pub fn types(messages: &[Value]) -> Vec<String> {
+    messages
+        .iter()
+        .map(|m| m["type"].as_str().unwrap_or_default().to_owned())
+        .collect()
+}
+
+/// An HTTP client that opens a connection per request, so a connection the
+/// server closed (after refusing a huge body) is never reused.
+fn fresh_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()
+        .expect("http client")
+}

@@ -6,6 +6,7 @@ mod primitive;
 mod save_text;
 mod string_concatenate;
 mod string_to_int;
+mod string_transform;
 
 use std::sync::Arc;
 
@@ -17,6 +18,7 @@ pub use primitive::{Primitive, PrimitiveKind};
 pub use save_text::SaveText;
 pub use string_concatenate::StringConcatenate;
 pub use string_to_int::StringToInt;
+pub use string_transform::StringTransform;
 
 /// Registers every native node.
 pub fn register_all(registry: &mut Registry, _paths: Arc<Paths>) {
@@ -25,6 +27,7 @@ pub fn register_all(registry: &mut Registry, _paths: Arc<Paths>) {
     }
     registry.register(Arc::new(StringConcatenate));
     registry.register(Arc::new(StringToInt));
+    registry.register(Arc::new(StringTransform));
     registry.register(Arc::new(SaveText));
     registry.register(Arc::new(Delay));
     registry.register(Arc::new(ClipTextEncode));

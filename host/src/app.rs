@@ -1,0 +1,219 @@
+//! The host's shared state, prompt submission and the executor worker thread.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use cretok_nodes::{Paths, PreviewFormat, Registry};
+use serde_json::Value as Json;
+use tokio::sync::broadcast;
+
+use crate::catalog::NodeCatalog;
+use crate::executor::{ExecutionObserver, Executor, PromptJob};
+use crate::history::{history_entry, History};
+use crate::protocol::ServerMessage;
+use crate::queue::PromptQueue;
+use crate::validation::{validate, NodeErrors, ValidationFailure};
+
+/// Something to send to websocket clients; `target` is a client id, `None` for everyone.
+#[derive(Debug, Clone)]
+pub enum Outbound {
+    Message {
+        target: Option<String>,
+        message: Box<ServerMessage>,
+    },
+    Preview {
+        target: Option<String>,
+        prompt_id: String,
+        node_id: String,
+        format: PreviewFormat,
+        image: Arc<Vec<u8>>,
+    },
+    Text {
+        target: Option<String>,
+        node_id: String,
+        text: String,
+    },
+}
+
+impl Outbound {
+    pub fn target(&self) -> Option<&str> {
+        match self {
+            Outbound::Message { target, .. }
+            | Outbound::Preview { target, .. }
+            | Outbound::Text { target, .. } => target.as_deref(),
+        }
+    }
+}
+
+/// A prompt as clients submit it (`POST /prompt`, the websocket, the CLI).
+#[derive(Debug, Clone, Default)]
+pub struct PromptRequest {
+    pub prompt: Json,
+    pub client_id: Option<String>,
+    pub extra_data: Json,
+    pub front: bool,
+    pub number: Option<i64>,
+    pub prompt_id: Option<String>,
+}
+
+/// What a successful submission returns.
+#[derive(Debug, Clone)]
+pub struct Submitted {
+    pub prompt_id: String,
+    pub number: i64,
+    pub node_errors: std::collections::BTreeMap<String, NodeErrors>,
+}
+
+/// Everything the server's routes and the worker share.
+pub struct AppState {
+    pub paths: Arc<Paths>,
+    pub catalog: NodeCatalog,
+    pub queue: PromptQueue,
+    pub history: History,
+    pub bus: broadcast::Sender<Outbound>,
+    clear_cache: AtomicBool,
+}
+
+const BUS_CAPACITY: usize = 4096;
+
+impl AppState {
+    pub fn new(paths: Arc<Paths>, registry: Registry) -> Arc<Self> {
+        Arc::new(AppState {
+            paths,
+            catalog: NodeCatalog::new(registry),
+            queue: PromptQueue::new(),
+            history: History::new(),
+            bus: broadcast::channel(BUS_CAPACITY).0,
+            clear_cache: AtomicBool::new(false),
+        })
+    }
+
+    pub fn send(&self, outbound: Outbound) {
+        // No subscribers is fine: nobody is listening.
+        let _ = self.bus.send(outbound);
+    }
+
+    pub fn broadcast_status(&self) {
+        self.announce_queue(self.queue.remaining());
+    }
+
+    fn announce_queue(&self, queue_remaining: usize) {
+        self.send(Outbound::Message {
+            target: None,
+            message: Box::new(ServerMessage::status(queue_remaining, None)),
+        });
+    }
+
+    /// Validates and queues a prompt.
+    pub fn submit(&self, request: PromptRequest) -> Result<Submitted, ValidationFailure> {
+        let registry = self.catalog.snapshot();
+        let valid = validate(&request.prompt, registry.as_ref())?;
+        let number = request
+            .number
+            .unwrap_or_else(|| self.queue.next_number(request.front));
+        let prompt_id = request
+            .prompt_id
+            .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+        let node_errors = valid.node_errors.clone();
+        let mut extra_data = match request.extra_data {
+            Json::Object(o) => o,
+            _ => Default::default(),
+        };
+        extra_data
+            .entry("create_time")
+            .or_insert_with(|| Json::from(crate::protocol::now_ms()));
+        if let Some(client_id) = &request.client_id {
+            extra_data.insert("client_id".into(), Json::from(client_id.as_str()));
+        }
+        self.queue.push(
+            PromptJob {
+                prompt_id: prompt_id.clone(),
+                number,
+                prompt: request.prompt,
+                valid,
+                client_id: request.client_id,
+                extra_data: Json::Object(extra_data),
+            },
+            |remaining| self.announce_queue(remaining),
+        );
+        Ok(Submitted {
+            prompt_id,
+            number,
+            node_errors,
+        })
+    }
+
+    /// Asks the worker to drop cached outputs before its next prompt.
+    pub fn request_cache_clear(&self) {
+        self.clear_cache.store(true, Ordering::SeqCst);
+    }
+
+    /// Starts the executor thread; it runs until the queue is closed.
+    pub fn spawn_worker(self: &Arc<Self>) -> std::io::Result<JoinHandle<()>> {
+        let state = Arc::clone(self);
+        std::thread::Builder::new()
+            .name("executor".into())
+            .spawn(move || state.worker_loop())
+    }
+
+    fn worker_loop(&self) {
+        let mut executor = Executor::new(Arc::clone(&self.paths));
+        while let Some(running) = self.queue.pop() {
+            if self.clear_cache.swap(false, Ordering::SeqCst) {
+                executor.clear_cache();
+            }
+            let job = &running.job;
+            let observer = BusObserver {
+                state: self,
+                target: job.client_id.clone(),
+                prompt_id: job.prompt_id.clone(),
+            };
+            let registry = self.catalog.snapshot();
+            let record = executor.run(job, &registry, &running.cancel, &observer);
+            self.history
+                .insert(&job.prompt_id, history_entry(job, &record));
+            self.queue.finish();
+            self.broadcast_status();
+            observer.message(ServerMessage::Executing {
+                node: None,
+                display_node: None,
+                prompt_id: job.prompt_id.clone(),
+            });
+        }
+    }
+}
+
+/// Sends a prompt's events to its client over the bus.
+struct BusObserver<'a> {
+    state: &'a AppState,
+    target: Option<String>,
+    prompt_id: String,
+}
+
+impl ExecutionObserver for BusObserver<'_> {
+    fn message(&self, message: ServerMessage) {
+        self.state.send(Outbound::Message {
+            target: self.target.clone(),
+            message: Box::new(message),
+        });
+    }
+
+    fn preview(&self, node_id: &str, format: PreviewFormat, image: Vec<u8>) {
+        self.state.send(Outbound::Preview {
+            target: self.target.clone(),
+            prompt_id: self.prompt_id.clone(),
+            node_id: node_id.to_owned(),
+            format,
+            image: Arc::new(image),
+        });
+    }
+
+    fn text(&self, node_id: &str, text: &str) {
+        self.state.send(Outbound::Text {
+            target: self.target.clone(),
+            node_id: node_id.to_owned(),
+            text: text.to_owned(),
+        });
+    }
+}

@@ -1,0 +1,206 @@
+//! `cretok run`: validate and execute one workflow file headless.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{bail, Context};
+use clap::Args;
+use cretok_nodes::{CancelToken, PreviewFormat};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::Value as Json;
+
+use super::{native_registry, DataArgs};
+use crate::executor::{ExecutionObserver, Executor, Outcome, PromptJob};
+use crate::protocol::ServerMessage;
+use crate::validation::validate;
+
+#[derive(Args)]
+pub struct RunArgs {
+    /// The workflow, in API format (`{id: {class_type, inputs}}`).
+    workflow: PathBuf,
+    /// Override an input: `--set 6.text="a lettuce"` (JSON values, or plain text).
+    #[arg(long = "set", value_name = "NODE.INPUT=VALUE")]
+    sets: Vec<String>,
+    /// No progress bar.
+    #[arg(long, short)]
+    quiet: bool,
+    #[command(flatten)]
+    data: DataArgs,
+}
+
+pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
+    let mut prompt = read_workflow(&args.workflow)?;
+    for set in &args.sets {
+        apply_set(&mut prompt, set)?;
+    }
+    let paths = args.data.paths();
+    let registry = native_registry(&paths);
+    let valid = match validate(&prompt, &registry) {
+        Ok(v) => v,
+        Err(failure) => {
+            eprintln!("{}", failure.report());
+            eprintln!("{}", serde_json::to_string_pretty(&failure.to_json())?);
+            return Ok(ExitCode::from(2));
+        }
+    };
+    for (id, errors) in &valid.node_errors {
+        eprintln!(
+            "warning: output {id} ({}) skipped: {:?}",
+            errors.class_type, errors.errors
+        );
+    }
+    let classes = valid
+        .nodes
+        .iter()
+        .map(|(id, n)| (id.clone(), n.class_type.clone()))
+        .collect();
+    let job = PromptJob {
+        prompt_id: uuid::Uuid::new_v4().to_string(),
+        number: 1,
+        prompt,
+        valid,
+        client_id: None,
+        extra_data: serde_json::json!({}),
+    };
+    let cancel = CancelToken::new();
+    let on_ctrl_c = cancel.clone();
+    ctrlc::set_handler(move || {
+        if on_ctrl_c.is_cancelled() {
+            std::process::exit(130);
+        }
+        eprintln!("interrupting (Ctrl-C again to quit at once)");
+        on_ctrl_c.cancel();
+    })
+    .context("installing the Ctrl-C handler")?;
+
+    let observer = CliObserver::new(classes, args.quiet);
+    let record = Executor::new(Arc::clone(&paths)).run(&job, &registry, &cancel, &observer);
+    observer.bar.finish_and_clear();
+    for ui in record.outputs.values() {
+        for path in output_files(&paths.data_dir, ui) {
+            println!("wrote {}", path.display());
+        }
+    }
+    match (record.outcome, record.failure) {
+        (Outcome::Success, _) => Ok(ExitCode::SUCCESS),
+        (
+            _,
+            Some(ServerMessage::ExecutionError {
+                failed,
+                exception_message,
+                exception_type,
+                ..
+            }),
+        ) => {
+            eprintln!(
+                "error in node {} ({}): {exception_type}: {exception_message}",
+                failed.node_id, failed.node_type
+            );
+            Ok(ExitCode::FAILURE)
+        }
+        _ => {
+            eprintln!("interrupted");
+            Ok(ExitCode::from(130))
+        }
+    }
+}
+
+fn read_workflow(path: &Path) -> anyhow::Result<Json> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let json: Json =
+        serde_json::from_str(&text).with_context(|| format!("{} is not JSON", path.display()))?;
+    // A saved `POST /prompt` body is accepted too.
+    Ok(match json.get("prompt") {
+        Some(prompt) if prompt.is_object() => prompt.clone(),
+        _ => json,
+    })
+}
+
+/// Applies `NODE.INPUT=VALUE` to the prompt.
+fn apply_set(prompt: &mut Json, set: &str) -> anyhow::Result<()> {
+    let Some((target, value)) = set.split_once('=') else {
+        bail!("--set {set}: expected NODE.INPUT=VALUE");
+    };
+    let Some((node, input)) = target.split_once('.') else {
+        bail!("--set {set}: expected NODE.INPUT=VALUE");
+    };
+    let Some(inputs) = prompt
+        .get_mut(node)
+        .and_then(|n| n.get_mut("inputs"))
+        .and_then(Json::as_object_mut)
+    else {
+        bail!("--set {set}: the workflow has no node '{node}'");
+    };
+    let value = serde_json::from_str(value).unwrap_or_else(|_| Json::from(value));
+    inputs.insert(input.to_owned(), value);
+    Ok(())
+}
+
+/// Files named by a node's UI output (`images`, `files`), as paths.
+fn output_files(data_dir: &Path, ui: &Json) -> Vec<PathBuf> {
+    ["images", "files"]
+        .iter()
+        .filter_map(|key| ui.get(*key).and_then(Json::as_array))
+        .flatten()
+        .filter_map(|f| {
+            let name = f.get("filename")?.as_str()?;
+            let sub = f.get("subfolder").and_then(Json::as_str).unwrap_or("");
+            let kind = f.get("type").and_then(Json::as_str).unwrap_or("output");
+            Some(data_dir.join(kind).join(sub).join(name))
+        })
+        .collect()
+}
+
+/// Shows execution as a progress bar on stderr.
+struct CliObserver {
+    bar: ProgressBar,
+    classes: HashMap<String, String>,
+}
+
+impl CliObserver {
+    fn new(classes: HashMap<String, String>, quiet: bool) -> Self {
+        let bar = if quiet {
+            ProgressBar::hidden()
+        } else {
+            ProgressBar::new(0)
+        };
+        bar.set_style(
+            ProgressStyle::with_template("{msg:28} [{bar:40}] {pos}/{len} {elapsed}")
+                .unwrap_or_else(|_| ProgressStyle::default_bar())
+                .progress_chars("=> "),
+        );
+        CliObserver { bar, classes }
+    }
+}
+
+impl ExecutionObserver for CliObserver {
+    fn message(&self, message: ServerMessage) {
+        match message {
+            ServerMessage::Executing {
+                node: Some(node), ..
+            } => {
+                let class = self.classes.get(&node).cloned().unwrap_or_default();
+                self.bar.set_message(format!("{node} {class}"));
+                self.bar.set_length(0);
+                self.bar.set_position(0);
+            }
+            ServerMessage::Progress { value, max, .. } => {
+                self.bar.set_length(max);
+                self.bar.set_position(value);
+            }
+            ServerMessage::ExecutionCached { nodes, .. } if !nodes.is_empty() => {
+                self.bar.println(format!("cached: {}", nodes.join(", ")));
+            }
+            _ => {}
+        }
+    }
+
+    fn preview(&self, _node_id: &str, _format: PreviewFormat, _image: Vec<u8>) {}
+
+    fn text(&self, node_id: &str, text: &str) {
+        self.bar.println(format!("[{node_id}] {text}"));
+    }
+}

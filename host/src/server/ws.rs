@@ -1,0 +1,192 @@
+//! `/ws?clientId=ID`: execution events for the client's prompts, queue status
+//! for everyone, binary preview frames, and commands (`queue_prompt`,
+//! `interrupt`) answered with their `request_id` (see docs/websocket.md).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{Query, State};
+use axum::response::Response;
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{json, Value as Json};
+use tokio::sync::{broadcast, mpsc};
+
+use super::prompts::prompt_request;
+use super::{Shared, MAX_UPLOAD_BYTES};
+use crate::app::Outbound;
+use crate::protocol::{preview_frame, preview_frame_with_metadata, text_frame, ServerMessage};
+
+pub async fn upgrade(
+    State(s): State<Shared>,
+    Query(params): Query<HashMap<String, String>>,
+    ws: WebSocketUpgrade,
+) -> Response {
+    let sid = params
+        .get("clientId")
+        .filter(|id| !id.is_empty())
+        .cloned()
+        .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string());
+    ws.on_upgrade(move |socket| connection(s, socket, sid))
+}
+
+async fn connection(s: Shared, socket: WebSocket, sid: String) {
+    let (mut sink, mut stream) = socket.split();
+    let mut events = s.app.bus.subscribe();
+    let (direct_tx, mut direct_rx) = mpsc::unbounded_channel::<ServerMessage>();
+    let metadata_previews = Arc::new(AtomicBool::new(false));
+
+    let hello = ServerMessage::status(s.app.queue.remaining(), Some(sid.clone()));
+    if sink
+        .send(Message::Text(hello.to_json().to_string().into()))
+        .await
+        .is_err()
+    {
+        return;
+    }
+
+    let send_sid = sid.clone();
+    let send_metadata = Arc::clone(&metadata_previews);
+    let mut send_task = tokio::spawn(async move {
+        loop {
+            let message = tokio::select! {
+                direct = direct_rx.recv() => match direct {
+                    Some(m) => Message::Text(m.to_json().to_string().into()),
+                    None => break,
+                },
+                event = events.recv() => match event {
+                    Ok(event) => match encode(&event, &send_sid, send_metadata.load(Ordering::Relaxed)) {
+                        Some(m) => m,
+                        None => continue,
+                    },
+                    Err(broadcast::error::RecvError::Lagged(n)) => {
+                        tracing::warn!("websocket client {send_sid} fell behind; {n} events dropped");
+                        continue;
+                    }
+                    Err(broadcast::error::RecvError::Closed) => break,
+                },
+            };
+            if sink.send(message).await.is_err() {
+                break;
+            }
+        }
+    });
+
+    let recv_state = s.clone();
+    let recv_sid = sid.clone();
+    let mut recv_task = tokio::spawn(async move {
+        let mut first = true;
+        while let Some(Ok(message)) = stream.next().await {
+            let Message::Text(text) = message else {
+                continue;
+            };
+            let Ok(command) = serde_json::from_str::<Json>(&text) else {
+                let _ = direct_tx.send(reply(
+                    Json::Null,
+                    Err(json!({"type": "invalid_json", "message": "Malformed JSON"})),
+                ));
+                continue;
+            };
+            if let Some(answer) =
+                handle_command(&recv_state, &recv_sid, &command, first, &metadata_previews)
+            {
+                let _ = direct_tx.send(answer);
+            }
+            first = false;
+        }
+    });
+
+    tokio::select! {
+        _ = &mut send_task => recv_task.abort(),
+        _ = &mut recv_task => send_task.abort(),
+    }
+}
+
+/// Encodes an event for this client, or `None` when it is someone else's.
+fn encode(event: &Outbound, sid: &str, metadata_previews: bool) -> Option<Message> {
+    if event.target().is_some_and(|t| t != sid) {
+        return None;
+    }
+    Some(match event {
+        Outbound::Message { message, .. } => Message::Text(message.to_json().to_string().into()),
+        Outbound::Preview {
+            prompt_id,
+            node_id,
+            format,
+            image,
+            ..
+        } => {
+            let frame = if metadata_previews {
+                preview_frame_with_metadata(*format, image, node_id, prompt_id)
+            } else {
+                preview_frame(*format, image)
+            };
+            Message::Binary(frame.into())
+        }
+        Outbound::Text { node_id, text, .. } => Message::Binary(text_frame(node_id, text).into()),
+    })
+}
+
+fn reply(request_id: Json, result: Result<Json, Json>) -> ServerMessage {
+    match result {
+        Ok(result) => ServerMessage::Reply {
+            request_id,
+            result: Some(result),
+            error: None,
+        },
+        Err(error) => ServerMessage::Reply {
+            request_id,
+            result: None,
+            error: Some(error),
+        },
+    }
+}
+
+fn handle_command(
+    s: &Shared,
+    sid: &str,
+    command: &Json,
+    first: bool,
+    metadata_previews: &AtomicBool,
+) -> Option<ServerMessage> {
+    let request_id = command.get("request_id").cloned().unwrap_or(Json::Null);
+    let data = command.get("data").cloned().unwrap_or_else(|| json!({}));
+    match command.get("type").and_then(Json::as_str) {
+        Some("feature_flags") if first => {
+            let wants = data
+                .get("supports_preview_metadata")
+                .and_then(Json::as_bool)
+                .unwrap_or(false);
+            metadata_previews.store(wants, Ordering::Relaxed);
+            Some(ServerMessage::FeatureFlags(json!({
+                "supports_preview_metadata": true,
+                "max_upload_size": MAX_UPLOAD_BYTES,
+            })))
+        }
+        Some("feature_flags") => None,
+        Some("queue_prompt") => {
+            let result = prompt_request(&data).map_err(|e| e.body).and_then(|mut request| {
+                request.client_id.get_or_insert_with(|| sid.to_owned());
+                s.app
+                    .submit(request)
+                    .map(|sub| json!({"prompt_id": sub.prompt_id, "number": sub.number, "node_errors": sub.node_errors}))
+                    .map_err(|f| f.to_json())
+            });
+            Some(reply(request_id, result))
+        }
+        Some("interrupt") => {
+            let interrupted = s
+                .app
+                .queue
+                .interrupt(data.get("prompt_id").and_then(Json::as_str));
+            Some(reply(request_id, Ok(json!({"interrupted": interrupted}))))
+        }
+        other => Some(reply(
+            request_id,
+            Err(
+                json!({"type": "unknown_command", "message": format!("unknown command {other:?}")}),
+            ),
+        )),
+    }
+}

@@ -1,0 +1,48 @@
+use crate::{
+    data_type, InputKind, InputSpec, Inputs, Node, NodeError, NodeOutput, NodeSchema, OutputSpec,
+    RunContext, Value,
+};
+
+/// The operations [`StringTransform`] offers.
+const OPERATIONS: [&str; 4] = ["lowercase", "uppercase", "capitalize", "strip"];
+
+/// Changes the case of a prompt or trims it (normalising concept names from a list).
+pub struct StringTransform;
+
+impl Node for StringTransform {
+    fn schema(&self) -> NodeSchema {
+        NodeSchema::new("StringTransform", "utils/string")
+            .display_name("Transform Text")
+            .description("Lowercases, uppercases, capitalizes or strips the text.")
+            .input(InputSpec::required("string", InputKind::text("")))
+            .input(InputSpec::required(
+                "operation",
+                InputKind::combo(OPERATIONS),
+            ))
+            .output(OutputSpec::new(data_type::STRING))
+    }
+
+    fn run(&self, inputs: &Inputs, _ctx: &RunContext) -> Result<NodeOutput, NodeError> {
+        let text = inputs.string("string")?;
+        let out = match inputs.string("operation")? {
+            "lowercase" => text.to_lowercase(),
+            "uppercase" => text.to_uppercase(),
+            "capitalize" => capitalize(text),
+            "strip" => text.trim().to_owned(),
+            other => {
+                return Err(NodeError::invalid_input(
+                    "operation",
+                    format!("'{other}' is not one of {OPERATIONS:?}"),
+                ))
+            }
+        };
+        Ok(NodeOutput::values(vec![Value::String(out)]))
+    }
+}
+
+fn capitalize(text: &str) -> String {
+    let mut chars = text.chars();
+    chars.next().map_or_else(String::new, |first| {
+        first.to_uppercase().chain(chars).collect()
+    })
+}
