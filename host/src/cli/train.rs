@@ -130,10 +130,21 @@ struct CliReporter {
     stop: Arc<AtomicBool>,
 }
 
+impl CliReporter {
+    /// A line above the bar, or on stderr without one (`--quiet`).
+    fn line(&self, line: String) {
+        if self.bar.is_hidden() {
+            eprintln!("{line}");
+        } else {
+            self.bar.println(line);
+        }
+    }
+}
+
 impl Reporter for CliReporter {
     fn start(&mut self, report: &StartReport) {
         for line in report.lines() {
-            self.bar.println(line);
+            self.line(line);
         }
     }
 
@@ -151,7 +162,7 @@ impl Reporter for CliReporter {
     }
 
     fn eval(&mut self, report: &EvalReport) {
-        self.bar.println(report.line());
+        self.line(report.line());
     }
 }
 
@@ -238,7 +249,6 @@ pub fn train(args: TrainArgs) -> Result<ExitCode> {
     match end {
         RunEnd::Finished(losses) => {
             trainer.token_file(Some(&losses))?.save(&out)?;
-            eprintln!("{}", losses.line());
             println!("wrote {}", out.display());
             Ok(ExitCode::SUCCESS)
         }
