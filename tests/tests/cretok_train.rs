@@ -158,7 +158,7 @@ fn ctrl_c_leaves_a_checkpoint_that_resumes() {
             "--pairs-per-step",
             "4",
             "--steps",
-            "1000000",
+            "200",
             "--checkpoint-every",
             "2",
         ])
