@@ -45,7 +45,7 @@ impl Reporter for NodeReporter<'_, '_> {
     }
 
     fn step(&mut self, r: &StepReport) -> Control {
-        if r.step % self.every == 0 || r.step == r.steps {
+        if r.step.is_multiple_of(self.every) || r.step == r.steps {
             self.ctx.text(&format!(
                 "step {}/{}: loss {:.5}, lr {:.6}, {:.2} steps/s",
                 r.step, r.steps, r.loss, r.lr, r.steps_per_s

@@ -418,7 +418,7 @@ impl<'a> Trainer<'a> {
                 steps_per_s: (self.step - first) as f64 / elapsed,
             };
             let control = reporter.step(&report);
-            let due = |every: u64| every > 0 && self.step % every == 0;
+            let due = |every: u64| every > 0 && self.step.is_multiple_of(every);
             if due(opts.eval_every) && self.step < self.config.steps {
                 reporter.eval(&self.evaluate()?);
             }
