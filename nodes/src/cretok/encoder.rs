@@ -51,10 +51,6 @@ impl EncoderRef<'_> {
         self.model.token_embedding().dtype()
     }
 
-    pub fn hidden(&self) -> Result<usize> {
-        Ok(self.model.token_embedding().dim(1)?)
-    }
-
     /// The input embedding of a vocabulary id, `[hidden]`, as `f32`.
     pub fn row(&self, id: u32) -> Result<Vec<f32>> {
         let row = self.model.token_embedding().get(id as usize)?;
