@@ -8,6 +8,7 @@
 
 pub mod builtin;
 mod context;
+pub mod cretok;
 mod error;
 pub mod fsutil;
 mod inputs;

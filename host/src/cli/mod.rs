@@ -3,6 +3,7 @@
 mod nodes;
 mod run;
 mod serve;
+mod train;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -33,6 +34,8 @@ enum Command {
     Run(run::RunArgs),
     /// Print the node types (object_info).
     Nodes(nodes::NodesArgs),
+    /// Train a CreTok token headless (arXiv 2410.24160).
+    Train(train::TrainArgs),
 }
 
 /// Where data and models live; shared by every subcommand.
@@ -133,5 +136,6 @@ pub fn main(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Serve(args) => serve::serve(args),
         Command::Run(args) => run::run(args),
         Command::Nodes(args) => nodes::nodes(args),
+        Command::Train(args) => train::train(args),
     }
 }

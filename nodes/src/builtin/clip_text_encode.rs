@@ -1,6 +1,14 @@
 //! `CLIPTextEncode`: a prompt through SD3's text encoders into a `CONDITIONING`
-//! (ComfyUI's node of that name: inputs `text`, `clip`).
+//! (ComfyUI's node of that name: inputs `text`, `clip`). `embedding:NAME` in the text loads
+//! NAME from the models `embeddings/` folder (`clip_l` / `clip_g` vectors, ComfyUI's SD3
+//! convention) into the CLIP input embeddings; T5 sees a CreTok file's word, or nothing.
 
+use std::path::Path;
+
+use crate::builtin::EMBEDDINGS;
+use crate::cretok::inference::{encode_pieces, split_embeddings, Piece};
+use crate::cretok::CreTokToken;
+use crate::fsutil::safe_join;
 use crate::sd3::text_encoders::Sd3TextEncoders;
 use crate::{
     data_type, InputKind, InputSpec, Inputs, Node, NodeError, NodeOutput, NodeSchema, OutputSpec,
@@ -28,9 +36,44 @@ impl Node for ClipTextEncode {
         let text = inputs.string("text")?;
         let encoders = inputs.handle::<Sd3TextEncoders>("clip")?;
         ctx.check_cancel()?;
-        let conditioning = encoders.encode(text)?;
+        let (refs, tail) = split_embeddings(text);
+        let conditioning = if refs.is_empty() {
+            encoders.encode(text)?
+        } else {
+            let folder = ctx.paths.model_folder(EMBEDDINGS);
+            let mut pieces = Vec::new();
+            for (before, name) in refs {
+                let token = load_embedding(&folder, name).map_err(|e| {
+                    NodeError::invalid_input("text", format!("embedding:{name}: {e:#}"))
+                })?;
+                let fallback = token.metadata.get("word").cloned().unwrap_or_default();
+                pieces.push(Piece::Text(before.to_owned()));
+                pieces.push(Piece::Vectors {
+                    rows: token.vectors,
+                    fallback,
+                });
+            }
+            pieces.push(Piece::Text(tail.to_owned()));
+            encode_pieces(&encoders, &pieces)
+                .map_err(|e| NodeError::invalid_input("text", format!("{e:#}")))?
+        };
         Ok(NodeOutput::values(vec![Value::handle(conditioning)]))
     }
+}
+
+/// `NAME`, `NAME.safetensors` or `NAME.sft` in the embeddings folder.
+fn load_embedding(folder: &Path, name: &str) -> anyhow::Result<CreTokToken> {
+    for candidate in [
+        name.to_owned(),
+        format!("{name}.safetensors"),
+        format!("{name}.sft"),
+    ] {
+        let path = safe_join(folder, &candidate)?;
+        if path.is_file() {
+            return CreTokToken::load(&path);
+        }
+    }
+    anyhow::bail!("not found in {}", folder.display())
 }
 
 #[cfg(test)]

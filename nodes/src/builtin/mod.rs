@@ -2,6 +2,9 @@
 
 mod clip_text_encode;
 mod conditioning_zero_out;
+mod cretok_encode;
+mod cretok_load;
+mod cretok_train;
 mod delay;
 mod empty_sd3_latent_image;
 mod ksampler;
@@ -15,6 +18,7 @@ mod sd3_sampler;
 mod string_concatenate;
 mod string_to_int;
 mod string_transform;
+mod style_modifier;
 mod vae_decode;
 mod vae_encode;
 
@@ -24,6 +28,9 @@ use crate::{Paths, Registry};
 
 pub use clip_text_encode::ClipTextEncode;
 pub use conditioning_zero_out::ConditioningZeroOut;
+pub use cretok_encode::CreTokEncode;
+pub use cretok_load::{CreTokLoad, EMBEDDINGS};
+pub use cretok_train::{encoder_refs, CreTokTrain};
 pub use delay::Delay;
 pub use empty_sd3_latent_image::EmptySd3LatentImage;
 pub use ksampler::KSampler;
@@ -37,6 +44,7 @@ pub use sd3_sampler::Sd3Sampler;
 pub use string_concatenate::StringConcatenate;
 pub use string_to_int::StringToInt;
 pub use string_transform::StringTransform;
+pub use style_modifier::StyleModifier;
 pub use vae_decode::VaeDecode;
 pub use vae_encode::VaeEncode;
 
@@ -51,7 +59,9 @@ pub fn register_all(registry: &mut Registry, paths: Arc<Paths>) {
     registry.register(Arc::new(SaveText));
     registry.register(Arc::new(Delay));
     registry.register(Arc::new(ClipTextEncode));
-    registry.register(Arc::new(LoadSd3 { paths }));
+    registry.register(Arc::new(LoadSd3 {
+        paths: Arc::clone(&paths),
+    }));
     registry.register(Arc::new(EmptySd3LatentImage));
     registry.register(Arc::new(Sd3Sampler));
     registry.register(Arc::new(KSampler));
@@ -61,4 +71,8 @@ pub fn register_all(registry: &mut Registry, paths: Arc<Paths>) {
     registry.register(Arc::new(VaeEncode));
     registry.register(Arc::new(SaveImage));
     registry.register(Arc::new(PreviewImage));
+    registry.register(Arc::new(CreTokTrain));
+    registry.register(Arc::new(CreTokLoad { paths }));
+    registry.register(Arc::new(CreTokEncode));
+    registry.register(Arc::new(StyleModifier));
 }

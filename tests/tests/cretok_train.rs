@@ -1,0 +1,206 @@
+//! `cretok train --tiny` end to end: trains in seconds, writes a token file that CreTokEncode
+//! and `embedding:NAME` both load, checkpoints, stops cleanly on Ctrl-C and resumes.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use candle_core::{DType, Device, Tensor};
+use candle_nn::VarBuilder;
+use cretok_nodes::builtin::{ClipTextEncode, CreTokEncode, CreTokLoad};
+use cretok_nodes::cretok::{CreTokToken, EncoderId};
+use cretok_nodes::sd3::text_encoders::{EncoderVarBuilders, Sd3TextConfig, Sd3TextEncoders};
+use cretok_nodes::sd3::text_tiny::{tiny_clip_g_weights, tiny_clip_l_weights, TINY_SEED};
+use cretok_nodes::sd3::types::Conditioning;
+use cretok_nodes::{CancelToken, Inputs, Node, NullSink, Paths, RunContext, Value};
+use cretok_tests::cretok_bin;
+
+fn train(data: &Path, extra: &[&str]) -> Output {
+    Command::new(cretok_bin())
+        .args([
+            "train",
+            "--tiny",
+            "--quiet",
+            "--pairs-per-step",
+            "4",
+            "--theta",
+            "0.9",
+        ])
+        .args(extra)
+        .arg("--data-dir")
+        .arg(data)
+        .output()
+        .expect("cretok runs")
+}
+
+fn tiny_encoders() -> Arc<Sd3TextEncoders> {
+    let vb = |w: Vec<(String, Tensor)>| {
+        let map: HashMap<_, _> = w.into_iter().collect();
+        VarBuilder::from_tensors(map, DType::F32, &Device::Cpu)
+    };
+    let vbs = EncoderVarBuilders {
+        clip_l: vb(tiny_clip_l_weights(TINY_SEED).unwrap()),
+        clip_g: vb(tiny_clip_g_weights(TINY_SEED).unwrap()),
+        t5: None,
+    };
+    Arc::new(Sd3TextEncoders::new(&Sd3TextConfig::tiny(), None, vbs).unwrap())
+}
+
+fn pooled(out: &[Value]) -> Vec<f32> {
+    let Value::Handle(h) = &out[0] else {
+        panic!("expected a handle")
+    };
+    let c = h.clone().downcast::<Conditioning>().unwrap();
+    c.pooled.flatten_all().unwrap().to_vec1().unwrap()
+}
+
+#[test]
+fn train_writes_a_token_that_the_nodes_load() {
+    let dir = tempfile::tempdir().unwrap();
+    let started = Instant::now();
+    let out = train(
+        dir.path(),
+        &[
+            "--steps",
+            "12",
+            "--checkpoint-every",
+            "5",
+            "--eval-every",
+            "6",
+        ],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        started.elapsed() < Duration::from_secs(60),
+        "tiny training takes seconds"
+    );
+    assert!(stderr.contains("step 0: clip_l"), "{stderr}");
+    assert!(stderr.contains("held-out loss"), "{stderr}");
+    let file = dir.path().join("models/embeddings/cretok.safetensors");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("wrote"));
+    let token = CreTokToken::load(&file).unwrap();
+    assert_eq!(token.vector(EncoderId::ClipL).unwrap().dims(), &[1, 32]);
+    assert_eq!(token.vector(EncoderId::ClipG).unwrap().dims(), &[1, 64]);
+    for key in [
+        "method",
+        "word",
+        "theta",
+        "dataset_sha256",
+        "base_model_fingerprint",
+        "train_loss",
+        "test_loss",
+    ] {
+        assert!(token.metadata.contains_key(key), "{key}");
+    }
+
+    let paths = Paths::new(dir.path(), None);
+    let cancel = CancelToken::new();
+    let ctx = RunContext::new("1", &paths, &cancel, &NullSink);
+    let enc = tiny_encoders();
+    let loaded = CreTokLoad {
+        paths: Arc::new(paths.clone()),
+    }
+    .run(
+        &Inputs::new().with("token_name", Value::String("cretok.safetensors".into())),
+        &ctx,
+    )
+    .unwrap();
+    let encoded = CreTokEncode
+        .run(
+            &Inputs::new()
+                .with("clip", Value::Handle(enc.clone()))
+                .with("cretok", loaded.values[0].clone())
+                .with(
+                    "text",
+                    Value::String("a photo of a <CreTok> mixture of a lettuce and a mantis".into()),
+                )
+                .with("strength", Value::Float(1.0)),
+            &ctx,
+        )
+        .unwrap();
+    let via_embedding = ClipTextEncode
+        .run(
+            &Inputs::new().with("clip", Value::Handle(enc.clone())).with(
+                "text",
+                Value::String(
+                    "a photo of a embedding:cretok mixture of a lettuce and a mantis".into(),
+                ),
+            ),
+            &ctx,
+        )
+        .unwrap();
+    assert_eq!(pooled(&encoded.values), pooled(&via_embedding.values));
+    let plain = enc
+        .encode("a photo of a creative mixture of a lettuce and a mantis")
+        .unwrap();
+    assert_ne!(
+        pooled(&encoded.values),
+        plain
+            .pooled
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap()
+    );
+}
+
+#[test]
+fn ctrl_c_leaves_a_checkpoint_that_resumes() {
+    let dir = tempfile::tempdir().unwrap();
+    let child = Command::new(cretok_bin())
+        .args([
+            "train",
+            "--tiny",
+            "--quiet",
+            "--pairs-per-step",
+            "4",
+            "--steps",
+            "200",
+            "--checkpoint-every",
+            "2",
+        ])
+        .arg("--data-dir")
+        .arg(dir.path())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let ckpt = dir.path().join("models/embeddings/cretok.ckpt.safetensors");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !ckpt.is_file() {
+        assert!(Instant::now() < deadline, "no checkpoint");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let kill = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{stderr}");
+    assert!(stderr.contains("--resume"), "{stderr}");
+    let saved = CreTokToken::load(&ckpt).unwrap();
+    let step: u64 = saved.metadata["resume_step"].parse().unwrap();
+    assert!(step >= 2);
+    assert!(saved.extra.contains_key("optim.clip_g.v"));
+
+    // --resume continues from there to the end.
+    let out = Command::new(cretok_bin())
+        .args(["train", "--tiny", "--quiet", "--resume"])
+        .arg("--data-dir")
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&format!("resuming at step {step}")),
+        "{stderr}"
+    );
+    let token =
+        CreTokToken::load(&dir.path().join("models/embeddings/cretok.safetensors")).unwrap();
+    assert_eq!(token.metadata["trained_steps"], "200");
+}
