@@ -1,5 +1,6 @@
 //! The `cretok` subcommands.
 
+mod dev;
 mod nodes;
 mod run;
 mod serve;
@@ -30,6 +31,8 @@ enum Command {
     Run(run::RunArgs),
     /// Print the node types (object_info).
     Nodes(nodes::NodesArgs),
+    /// Developer helpers (tiny test checkpoints).
+    Dev(dev::DevArgs),
 }
 
 /// Where data and models live; shared by every subcommand.
@@ -71,5 +74,6 @@ pub fn main(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Serve(args) => serve::serve(args),
         Command::Run(args) => run::run(args),
         Command::Nodes(args) => nodes::nodes(args),
+        Command::Dev(args) => dev::dev(args),
     }
 }
