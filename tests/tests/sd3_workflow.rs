@@ -155,3 +155,48 @@ async fn sd3_txt2img_through_the_server_sends_progress_and_previews() -> anyhow:
     assert_eq!(size, requested_size(&prompt));
     server.stop().await
 }
+
+#[test]
+fn tiny_sd35_diffusers_folder_runs_the_same_workflow() {
+    let dir = tempfile::tempdir().unwrap();
+    let (models, data) = (dir.path().join("models"), dir.path().join("data"));
+    let models_arg = models.to_str().unwrap();
+    let out = cretok(&[
+        "dev",
+        "tiny-checkpoint",
+        "--models",
+        models_arg,
+        "--variant",
+        "sd3.5-medium",
+        "--layout",
+        "diffusers",
+    ]);
+    let folder = models.join("checkpoints").join("tiny-sd3.5-medium");
+    assert!(folder.join("model_index.json").is_file());
+    assert!(folder
+        .join("transformer/diffusion_pytorch_model.safetensors")
+        .is_file());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("\"tiny-sd3.5-medium\""), "{stdout}");
+    let out = cretok(&[
+        "run",
+        WORKFLOW,
+        "--quiet",
+        "--set",
+        "4.ckpt_name=tiny-sd3.5-medium",
+        "--set",
+        "5.width=32",
+        "--models",
+        models_arg,
+        "--data-dir",
+        data.to_str().unwrap(),
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let path = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("wrote "))
+        .unwrap_or_else(|| panic!("prints the image path: {stdout}"));
+    let (prompt, size) = read_png(Path::new(path));
+    assert_eq!(prompt["4"]["inputs"]["ckpt_name"], "tiny-sd3.5-medium");
+    assert_eq!(size, (32, 64));
+}
