@@ -5,8 +5,8 @@ use std::sync::{Arc, Mutex};
 
 use candle_core::{DType, Device, Tensor};
 use cretok_nodes::builtin::{
-    ConditioningZeroOut, EmptySd3LatentImage, KSampler, ModelSamplingSd3, PreviewImage, SaveImage,
-    Sd3Sampler, VaeDecode, VaeEncode,
+    ConditioningZeroOut, EmptySd3LatentImage, KSampler, ModelSamplingSd3, PreviewImage, Sample,
+    SaveImage, VaeDecode, VaeEncode,
 };
 use cretok_nodes::sd3::checkpoint::Sd3Checkpoint;
 use cretok_nodes::sd3::sampling::{seeded_noise, DiffusionModel};
@@ -136,14 +136,7 @@ fn text_to_image_to_png_with_progress_previews_and_metadata() {
         0.0
     );
 
-    let out = run(
-        &Sd3Sampler,
-        &sampler_inputs(&s, &negative),
-        &s,
-        &sink,
-        &cancel,
-    )
-    .unwrap();
+    let out = run(&Sample, &sampler_inputs(&s, &negative), &s, &sink, &cancel).unwrap();
     let latent = handle::<Latent>(&out.values[0]);
     assert_eq!(latent.samples.dims(), &[2, 16, 6, 8]);
     assert_eq!(
@@ -156,14 +149,7 @@ fn text_to_image_to_png_with_progress_previews_and_metadata() {
         assert!(previews[0].1.starts_with(b"\x89PNG"));
     }
     // Same seed, same latents.
-    let again = run(
-        &Sd3Sampler,
-        &sampler_inputs(&s, &negative),
-        &s,
-        &sink,
-        &cancel,
-    )
-    .unwrap();
+    let again = run(&Sample, &sampler_inputs(&s, &negative), &s, &sink, &cancel).unwrap();
     let diff = (&latent.samples - &handle::<Latent>(&again.values[0]).samples)
         .unwrap()
         .abs()
@@ -232,7 +218,7 @@ fn cancel_during_sampling_interrupts() {
         ..Recorder::default()
     };
     let err = run(
-        &Sd3Sampler,
+        &Sample,
         &sampler_inputs(&s, &s.positive),
         &s,
         &sink,
@@ -319,7 +305,7 @@ fn ksampler_img2img_keeps_more_of_the_input_at_low_denoise() {
 
 #[test]
 fn load_sd3_lists_and_loads_both_layouts_then_generates() {
-    use cretok_nodes::builtin::LoadSd3;
+    use cretok_nodes::builtin::CheckpointLoader;
     use cretok_nodes::sd3::text_encoders::Sd3TextEncoders;
     use cretok_nodes::sd3::tiny::{write_diffusers, write_single_file, TinyOptions, TinyVariant};
     let s = setup();
@@ -339,9 +325,8 @@ fn load_sd3_lists_and_loads_both_layouts_then_generates() {
         std::collections::HashMap::from([("double_blocks.0.img_mod.lin.weight".to_string(), t)]);
     candle_core::safetensors::save(&map, &flux).unwrap();
 
-    let node = LoadSd3 {
-        paths: Arc::new(Paths::new(s.dir.path(), None)),
-    };
+    let node = CheckpointLoader::checkpoint_loader_simple(Arc::new(Paths::new(s.dir.path(), None)));
+    assert_eq!(node.schema().name, "CheckpointLoaderSimple");
     let info = node.schema().to_object_info();
     let names = info["input"]["required"]["ckpt_name"][0].clone();
     assert_eq!(
@@ -363,7 +348,7 @@ fn load_sd3_lists_and_loads_both_layouts_then_generates() {
             .with("model", out.values[0].clone())
             .with("positive", Value::handle(positive))
             .with("batch_size", Value::Int(1));
-        let sampled = run(&Sd3Sampler, &inputs, &s, &sink, &cancel).unwrap();
+        let sampled = run(&Sample, &inputs, &s, &sink, &cancel).unwrap();
         latents.push(handle::<Latent>(&sampled.values[0]).samples.clone());
         let decode = Inputs::new()
             .with("samples", sampled.values[0].clone())
@@ -388,7 +373,7 @@ fn load_sd3_lists_and_loads_both_layouts_then_generates() {
 }
 
 #[test]
-fn sd3_sampler_skip_layer_guidance_inputs() {
+fn sample_skip_layer_guidance_inputs() {
     let s = setup();
     let sink = Recorder::default();
     let cancel = CancelToken::new();
@@ -401,7 +386,7 @@ fn sd3_sampler_skip_layer_guidance_inputs() {
         for (k, v) in extra {
             inputs.insert(*k, v.clone());
         }
-        run(&Sd3Sampler, &inputs, &s, &sink, &cancel)
+        run(&Sample, &inputs, &s, &sink, &cancel)
     };
     let plain = handle::<Latent>(&sample(&[]).unwrap().values[0]);
     let slg = [

@@ -6,7 +6,8 @@ use std::collections::HashMap;
 use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::VarBuilder;
 use cretok_nodes::sd3::clip::{ClipConfig, ClipTextModel};
-use cretok_nodes::sd3::text_tiny::{tiny_clip_g_weights, tiny_clip_l_weights, SplitMix64};
+use cretok_nodes::sd3::rng::SplitMix64;
+use cretok_nodes::sd3::text_tiny::{tiny_clip_g_weights, tiny_clip_l_weights};
 use cretok_nodes::sd3::tokenizer::{ClipTokenizer, CLIP_EOS};
 
 fn load(cfg: &ClipConfig, weights: Vec<(String, Tensor)>, dtype: DType) -> ClipTextModel {

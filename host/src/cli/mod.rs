@@ -1,5 +1,6 @@
 //! The `cretok` subcommands.
 
+mod dev;
 mod nodes;
 mod run;
 mod serve;
@@ -36,6 +37,8 @@ enum Command {
     Nodes(nodes::NodesArgs),
     /// Train a CreTok token headless (arXiv 2410.24160).
     Train(train::TrainArgs),
+    /// Developer helpers (tiny test checkpoints).
+    Dev(dev::DevArgs),
 }
 
 /// Where data and models live; shared by every subcommand.
@@ -137,5 +140,6 @@ pub fn main(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Run(args) => run::run(args),
         Command::Nodes(args) => nodes::nodes(args),
         Command::Train(args) => train::train(args),
+        Command::Dev(args) => dev::dev(args),
     }
 }

@@ -18,7 +18,7 @@ use super::save_image::encode_png;
 /// Send a latent preview every this many steps (and after the last).
 const PREVIEW_EVERY: usize = 3;
 
-/// One sampling run, shared by `KSampler` and `SD3Sampler`.
+/// One sampling run, shared by `KSampler` and `Sample`.
 pub(crate) struct SamplingJob<'a> {
     pub model: &'a DiffusionModel,
     pub positive: &'a Conditioning,

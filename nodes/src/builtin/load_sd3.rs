@@ -22,11 +22,34 @@ const TEXT_ENCODERS: &str = "text_encoders";
 /// Separate text encoders are found in `models/text_encoders`; a T5
 /// tokenizer in the folder's `tokenizer_3/` or as
 /// `models/text_encoders/t5_tokenizer/tokenizer.json` (without one, T5 is dropped).
-pub struct LoadSd3 {
-    pub paths: Arc<Paths>,
+///
+/// Registered twice: as `LoadSD3` and under ComfyUI's name
+/// `CheckpointLoaderSimple`, so ComfyUI SD3 workflows run unchanged.
+pub struct CheckpointLoader {
+    paths: Arc<Paths>,
+    class_type: &'static str,
+    display_name: &'static str,
 }
 
-impl LoadSd3 {
+impl CheckpointLoader {
+    /// The `LoadSD3` node.
+    pub fn load_sd3(paths: Arc<Paths>) -> Self {
+        CheckpointLoader {
+            paths,
+            class_type: "LoadSD3",
+            display_name: "Load SD3 Checkpoint",
+        }
+    }
+
+    /// ComfyUI's `CheckpointLoaderSimple`: the same node under ComfyUI's name.
+    pub fn checkpoint_loader_simple(paths: Arc<Paths>) -> Self {
+        CheckpointLoader {
+            paths,
+            class_type: "CheckpointLoaderSimple",
+            display_name: "Load Checkpoint",
+        }
+    }
+
     fn checkpoint_path(&self, name: &str) -> Result<PathBuf, NodeError> {
         safe_join(&self.paths.model_folder(CHECKPOINTS), name)
             .map_err(|e| NodeError::invalid_input("ckpt_name", e.to_string()))
@@ -53,10 +76,10 @@ fn text_config(joint_dim: usize) -> anyhow::Result<Sd3TextConfig> {
         .with_context(|| format!("no SD3 text encoder preset has context width {joint_dim}"))
 }
 
-impl Node for LoadSd3 {
+impl Node for CheckpointLoader {
     fn schema(&self) -> NodeSchema {
-        NodeSchema::new("LoadSD3", "loaders")
-            .display_name("Load SD3 Checkpoint")
+        NodeSchema::new(self.class_type, "loaders")
+            .display_name(self.display_name)
             .description("Loads an SD3 or SD3.5 checkpoint: diffusion model, text encoders, VAE.")
             .input(InputSpec::required(
                 "ckpt_name",

@@ -12,9 +12,9 @@ mod load_sd3;
 mod model_sampling_sd3;
 mod preview_image;
 mod primitive;
+mod sample;
 mod save_image;
 mod save_text;
-mod sd3_sampler;
 mod string_concatenate;
 mod string_to_int;
 mod string_transform;
@@ -34,13 +34,13 @@ pub use cretok_train::{encoder_refs, CreTokTrain};
 pub use delay::Delay;
 pub use empty_sd3_latent_image::EmptySd3LatentImage;
 pub use ksampler::KSampler;
-pub use load_sd3::LoadSd3;
+pub use load_sd3::CheckpointLoader;
 pub use model_sampling_sd3::ModelSamplingSd3;
 pub use preview_image::PreviewImage;
 pub use primitive::{Primitive, PrimitiveKind};
+pub use sample::Sample;
 pub use save_image::SaveImage;
 pub use save_text::SaveText;
-pub use sd3_sampler::Sd3Sampler;
 pub use string_concatenate::StringConcatenate;
 pub use string_to_int::StringToInt;
 pub use string_transform::StringTransform;
@@ -59,11 +59,12 @@ pub fn register_all(registry: &mut Registry, paths: Arc<Paths>) {
     registry.register(Arc::new(SaveText));
     registry.register(Arc::new(Delay));
     registry.register(Arc::new(ClipTextEncode));
-    registry.register(Arc::new(LoadSd3 {
-        paths: Arc::clone(&paths),
-    }));
+    registry.register(Arc::new(CheckpointLoader::load_sd3(Arc::clone(&paths))));
+    registry.register(Arc::new(CheckpointLoader::checkpoint_loader_simple(
+        Arc::clone(&paths),
+    )));
     registry.register(Arc::new(EmptySd3LatentImage));
-    registry.register(Arc::new(Sd3Sampler));
+    registry.register(Arc::new(Sample));
     registry.register(Arc::new(KSampler));
     registry.register(Arc::new(ModelSamplingSd3));
     registry.register(Arc::new(ConditioningZeroOut));

@@ -5,7 +5,7 @@
 //! a resumed run draws exactly what an uninterrupted one would. The modulo reduction's bias is
 //! below `len / 2^64` (< 1e-13 for any realistic pair count).
 
-use crate::sd3::text_tiny::SplitMix64;
+use crate::sd3::rng::SplitMix64;
 
 /// Draws `n` distinct training-pair indices per step.
 #[derive(Debug, Clone)]

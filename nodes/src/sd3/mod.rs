@@ -7,6 +7,7 @@ pub mod clip;
 pub mod conditioning;
 pub mod latent_preview;
 pub mod mmdit;
+pub mod rng;
 pub mod sampling;
 pub mod t5;
 pub mod text_encoders;

@@ -1,61 +1,19 @@
 //! Deterministic tiny random text encoders (CLIP-L, CLIP-G, T5) for tests and parity fixtures.
 //!
 //! Shapes are PARITY.md section 1's tiny configs; keys are transformers' state-dict names
-//! (`CLIPTextModelWithProjection`, `T5EncoderModel`), without any checkpoint prefix. Values come
-//! from [`SplitMix64`] (Steele et al., "Fast splittable pseudorandom number generators",
-//! OOPSLA 2014) and an Irwin-Hall sum of four uniforms as the bell-shaped deviate: it needs only
-//! IEEE additions, so the fixtures are bit-identical on every platform (Box-Muller's `ln`/`cos`
-//! come from the platform's libm). Each tensor draws from its own stream, seeded from the
+//! (`CLIPTextModelWithProjection`, `T5EncoderModel`), without any checkpoint prefix. Values are
+//! [`SplitMix64::standard`] deviates (IEEE additions only), so the fixtures are bit-identical on
+//! every platform. Each tensor draws from its own stream, seeded from the
 //! model seed and the tensor's name, so adding a tensor never changes the others.
 
 use candle_core::{Device, Result, Tensor};
 
 use super::clip::ClipConfig;
+use super::rng::{fnv1a, SplitMix64};
 use super::t5::t5_tiny;
 
 /// The seed of the committed parity goldens (`nodes/parity/goldens/text_encoders.safetensors`).
 pub const TINY_SEED: u64 = 20250601;
-
-/// The SplitMix64 generator.
-#[derive(Debug, Clone)]
-pub struct SplitMix64(u64);
-
-impl SplitMix64 {
-    pub fn new(seed: u64) -> Self {
-        Self(seed)
-    }
-
-    /// The current state: `SplitMix64::new(state)` continues the same sequence.
-    pub fn state(&self) -> u64 {
-        self.0
-    }
-
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in `[0, 1)` with 53 random bits.
-    pub fn uniform(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
-    }
-
-    /// A zero-mean, unit-variance, bell-shaped deviate in `[-2√3, 2√3]`.
-    pub fn standard(&mut self) -> f64 {
-        let sum: f64 = (0..4).map(|_| self.uniform()).sum();
-        (sum - 2.0) * 3f64.sqrt()
-    }
-}
-
-/// FNV-1a of a tensor name, to give each tensor its own stream.
-fn name_hash(name: &str) -> u64 {
-    name.bytes().fold(0xCBF2_9CE4_8422_2325, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01B3)
-    })
-}
 
 /// Collects named f32 tensors drawn from per-name streams.
 struct Weights {
@@ -73,7 +31,7 @@ impl Weights {
 
     /// `mean + std * deviate`, shape `dims`.
     fn random(&mut self, name: &str, dims: &[usize], mean: f64, std: f64) -> Result<()> {
-        let mut rng = SplitMix64::new(SplitMix64::new(self.seed ^ name_hash(name)).next_u64());
+        let mut rng = SplitMix64::new(SplitMix64::new(self.seed ^ fnv1a(name)).next_u64());
         let n = dims.iter().product();
         let values: Vec<f32> = (0..n)
             .map(|_| (mean + std * rng.standard()) as f32)
@@ -198,31 +156,6 @@ pub fn tiny_t5_weights(seed: u64) -> Result<Vec<(String, Tensor)>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn splitmix64_matches_the_reference_sequence() {
-        // First outputs for seed 1234567, from the reference C implementation (Vigna).
-        let mut rng = SplitMix64::new(1234567);
-        let got: Vec<u64> = (0..3).map(|_| rng.next_u64()).collect();
-        assert_eq!(
-            got,
-            [
-                6457827717110365317,
-                3203168211198807973,
-                9817491932198370423
-            ]
-        );
-    }
-
-    #[test]
-    fn deviates_have_unit_variance() {
-        let mut rng = SplitMix64::new(7);
-        let xs: Vec<f64> = (0..100_000).map(|_| rng.standard()).collect();
-        let mean = xs.iter().sum::<f64>() / xs.len() as f64;
-        let var = xs.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / xs.len() as f64;
-        assert!(mean.abs() < 0.02, "{mean}");
-        assert!((var - 1.0).abs() < 0.02, "{var}");
-    }
 
     #[test]
     fn weights_are_seeded_and_named_like_transformers() {

@@ -22,7 +22,7 @@ use super::checkpoint::keymap::{transformer_source, vae_source};
 use super::checkpoint::TextEncoderKind;
 use super::clip::{Activation, ClipConfig};
 use super::mmdit::{self, MMDiT};
-use super::sampling::SplitMix64;
+use super::rng::{fnv1a, SplitMix64};
 use super::t5::t5_tiny;
 use super::text_tiny::{tiny_clip_g_weights, tiny_clip_l_weights, tiny_t5_weights};
 use super::vae::{self, AutoEncoder};
@@ -55,12 +55,6 @@ pub struct TinyOptions {
     pub clips: bool,
     /// Include a tiny T5 (about 33 MB in f32).
     pub t5: bool,
-}
-
-fn fnv1a(name: &str) -> u64 {
-    name.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
-        (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3)
-    })
 }
 
 /// Deterministic values for `name`: norm scales near 1, biases and tables

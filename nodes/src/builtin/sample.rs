@@ -11,7 +11,7 @@ use super::ksampler::{latent_shape, run_sampling, SamplingJob};
 /// `FlowMatchEulerDiscreteScheduler` schedule with `shift`, CFG on
 /// `[negative, positive]`, optional skip-layer guidance (SD3.5-medium: layers
 /// `7,8,9`, scale 2.8, steps 1%-20%), and optional img2img from a latent with `denoise`.
-pub struct Sd3Sampler;
+pub struct Sample;
 
 /// `"7, 8,9"` -> `[7, 8, 9]`; empty -> no layers.
 fn parse_layers(text: &str) -> Result<Vec<usize>, NodeError> {
@@ -57,9 +57,9 @@ fn skip_layer_guidance(
     }))
 }
 
-impl Node for Sd3Sampler {
+impl Node for Sample {
     fn schema(&self) -> NodeSchema {
-        NodeSchema::new("SD3Sampler", "sampling/sd3")
+        NodeSchema::new("Sample", "sampling/sd3")
             .display_name("SD3 Sample")
             .description(
                 "Generates SD3 latents with the diffusers schedule; connect a latent for img2img.",

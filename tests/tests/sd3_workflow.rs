@@ -1,0 +1,202 @@
+//! `workflows/sd3_txt2img.json` end to end on the tiny checkpoint written by
+//! `cretok dev tiny-checkpoint`: headless, then through the server.
+
+use std::path::Path;
+use std::process::Command;
+
+use cretok_tests::{cretok_bin, repo_root, Frame, Server};
+use serde_json::Value;
+
+const WORKFLOW: &str = "workflows/sd3_txt2img.json";
+
+fn cretok(args: &[&str]) -> std::process::Output {
+    let out = Command::new(cretok_bin())
+        .args(args)
+        .current_dir(repo_root())
+        .output()
+        .expect("cretok runs");
+    assert!(
+        out.status.success(),
+        "cretok {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// Writes the tiny checkpoint into `models/checkpoints/`.
+fn tiny_checkpoint(models: &Path) {
+    let out = cretok(&[
+        "dev",
+        "tiny-checkpoint",
+        "--models",
+        models.to_str().unwrap(),
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let file = models.join("checkpoints").join("tiny-sd3.safetensors");
+    assert!(file.is_file(), "{stdout}");
+    assert!(
+        stdout.contains(&format!("wrote {}", file.display())),
+        "{stdout}"
+    );
+}
+
+fn workflow() -> Value {
+    let text = std::fs::read_to_string(repo_root().join(WORKFLOW)).unwrap();
+    serde_json::from_str(&text).unwrap()
+}
+
+/// The requested `(width, height)` of the workflow's empty latent.
+fn requested_size(prompt: &Value) -> (u32, u32) {
+    let inputs = &prompt["5"]["inputs"];
+    let dim = |k: &str| inputs[k].as_u64().unwrap() as u32;
+    (dim("width"), dim("height"))
+}
+
+/// Decodes the PNG: its `prompt` text chunk as JSON, and its size.
+fn read_png(path: &Path) -> (Value, (u32, u32)) {
+    let decoder = png::Decoder::new(std::io::BufReader::new(std::fs::File::open(path).unwrap()));
+    let mut reader = decoder.read_info().unwrap();
+    let mut pixels = vec![0; reader.output_buffer_size().unwrap()];
+    let frame = reader.next_frame(&mut pixels).unwrap();
+    assert_eq!(frame.color_type, png::ColorType::Rgb);
+    let info = reader.info();
+    let prompt = info
+        .uncompressed_latin1_text
+        .iter()
+        .find(|c| c.keyword == "prompt")
+        .map(|c| serde_json::from_str(&c.text).unwrap())
+        .expect("a prompt tEXt chunk");
+    let distinct: std::collections::HashSet<_> = pixels.iter().collect();
+    assert!(distinct.len() > 1, "the image is a flat colour");
+    (prompt, (frame.width, frame.height))
+}
+
+#[test]
+fn sd3_txt2img_runs_headless_on_the_tiny_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let (models, data) = (dir.path().join("models"), dir.path().join("data"));
+    tiny_checkpoint(&models);
+    let out = cretok(&[
+        "run",
+        WORKFLOW,
+        "--quiet",
+        "--models",
+        models.to_str().unwrap(),
+        "--data-dir",
+        data.to_str().unwrap(),
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let path = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("wrote "))
+        .unwrap_or_else(|| panic!("prints the image path: {stdout}"));
+    assert!(path.ends_with(".png"), "{path}");
+    let expected = workflow();
+    let (prompt, size) = read_png(Path::new(path));
+    assert_eq!(prompt, expected);
+    assert_eq!(size, requested_size(&expected));
+}
+
+#[tokio::test]
+async fn sd3_txt2img_through_the_server_sends_progress_and_previews() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let models = dir.path().join("models");
+    tiny_checkpoint(&models);
+    let server = Server::start(
+        &dir.path().join("data"),
+        &["--models", models.to_str().unwrap()],
+    )
+    .await?;
+    let mut ws = server.connect("gallery").await?;
+    let prompt = workflow();
+    let id = server.queue(&prompt, "gallery").await?;
+
+    let mut progress = Vec::new();
+    let mut previews = 0;
+    let mut executed = None;
+    loop {
+        match ws.next_frame().await? {
+            // Type 1: a preview image (the loader's summary comes as type 3, text).
+            Frame::Binary(bytes) if bytes[..4] == 1u32.to_be_bytes() => {
+                assert_eq!(&bytes[4..8], &2u32.to_be_bytes(), "PNG");
+                assert!(bytes[8..].starts_with(b"\x89PNG"));
+                previews += 1;
+            }
+            Frame::Binary(_) => {}
+            Frame::Json(m) => {
+                assert_ne!(m["type"], "execution_error", "{m}");
+                if m["type"] == "progress" && m["data"]["node"] == "3" {
+                    progress.push(m["data"]["value"].as_u64().unwrap());
+                    assert_eq!(m["data"]["max"], 4);
+                    assert_eq!(m["data"]["prompt_id"], id.as_str());
+                }
+                if m["type"] == "executed" && m["data"]["node"] == "9" {
+                    executed = Some(m["data"]["output"].clone());
+                }
+                if m["type"] == "executing"
+                    && m["data"]["node"].is_null()
+                    && m["data"]["prompt_id"] == id.as_str()
+                {
+                    break;
+                }
+            }
+        }
+    }
+    assert_eq!(progress, [1, 2, 3, 4], "one progress event per step");
+    assert!(previews >= 1, "at least one latent preview");
+    let image = &executed.expect("SaveImage executed")["images"][0];
+    let path = server
+        .data_dir
+        .join(image["type"].as_str().unwrap())
+        .join(image["subfolder"].as_str().unwrap())
+        .join(image["filename"].as_str().unwrap());
+    let (saved, size) = read_png(&path);
+    assert_eq!(saved, prompt);
+    assert_eq!(size, requested_size(&prompt));
+    server.stop().await
+}
+
+#[test]
+fn tiny_sd35_diffusers_folder_runs_the_same_workflow() {
+    let dir = tempfile::tempdir().unwrap();
+    let (models, data) = (dir.path().join("models"), dir.path().join("data"));
+    let models_arg = models.to_str().unwrap();
+    let out = cretok(&[
+        "dev",
+        "tiny-checkpoint",
+        "--models",
+        models_arg,
+        "--variant",
+        "sd3.5-medium",
+        "--layout",
+        "diffusers",
+    ]);
+    let folder = models.join("checkpoints").join("tiny-sd3.5-medium");
+    assert!(folder.join("model_index.json").is_file());
+    assert!(folder
+        .join("transformer/diffusion_pytorch_model.safetensors")
+        .is_file());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("\"tiny-sd3.5-medium\""), "{stdout}");
+    let out = cretok(&[
+        "run",
+        WORKFLOW,
+        "--quiet",
+        "--set",
+        "4.ckpt_name=tiny-sd3.5-medium",
+        "--set",
+        "5.width=32",
+        "--models",
+        models_arg,
+        "--data-dir",
+        data.to_str().unwrap(),
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let path = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("wrote "))
+        .unwrap_or_else(|| panic!("prints the image path: {stdout}"));
+    let (prompt, size) = read_png(Path::new(path));
+    assert_eq!(prompt["4"]["inputs"]["ckpt_name"], "tiny-sd3.5-medium");
+    assert_eq!(size, (32, 64));
+}
