@@ -33,6 +33,23 @@ pub fn cretok_bin() -> PathBuf {
     bin
 }
 
+/// Builds example guest components from `wit/examples` (shared with the host's
+/// sandbox tests, so each is compiled once) and returns the folder holding
+/// `<crate name>.wasm`. `target_tmp` is the test's `CARGO_TARGET_TMPDIR`.
+pub fn example_components(target_tmp: &Path, crates: &[&str]) -> PathBuf {
+    let root = target_tmp.join("wasm-guests");
+    let out = root.join("components");
+    let crates: Vec<String> = crates.iter().map(|c| c.to_string()).collect();
+    cretok_componentize::build_workspace(
+        &repo_root().join("wit/examples"),
+        &root.join("target"),
+        &out,
+        &crates,
+    )
+    .unwrap_or_else(|e| panic!("building the guest nodes {crates:?}: {e}"));
+    out
+}
+
 /// The repository root (for workflow files).
 pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))

@@ -2,25 +2,10 @@
 //! component and asking for a reload shows it in `/object_info`; removing it
 //! hides it again, and a prompt that still uses it gets a validation error.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use cretok_tests::Server;
+use cretok_tests::{example_components, Server};
 use serde_json::json;
-
-/// Builds the example `template` component from source (shared with the host's sandbox tests).
-fn template_component() -> PathBuf {
-    let root = Path::new(env!("CARGO_TARGET_TMPDIR")).join("wasm-guests");
-    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../wit/examples");
-    let out = root.join("components");
-    cretok_componentize::build_workspace(
-        &examples,
-        &root.join("target"),
-        &out,
-        &["template".to_owned()],
-    )
-    .unwrap_or_else(|e| panic!("building the template guest: {e}"));
-    out.join("template.wasm")
-}
 
 fn template_prompt() -> serde_json::Value {
     json!({
@@ -31,7 +16,8 @@ fn template_prompt() -> serde_json::Value {
 
 #[tokio::test]
 async fn install_reload_run_remove() -> anyhow::Result<()> {
-    let component = template_component();
+    let component = example_components(Path::new(env!("CARGO_TARGET_TMPDIR")), &["template"])
+        .join("template.wasm");
     let dir = tempfile::tempdir()?;
     let custom = dir.path().join("custom_nodes");
     std::fs::create_dir_all(&custom)?;
