@@ -76,3 +76,69 @@ async fn install_reload_run_remove() -> anyhow::Result<()> {
     assert!(info.get("SaveText").is_some());
     Ok(())
 }
+
+/// Each limit a hostile custom node hits ends its prompt with an
+/// `execution_error` naming the node and the limit; the server then runs a
+/// normal prompt.
+#[tokio::test]
+async fn hostile_nodes_end_in_execution_errors_and_the_server_goes_on() -> anyhow::Result<()> {
+    let components =
+        example_components(Path::new(env!("CARGO_TARGET_TMPDIR")), &["hostile-runtime"]);
+    let dir = tempfile::tempdir()?;
+    let custom = dir.path().join("custom_nodes");
+    std::fs::create_dir_all(&custom)?;
+    std::fs::copy(
+        components.join("hostile-runtime.wasm"),
+        custom.join("hostile-runtime.wasm"),
+    )?;
+    let mut server = Server::start(
+        dir.path(),
+        &[
+            "--custom-nodes",
+            custom.to_str().unwrap(),
+            "--wasm-deadline-ms",
+            "300",
+        ],
+    )
+    .await?;
+    let mut ws = server.connect("h").await?;
+    let attack = |kind: &str| {
+        json!({
+            "1": {"class_type": "Hostile", "inputs": {"attack": kind}},
+            "2": {"class_type": "SaveText", "inputs": {"text": ["1", 0], "filename_prefix": "hostile"}}
+        })
+    };
+    for (kind, expected) in [
+        ("spin", "deadline"),
+        ("memory", "memory"),
+        ("recursion", "stack"),
+        ("panic", "panic"),
+        ("wrong-type", "text"),
+    ] {
+        let id = server.queue(&attack(kind), "h").await?;
+        let messages = ws.until_done(&id).await?;
+        let error = messages
+            .iter()
+            .find(|m| m["type"] == "execution_error")
+            .unwrap_or_else(|| panic!("{kind}: no execution_error in {messages:#?}"));
+        assert_eq!(error["data"]["node_id"], "1");
+        assert_eq!(error["data"]["node_type"], "Hostile");
+        let text = error["data"]["exception_message"]
+            .as_str()
+            .unwrap()
+            .to_lowercase();
+        assert!(
+            text.contains("hostile") && text.contains(expected),
+            "{kind}: {text}"
+        );
+
+        let ok = server.queue(&attack("none"), "h").await?;
+        let messages = ws.until_done(&ok).await?;
+        assert!(
+            messages.iter().any(|m| m["type"] == "execution_success"),
+            "{kind}: the next prompt failed: {messages:#?}"
+        );
+        assert!(server.alive());
+    }
+    Ok(())
+}
