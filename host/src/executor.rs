@@ -13,7 +13,7 @@ use serde_json::{json, Value as Json};
 
 use crate::cache::{signatures, CachedOutput, OutputCache};
 use crate::protocol::{now_ms, FailedNode, ServerMessage};
-use crate::validation::{ResolvedInput, ValidPrompt};
+use crate::validation::{literal_inputs, ResolvedInput, ValidPrompt};
 
 /// One prompt, ready to run.
 #[derive(Debug, Clone)]
@@ -192,16 +192,6 @@ pub fn execution_order(valid: &ValidPrompt) -> Vec<String> {
         visit(valid, output, &mut seen, &mut order);
     }
     order
-}
-
-fn literal_inputs(inputs: &BTreeMap<String, ResolvedInput>) -> Inputs {
-    let mut literals = Inputs::new();
-    for (name, input) in inputs {
-        if let ResolvedInput::Value(v) = input {
-            literals.insert(name.clone(), v.clone());
-        }
-    }
-    literals
 }
 
 /// The state of one prompt's run.

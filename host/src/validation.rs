@@ -516,7 +516,8 @@ impl Validator<'_> {
     }
 }
 
-fn literal_inputs(inputs: &BTreeMap<String, ResolvedInput>) -> Inputs {
+/// The literal inputs of a node (what fingerprints and custom validation see).
+pub fn literal_inputs(inputs: &BTreeMap<String, ResolvedInput>) -> Inputs {
     let mut literals = Inputs::new();
     for (name, input) in inputs {
         if let ResolvedInput::Value(v) = input {

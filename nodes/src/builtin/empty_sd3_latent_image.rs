@@ -44,20 +44,23 @@ impl Node for EmptySd3LatentImage {
     }
 
     fn run(&self, inputs: &Inputs, _ctx: &RunContext) -> Result<NodeOutput, NodeError> {
-        let dim = |name: &str| -> Result<usize, NodeError> {
-            let v = inputs.int(name)?;
-            if v <= 0 || v % 16 != 0 {
-                return Err(NodeError::invalid_input(
-                    name,
-                    "must be a positive multiple of 16",
-                ));
-            }
-            Ok(v as usize / 8)
-        };
+        let dim = |name: &str| latent_dim(inputs, name);
         let batch = inputs.int("batch_size")?.max(1) as usize;
         let shape = (batch, LATENT_CHANNELS, dim("height")?, dim("width")?);
         let samples =
             Tensor::zeros(shape, DType::F32, &Device::Cpu).map_err(anyhow::Error::from)?;
         Ok(NodeOutput::values(vec![Value::handle(Latent { samples })]))
     }
+}
+
+/// The latent size for the pixel size in input `name` (a positive multiple of 16).
+pub(super) fn latent_dim(inputs: &Inputs, name: &str) -> Result<usize, NodeError> {
+    let v = inputs.int(name)?;
+    if v <= 0 || v % 16 != 0 {
+        return Err(NodeError::invalid_input(
+            name,
+            "must be a positive multiple of 16",
+        ));
+    }
+    Ok(v as usize / 8)
 }

@@ -5,6 +5,7 @@ use crate::{
     RunContext, Value,
 };
 
+use super::empty_sd3_latent_image::latent_dim;
 use super::ksampler::{latent_shape, run_sampling, SamplingJob};
 
 /// SD3 generation as diffusers' `StableDiffusion3Pipeline` does it: the
@@ -114,16 +115,7 @@ impl Node for Sample {
         let shape = match &latent {
             Some(latent) => latent_shape(&latent.samples)?,
             None => {
-                let dim = |name: &str| -> Result<usize, NodeError> {
-                    let v = inputs.int(name)?;
-                    if v <= 0 || v % 16 != 0 {
-                        return Err(NodeError::invalid_input(
-                            name,
-                            "must be a positive multiple of 16",
-                        ));
-                    }
-                    Ok(v as usize / 8)
-                };
+                let dim = |name: &str| latent_dim(inputs, name);
                 let batch = inputs.int("batch_size")?.max(1) as usize;
                 [
                     batch,
