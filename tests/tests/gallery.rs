@@ -48,6 +48,25 @@ fn every_workflow_runs_headless() {
         String::from_utf8_lossy(&out.stderr)
     );
 
+    let out = cretok(
+        &[
+            "train",
+            "--checkpoint",
+            "tiny-sd3.safetensors",
+            "--steps",
+            "5",
+            "--pairs-per-step",
+            "2",
+            "--quiet",
+        ],
+        dir.path(),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
     let mut workflows: Vec<_> = std::fs::read_dir(repo_root().join("workflows"))
         .unwrap()
         .flatten()

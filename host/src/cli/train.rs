@@ -2,9 +2,8 @@
 //! progress bar, checkpoints every N steps, `--resume`, and Ctrl-C that stops after the current
 //! step and leaves a valid checkpoint.
 //!
-//! Until the image side's checkpoint loading (LoadSD3) is merged, the CLIP encoders come from a
-//! single-file checkpoint in `models/checkpoints/` through the small loader below
-//! (`text_encoders.clip_{l,g}.transformer.*` only), or from the seeded tiny fixture (`--tiny`).
+//! The CLIP encoders come from an SD3 checkpoint in `models/checkpoints/`, found as LoadSD3 finds
+//! them, or from the seeded tiny text fixture (`--tiny`).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -13,7 +12,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
-use candle_core::safetensors::Load;
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 use clap::Args;
@@ -23,6 +21,7 @@ use cretok_nodes::cretok::{
     StartReport, StepReport, Target, TrainConfig, Trainer,
 };
 use cretok_nodes::fsutil::atomic_write;
+use cretok_nodes::sd3::checkpoint::{Sd3Checkpoint, TextEncoderKind};
 use cretok_nodes::sd3::text_encoders::{EncoderVarBuilders, Sd3TextConfig, Sd3TextEncoders};
 use cretok_nodes::sd3::text_tiny::{tiny_clip_g_weights, tiny_clip_l_weights, TINY_SEED};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -83,29 +82,37 @@ pub struct TrainArgs {
     data: DataArgs,
 }
 
-/// Loads CLIP-L and CLIP-G (no T5) from a single-file checkpoint.
-fn load_text_encoders(path: &Path, cfg: &Sd3TextConfig) -> Result<Sd3TextEncoders> {
-    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-    let file = safetensors::SafeTensors::deserialize(&bytes)
-        .with_context(|| format!("{} is not a safetensors file", path.display()))?;
-    let mut tensors = HashMap::new();
-    for (name, view) in file.tensors() {
-        if name.starts_with("text_encoders.clip_l.") || name.starts_with("text_encoders.clip_g.") {
-            tensors.insert(name, view.load(&Device::Cpu)?);
-        }
-    }
-    if tensors.is_empty() {
-        bail!(
-            "{} has no text_encoders.clip_l / clip_g weights",
-            path.display()
-        )
-    }
+/// Loads CLIP-L and CLIP-G (no T5) of an SD3 checkpoint the way LoadSD3 finds them: a single
+/// file (memory-mapped), a diffusers folder, or separate files in `models/text_encoders/`.
+fn load_text_encoders(path: &Path, text_encoder_dirs: &[PathBuf]) -> Result<Sd3TextEncoders> {
+    let ckpt = Sd3Checkpoint::open(path, text_encoder_dirs)?;
+    let vb = |kind| {
+        ckpt.text_encoder(kind)
+            .map(|t| t.var_builder(DType::F32, &Device::Cpu))
+    };
+    let (Some(clip_l), Some(clip_g)) = (vb(TextEncoderKind::ClipL), vb(TextEncoderKind::ClipG))
+    else {
+        bail!("CreTok needs CLIP-L and CLIP-G: {}", ckpt.summary());
+    };
+    let cfg = Sd3TextConfig::for_context_width(ckpt.mmdit_config.context_embed_size)?;
+    let vbs = EncoderVarBuilders {
+        clip_l,
+        clip_g,
+        t5: None,
+    };
+    Sd3TextEncoders::new(&cfg, None, vbs)
+}
+
+/// The tiny fixture's text encoders, written as a single file (once) and loaded back.
+fn tiny_text_encoders(path: &Path) -> Result<Sd3TextEncoders> {
+    write_tiny(path)?;
+    let tensors = candle_core::safetensors::load(path, &Device::Cpu)?;
     let vb = VarBuilder::from_tensors(tensors, DType::F32, &Device::Cpu);
     let vbs = EncoderVarBuilders {
         t5: None,
         ..EncoderVarBuilders::single_file(&vb)
     };
-    Sd3TextEncoders::new(cfg, None, vbs)
+    Sd3TextEncoders::new(&Sd3TextConfig::tiny(), None, vbs)
 }
 
 /// Writes the tiny fixture as a single-file checkpoint (once).
@@ -169,18 +176,19 @@ impl Reporter for CliReporter {
 pub fn train(args: TrainArgs) -> Result<ExitCode> {
     let paths = args.data.paths();
     let checkpoints = paths.model_folder("checkpoints");
-    let (file, cfg) = if args.tiny {
-        let file = checkpoints.join(TINY_FILE);
-        write_tiny(&file)?;
-        (file, Sd3TextConfig::tiny())
+    let encoders = if args.tiny {
+        tiny_text_encoders(&checkpoints.join(TINY_FILE))
     } else {
         let name = args
             .checkpoint
             .as_deref()
             .context("--checkpoint is required")?;
-        (checkpoints.join(name), Sd3TextConfig::sd3())
-    };
-    let encoders = load_text_encoders(&file, &cfg).context("loading the CLIP text encoders")?;
+        load_text_encoders(
+            &checkpoints.join(name),
+            &[paths.model_folder("text_encoders")],
+        )
+    }
+    .context("loading the CLIP text encoders")?;
     let pairs = match &args.pairs {
         Some(p) => PairSet::from_file(p)?,
         None => PairSet::cangjie()?,

@@ -1,7 +1,6 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use anyhow::Context;
 use candle_core::Device;
 
 use crate::fsutil::safe_join;
@@ -68,14 +67,6 @@ impl CheckpointLoader {
     }
 }
 
-/// The text-side preset whose context width matches the MMDiT's.
-fn text_config(joint_dim: usize) -> anyhow::Result<Sd3TextConfig> {
-    [Sd3TextConfig::sd3(), Sd3TextConfig::tiny()]
-        .into_iter()
-        .find(|c| c.joint_dim == joint_dim)
-        .with_context(|| format!("no SD3 text encoder preset has context width {joint_dim}"))
-}
-
 impl Node for CheckpointLoader {
     fn schema(&self) -> NodeSchema {
         NodeSchema::new(self.class_type, "loaders")
@@ -131,7 +122,7 @@ impl Node for CheckpointLoader {
             clip_g,
             t5: vb(TextEncoderKind::T5Xxl),
         };
-        let cfg = text_config(ckpt.mmdit_config.context_embed_size)?;
+        let cfg = Sd3TextConfig::for_context_width(ckpt.mmdit_config.context_embed_size)?;
         let clip = Sd3TextEncoders::new(&cfg, t5_tokenizer, vbs)?;
         ctx.progress(2, 3)?;
         let vae = ckpt.load_vae(dtype, &device)?;

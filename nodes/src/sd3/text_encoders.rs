@@ -50,6 +50,14 @@ impl Sd3TextConfig {
             t5_len: 256,
         }
     }
+
+    /// The preset whose joint width matches an MMDiT's context width.
+    pub fn for_context_width(joint_dim: usize) -> Result<Self> {
+        [Self::sd3(), Self::tiny()]
+            .into_iter()
+            .find(|c| c.joint_dim == joint_dim)
+            .with_context(|| format!("no SD3 text encoder preset has context width {joint_dim}"))
+    }
 }
 
 /// Where each encoder's weights are, as transformers state dicts.
