@@ -10,35 +10,22 @@
 
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
-import readline from 'node:readline';
-import { fileURLToPath } from 'node:url';
 
-import { chromium } from 'playwright-core';
-
-const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
-const TARGET_DIR = process.env.CARGO_TARGET_DIR || path.join(REPO, 'target');
-const CRETOK_BIN = path.resolve(REPO, process.env.CRETOK_BIN || path.join(TARGET_DIR, 'debug', 'cretok'));
-const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
-const ARTIFACTS = path.resolve(REPO, process.env.ARTIFACTS_DIR || path.join('tests', 'artifacts'));
-const TIMEOUT = 60_000;
-
-// Without these, Chromium on a machine with no general network access hangs on
-// connections it opens by itself (updates, sync, QUIC probes).
-const CHROMIUM_ARGS = [
-  '--headless',
-  '--no-sandbox',
-  '--disable-gpu',
-  '--disable-quic',
-  '--no-first-run',
-  '--disable-background-networking',
-  '--disable-component-update',
-  '--disable-sync',
-  '--disable-dev-shm-usage', // containers often have a tiny /dev/shm
-];
+import {
+  REPO,
+  TIMEOUT,
+  closeBrowser,
+  freshDir,
+  getJson,
+  launchBrowser,
+  openEditor,
+  screenshot,
+  startServer,
+  stopServer,
+  until,
+} from './lib.mjs';
 
 // The graph the test queues: our native nodes only, with a Delay so that the
 // run lasts long enough to watch the UI report it as running.
@@ -54,125 +41,34 @@ function browserGraph() {
   return hello;
 }
 
-let server; // { child, base, dataDir, log }
-let context; // playwright BrowserContext
-let profile; // Chromium's fresh --user-data-dir
+let server;
+let browser;
 let page;
-const problems = { consoleErrors: [], httpErrors: [], pageErrors: [] };
-const wsMessages = [];
+let problems;
+let wsMessages;
 
-function shot(name) {
-  fs.mkdirSync(ARTIFACTS, { recursive: true });
-  const file = path.join(ARTIFACTS, name);
-  return page.screenshot({ path: file }).then(() => console.log(`screenshot: ${file}`));
-}
-
-async function startServer() {
-  assert.ok(fs.existsSync(CRETOK_BIN), `${CRETOK_BIN} is missing: run \`cargo build -p cretok-host\` or set CRETOK_BIN`);
-  const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'cretok-browser-'));
-  const args = ['serve', '--port', '0', '--data-dir', dataDir];
-  if (process.env.FRONT_END_ROOT) args.push('--front-end-root', process.env.FRONT_END_ROOT);
-  const child = spawn(CRETOK_BIN, args, {
-    cwd: REPO, // `cretok serve` looks for ./.venv/bin/python to find the frontend
-    env: { ...process.env, RUST_LOG: process.env.RUST_LOG || 'info' },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  const log = [];
-  readline.createInterface({ input: child.stderr }).on('line', (l) => log.push(l));
-  const base = await new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error('cretok serve did not start in time')), TIMEOUT);
-    child.on('exit', (code) => reject(new Error(`cretok serve exited (${code}):\n${log.join('\n')}`)));
-    readline.createInterface({ input: child.stdout }).on('line', (line) => {
-      const url = line.split(/\s+/).find((w) => w.startsWith('http://'));
-      if (url) {
-        clearTimeout(timer);
-        resolve(url);
-      }
-    });
-  });
-  return { child, base, dataDir, log };
-}
-
-/** Polls `check` until it is truthy, failing after TIMEOUT. */
-async function until(check, what) {
-  for (const deadline = Date.now() + TIMEOUT; Date.now() < deadline; ) {
-    if (await check()) return;
-    await new Promise((r) => setTimeout(r, 100));
-  }
-  assert.fail(`timed out waiting for ${what}`);
-}
-
-async function api(pathname) {
-  const r = await fetch(server.base + pathname);
-  assert.equal(r.status, 200, `GET ${pathname} answered ${r.status}`);
-  return r.json();
-}
+const shot = (name) => screenshot(page, name);
+const api = (pathname) => getJson(server.base, pathname);
 
 before(async () => {
-  server = await startServer();
+  server = await startServer(freshDir('cretok-browser-'));
   console.log(`cretok serve at ${server.base} (data dir ${server.dataDir})`);
-
-  profile = fs.mkdtempSync(path.join(os.tmpdir(), 'cretok-chromium-'));
-  context = await chromium.launchPersistentContext(profile, {
-    executablePath: CHROMIUM,
-    headless: true,
-    args: CHROMIUM_ARGS,
-    viewport: { width: 1600, height: 1000 },
-  });
-  context.setDefaultTimeout(TIMEOUT);
-  // Only our server exists here: refuse everything else (update checks, CDNs).
-  await context.route(
-    (url) => !url.href.startsWith(server.base) && !url.protocol.startsWith('blob') && !url.protocol.startsWith('data'),
-    (route) => route.abort('blockedbyclient'),
-  );
-  page = context.pages()[0] ?? (await context.newPage());
-  page.on('console', (m) => {
-    if (m.type() === 'error') problems.consoleErrors.push(m.text());
-  });
-  page.on('pageerror', (e) => problems.pageErrors.push(e.message));
-  page.on('response', (r) => {
-    if (r.status() >= 400 && r.url().startsWith(server.base)) {
-      problems.httpErrors.push(`${r.status()} ${r.request().method()} ${r.url().slice(server.base.length)}`);
-    }
-  });
-  page.on('websocket', (ws) => {
-    ws.on('framereceived', (f) => {
-      if (typeof f.payload !== 'string') return;
-      try {
-        wsMessages.push(JSON.parse(f.payload));
-      } catch {
-        /* not JSON */
-      }
-    });
-  });
+  browser = await launchBrowser(server.base);
+  ({ page, problems, wsMessages } = browser);
 });
 
 after(async () => {
   // What the frontend asked for that we do not serve (expected: user.css,
   // empty userdata folders, comfy.templates.json) and what it logged.
-  const unique = (xs) => [...new Set(xs)];
-  console.log(`HTTP errors from our server:\n${unique(problems.httpErrors).map((x) => `  ${x}`).join('\n')}`);
-  console.log(`console errors:\n${unique(problems.consoleErrors).map((x) => `  ${x.slice(0, 300)}`).join('\n')}`);
-  if (problems.pageErrors.length) console.log(`page errors:\n${unique(problems.pageErrors).map((x) => `  ${x.slice(0, 300)}`).join('\n')}`);
-  await context?.close();
-  if (profile) fs.rmSync(profile, { recursive: true, force: true });
+  await closeBrowser(browser);
   if (server) {
-    server.child.kill('SIGTERM');
+    await stopServer(server);
     fs.rmSync(server.dataDir, { recursive: true, force: true });
   }
 });
 
 test('the ComfyUI frontend loads from cretok serve', async () => {
-  const response = await page.goto(server.base + '/');
-  assert.equal(response.status(), 200);
-  // Our built-in fallback page (title "CreTok Studio") means no frontend package was found.
-  assert.equal(
-    await page.title(),
-    'ComfyUI',
-    'cretok serve did not find the frontend: install it into .venv or set FRONT_END_ROOT',
-  );
-  await page.waitForFunction(() => window.app?.graph && window.app?.canvas, null, { timeout: TIMEOUT });
-  await page.locator('[data-testid="queue-button"]').waitFor({ state: 'visible' });
+  await openEditor(page, server.base + '/');
   // The node definitions came from our /object_info.
   const types = await page.evaluate(() => Object.keys(window.LiteGraph.registered_node_types));
   for (const name of ['SaveText', 'StringConcatenate', 'PrimitiveString', 'Delay']) {

@@ -8,7 +8,8 @@
 #   npm ci --prefix tests/browser                        # playwright-core, pinned; never downloads browsers
 #   cargo build -p cretok-host                           # target/debug/cretok
 #
-# Then: bash tests/browser/run.sh
+# Then: bash tests/browser/run.sh            # frontend.test.mjs, editor.test.mjs
+#       bash tests/browser/run.sh --export-ui-workflows   # rewrite workflows/ui/ (export_ui_workflows.mjs)
 #
 # Environment (all optional):
 #   CRETOK_BIN      the binary (default: $CARGO_TARGET_DIR/debug/cretok, else target/debug/cretok)
@@ -47,4 +48,8 @@ fi
 
 echo "browser test: $("$CHROMIUM" --version 2>/dev/null || echo chromium), frontend $FRONT_END_ROOT"
 cd tests/browser
-exec node --test --test-reporter=spec --test-reporter-destination=stdout frontend.test.mjs
+if [[ "${1:-}" == "--export-ui-workflows" ]]; then
+  exec node export_ui_workflows.mjs
+fi
+exec node --test --test-concurrency=1 --test-reporter=spec --test-reporter-destination=stdout \
+  frontend.test.mjs editor.test.mjs

@@ -9,8 +9,9 @@ async fn settings_and_workflows_survive_a_restart() -> anyhow::Result<()> {
     let server = Server::start(dir.path(), &[]).await?;
     let (_, settings) = server.get("/api/settings").await?;
     assert_eq!(
-        settings["Comfy.TutorialCompleted"], true,
-        "first run opens a graph, not the tutorial"
+        settings,
+        json!({}),
+        "first start: no settings, so the editor opens a template"
     );
     let (status, _) = server
         .post("/api/settings/Comfy.ColorPalette", &json!("light"))

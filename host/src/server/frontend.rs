@@ -10,6 +10,8 @@ use axum::http::{header, StatusCode, Uri};
 use axum::response::{Html, IntoResponse, Response};
 use cretok_nodes::fsutil::safe_join;
 
+use super::templates::first_start_redirect;
+use super::userdata::has_settings;
 use super::Shared;
 
 const BUILTIN_PAGE: &str = include_str!("builtin_page.html");
@@ -69,6 +71,9 @@ pub async fn serve(State(s): State<Shared>, uri: Uri) -> Response {
             StatusCode::NOT_FOUND.into_response()
         };
     };
+    if let Some(redirect) = first_start_redirect(&uri, !has_settings(&s)) {
+        return redirect;
+    }
     let relative = if path.is_empty() { "index.html" } else { path };
     let Ok(file) = safe_join(root, relative) else {
         return StatusCode::FORBIDDEN.into_response();

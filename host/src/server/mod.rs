@@ -7,6 +7,7 @@ mod frontend;
 mod info;
 mod jobs;
 mod prompts;
+mod templates;
 mod userdata;
 mod ws;
 
@@ -96,6 +97,8 @@ fn api_routes() -> Router<Shared> {
         )
         .route("/userdata/{file}/move/{dest}", post(userdata::move_file))
         .route("/ws", get(ws::upgrade))
+        .route("/templates/{file}", get(templates::file))
+        .route("/workflow_templates", get(templates::custom_node_templates))
 }
 
 /// The whole application router.

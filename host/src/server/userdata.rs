@@ -32,15 +32,19 @@ pub async fn users() -> Json<Json_> {
     Json(json!({"storage": "server", "migrated": true}))
 }
 
+/// Whether the editor has saved settings yet (it does on its first start).
+pub fn has_settings(s: &Shared) -> bool {
+    user_root(s).join(SETTINGS_FILE).is_file()
+}
+
 fn load_settings(s: &Shared) -> Map<String, Json_> {
     let path = user_root(s).join(SETTINGS_FILE);
-    match std::fs::read(&path) {
-        Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or_default(),
-        // First run: open a graph, not the tutorial.
-        Err(_) => [("Comfy.TutorialCompleted".to_owned(), json!(true))]
-            .into_iter()
-            .collect(),
-    }
+    // None yet on first start: the frontend then opens the template it is sent
+    // to (see `templates`) or its templates dialog, and saves its settings.
+    std::fs::read(&path)
+        .ok()
+        .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+        .unwrap_or_default()
 }
 
 fn save_settings(s: &Shared, settings: &Map<String, Json_>) -> Result<(), ApiError> {

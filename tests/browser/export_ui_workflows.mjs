@@ -1,0 +1,96 @@
+// Writes workflows/ui/NAME.json, the editor (UI) form of each gallery workflow
+// workflows/NAME.json, as laid out and saved by the real ComfyUI frontend:
+// it loads the API file with the frontend's own "load API JSON", checks that
+// the graph converts back to the same API prompt, and saves the graph.
+// `cretok serve` offers these files in the editor's templates dialog.
+//
+// Run after adding or changing a gallery workflow (same setup as run.sh):
+//   bash tests/browser/run.sh --export-ui-workflows
+// A workflow using node types the server does not have (e.g. custom WASM
+// nodes not installed) is skipped with a message; CUSTOM_NODES=DIR passes
+// `--custom-nodes DIR` to the server.
+
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import path from 'node:path';
+
+import {
+  REPO,
+  apiNodes,
+  closeBrowser,
+  cretok,
+  freshDir,
+  getJson,
+  galleryWorkflows,
+  launchBrowser,
+  openEditor,
+  startServer,
+  stopServer,
+  withoutDefaults,
+} from './lib.mjs';
+
+const OUT_DIR = path.join(REPO, 'workflows', 'ui');
+
+/** Loads `api` through the frontend (seeds fixed) and returns { ui, prompt }: the saved graph and its API form. */
+function convertInPage(page, api, name) {
+  return page.evaluate(
+    async ({ api, name }) => {
+      await window.app.loadApiJson(api, `${name}.json`);
+      // A gallery workflow reproduces its documented result: seeds stay as written
+      // (the editor's default, "randomize", would change them after every run).
+      for (const node of window.app.graph.nodes) {
+        for (const widget of node.widgets ?? []) {
+          if (widget.name === 'control_after_generate') widget.value = 'fixed';
+        }
+      }
+      const ui = window.app.graph.serialize();
+      const { output } = await window.app.graphToPrompt();
+      return { ui, prompt: output };
+    },
+    { api, name },
+  );
+}
+
+/** The node types of `api` the running server does not define. */
+async function missingTypes(page, api) {
+  const known = await page.evaluate(() => Object.keys(window.LiteGraph.registered_node_types));
+  return [...new Set(Object.values(apiNodes(api)).map((n) => n.class_type))].filter((t) => !known.includes(t));
+}
+
+async function main() {
+  const dataDir = freshDir('cretok-export-');
+  // The combo inputs list the files that exist: give them the tiny checkpoint and a token.
+  await cretok(['dev', 'tiny-checkpoint', '--data-dir', dataDir]);
+  await cretok(['train', '--checkpoint', 'tiny-sd3.safetensors', '--steps', '1', '--pairs-per-step', '1', '--quiet', '--data-dir', dataDir]);
+  const server = await startServer(dataDir);
+  const browser = await launchBrowser(server.base);
+  try {
+    await openEditor(browser.page, server.base + '/');
+    const schemas = await getJson(server.base, '/api/object_info');
+    fs.mkdirSync(OUT_DIR, { recursive: true });
+    for (const { name, api } of galleryWorkflows()) {
+      const missing = await missingTypes(browser.page, api);
+      if (missing.length) {
+        console.log(`skipped ${name}: the server has no ${missing.join(', ')}`);
+        continue;
+      }
+      const { ui, prompt } = await convertInPage(browser.page, api, name);
+      assert.deepEqual(
+        withoutDefaults(apiNodes(prompt), apiNodes(api), schemas),
+        apiNodes(api),
+        `${name}: the frontend's graph does not convert back to the same prompt`,
+      );
+      // The view position is the exporting window's, not the workflow's.
+      delete ui.extra?.ds;
+      const file = path.join(OUT_DIR, `${name}.json`);
+      fs.writeFileSync(file, JSON.stringify(ui, null, 2) + '\n');
+      console.log(`wrote ${path.relative(REPO, file)} (${ui.nodes.length} nodes)`);
+    }
+  } finally {
+    await closeBrowser(browser);
+    await stopServer(server);
+    fs.rmSync(dataDir, { recursive: true, force: true });
+  }
+}
+
+await main();
