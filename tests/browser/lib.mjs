@@ -7,6 +7,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import readline from 'node:readline';
+import zlib from 'node:zlib';
 import { fileURLToPath } from 'node:url';
 
 import { chromium } from 'playwright-core';
@@ -212,4 +213,24 @@ export function withoutDefaults(prompt, api, schemas) {
       return [id, { ...node, inputs }];
     }),
   );
+}
+
+/**
+ * A PNG's image: its header and its inflated pixel stream (IHDR + IDAT), without
+ * the text chunks (the embedded prompt and workflow). Equal streams mean equal pixels.
+ */
+export function pngImageData(file) {
+  const bytes = fs.readFileSync(file);
+  assert.equal(bytes.subarray(0, 8).toString('hex'), '89504e470d0a1a0a', `${file} is not a PNG`);
+  let header;
+  const idat = [];
+  for (let at = 8; at < bytes.length; ) {
+    const length = bytes.readUInt32BE(at);
+    const type = bytes.subarray(at + 4, at + 8).toString('latin1');
+    const data = bytes.subarray(at + 8, at + 8 + length);
+    if (type === 'IHDR') header = Buffer.from(data);
+    if (type === 'IDAT') idat.push(data);
+    at += 12 + length;
+  }
+  return Buffer.concat([header, zlib.inflateSync(Buffer.concat(idat))]);
 }
