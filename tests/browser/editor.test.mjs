@@ -1,8 +1,10 @@
 // The editor end to end on the tiny SD3 checkpoint (issue 4's acceptance test):
 // the real ComfyUI frontend served by `cretok serve` opens the blend-pair
 // workflow from our gallery, runs it with per-step progress and shows the
-// image, re-runs only what an edited prompt changes, and keeps a workflow
-// saved from the editor across a server restart.
+// image, re-runs only what an edited prompt changes, saves the graph in the
+// editor's UI format (which `cretok run` then runs headless to the same
+// pixels as the API file), and keeps a workflow saved from the editor across
+// a server restart.
 // Run through tests/browser/run.sh (it documents the installs and environment).
 
 import { test, before, after } from 'node:test';
@@ -21,6 +23,7 @@ import {
   getJson,
   launchBrowser,
   openEditor,
+  pngImageData,
   screenshot,
   startServer,
   stopServer,
@@ -176,6 +179,22 @@ test('after editing the prompt, a re-run executes only the nodes after it (LoadS
   assert.equal(entry.prompt[2]['3'].inputs.text, EDITED_PROMPT);
   assert.equal(entry.status.status_str, 'success');
   await screenshot(page, 'editor-blend-pair-rerun.png');
+});
+
+/** Runs `file` headless with `cretok run` on the test's data folder; returns the PNG it wrote. */
+async function runHeadless(file) {
+  const out = await cretok(['run', file, '--data-dir', dataDir]);
+  const png = out.match(/^wrote (.+\.png)$/m)?.[1];
+  assert.ok(png, `cretok run ${file} wrote no PNG:\n${out}`);
+  return png;
+}
+
+test('the UI file the frontend saved runs headless with the pixels of the API file', async () => {
+  const fromApi = pngImageData(await runHeadless(path.join(REPO, 'workflows', 'blend_pair.json')));
+  for (const ui of [path.join(ARTIFACTS, 'blend_pair.ui.json'), FIXTURE]) {
+    const fromUi = pngImageData(await runHeadless(ui));
+    assert.ok(fromUi.equals(fromApi), `${ui} gave other pixels than workflows/blend_pair.json (same seed)`);
+  }
 });
 
 /** Saves the open workflow under `name` with the editor's Save As; returns the saved file. */

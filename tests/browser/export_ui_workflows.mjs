@@ -1,18 +1,19 @@
 // Writes workflows/ui/NAME.json, the editor (UI) form of each gallery workflow
 // workflows/NAME.json, as laid out and saved by the real ComfyUI frontend:
 // it loads the API file with the frontend's own "load API JSON", checks that
-// the graph converts back to the same API prompt, and saves the graph.
+// the graph converts back to the same API prompt, and saves the graph. A
+// workflow the editor cannot hold as written is skipped with a message.
 // `cretok serve` offers these files in the editor's templates dialog.
 //
 // Run after adding or changing a gallery workflow (same setup as run.sh):
 //   bash tests/browser/run.sh --export-ui-workflows
 // A workflow using node types the server does not have (e.g. custom WASM
 // nodes not installed) is skipped with a message; CUSTOM_NODES=DIR passes
-// `--custom-nodes DIR` to the server.
+// `--custom-nodes DIR` to the server (the example nodes: see wit/README.md).
 
-import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
+import { isDeepStrictEqual } from 'node:util';
 
 import {
   REPO,
@@ -51,6 +52,12 @@ function convertInPage(page, api, name) {
   );
 }
 
+/** The ids of the nodes that differ between two API graphs. */
+function differingNodes(a, b) {
+  const ids = [...new Set([...Object.keys(a), ...Object.keys(b)])];
+  return ids.filter((id) => !isDeepStrictEqual(a[id], b[id]));
+}
+
 /** The node types of `api` the running server does not define. */
 async function missingTypes(page, api) {
   const known = await page.evaluate(() => Object.keys(window.LiteGraph.registered_node_types));
@@ -62,7 +69,7 @@ async function main() {
   // The combo inputs list the files that exist: give them the tiny checkpoint and a token.
   await cretok(['dev', 'tiny-checkpoint', '--data-dir', dataDir]);
   await cretok(['train', '--checkpoint', 'tiny-sd3.safetensors', '--steps', '1', '--pairs-per-step', '1', '--quiet', '--data-dir', dataDir]);
-  const server = await startServer(dataDir);
+  const server = await startServer(dataDir, process.env.CUSTOM_NODES ? ['--custom-nodes', process.env.CUSTOM_NODES] : []);
   const browser = await launchBrowser(server.base);
   try {
     await openEditor(browser.page, server.base + '/');
@@ -75,11 +82,13 @@ async function main() {
         continue;
       }
       const { ui, prompt } = await convertInPage(browser.page, api, name);
-      assert.deepEqual(
-        withoutDefaults(apiNodes(prompt), apiNodes(api), schemas),
-        apiNodes(api),
-        `${name}: the frontend's graph does not convert back to the same prompt`,
-      );
+      const differing = differingNodes(withoutDefaults(apiNodes(prompt), apiNodes(api), schemas), apiNodes(api));
+      if (differing.length) {
+        // E.g. inputs a node takes beyond its schema (the WASM Template's
+        // placeholders): the editor's graph has no slot for them.
+        console.log(`skipped ${name}: the editor's graph differs from the file in nodes ${differing.join(', ')}`);
+        continue;
+      }
       // The view position is the exporting window's, not the workflow's.
       delete ui.extra?.ds;
       const file = path.join(OUT_DIR, `${name}.json`);

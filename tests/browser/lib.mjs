@@ -52,9 +52,9 @@ export function cretok(args) {
 }
 
 /** Starts `cretok serve` on a free port over `dataDir`; resolves to { child, base, dataDir, log }. */
-export async function startServer(dataDir) {
+export async function startServer(dataDir, extraArgs = []) {
   assert.ok(fs.existsSync(CRETOK_BIN), `${CRETOK_BIN} is missing: run \`cargo build -p cretok-host\` or set CRETOK_BIN`);
-  const args = ['serve', '--port', '0', '--data-dir', dataDir];
+  const args = ['serve', '--port', '0', '--data-dir', dataDir, ...extraArgs];
   if (process.env.FRONT_END_ROOT) args.push('--front-end-root', process.env.FRONT_END_ROOT);
   const child = spawn(CRETOK_BIN, args, {
     cwd: REPO, // `cretok serve` looks for ./.venv/bin/python to find the frontend
