@@ -40,7 +40,8 @@ impl Conv2d {
         }
     }
 
-    /// Loads `weight` and `bias` from `vb`, as `candle_nn::conv2d` does.
+    /// Loads `weight` and `bias` through `candle_nn::conv2d` (same names and,
+    /// for fresh variables, the same initialisation).
     pub fn load(
         c_in: usize,
         c_out: usize,
@@ -49,9 +50,15 @@ impl Conv2d {
         stride: usize,
         vb: VarBuilder,
     ) -> Result<Self> {
-        let weight = vb.get((c_out, c_in, kernel, kernel), "weight")?;
-        let bias = vb.get(c_out, "bias")?;
-        Ok(Self::new(weight, bias, padding, stride))
+        let cfg = candle_nn::Conv2dConfig {
+            padding,
+            stride,
+            ..Default::default()
+        };
+        let conv = candle_nn::conv2d(c_in, c_out, kernel, cfg, vb)?;
+        let bias = conv.bias().cloned();
+        let bias = bias.ok_or_else(|| candle_core::Error::Msg("conv2d without bias".into()))?;
+        Ok(Self::new(conv.weight().clone(), bias, padding, stride))
     }
 
     pub fn weight(&self) -> &Tensor {

@@ -34,10 +34,11 @@ impl GroupNorm {
         })
     }
 
-    /// Loads `weight` and `bias` from `vb`, as `candle_nn::group_norm` does.
+    /// Loads `weight` and `bias` from `vb` as `candle_nn::group_norm` does
+    /// (fresh variables start at 1 and 0).
     pub fn load(groups: usize, channels: usize, eps: f64, vb: VarBuilder) -> Result<Self> {
-        let weight = vb.get(channels, "weight")?;
-        let bias = vb.get(channels, "bias")?;
+        let weight = vb.get_with_hints(channels, "weight", candle_nn::Init::Const(1.))?;
+        let bias = vb.get_with_hints(channels, "bias", candle_nn::Init::Const(0.))?;
         Self::new(weight, bias, groups, eps)
     }
 
