@@ -13,3 +13,4 @@ pub mod queue;
 pub mod sandbox;
 pub mod server;
 pub mod validation;
+pub mod workflow;

@@ -1,5 +1,6 @@
 //! Every workflow in `workflows/` runs headless on the tiny checkpoint, with
-//! the example custom nodes installed, and writes valid outputs.
+//! the example custom nodes installed, and writes valid outputs; each file
+//! carries its titles and description in `_meta`.
 
 use std::path::Path;
 use std::process::Command;
@@ -18,15 +19,54 @@ fn cretok(args: &[&str], dir: &Path) -> std::process::Output {
         .expect("cretok runs")
 }
 
-fn check_output(path: &Path) {
+/// Checks a written file; returns the size of a PNG.
+fn check_output(path: &Path) -> Option<(u32, u32)> {
     let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     assert!(!bytes.is_empty(), "{} is empty", path.display());
-    if path.extension().is_some_and(|e| e == "png") {
-        let info = png::Decoder::new(std::io::Cursor::new(&bytes))
-            .read_info()
-            .expect("a valid PNG");
-        assert!(info.info().width > 0 && info.info().height > 0);
+    if path.extension().is_none_or(|e| e != "png") {
+        return None;
     }
+    let mut reader = png::Decoder::new(std::io::Cursor::new(&bytes))
+        .read_info()
+        .expect("a valid PNG");
+    let mut pixels = vec![0; reader.output_buffer_size().unwrap()];
+    let frame = reader.next_frame(&mut pixels).expect("complete image data");
+    assert!(frame.width > 0 && frame.height > 0);
+    Some((frame.width, frame.height))
+}
+
+/// The size the comparison grids must have: cells of 96x64 with 4 px padding
+/// and an 11 px caption strip.
+fn grid_size(workflow: &str) -> Option<(u32, u32)> {
+    let columns = match workflow {
+        "blend_style.json" => 2,
+        "pairs_sweep.json" => 3,
+        "strength_sweep.json" => 4,
+        _ => return None,
+    };
+    Some((columns * (96 + 4) + 4, 4 + 64 + 11 + 4))
+}
+
+/// Every node is titled and one node describes the workflow.
+fn check_meta(path: &Path) {
+    let text = std::fs::read_to_string(path).unwrap();
+    let prompt: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let nodes = prompt.as_object().expect("API format");
+    for (id, node) in nodes {
+        let title = node["_meta"]["title"].as_str().unwrap_or_default();
+        assert!(
+            !title.is_empty(),
+            "{}: node {id} has no title",
+            path.display()
+        );
+    }
+    assert!(
+        nodes.values().any(|n| n["_meta"]["description"]
+            .as_str()
+            .is_some_and(|d| d.len() > 20)),
+        "{} has no description",
+        path.display()
+    );
 }
 
 #[test]
@@ -54,7 +94,7 @@ fn every_workflow_runs_headless() {
             "--checkpoint",
             "tiny-sd3.safetensors",
             "--steps",
-            "5",
+            "2",
             "--pairs-per-step",
             "2",
             "--quiet",
@@ -74,8 +114,23 @@ fn every_workflow_runs_headless() {
         .filter(|p| p.extension().is_some_and(|e| e == "json"))
         .collect();
     workflows.sort();
-    assert!(workflows.len() >= 4, "{workflows:?}");
-    for workflow in workflows {
+    let names: Vec<String> = workflows
+        .iter()
+        .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    for gallery in [
+        "cretok_train_and_blend.json",
+        "blend_pair.json",
+        "blend_three.json",
+        "blend_style.json",
+        "strength_sweep.json",
+        "pairs_sweep.json",
+        "sd3_txt2img.json",
+    ] {
+        assert!(names.iter().any(|n| n == gallery), "{gallery} is missing");
+    }
+    for (workflow, file_name) in workflows.iter().zip(&names) {
+        check_meta(workflow);
         let name = workflow.to_str().unwrap();
         let out = cretok(
             &[
@@ -98,8 +153,12 @@ fn every_workflow_runs_headless() {
             .filter_map(|l| l.strip_prefix("wrote "))
             .collect();
         assert!(!written.is_empty(), "{name} wrote nothing: {stdout}");
-        for path in written {
-            check_output(Path::new(path));
+        let sizes: Vec<_> = written
+            .iter()
+            .filter_map(|path| check_output(Path::new(path)))
+            .collect();
+        if let Some(size) = grid_size(file_name) {
+            assert_eq!(sizes, [size], "{name}: one captioned grid");
         }
     }
 }

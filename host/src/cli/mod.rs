@@ -1,5 +1,6 @@
 //! The `cretok` subcommands.
 
+mod convert;
 mod dev;
 mod nodes;
 mod run;
@@ -33,6 +34,8 @@ enum Command {
     Serve(serve::ServeArgs),
     /// Run a workflow file headless.
     Run(run::RunArgs),
+    /// Write the API form of an editor (UI-format) workflow or a SaveImage PNG.
+    Convert(convert::ConvertArgs),
     /// Print the node types (object_info).
     Nodes(nodes::NodesArgs),
     /// Train a CreTok token headless (arXiv 2410.24160).
@@ -138,6 +141,7 @@ pub fn main(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Serve(args) => serve::serve(args),
         Command::Run(args) => run::run(args),
+        Command::Convert(args) => convert::convert(args),
         Command::Nodes(args) => nodes::nodes(args),
         Command::Train(args) => train::train(args),
         Command::Dev(args) => dev::dev(args),

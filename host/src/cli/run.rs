@@ -15,10 +15,12 @@ use super::{CustomNodeArgs, DataArgs, NodeSource};
 use crate::executor::{ExecutionObserver, Executor, Outcome, PromptJob};
 use crate::protocol::ServerMessage;
 use crate::validation::validate;
+use crate::workflow;
 
 #[derive(Args)]
 pub struct RunArgs {
-    /// The workflow, in API format (`{id: {class_type, inputs}}`).
+    /// The workflow: API format (`{id: {class_type, inputs}}`), the editor's
+    /// UI format (converted with the node schemas), or a PNG written by SaveImage.
     workflow: PathBuf,
     /// Override an input: `--set 6.text="a lettuce"` (JSON values, or plain text).
     #[arg(long = "set", value_name = "NODE.INPUT=VALUE")]
@@ -33,12 +35,14 @@ pub struct RunArgs {
 }
 
 pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
-    let mut prompt = read_workflow(&args.workflow)?;
+    let paths = args.data.paths();
+    let (registry, _) = NodeSource::new(Arc::clone(&paths), &args.custom)?.registry();
+    let file = workflow::load(&args.workflow, &registry)?;
+    let extra_data = file.extra_data();
+    let mut prompt = file.prompt;
     for set in &args.sets {
         apply_set(&mut prompt, set)?;
     }
-    let paths = args.data.paths();
-    let (registry, _) = NodeSource::new(Arc::clone(&paths), &args.custom)?.registry();
     let valid = match validate(&prompt, &registry) {
         Ok(v) => v,
         Err(failure) => {
@@ -64,7 +68,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         prompt,
         valid,
         client_id: None,
-        extra_data: serde_json::json!({}),
+        extra_data,
     };
     let cancel = CancelToken::new();
     let on_ctrl_c = cancel.clone();
@@ -107,18 +111,6 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::from(130))
         }
     }
-}
-
-fn read_workflow(path: &Path) -> anyhow::Result<Json> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    let json: Json =
-        serde_json::from_str(&text).with_context(|| format!("{} is not JSON", path.display()))?;
-    // A saved `POST /prompt` body is accepted too.
-    Ok(match json.get("prompt") {
-        Some(prompt) if prompt.is_object() => prompt.clone(),
-        _ => json,
-    })
 }
 
 /// Applies `NODE.INPUT=VALUE` to the prompt.

@@ -1,5 +1,6 @@
 //! Native nodes, one file per node (or per family of trivial ones).
 
+mod bitmap_font;
 mod clip_text_encode;
 mod conditioning_zero_out;
 mod cretok_encode;
@@ -7,6 +8,8 @@ mod cretok_load;
 mod cretok_train;
 mod delay;
 mod empty_sd3_latent_image;
+mod image_batch;
+mod image_grid;
 mod ksampler;
 mod load_sd3;
 mod model_sampling_sd3;
@@ -33,6 +36,8 @@ pub use cretok_load::{CreTokLoad, EMBEDDINGS};
 pub use cretok_train::{encoder_refs, CreTokTrain};
 pub use delay::Delay;
 pub use empty_sd3_latent_image::EmptySd3LatentImage;
+pub use image_batch::ImageBatch;
+pub use image_grid::ImageGrid;
 pub use ksampler::KSampler;
 pub use load_sd3::CheckpointLoader;
 pub use model_sampling_sd3::ModelSamplingSd3;
@@ -76,4 +81,6 @@ pub fn register_all(registry: &mut Registry, paths: Arc<Paths>) {
     registry.register(Arc::new(CreTokLoad { paths }));
     registry.register(Arc::new(CreTokEncode));
     registry.register(Arc::new(StyleModifier));
+    registry.register(Arc::new(ImageGrid));
+    registry.register(Arc::new(ImageBatch));
 }

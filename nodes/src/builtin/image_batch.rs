@@ -1,0 +1,81 @@
+use candle_core::{DType, Tensor};
+
+use crate::sd3::types::Image;
+use crate::{
+    data_type, InputKind, InputSpec, Inputs, Node, NodeError, NodeOutput, NodeSchema, OutputSpec,
+    RunContext, Value,
+};
+
+/// Joins two image batches into one (ComfyUI's `ImageBatch`), to compare the
+/// results of several branches in one grid. Both must have the same size.
+pub struct ImageBatch;
+
+impl Node for ImageBatch {
+    fn schema(&self) -> NodeSchema {
+        NodeSchema::new("ImageBatch", "image")
+            .display_name("Batch Images")
+            .description("Joins two image batches into one: image1's images, then image2's.")
+            .input(InputSpec::required(
+                "image1",
+                InputKind::link(data_type::IMAGE),
+            ))
+            .input(InputSpec::required(
+                "image2",
+                InputKind::link(data_type::IMAGE),
+            ))
+            .output(OutputSpec::new(data_type::IMAGE))
+    }
+
+    fn run(&self, inputs: &Inputs, _ctx: &RunContext) -> Result<NodeOutput, NodeError> {
+        let first = inputs.handle::<Image>("image1")?;
+        let second = inputs.handle::<Image>("image2")?;
+        let pixels = join(&first.pixels, &second.pixels)?;
+        Ok(NodeOutput::values(vec![Value::handle(Image { pixels })]))
+    }
+}
+
+fn join(first: &Tensor, second: &Tensor) -> Result<Tensor, NodeError> {
+    let (a, b) = (&first.dims()[1..], &second.dims()[1..]);
+    if a != b {
+        return Err(NodeError::invalid_input(
+            "image2",
+            format!("{b:?} (height, width, channels) does not match image1's {a:?}"),
+        ));
+    }
+    let second = second
+        .to_device(first.device())
+        .and_then(|s| s.to_dtype(DType::F32))
+        .map_err(anyhow::Error::from)?;
+    let first = first.to_dtype(DType::F32).map_err(anyhow::Error::from)?;
+    Ok(Tensor::cat(&[&first, &second], 0).map_err(anyhow::Error::from)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+
+    #[test]
+    fn joins_in_order() {
+        let a = Tensor::zeros((2, 3, 4, 3), DType::F32, &Device::Cpu).unwrap();
+        let b = Tensor::ones((1, 3, 4, 3), DType::F32, &Device::Cpu).unwrap();
+        let joined = join(&a, &b).unwrap();
+        assert_eq!(joined.dims(), [3, 3, 4, 3]);
+        let last: Vec<f32> = joined
+            .get(2)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        assert!(last.iter().all(|&v| v == 1.0));
+    }
+
+    #[test]
+    fn refuses_different_sizes_naming_image2() {
+        let a = Tensor::zeros((1, 3, 4, 3), DType::F32, &Device::Cpu).unwrap();
+        let b = Tensor::zeros((1, 4, 4, 3), DType::F32, &Device::Cpu).unwrap();
+        let err = join(&a, &b).unwrap_err().to_string();
+        assert!(err.contains("image2") && err.contains("[4, 4, 3]"), "{err}");
+    }
+}
