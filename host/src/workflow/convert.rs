@@ -284,7 +284,8 @@ fn primitive_value(node: &UiNode) -> Option<Json> {
 /// first input of exactly that type, else the first that fits (the editor's rule).
 fn bypass_input(node: &UiNode, slot: usize, want: &str) -> Option<usize> {
     if is_any(want) {
-        return (!node.inputs.is_empty()).then(|| if node.inputs.len() > slot { slot } else { 0 });
+        let index = if node.inputs.len() > slot { slot } else { 0 };
+        return (!node.inputs.is_empty()).then_some(index);
     }
     let output_type = node.outputs.get(slot).map_or("*", |o| o.data_type.as_str());
     let fits = |t: &str| connects(t, output_type) && connects(t, want);

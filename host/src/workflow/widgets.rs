@@ -71,10 +71,8 @@ mod tests {
             .input(InputSpec::required("seed", InputKind::int(0, 0, 10)))
             .input(InputSpec::required("noise", InputKind::seed()))
             .input(InputSpec::required("steps", InputKind::int(4, 1, 100)));
-        let names: Vec<&str> = layout(&schema)
-            .iter()
-            .map(WidgetSlot::name)
-            .collect::<Vec<_>>();
+        let slots = layout(&schema);
+        let names: Vec<&str> = slots.iter().map(WidgetSlot::name).collect();
         assert_eq!(
             names,
             [

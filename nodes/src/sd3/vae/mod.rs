@@ -12,6 +12,12 @@
 use candle_core::{Module, Result, Tensor, D};
 use candle_nn::{self as nn, VarBuilder};
 
+mod conv2d;
+mod group_norm;
+
+use conv2d::Conv2d;
+use group_norm::GroupNorm;
+
 /// VAE hyper-parameters.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
@@ -74,30 +80,19 @@ impl Config {
 
 const NORM_EPS: f64 = 1e-6;
 
-fn conv(
-    c_in: usize,
-    c_out: usize,
-    kernel: usize,
-    stride: usize,
-    vb: VarBuilder,
-) -> Result<nn::Conv2d> {
+fn conv(c_in: usize, c_out: usize, kernel: usize, stride: usize, vb: VarBuilder) -> Result<Conv2d> {
     let padding = if kernel == 3 && stride == 1 { 1 } else { 0 };
-    let cfg = nn::Conv2dConfig {
-        padding,
-        stride,
-        ..Default::default()
-    };
-    nn::conv2d(c_in, c_out, kernel, cfg, vb)
+    Conv2d::load(c_in, c_out, kernel, padding, stride, vb)
 }
 
 /// GroupNorm, SiLU, conv ×2, with a 1×1 `nin_shortcut` when widths differ.
 #[derive(Debug, Clone)]
 struct ResnetBlock {
-    norm1: nn::GroupNorm,
-    conv1: nn::Conv2d,
-    norm2: nn::GroupNorm,
-    conv2: nn::Conv2d,
-    nin_shortcut: Option<nn::Conv2d>,
+    norm1: GroupNorm,
+    conv1: Conv2d,
+    norm2: GroupNorm,
+    conv2: Conv2d,
+    nin_shortcut: Option<Conv2d>,
 }
 
 impl ResnetBlock {
@@ -109,9 +104,9 @@ impl ResnetBlock {
             Some(conv(c_in, c_out, 1, 1, vb.pp("nin_shortcut"))?)
         };
         Ok(Self {
-            norm1: nn::group_norm(g, c_in, NORM_EPS, vb.pp("norm1"))?,
+            norm1: GroupNorm::load(g, c_in, NORM_EPS, vb.pp("norm1"))?,
             conv1: conv(c_in, c_out, 3, 1, vb.pp("conv1"))?,
-            norm2: nn::group_norm(g, c_out, NORM_EPS, vb.pp("norm2"))?,
+            norm2: GroupNorm::load(g, c_out, NORM_EPS, vb.pp("norm2"))?,
             conv2: conv(c_out, c_out, 3, 1, vb.pp("conv2"))?,
             nin_shortcut,
         })
@@ -120,8 +115,8 @@ impl ResnetBlock {
 
 impl Module for ResnetBlock {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let h = x.apply(&self.norm1)?.silu()?.apply(&self.conv1)?;
-        let h = h.apply(&self.norm2)?.silu()?.apply(&self.conv2)?;
+        let h = self.norm1.forward_silu(x)?.apply(&self.conv1)?;
+        let h = self.norm2.forward_silu(&h)?.apply(&self.conv2)?;
         match &self.nin_shortcut {
             Some(shortcut) => x.apply(shortcut)? + h,
             None => x + h,
@@ -132,17 +127,17 @@ impl Module for ResnetBlock {
 /// Single-head self-attention over pixels with 1×1-conv projections.
 #[derive(Debug, Clone)]
 struct AttnBlock {
-    norm: nn::GroupNorm,
-    q: nn::Conv2d,
-    k: nn::Conv2d,
-    v: nn::Conv2d,
-    proj_out: nn::Conv2d,
+    norm: GroupNorm,
+    q: Conv2d,
+    k: Conv2d,
+    v: Conv2d,
+    proj_out: Conv2d,
 }
 
 impl AttnBlock {
     fn new(cfg: &Config, c: usize, vb: VarBuilder) -> Result<Self> {
         Ok(Self {
-            norm: nn::group_norm(cfg.norm_num_groups, c, NORM_EPS, vb.pp("norm"))?,
+            norm: GroupNorm::load(cfg.norm_num_groups, c, NORM_EPS, vb.pp("norm"))?,
             q: conv(c, c, 1, 1, vb.pp("q"))?,
             k: conv(c, c, 1, 1, vb.pp("k"))?,
             v: conv(c, c, 1, 1, vb.pp("v"))?,
@@ -155,7 +150,7 @@ impl Module for AttnBlock {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let (b, c, h, w) = x.dims4()?;
         let normed = x.apply(&self.norm)?;
-        let tokens = |conv: &nn::Conv2d| -> Result<Tensor> {
+        let tokens = |conv: &Conv2d| -> Result<Tensor> {
             normed
                 .apply(conv)?
                 .reshape((b, c, h * w))?
@@ -200,17 +195,17 @@ impl Module for MidBlock {
 #[derive(Debug, Clone)]
 struct Level {
     block: Vec<ResnetBlock>,
-    resample: Option<nn::Conv2d>,
+    resample: Option<Conv2d>,
 }
 
 /// `encoder`: image `[b, 3, H, W]` in -1..1 -> posterior moments `[b, 2·z, H/8, W/8]`.
 #[derive(Debug, Clone)]
 struct Encoder {
-    conv_in: nn::Conv2d,
+    conv_in: Conv2d,
     down: Vec<Level>,
     mid: MidBlock,
-    norm_out: nn::GroupNorm,
-    conv_out: nn::Conv2d,
+    norm_out: GroupNorm,
+    conv_out: Conv2d,
 }
 
 impl Encoder {
@@ -239,7 +234,7 @@ impl Encoder {
             conv_in: conv(3, ch[0], 3, 1, vb.pp("conv_in"))?,
             down,
             mid: MidBlock::new(cfg, last, vb.pp("mid"))?,
-            norm_out: nn::group_norm(cfg.norm_num_groups, last, NORM_EPS, vb.pp("norm_out"))?,
+            norm_out: GroupNorm::load(cfg.norm_num_groups, last, NORM_EPS, vb.pp("norm_out"))?,
             conv_out: conv(last, 2 * cfg.latent_channels, 3, 1, vb.pp("conv_out"))?,
         })
     }
@@ -259,9 +254,8 @@ impl Module for Encoder {
                 h = h.apply(downsample)?;
             }
         }
-        h.apply(&self.mid)?
-            .apply(&self.norm_out)?
-            .silu()?
+        self.norm_out
+            .forward_silu(&h.apply(&self.mid)?)?
             .apply(&self.conv_out)
     }
 }
@@ -269,12 +263,12 @@ impl Module for Encoder {
 /// `decoder`: latent `[b, z, h, w]` -> image `[b, 3, 8h, 8w]` in about -1..1.
 #[derive(Debug, Clone)]
 struct Decoder {
-    conv_in: nn::Conv2d,
+    conv_in: Conv2d,
     mid: MidBlock,
     /// `up.0` (full resolution) .. `up.n-1`, applied in reverse.
     up: Vec<Level>,
-    norm_out: nn::GroupNorm,
-    conv_out: nn::Conv2d,
+    norm_out: GroupNorm,
+    conv_out: Conv2d,
 }
 
 impl Decoder {
@@ -304,7 +298,7 @@ impl Decoder {
             conv_in: conv(cfg.latent_channels, last, 3, 1, vb.pp("conv_in"))?,
             mid: MidBlock::new(cfg, last, vb.pp("mid"))?,
             up,
-            norm_out: nn::group_norm(cfg.norm_num_groups, ch[0], NORM_EPS, vb.pp("norm_out"))?,
+            norm_out: GroupNorm::load(cfg.norm_num_groups, ch[0], NORM_EPS, vb.pp("norm_out"))?,
             conv_out: conv(ch[0], 3, 3, 1, vb.pp("conv_out"))?,
         })
     }
@@ -324,7 +318,7 @@ impl Module for Decoder {
                     .apply(upsample)?;
             }
         }
-        h.apply(&self.norm_out)?.silu()?.apply(&self.conv_out)
+        self.norm_out.forward_silu(&h)?.apply(&self.conv_out)
     }
 }
 
