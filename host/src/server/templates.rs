@@ -58,15 +58,19 @@ fn find(name: &str) -> Option<&'static GalleryWorkflow> {
     GALLERY.iter().find(|w| w.name == name)
 }
 
-/// A template card: the file name as title ("blend pair" -> "Blend pair"),
-/// and the description one of its nodes carries in `_meta`.
-fn card(workflow: &GalleryWorkflow) -> Value {
+/// The card's title: the file name in words ("blend_pair" -> "Blend pair").
+fn title(workflow: &GalleryWorkflow) -> String {
     let words = workflow.name.replace('_', " ");
     let mut chars = words.chars();
-    let title: String = chars
+    chars
         .next()
         .map(|first| first.to_uppercase().chain(chars).collect())
-        .unwrap_or_default();
+        .unwrap_or_default()
+}
+
+/// A template card: the title, and the description one of its nodes carries in `_meta`.
+fn card(workflow: &GalleryWorkflow) -> Value {
+    let title = title(workflow);
     let api: Value = serde_json::from_str(workflow.api).unwrap_or_default();
     let description = api
         .as_object()
@@ -97,11 +101,7 @@ fn index() -> Value {
 
 /// The card image: the title on a plain tile (`NAME-1.svg`).
 fn thumbnail(workflow: &GalleryWorkflow) -> String {
-    let title = card(workflow)["title"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned();
-    let escaped = title
+    let escaped = title(workflow)
         .replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;");
