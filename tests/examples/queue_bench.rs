@@ -6,11 +6,19 @@
 
 use std::collections::HashSet;
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::{Context, Result};
 use cretok_tests::{RedisServer, Server, Worker, WsClient};
+use futures_util::{stream, StreamExt, TryStreamExt};
 use serde_json::{json, Value};
+
+/// HTTP submissions in flight at once (several clients).
+const SUBMITTERS: usize = 8;
+/// Rounds per setup; the best is reported (the machine may be shared).
+const ROUNDS: usize = 3;
+/// Prompts run one at a time, each queued when the last ended, for the latency.
+const ONE_BY_ONE: usize = 30;
 
 /// Three string nodes and a saved text file: the queue's cost, not a model's.
 fn cheap_prompt(n: usize) -> Value {
@@ -31,41 +39,57 @@ async fn wait_done(ws: &mut WsClient, ids: &mut HashSet<String>) -> Result<()> {
     Ok(())
 }
 
+#[derive(Clone, Copy)]
 struct Measured {
     throughput: f64,
     latency_ms: f64,
 }
 
-/// `prompts` queued at once (throughput), then 30 one at a time (latency).
-async fn measure(front: &Server, prompts: usize) -> Result<Measured> {
+impl Measured {
+    fn best(self, other: Measured) -> Measured {
+        Measured {
+            throughput: self.throughput.max(other.throughput),
+            latency_ms: self.latency_ms.min(other.latency_ms),
+        }
+    }
+}
+
+/// `prompts` submitted by several clients at once until all ran (throughput),
+/// then prompts one at a time (latency). Every prompt is new: no cache hits.
+async fn measure(front: &Server, prompts: usize, round: usize) -> Result<Measured> {
     let mut ws = front.connect("bench").await?;
-    let mut serial = 0;
-    let mut next = || {
-        serial += 1;
-        cheap_prompt(serial)
-    };
-    let mut warm = HashSet::from([front.queue(&next(), "bench").await?]);
+    let base = round * (prompts + ONE_BY_ONE + 1);
+    let mut warm = HashSet::from([front.queue(&cheap_prompt(base), "bench").await?]);
     wait_done(&mut ws, &mut warm).await?;
 
     let start = Instant::now();
-    let mut ids = HashSet::new();
-    for _ in 0..prompts {
-        ids.insert(front.queue(&next(), "bench").await?);
-    }
+    let mut ids: HashSet<String> = stream::iter(1..=prompts)
+        .map(|n| async move { front.queue(&cheap_prompt(base + n), "bench").await })
+        .buffer_unordered(SUBMITTERS)
+        .try_collect()
+        .await?;
     wait_done(&mut ws, &mut ids).await?;
     let throughput = prompts as f64 / start.elapsed().as_secs_f64();
 
-    const ONE_BY_ONE: u32 = 30;
     let start = Instant::now();
-    for _ in 0..ONE_BY_ONE {
-        let mut one = HashSet::from([front.queue(&next(), "bench").await?]);
+    for n in 0..ONE_BY_ONE {
+        let prompt = cheap_prompt(base + prompts + 1 + n);
+        let mut one = HashSet::from([front.queue(&prompt, "bench").await?]);
         wait_done(&mut ws, &mut one).await?;
     }
-    let latency_ms = start.elapsed().as_secs_f64() * 1000.0 / f64::from(ONE_BY_ONE);
+    let latency_ms = start.elapsed().as_secs_f64() * 1000.0 / ONE_BY_ONE as f64;
     Ok(Measured {
         throughput,
         latency_ms,
     })
+}
+
+async fn best_of_rounds(front: &Server, prompts: usize) -> Result<Measured> {
+    let mut best = measure(front, prompts, 0).await?;
+    for round in 1..ROUNDS {
+        best = best.best(measure(front, prompts, round).await?);
+    }
+    Ok(best)
 }
 
 async fn redis_run(
@@ -80,7 +104,7 @@ async fn redis_run(
     for w in 0..workers {
         running.push(Worker::start(&redis.url, dir, &format!("bench-{w}"), &[]).await?);
     }
-    measure(&front, prompts).await
+    best_of_rounds(&front, prompts).await
 }
 
 #[tokio::main]
@@ -95,7 +119,8 @@ async fn main() -> Result<()> {
         "release"
     };
     println!(
-        "{prompts} cheap prompts (3 string nodes, one saved text file), {profile} build, loopback"
+        "{prompts} cheap prompts (3 string nodes, one saved text file) from {SUBMITTERS} \
+         submitters, {profile} build, loopback, best of {ROUNDS} rounds"
     );
     println!("| queue | prompts/s | ms per prompt, one at a time |");
     println!("|---|---|---|");
@@ -104,18 +129,13 @@ async fn main() -> Result<()> {
     };
 
     let dir = tempfile::tempdir()?;
-    let embedded = measure(&Server::start(dir.path(), &[]).await?, prompts).await?;
+    let embedded = best_of_rounds(&Server::start(dir.path(), &[]).await?, prompts).await?;
     report("embedded (no --redis)", &embedded);
     for workers in [1, 2] {
         let dir = tempfile::tempdir()?;
         let m = redis_run(&redis, dir.path(), workers, prompts).await?;
-        report(
-            &format!(
-                "Redis, {workers} worker{}",
-                if workers > 1 { "s" } else { "" }
-            ),
-            &m,
-        );
+        let plural = if workers > 1 { "s" } else { "" };
+        report(&format!("Redis, {workers} worker{plural}"), &m);
         if workers == 1 {
             println!(
                 "(queue overhead of Redis per prompt: {:.2} ms)",
@@ -123,6 +143,5 @@ async fn main() -> Result<()> {
             );
         }
     }
-    tokio::time::sleep(Duration::from_millis(100)).await;
     Ok(())
 }
