@@ -20,6 +20,9 @@ const ROUNDS: usize = 3;
 /// Prompts run one at a time, each queued when the last ended, for the latency.
 const ONE_BY_ONE: usize = 30;
 
+/// Simulated GPU time per prompt of the "busy" column (a `Delay` node).
+const WORK_MS: i64 = 20;
+
 /// Three string nodes and a saved text file: the queue's cost, not a model's.
 fn cheap_prompt(n: usize) -> Value {
     json!({
@@ -27,6 +30,15 @@ fn cheap_prompt(n: usize) -> Value {
         "2": {"class_type": "StringConcatenate", "inputs": {"string_a": ["1", 0], "string_b": format!("prompt {n}"), "delimiter": " "}},
         "3": {"class_type": "SaveText", "inputs": {"text": ["2", 0], "filename_prefix": "bench"}}
     })
+}
+
+/// A cheap prompt that also waits `WORK_MS`, as a model would compute.
+fn busy_prompt(n: usize) -> Value {
+    let mut prompt = cheap_prompt(n);
+    prompt["4"] =
+        json!({"class_type": "Delay", "inputs": {"text": ["2", 0], "milliseconds": WORK_MS}});
+    prompt["3"]["inputs"]["text"] = json!(["4", 0]);
+    prompt
 }
 
 async fn wait_done(ws: &mut WsClient, ids: &mut HashSet<String>) -> Result<()> {
@@ -43,6 +55,7 @@ async fn wait_done(ws: &mut WsClient, ids: &mut HashSet<String>) -> Result<()> {
 struct Measured {
     throughput: f64,
     latency_ms: f64,
+    busy_throughput: f64,
 }
 
 impl Measured {
@@ -50,26 +63,39 @@ impl Measured {
         Measured {
             throughput: self.throughput.max(other.throughput),
             latency_ms: self.latency_ms.min(other.latency_ms),
+            busy_throughput: self.busy_throughput.max(other.busy_throughput),
         }
     }
 }
 
-/// `prompts` submitted by several clients at once until all ran (throughput),
-/// then prompts one at a time (latency). Every prompt is new: no cache hits.
-async fn measure(front: &Server, prompts: usize, round: usize) -> Result<Measured> {
-    let mut ws = front.connect("bench").await?;
-    let base = round * (prompts + ONE_BY_ONE + 1);
-    let mut warm = HashSet::from([front.queue(&cheap_prompt(base), "bench").await?]);
-    wait_done(&mut ws, &mut warm).await?;
-
+/// Prompts per second for `count` prompts submitted by several clients at once.
+async fn rate(
+    front: &Server,
+    ws: &mut WsClient,
+    prompts: impl Iterator<Item = Value>,
+    count: usize,
+) -> Result<f64> {
     let start = Instant::now();
-    let mut ids: HashSet<String> = stream::iter(1..=prompts)
-        .map(|n| async move { front.queue(&cheap_prompt(base + n), "bench").await })
+    let mut ids: HashSet<String> = stream::iter(prompts)
+        .map(|prompt| async move { front.queue(&prompt, "bench").await })
         .buffer_unordered(SUBMITTERS)
         .try_collect()
         .await?;
-    wait_done(&mut ws, &mut ids).await?;
-    let throughput = prompts as f64 / start.elapsed().as_secs_f64();
+    wait_done(ws, &mut ids).await?;
+    Ok(count as f64 / start.elapsed().as_secs_f64())
+}
+
+/// Cheap prompts submitted by several clients at once until all ran
+/// (throughput), then one at a time (latency), then busy prompts at once.
+/// Every prompt is new: no cache hits.
+async fn measure(front: &Server, prompts: usize, round: usize) -> Result<Measured> {
+    let mut ws = front.connect("bench").await?;
+    let base = round * (2 * prompts + ONE_BY_ONE + 1);
+    let mut warm = HashSet::from([front.queue(&cheap_prompt(base), "bench").await?]);
+    wait_done(&mut ws, &mut warm).await?;
+
+    let cheap = (1..=prompts).map(|n| cheap_prompt(base + n));
+    let throughput = rate(front, &mut ws, cheap, prompts).await?;
 
     let start = Instant::now();
     for n in 0..ONE_BY_ONE {
@@ -78,9 +104,14 @@ async fn measure(front: &Server, prompts: usize, round: usize) -> Result<Measure
         wait_done(&mut ws, &mut one).await?;
     }
     let latency_ms = start.elapsed().as_secs_f64() * 1000.0 / ONE_BY_ONE as f64;
+
+    let busy_count = prompts / 2;
+    let busy = (0..busy_count).map(|n| busy_prompt(base + prompts + ONE_BY_ONE + 1 + n));
+    let busy_throughput = rate(front, &mut ws, busy, busy_count).await?;
     Ok(Measured {
         throughput,
         latency_ms,
+        busy_throughput,
     })
 }
 
@@ -122,10 +153,16 @@ async fn main() -> Result<()> {
         "{prompts} cheap prompts (3 string nodes, one saved text file) from {SUBMITTERS} \
          submitters, {profile} build, loopback, best of {ROUNDS} rounds"
     );
-    println!("| queue | prompts/s | ms per prompt, one at a time |");
-    println!("|---|---|---|");
+    println!(
+        "| queue | cheap prompts/s | ms per cheap prompt, one at a time | prompts/s with {WORK_MS} ms of work each ({} prompts) |",
+        prompts / 2
+    );
+    println!("|---|---|---|---|");
     let report = |name: &str, m: &Measured| {
-        println!("| {name} | {:.0} | {:.2} |", m.throughput, m.latency_ms)
+        println!(
+            "| {name} | {:.0} | {:.2} | {:.1} |",
+            m.throughput, m.latency_ms, m.busy_throughput
+        )
     };
 
     let dir = tempfile::tempdir()?;

@@ -25,7 +25,7 @@ struct Header {
 #[derive(Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 enum Event {
-    Message(ServerMessage),
+    Message(Box<ServerMessage>),
     Preview {
         prompt_id: String,
         node_id: String,
@@ -39,7 +39,7 @@ enum Event {
 
 pub fn encode(outbound: &Outbound) -> Vec<u8> {
     let (target, event, bytes): (_, _, &[u8]) = match outbound {
-        Outbound::Message { target, message } => (target, Event::Message((**message).clone()), &[]),
+        Outbound::Message { target, message } => (target, Event::Message(message.clone()), &[]),
         Outbound::Preview {
             target,
             prompt_id,
@@ -92,10 +92,7 @@ pub fn decode(payload: &[u8]) -> anyhow::Result<Outbound> {
     let header: Header = serde_json::from_slice(header).context("event header")?;
     let target = header.target;
     Ok(match header.event {
-        Event::Message(message) => Outbound::Message {
-            target,
-            message: Box::new(message),
-        },
+        Event::Message(message) => Outbound::Message { target, message },
         Event::Preview {
             prompt_id,
             node_id,
