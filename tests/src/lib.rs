@@ -281,7 +281,7 @@ fn fresh_client() -> reqwest::Client {
 
 /// A throwaway `redis-server` on a free loopback port (no persistence), killed on drop.
 pub struct RedisServer {
-    _child: Child,
+    child: Child,
     _dir: tempfile::TempDir,
     pub port: u16,
     pub url: String,
@@ -322,11 +322,17 @@ impl RedisServer {
         .await
         .context("waiting for redis-server")?;
         Ok(Some(RedisServer {
-            _child: child,
+            child,
             _dir: dir,
             port,
             url: format!("redis://127.0.0.1:{port}/0"),
         }))
+    }
+
+    /// Kills the server (Redis going down under a running deployment).
+    pub async fn stop(&mut self) -> Result<()> {
+        self.child.kill().await?;
+        Ok(())
     }
 
     /// Runs `redis-cli` against this server; returns its output lines.

@@ -289,3 +289,32 @@ async fn queue_shows_every_worker_s_prompt_and_interrupt_reaches_it() -> Result<
     }
     Ok(())
 }
+
+#[tokio::test]
+async fn with_redis_down_the_front_refuses_prompts_clearly_and_keeps_serving() -> Result<()> {
+    let Some(mut redis) = RedisServer::start().await? else {
+        return Ok(());
+    };
+    let dir = tempfile::tempdir()?;
+    let front = Server::start(dir.path(), &["--redis", &redis.url]).await?;
+    redis.stop().await?;
+    let (status, body) = front
+        .post("/prompt", &json!({"prompt": delayed_text("x", 0, "down")}))
+        .await?;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["error"]["type"], "queue_unavailable", "{body}");
+    assert!(
+        body["error"]["details"]
+            .as_str()
+            .is_some_and(|d| !d.is_empty()),
+        "{body}"
+    );
+    let (status, _) = front.get("/object_info/Delay").await?;
+    assert_eq!(status, 200);
+    let (status, queue) = front.get("/queue").await?;
+    assert_eq!(
+        (status, queue),
+        (200, json!({"queue_running": [], "queue_pending": []}))
+    );
+    Ok(())
+}

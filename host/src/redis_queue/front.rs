@@ -102,14 +102,18 @@ impl QueueBackend for RedisQueue {
     /// and `number` are kept for display).
     fn push(&self, job: PromptJob, announce: &dyn Fn(usize)) -> anyhow::Result<()> {
         let entry = serde_json::to_string(&QueuedPrompt::of(&job))?;
-        let (remaining,): (usize,) = self.pool.with(|con| {
-            redis::pipe()
-                .atomic()
-                .xadd(PROMPTS, "*", &[(JOB_FIELD, entry)])
-                .ignore()
-                .xlen(PROMPTS)
-                .query(con)
-        })?;
+        let (remaining,): (usize,) = self
+            .pool
+            .with(|con| {
+                redis::pipe()
+                    .atomic()
+                    .xadd(PROMPTS, "*", &[(JOB_FIELD, entry)])
+                    .ignore()
+                    .xlen(PROMPTS)
+                    .query(con)
+            })
+            // Not `context`: a Redis error already repeats its source in its message.
+            .map_err(|e| anyhow::anyhow!("Redis did not take the prompt: {e}"))?;
         announce(remaining);
         Ok(())
     }
