@@ -220,7 +220,8 @@ async fn queue_shows_every_worker_s_prompt_and_interrupt_reaches_it() -> Result<
         return Ok(());
     };
     let dir = tempfile::tempdir()?;
-    let (front, workers) = cluster(&redis, dir.path(), &[]).await?;
+    // A short claim time: only the heartbeat keeps a busy worker's prompt its own.
+    let (front, workers) = cluster(&redis, dir.path(), &["--claim-after-ms", "400"]).await?;
     let mut ws = front.connect("q").await?;
     let long = [
         front
@@ -260,6 +261,7 @@ async fn queue_shows_every_worker_s_prompt_and_interrupt_reaches_it() -> Result<
     let (_, prompt) = front.get("/prompt").await?;
     assert_eq!(prompt["exec_info"]["queue_remaining"], 3);
 
+    tokio::time::sleep(Duration::from_millis(1500)).await;
     let mut statuses = HashMap::new();
     for id in &long {
         let (status, _) = front.post("/interrupt", &json!({"prompt_id": id})).await?;
@@ -287,6 +289,12 @@ async fn queue_shows_every_worker_s_prompt_and_interrupt_reaches_it() -> Result<
         let entry = front.wait_history(id).await?;
         assert_eq!(entry["status"]["status_str"], "error", "{entry}");
     }
+    // A freed worker took the waiting prompt, not the other worker's live one.
+    let mut started: Vec<String> = workers.iter().flat_map(|w| w.prompts("started")).collect();
+    started.sort();
+    let mut expected = vec![long[0].clone(), long[1].clone(), waiting];
+    expected.sort();
+    assert_eq!(started, expected);
     Ok(())
 }
 
