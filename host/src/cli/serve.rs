@@ -48,7 +48,7 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
                 Arc::clone(&paths),
                 registry,
                 Arc::clone(&shared) as _,
-                shared.clone() as _,
+                Arc::clone(&shared) as _,
             );
             spawn_relay(shared.client(), state.bus.clone())?;
             tracing::info!("prompts go to the Redis queue at {url}");
@@ -71,10 +71,12 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         }),
     });
     tracing::info!("data directory: {}", paths.data_dir.display());
-    let worker = match args.redis {
-        None => Some(state.spawn_worker()?),
-        Some(_) => None,
-    };
+    // With Redis, `cretok worker` processes run the prompts.
+    let worker = args
+        .redis
+        .is_none()
+        .then(|| state.spawn_worker())
+        .transpose()?;
     let runtime = tokio::runtime::Runtime::new()?;
     let result = runtime.block_on(server::serve(
         server_state,
