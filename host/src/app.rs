@@ -1,6 +1,5 @@
 //! The host's shared state, prompt submission and the executor worker thread.
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
@@ -8,12 +7,13 @@ use cretok_nodes::{Paths, PreviewFormat, Registry};
 use serde_json::Value as Json;
 use tokio::sync::broadcast;
 
+use crate::backend::{HistoryStore, QueueBackend, QueuedPrompt};
 use crate::catalog::NodeCatalog;
 use crate::executor::{ExecutionObserver, Executor, PromptJob};
 use crate::history::{history_entry, History};
 use crate::protocol::ServerMessage;
 use crate::queue::PromptQueue;
-use crate::validation::{validate, NodeErrors, ValidationFailure};
+use crate::validation::{validate, ErrorInfo, NodeErrors, ValidationFailure};
 
 /// Something to send to websocket clients; `target` is a client id, `None` for everyone.
 #[derive(Debug, Clone)]
@@ -69,23 +69,44 @@ pub struct Submitted {
 pub struct AppState {
     pub paths: Arc<Paths>,
     pub catalog: NodeCatalog,
-    pub queue: PromptQueue,
-    pub history: History,
+    pub queue: Arc<dyn QueueBackend>,
+    pub history: Arc<dyn HistoryStore>,
     pub bus: broadcast::Sender<Outbound>,
-    clear_cache: AtomicBool,
+    /// The in-process queue and history of the embedded worker (`None` with Redis).
+    embedded: Option<(Arc<PromptQueue>, Arc<History>)>,
 }
 
 const BUS_CAPACITY: usize = 4096;
 
 impl AppState {
+    /// The default: an in-process queue run by [`AppState::spawn_worker`].
     pub fn new(paths: Arc<Paths>, registry: Registry) -> Arc<Self> {
+        let queue = Arc::new(PromptQueue::new());
+        let history = Arc::new(History::new());
         Arc::new(AppState {
             paths,
             catalog: NodeCatalog::new(registry),
-            queue: PromptQueue::new(),
-            history: History::new(),
+            queue: Arc::clone(&queue) as _,
+            history: Arc::clone(&history) as _,
             bus: broadcast::channel(BUS_CAPACITY).0,
-            clear_cache: AtomicBool::new(false),
+            embedded: Some((queue, history)),
+        })
+    }
+
+    /// A front of a shared queue that other processes run.
+    pub fn with_backend(
+        paths: Arc<Paths>,
+        registry: Registry,
+        queue: Arc<dyn QueueBackend>,
+        history: Arc<dyn HistoryStore>,
+    ) -> Arc<Self> {
+        Arc::new(AppState {
+            paths,
+            catalog: NodeCatalog::new(registry),
+            queue,
+            history,
+            bus: broadcast::channel(BUS_CAPACITY).0,
+            embedded: None,
         })
     }
 
@@ -126,17 +147,28 @@ impl AppState {
         if let Some(client_id) = &request.client_id {
             extra_data.insert("client_id".into(), Json::from(client_id.as_str()));
         }
-        self.queue.push(
-            PromptJob {
-                prompt_id: prompt_id.clone(),
-                number,
-                prompt: request.prompt,
-                valid,
-                client_id: request.client_id,
-                extra_data: Json::Object(extra_data),
-            },
-            |remaining| self.announce_queue(remaining),
-        );
+        let job = PromptJob {
+            prompt_id: prompt_id.clone(),
+            number,
+            prompt: request.prompt,
+            valid,
+            client_id: request.client_id,
+            extra_data: Json::Object(extra_data),
+        };
+        if let Err(e) = self
+            .queue
+            .push(job, &|remaining| self.announce_queue(remaining))
+        {
+            tracing::error!("queueing prompt {prompt_id}: {e:#}");
+            return Err(ValidationFailure {
+                error: ErrorInfo::new(
+                    "queue_unavailable",
+                    "The prompt queue is unavailable",
+                    format!("{e:#}"),
+                ),
+                node_errors: Default::default(),
+            });
+        }
         Ok(Submitted {
             prompt_id,
             number,
@@ -144,23 +176,30 @@ impl AppState {
         })
     }
 
-    /// Asks the worker to drop cached outputs before its next prompt.
+    /// Asks the workers to drop cached outputs before their next prompt.
     pub fn request_cache_clear(&self) {
-        self.clear_cache.store(true, Ordering::SeqCst);
+        self.queue.free_caches();
     }
 
-    /// Starts the executor thread; it runs until the queue is closed.
-    pub fn spawn_worker(self: &Arc<Self>) -> std::io::Result<JoinHandle<()>> {
+    /// Starts the embedded executor thread; it runs until stopped.
+    pub fn spawn_worker(self: &Arc<Self>) -> std::io::Result<EmbeddedWorker> {
+        let Some((queue, history)) = self.embedded.clone() else {
+            return Err(std::io::Error::other(
+                "this queue is run by other processes",
+            ));
+        };
         let state = Arc::clone(self);
-        std::thread::Builder::new()
+        let worker_queue = Arc::clone(&queue);
+        let thread = std::thread::Builder::new()
             .name("executor".into())
-            .spawn(move || state.worker_loop())
+            .spawn(move || state.worker_loop(&worker_queue, &history))?;
+        Ok(EmbeddedWorker { queue, thread })
     }
 
-    fn worker_loop(&self) {
+    fn worker_loop(&self, queue: &PromptQueue, history: &History) {
         let mut executor = Executor::new(Arc::clone(&self.paths));
-        while let Some(running) = self.queue.pop() {
-            if self.clear_cache.swap(false, Ordering::SeqCst) {
+        while let Some(running) = queue.pop() {
+            if queue.take_cache_clear() {
                 executor.clear_cache();
             }
             let job = &running.job;
@@ -171,9 +210,11 @@ impl AppState {
             };
             let registry = self.catalog.snapshot();
             let record = executor.run(job, &registry, &running.cancel, &observer);
-            self.history
-                .insert(&job.prompt_id, history_entry(job, &record));
-            self.queue.finish();
+            history.insert(
+                &job.prompt_id,
+                history_entry(&QueuedPrompt::of(job), &record),
+            );
+            queue.finish();
             self.broadcast_status();
             observer.message(ServerMessage::Executing {
                 node: None,
@@ -181,6 +222,21 @@ impl AppState {
                 prompt_id: job.prompt_id.clone(),
             });
         }
+    }
+}
+
+/// The embedded executor thread.
+pub struct EmbeddedWorker {
+    queue: Arc<PromptQueue>,
+    thread: JoinHandle<()>,
+}
+
+impl EmbeddedWorker {
+    /// Interrupts the running prompt and waits for the thread to end.
+    pub fn stop(self) {
+        self.queue.close();
+        self.queue.interrupt(None);
+        let _ = self.thread.join();
     }
 }
 

@@ -5,7 +5,8 @@ use std::sync::Mutex;
 
 use serde_json::{json, Map, Value as Json};
 
-use crate::executor::{ExecutionRecord, Outcome, PromptJob};
+use crate::backend::{history_page_start, HistoryStore, QueuedPrompt};
+use crate::executor::{ExecutionRecord, Outcome};
 
 /// How many prompts history keeps (ComfyUI's limit).
 pub const MAX_HISTORY: usize = 10_000;
@@ -21,20 +22,8 @@ pub struct History {
     entries: Mutex<Entries>,
 }
 
-/// The `prompt` 5-tuple of history and `/queue`:
-/// `[number, prompt_id, prompt, extra_data, outputs_to_execute]`.
-pub fn prompt_tuple(job: &PromptJob) -> Json {
-    json!([
-        job.number,
-        job.prompt_id,
-        job.prompt,
-        job.extra_data,
-        job.valid.outputs
-    ])
-}
-
 /// A history entry in ComfyUI's shape.
-pub fn history_entry(job: &PromptJob, record: &ExecutionRecord) -> Json {
+pub fn history_entry(prompt: &QueuedPrompt, record: &ExecutionRecord) -> Json {
     let (status_str, completed) = match record.outcome {
         Outcome::Success => ("success", true),
         Outcome::Error | Outcome::Interrupted => ("error", false),
@@ -55,7 +44,7 @@ pub fn history_entry(job: &PromptJob, record: &ExecutionRecord) -> Json {
         })
         .collect();
     json!({
-        "prompt": prompt_tuple(job),
+        "prompt": prompt.tuple(),
         "outputs": record.outputs,
         "status": {"status_str": status_str, "completed": completed, "messages": messages},
         "meta": meta,
@@ -83,18 +72,23 @@ impl History {
         }
     }
 
-    pub fn get(&self, prompt_id: &str) -> Option<Json> {
+    pub fn len(&self) -> usize {
+        self.lock().order.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl HistoryStore for History {
+    fn get(&self, prompt_id: &str) -> Option<Json> {
         self.lock().by_id.get(prompt_id).cloned()
     }
 
-    /// Entries oldest first; with `max_items`, the last ones (ComfyUI's paging).
-    pub fn list(&self, max_items: Option<usize>, offset: Option<usize>) -> Map<String, Json> {
+    fn list(&self, max_items: Option<usize>, offset: Option<usize>) -> Map<String, Json> {
         let e = self.lock();
-        let start = match (offset, max_items) {
-            (Some(o), _) => o,
-            (None, Some(m)) => e.order.len().saturating_sub(m),
-            (None, None) => 0,
-        };
+        let start = history_page_start(e.order.len(), max_items, offset);
         e.order
             .iter()
             .skip(start)
@@ -103,15 +97,7 @@ impl History {
             .collect()
     }
 
-    pub fn len(&self) -> usize {
-        self.lock().order.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    pub fn delete(&self, prompt_ids: &[String]) {
+    fn delete(&self, prompt_ids: &[String]) {
         let mut e = self.lock();
         for id in prompt_ids {
             e.by_id.remove(id);
@@ -119,7 +105,7 @@ impl History {
         e.order.retain(|id| !prompt_ids.contains(id));
     }
 
-    pub fn clear(&self) {
+    fn clear(&self) {
         let mut e = self.lock();
         e.order.clear();
         e.by_id.clear();

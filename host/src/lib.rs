@@ -2,6 +2,7 @@
 //! server and the CLI.
 
 pub mod app;
+pub mod backend;
 pub mod cache;
 pub mod catalog;
 pub mod cli;
@@ -10,6 +11,7 @@ pub mod graph;
 pub mod history;
 pub mod protocol;
 pub mod queue;
+pub mod redis_queue;
 pub mod sandbox;
 pub mod server;
 pub mod validation;

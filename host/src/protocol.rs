@@ -1,8 +1,9 @@
 //! Every message the host sends to clients, in ComfyUI's websocket shapes
 //! (`{"type": ..., "data": ...}` text frames and binary preview frames).
+//! Messages also deserialize: Redis workers send them to the fronts.
 
 use cretok_nodes::PreviewFormat;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value as Json;
 
 /// Milliseconds since the Unix epoch, as ComfyUI timestamps are.
@@ -12,18 +13,18 @@ pub fn now_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct ExecInfo {
     pub queue_remaining: usize,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct QueueStatus {
     pub exec_info: ExecInfo,
 }
 
 /// The fields shared by `execution_error` and `execution_interrupted`.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct FailedNode {
     pub prompt_id: String,
     pub node_id: String,
@@ -32,7 +33,7 @@ pub struct FailedNode {
 }
 
 /// A JSON text frame.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(tag = "type", content = "data", rename_all = "snake_case")]
 pub enum ServerMessage {
     Status {

@@ -2,10 +2,12 @@
 //! negative numbers and so run first), and the one running prompt.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 use cretok_nodes::CancelToken;
 
+use crate::backend::{QueueBackend, QueuedPrompt};
 use crate::executor::PromptJob;
 
 /// A prompt being run, with its cancel token.
@@ -29,6 +31,7 @@ struct State {
 pub struct PromptQueue {
     state: Mutex<State>,
     wakeup: Condvar,
+    clear_cache: AtomicBool,
 }
 
 impl PromptQueue {
@@ -38,28 +41,6 @@ impl PromptQueue {
 
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// The number the next prompt gets: `front` ones sort before everything queued.
-    pub fn next_number(&self, front: bool) -> i64 {
-        let mut s = self.lock();
-        s.counter += 1;
-        if front {
-            -s.counter
-        } else {
-            s.counter
-        }
-    }
-
-    /// Queues a prompt. `announce` gets the new remaining count while the queue
-    /// is still locked, so its message goes out before the worker can start the prompt.
-    pub fn push(&self, job: PromptJob, announce: impl FnOnce(usize)) {
-        let mut s = self.lock();
-        s.arrivals += 1;
-        let key = (job.number, s.arrivals);
-        s.pending.insert(key, Arc::new(job));
-        announce(s.pending.len() + usize::from(s.running.is_some()));
-        self.wakeup.notify_all();
     }
 
     /// Blocks until a prompt is pending, marks it running and returns it;
@@ -93,22 +74,53 @@ impl PromptQueue {
         self.wakeup.notify_all();
     }
 
-    /// Pending plus running prompts.
-    pub fn remaining(&self) -> usize {
+    /// Whether `free_caches` was asked since the last call.
+    pub fn take_cache_clear(&self) -> bool {
+        self.clear_cache.swap(false, Ordering::SeqCst)
+    }
+}
+
+impl QueueBackend for PromptQueue {
+    fn next_number(&self, front: bool) -> i64 {
+        let mut s = self.lock();
+        s.counter += 1;
+        if front {
+            -s.counter
+        } else {
+            s.counter
+        }
+    }
+
+    /// `announce` runs while the queue is still locked.
+    fn push(&self, job: PromptJob, announce: &dyn Fn(usize)) -> anyhow::Result<()> {
+        let mut s = self.lock();
+        s.arrivals += 1;
+        let key = (job.number, s.arrivals);
+        s.pending.insert(key, Arc::new(job));
+        announce(s.pending.len() + usize::from(s.running.is_some()));
+        self.wakeup.notify_all();
+        Ok(())
+    }
+
+    fn remaining(&self) -> usize {
         let s = self.lock();
         s.pending.len() + usize::from(s.running.is_some())
     }
 
-    pub fn running(&self) -> Option<Running> {
-        self.lock().running.clone()
+    fn running(&self) -> Vec<QueuedPrompt> {
+        let s = self.lock();
+        s.running.iter().map(|r| QueuedPrompt::of(&r.job)).collect()
     }
 
-    pub fn pending(&self) -> Vec<Arc<PromptJob>> {
-        self.lock().pending.values().cloned().collect()
+    fn pending(&self) -> Vec<QueuedPrompt> {
+        let s = self.lock();
+        s.pending
+            .values()
+            .map(|job| QueuedPrompt::of(job))
+            .collect()
     }
 
-    /// Removes pending prompts by id; returns how many were removed.
-    pub fn delete(&self, prompt_ids: &[String]) -> usize {
+    fn delete(&self, prompt_ids: &[String]) -> usize {
         let mut s = self.lock();
         let before = s.pending.len();
         s.pending
@@ -116,13 +128,11 @@ impl PromptQueue {
         before - s.pending.len()
     }
 
-    pub fn clear(&self) {
+    fn clear(&self) {
         self.lock().pending.clear();
     }
 
-    /// Cancels the running prompt (only if it is `prompt_id`, when given).
-    /// Returns whether something was interrupted.
-    pub fn interrupt(&self, prompt_id: Option<&str>) -> bool {
+    fn interrupt(&self, prompt_id: Option<&str>) -> bool {
         let s = self.lock();
         match &s.running {
             Some(r) if prompt_id.is_none_or(|id| id == r.job.prompt_id) => {
@@ -131,5 +141,9 @@ impl PromptQueue {
             }
             _ => false,
         }
+    }
+
+    fn free_caches(&self) {
+        self.clear_cache.store(true, Ordering::SeqCst);
     }
 }

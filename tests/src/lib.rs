@@ -278,3 +278,154 @@ fn fresh_client() -> reqwest::Client {
         .build()
         .expect("http client")
 }
+
+/// A throwaway `redis-server` on a free loopback port (no persistence), killed on drop.
+pub struct RedisServer {
+    child: Child,
+    _dir: tempfile::TempDir,
+    pub port: u16,
+    pub url: String,
+}
+
+impl RedisServer {
+    /// Starts one; `None` (with a message) when `redis-server` is not installed,
+    /// except under `CI=true`, where a missing server is an error.
+    pub async fn start() -> Result<Option<Self>> {
+        let installed = std::process::Command::new("redis-server")
+            .arg("--version")
+            .output()
+            .is_ok();
+        if !installed {
+            if std::env::var("CI").is_ok_and(|v| v == "true") {
+                bail!("redis-server is not installed; .ci/test installs it (apt-get install redis-server)");
+            }
+            eprintln!("SKIPPED: redis-server is not installed (apt-get install redis-server)");
+            return Ok(None);
+        }
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        let dir = tempfile::tempdir()?;
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no", "--dir"])
+            .arg(dir.path())
+            .stdout(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .context("starting redis-server")?;
+        tokio::time::timeout(TIMEOUT, async {
+            while TcpStream::connect(("127.0.0.1", port)).await.is_err() {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await
+        .context("waiting for redis-server")?;
+        Ok(Some(RedisServer {
+            child,
+            _dir: dir,
+            port,
+            url: format!("redis://127.0.0.1:{port}/0"),
+        }))
+    }
+
+    /// Kills the server (Redis going down under a running deployment).
+    pub async fn stop(&mut self) -> Result<()> {
+        self.child.kill().await?;
+        Ok(())
+    }
+
+    /// Runs `redis-cli` against this server; returns its output lines.
+    pub fn cli(&self, args: &[&str]) -> Result<Vec<String>> {
+        let out = std::process::Command::new("redis-cli")
+            .args(["-p", &self.port.to_string()])
+            .args(args)
+            .output()
+            .context("running redis-cli")?;
+        if !out.status.success() {
+            bail!(
+                "redis-cli {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(String::from_utf8(out.stdout)?
+            .lines()
+            .map(str::to_owned)
+            .collect())
+    }
+}
+
+/// A running `cretok worker`, killed on drop; keeps every line it prints.
+pub struct Worker {
+    child: Child,
+    pub name: String,
+    lines: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl Worker {
+    /// Starts a worker named `name` and waits until it takes prompts.
+    pub async fn start(
+        redis_url: &str,
+        data_dir: &Path,
+        name: &str,
+        extra_args: &[&str],
+    ) -> Result<Self> {
+        let mut child = Command::new(cretok_bin())
+            .args(["worker", "--redis", redis_url, "--name", name, "--data-dir"])
+            .arg(data_dir)
+            .args(extra_args)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .context("starting cretok worker")?;
+        let mut lines = BufReader::new(child.stdout.take().context("stdout")?).lines();
+        tokio::time::timeout(TIMEOUT, async {
+            while let Some(line) = lines.next_line().await? {
+                if line.contains("is waiting for prompts") {
+                    return Ok(());
+                }
+            }
+            bail!("cretok worker exited before taking prompts")
+        })
+        .await
+        .context("waiting for cretok worker")??;
+        let kept = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = std::sync::Arc::clone(&kept);
+        tokio::spawn(async move {
+            while let Ok(Some(line)) = lines.next_line().await {
+                sink.lock().unwrap().push(line);
+            }
+        });
+        Ok(Worker {
+            child,
+            name: name.to_owned(),
+            lines: kept,
+        })
+    }
+
+    /// Every line printed so far (`started ID`, `finished ID success`, ...).
+    pub fn lines(&self) -> Vec<String> {
+        self.lines.lock().unwrap().clone()
+    }
+
+    /// Prompt ids this worker reported with `word` (`started`, `finished`).
+    pub fn prompts(&self, word: &str) -> Vec<String> {
+        self.lines()
+            .iter()
+            .filter_map(|l| {
+                l.strip_prefix(word)?
+                    .split_whitespace()
+                    .next()
+                    .map(str::to_owned)
+            })
+            .collect()
+    }
+
+    /// SIGKILL: the worker dies at once, mid-prompt.
+    pub async fn kill(&mut self) -> Result<()> {
+        self.child.kill().await?;
+        Ok(())
+    }
+}

@@ -6,6 +6,7 @@ mod nodes;
 mod run;
 mod serve;
 mod train;
+mod worker;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -42,6 +43,8 @@ enum Command {
     Train(train::TrainArgs),
     /// Developer helpers (tiny test checkpoints).
     Dev(dev::DevArgs),
+    /// Run prompts from the shared Redis queue of `cretok serve --redis` fronts.
+    Worker(worker::WorkerArgs),
 }
 
 /// Where data and models live; shared by every subcommand.
@@ -145,5 +148,6 @@ pub fn main(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Nodes(args) => nodes::nodes(args),
         Command::Train(args) => train::train(args),
         Command::Dev(args) => dev::dev(args),
+        Command::Worker(args) => worker::worker(args),
     }
 }

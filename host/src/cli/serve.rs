@@ -7,6 +7,7 @@ use clap::Args;
 
 use super::{CustomNodeArgs, DataArgs, NodeSource};
 use crate::app::AppState;
+use crate::redis_queue::{spawn_relay, RedisQueue};
 use crate::server::{self, find_frontend, ServerState};
 
 #[derive(Args)]
@@ -20,6 +21,10 @@ pub struct ServeArgs {
     /// Serve the ComfyUI web frontend from this folder.
     #[arg(long)]
     front_end_root: Option<PathBuf>,
+    /// Queue prompts on this Redis server for `cretok worker` processes, instead
+    /// of running them here (e.g. redis://127.0.0.1:6379/0; see docs/scaleout.md).
+    #[arg(long, env = "CRETOK_REDIS")]
+    redis: Option<String>,
     #[command(flatten)]
     data: DataArgs,
     #[command(flatten)]
@@ -35,7 +40,21 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         nodes.custom_nodes_dir().display()
     );
     let (registry, _) = nodes.registry();
-    let state = AppState::new(Arc::clone(&paths), registry);
+    let state = match &args.redis {
+        None => AppState::new(Arc::clone(&paths), registry),
+        Some(url) => {
+            let shared = Arc::new(RedisQueue::connect(url)?);
+            let state = AppState::with_backend(
+                Arc::clone(&paths),
+                registry,
+                Arc::clone(&shared) as _,
+                Arc::clone(&shared) as _,
+            );
+            spawn_relay(shared.client(), state.bus.clone())?;
+            tracing::info!("prompts go to the Redis queue at {url}");
+            state
+        }
+    };
     let frontend_dir = find_frontend(args.front_end_root.as_deref());
     match &frontend_dir {
         Some(dir) => tracing::info!("serving the web frontend from {}", dir.display()),
@@ -52,14 +71,19 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         }),
     });
     tracing::info!("data directory: {}", paths.data_dir.display());
-    let worker = state.spawn_worker()?;
+    // With Redis, `cretok worker` processes run the prompts.
+    let worker = args
+        .redis
+        .is_none()
+        .then(|| state.spawn_worker())
+        .transpose()?;
     let runtime = tokio::runtime::Runtime::new()?;
     let result = runtime.block_on(server::serve(
         server_state,
         SocketAddr::new(args.listen, args.port),
     ));
-    state.queue.close();
-    state.queue.interrupt(None);
-    let _ = worker.join();
+    if let Some(worker) = worker {
+        worker.stop();
+    }
     result.map(|()| ExitCode::SUCCESS)
 }

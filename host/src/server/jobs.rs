@@ -11,7 +11,7 @@ use serde_json::{json, Value as Json_};
 use super::error::{ApiError, JsonBody};
 use super::prompts::number_param;
 use super::Shared;
-use crate::executor::PromptJob;
+use crate::backend::QueuedPrompt;
 
 /// Output kinds the frontend can preview (ComfyUI's `PREVIEWABLE_MEDIA_TYPES`).
 const PREVIEWABLE: [&str; 4] = ["images", "video", "audio", "3d"];
@@ -26,7 +26,7 @@ struct Job {
 }
 
 impl Job {
-    fn queued(job: &PromptJob, status: &str) -> Job {
+    fn queued(job: &QueuedPrompt, status: &str) -> Job {
         Job {
             summary: json!({
                 "id": job.prompt_id,
@@ -148,8 +148,8 @@ fn outputs_summary(outputs: &Json_) -> (usize, Option<Json_>) {
 /// Running, pending in queue order, then finished prompts newest first.
 fn all_jobs(s: &Shared) -> Vec<Job> {
     let mut jobs = Vec::new();
-    if let Some(r) = s.app.queue.running() {
-        jobs.push(Job::queued(&r.job, "in_progress"));
+    for r in s.app.queue.running() {
+        jobs.push(Job::queued(&r, "in_progress"));
     }
     for j in s.app.queue.pending() {
         jobs.push(Job::queued(&j, "pending"));

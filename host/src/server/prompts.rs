@@ -11,7 +11,6 @@ use serde_json::{json, Map, Value as Json_};
 use super::error::{ApiError, JsonBody};
 use super::Shared;
 use crate::app::PromptRequest;
-use crate::history::prompt_tuple;
 
 /// Reads the `POST /prompt` body (also used by the websocket's `queue_prompt`).
 pub fn prompt_request(body: &Json_) -> Result<PromptRequest, ApiError> {
@@ -62,20 +61,8 @@ pub async fn get_prompt(State(s): State<Shared>) -> Json<Json_> {
 }
 
 pub async fn get_queue(State(s): State<Shared>) -> Json<Json_> {
-    let running: Vec<Json_> = s
-        .app
-        .queue
-        .running()
-        .iter()
-        .map(|r| prompt_tuple(&r.job))
-        .collect();
-    let pending: Vec<Json_> = s
-        .app
-        .queue
-        .pending()
-        .iter()
-        .map(|j| prompt_tuple(j))
-        .collect();
+    let running: Vec<Json_> = s.app.queue.running().iter().map(|q| q.tuple()).collect();
+    let pending: Vec<Json_> = s.app.queue.pending().iter().map(|q| q.tuple()).collect();
     Json(json!({"queue_running": running, "queue_pending": pending}))
 }
 

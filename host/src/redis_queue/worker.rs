@@ -1,0 +1,477 @@
+//! `cretok worker`: takes prompts from the shared stream, runs them with its
+//! own executor (so its model cache is paid once), publishes their events and
+//! finishes each one exactly once (see docs/scaleout.md).
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use cretok_nodes::{CancelToken, Paths, PreviewFormat, Registry};
+use redis::streams::{
+    StreamAutoClaimOptions, StreamAutoClaimReply, StreamId, StreamReadOptions, StreamReadReply,
+};
+use redis::{Commands, RedisResult, Script};
+use serde_json::Value as Json;
+
+use super::events::encode;
+use super::front::entry_prompt;
+use super::{
+    cancel_key, done_key, ensure_group, Pool, CONTROL, DONE_TTL_S, EVENTS, GROUP, HISTORY,
+    HISTORY_ORDER, PROMPTS,
+};
+use crate::app::Outbound;
+use crate::backend::QueuedPrompt;
+use crate::executor::{ExecutionObserver, ExecutionRecord, Executor, Outcome, PromptJob};
+use crate::history::{history_entry, MAX_HISTORY};
+use crate::protocol::{now_ms, FailedNode, ServerMessage};
+use crate::validation::{validate, ValidationFailure};
+
+/// How long one wait for a new prompt blocks (the stop flag is checked between waits).
+const POLL_MS: usize = 1000;
+
+/// Records the history entry, publishes the final events and acknowledges,
+/// all at once, unless the prompt was already finished (then only acknowledges).
+/// KEYS: stream, history, history order, done marker.
+/// ARGV: group, entry id, prompt id, history entry, max history, done ttl,
+/// events channel, worker name, final events...
+const FINISH: &str = r"
+local first = redis.call('SET', KEYS[4], ARGV[8], 'NX', 'EX', ARGV[6])
+if first then
+  if redis.call('HSET', KEYS[2], ARGV[3], ARGV[4]) == 1 then
+    redis.call('RPUSH', KEYS[3], ARGV[3])
+  end
+  while redis.call('LLEN', KEYS[3]) > tonumber(ARGV[5]) do
+    redis.call('HDEL', KEYS[2], redis.call('LPOP', KEYS[3]))
+  end
+  for i = 9, #ARGV do
+    redis.call('PUBLISH', ARGV[7], ARGV[i])
+  end
+end
+redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
+redis.call('XDEL', KEYS[1], ARGV[2])
+if first then return 1 else return 0 end
+";
+
+/// Resets the idle time of a prompt this worker still holds; 0 when another took it.
+/// KEYS: stream. ARGV: group, entry id, worker name.
+const HEARTBEAT: &str = r"
+local held = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[2], ARGV[2], 1)
+if #held == 1 and held[1][2] == ARGV[3] then
+  redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[3], 0, ARGV[2], 'JUSTID')
+  return 1
+end
+return 0
+";
+
+pub struct WorkerSettings {
+    /// The consumer name, unique among workers.
+    pub name: String,
+    /// A prompt whose worker went silent this long is claimed by another worker.
+    pub claim_after: Duration,
+}
+
+/// The prompt being run, as the heartbeat and control threads see it.
+#[derive(Clone)]
+struct Current {
+    entry_id: String,
+    prompt_id: String,
+    cancel: CancelToken,
+    /// Set when another worker claimed the prompt: this one must not finish it.
+    lost: Arc<AtomicBool>,
+}
+
+pub struct RedisWorker {
+    pool: Arc<Pool>,
+    settings: Arc<WorkerSettings>,
+    paths: Arc<Paths>,
+    registry: Registry,
+    current: Arc<Mutex<Option<Current>>>,
+    clear_cache: Arc<AtomicBool>,
+}
+
+impl RedisWorker {
+    pub fn connect(
+        url: &str,
+        settings: WorkerSettings,
+        paths: Arc<Paths>,
+        registry: Registry,
+    ) -> anyhow::Result<Self> {
+        let pool = Pool::connect(url)?;
+        pool.with(ensure_group)?;
+        Ok(RedisWorker {
+            pool: Arc::new(pool),
+            settings: Arc::new(settings),
+            paths,
+            registry,
+            current: Arc::default(),
+            clear_cache: Arc::default(),
+        })
+    }
+
+    /// Runs prompts until `stop` is set (checked between prompts).
+    pub fn run(&self, stop: &AtomicBool) -> anyhow::Result<()> {
+        self.spawn_control_listener()?;
+        self.spawn_heartbeat()?;
+        let mut executor = Executor::new(Arc::clone(&self.paths));
+        println!(
+            "cretok worker {} is waiting for prompts",
+            self.settings.name
+        );
+        while !stop.load(Ordering::SeqCst) {
+            match self.next_entry() {
+                Ok(Some(entry)) => {
+                    if let Err(e) = self.process(&mut executor, &entry) {
+                        tracing::error!("prompt entry {}: {e}; it will be claimed again", entry.id);
+                        std::thread::sleep(Duration::from_secs(1));
+                    }
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::warn!("reading the queue: {e}; retrying in 1 s");
+                    std::thread::sleep(Duration::from_secs(1));
+                    let _ = self.pool.with(ensure_group);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// A prompt whose worker went silent, else a new one (waiting up to `POLL_MS`).
+    fn next_entry(&self) -> RedisResult<Option<StreamId>> {
+        let name = &self.settings.name;
+        let idle_ms = self.settings.claim_after.as_millis() as usize;
+        self.pool.with(|con| {
+            let stale: StreamAutoClaimReply = con.xautoclaim_options(
+                PROMPTS,
+                GROUP,
+                name,
+                idle_ms,
+                "0-0",
+                StreamAutoClaimOptions::default().count(1),
+            )?;
+            if let Some(entry) = stale.claimed.into_iter().next() {
+                return Ok(Some(entry));
+            }
+            let options = StreamReadOptions::default()
+                .group(GROUP, name)
+                .count(1)
+                .block(POLL_MS);
+            let fresh: Option<StreamReadReply> = con.xread_options(&[PROMPTS], &[">"], &options)?;
+            Ok(fresh
+                .and_then(|r| r.keys.into_iter().next())
+                .and_then(|k| k.ids.into_iter().next()))
+        })
+    }
+
+    fn process(&self, executor: &mut Executor, entry: &StreamId) -> RedisResult<()> {
+        let Some(queued) = entry_prompt(entry) else {
+            return self.finish(&entry.id, None, &[]).map(drop);
+        };
+        let prompt_id = queued.prompt_id.clone();
+        let (finished, interrupted): (bool, bool) = self.pool.with(|con| {
+            redis::pipe()
+                .exists(done_key(&prompt_id))
+                .exists(cancel_key(&prompt_id))
+                .query(con)
+        })?;
+        if finished {
+            println!("skipped {prompt_id}: already finished");
+            return self.finish(&entry.id, None, &[]).map(drop);
+        }
+        let current = Current {
+            entry_id: entry.id.clone(),
+            prompt_id: prompt_id.clone(),
+            cancel: CancelToken::new(),
+            lost: Arc::default(),
+        };
+        if interrupted {
+            current.cancel.cancel();
+        }
+        *self.lock_current() = Some(current.clone());
+        println!("started {prompt_id}");
+        self.publish_status();
+        if self.clear_cache.swap(false, Ordering::SeqCst) {
+            executor.clear_cache();
+        }
+        let observer = RedisObserver {
+            pool: &self.pool,
+            target: queued.client_id.clone(),
+            prompt_id: prompt_id.clone(),
+            held: Mutex::default(),
+        };
+        let record = match validate(&queued.prompt, &self.registry) {
+            Ok(valid) => {
+                let job = PromptJob {
+                    prompt_id: prompt_id.clone(),
+                    number: queued.number,
+                    prompt: queued.prompt.clone(),
+                    valid,
+                    client_id: queued.client_id.clone(),
+                    extra_data: queued.extra_data.clone(),
+                };
+                executor.run(&job, &self.registry, &current.cancel, &observer)
+            }
+            Err(failure) => unrunnable(&queued, &failure, &self.settings.name, &observer),
+        };
+        *self.lock_current() = None;
+        if current.lost.load(Ordering::SeqCst) {
+            println!("lost {prompt_id} to another worker");
+            return Ok(());
+        }
+        let held = std::mem::take(&mut *observer.held.lock().unwrap_or_else(|p| p.into_inner()));
+        let entry_json = history_entry(&queued, &record).to_string();
+        let first = self.finish(&entry.id, Some((&prompt_id, &entry_json)), &held)?;
+        let outcome = match record.outcome {
+            Outcome::Success => "success",
+            Outcome::Error => "error",
+            Outcome::Interrupted => "interrupted",
+        };
+        if first {
+            println!("finished {prompt_id} {outcome}");
+        } else {
+            println!("skipped {prompt_id}: finished elsewhere meanwhile");
+        }
+        self.publish_status();
+        observer.message(ServerMessage::Executing {
+            node: None,
+            display_node: None,
+            prompt_id,
+        });
+        Ok(())
+    }
+
+    /// Acknowledges an entry; with a history entry, first records it and
+    /// publishes `final_events` unless the prompt was already finished.
+    /// Returns whether this call finished the prompt.
+    fn finish(
+        &self,
+        entry_id: &str,
+        history: Option<(&str, &str)>,
+        final_events: &[Vec<u8>],
+    ) -> RedisResult<bool> {
+        self.pool.with(|con| {
+            let Some((prompt_id, entry)) = history else {
+                redis::pipe()
+                    .xack(PROMPTS, GROUP, std::slice::from_ref(&entry_id))
+                    .xdel(PROMPTS, std::slice::from_ref(&entry_id))
+                    .query::<()>(con)?;
+                return Ok(false);
+            };
+            let script = Script::new(FINISH);
+            let mut call = script.key(PROMPTS);
+            call.key(HISTORY)
+                .key(HISTORY_ORDER)
+                .key(done_key(prompt_id))
+                .arg(GROUP)
+                .arg(entry_id)
+                .arg(prompt_id)
+                .arg(entry)
+                .arg(MAX_HISTORY)
+                .arg(DONE_TTL_S)
+                .arg(EVENTS)
+                .arg(&self.settings.name);
+            for event in final_events {
+                call.arg(event.as_slice());
+            }
+            call.invoke::<i64>(con).map(|first| first == 1)
+        })
+    }
+
+    fn publish_status(&self) {
+        let published = self.pool.with(|con| -> RedisResult<()> {
+            let remaining: usize = con.xlen(PROMPTS)?;
+            let status = Outbound::Message {
+                target: None,
+                message: Box::new(ServerMessage::status(remaining, None)),
+            };
+            con.publish(EVENTS, encode(&status))
+        });
+        if let Err(e) = published {
+            tracing::warn!("publishing the queue status: {e}");
+        }
+    }
+
+    fn lock_current(&self) -> std::sync::MutexGuard<'_, Option<Current>> {
+        self.current.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Keeps the running prompt claimed, so only a silent worker loses it.
+    fn spawn_heartbeat(&self) -> std::io::Result<()> {
+        let pool = Arc::clone(&self.pool);
+        let settings = Arc::clone(&self.settings);
+        let current = Arc::clone(&self.current);
+        let period = (settings.claim_after / 4).max(Duration::from_millis(50));
+        std::thread::Builder::new()
+            .name("redis-heartbeat".into())
+            .spawn(move || loop {
+                std::thread::sleep(period);
+                let running = current.lock().unwrap_or_else(|p| p.into_inner()).clone();
+                let Some(running) = running else { continue };
+                let held = pool.with(|con| {
+                    Script::new(HEARTBEAT)
+                        .key(PROMPTS)
+                        .arg(GROUP)
+                        .arg(&running.entry_id)
+                        .arg(&settings.name)
+                        .invoke::<i64>(con)
+                });
+                match held {
+                    Ok(0) => {
+                        tracing::warn!(
+                            "prompt {} was claimed by another worker",
+                            running.prompt_id
+                        );
+                        running.lost.store(true, Ordering::SeqCst);
+                        running.cancel.cancel();
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!("heartbeat: {e}"),
+                }
+            })?;
+        Ok(())
+    }
+
+    /// Hears `/interrupt` and `/free` from every front.
+    fn spawn_control_listener(&self) -> std::io::Result<()> {
+        let client = self.pool.client.clone();
+        let current = Arc::clone(&self.current);
+        let clear_cache = Arc::clone(&self.clear_cache);
+        std::thread::Builder::new()
+            .name("redis-control".into())
+            .spawn(move || loop {
+                if let Err(e) = listen_for_control(&client, &current, &clear_cache) {
+                    tracing::warn!("control channel: {e}; reconnecting in 1 s");
+                }
+                std::thread::sleep(Duration::from_secs(1));
+            })?;
+        Ok(())
+    }
+}
+
+fn listen_for_control(
+    client: &redis::Client,
+    current: &Mutex<Option<Current>>,
+    clear_cache: &AtomicBool,
+) -> RedisResult<()> {
+    let mut con = client.get_connection_with_timeout(super::CONNECT_TIMEOUT)?;
+    let mut subscription = con.as_pubsub();
+    subscription.subscribe(CONTROL)?;
+    loop {
+        let message = subscription.get_message()?;
+        let Ok(request) = serde_json::from_slice::<Json>(message.get_payload_bytes()) else {
+            continue;
+        };
+        if request.get("free").is_some() {
+            clear_cache.store(true, Ordering::SeqCst);
+        }
+        if let Some(target) = request.get("interrupt") {
+            let running = current.lock().unwrap_or_else(|p| p.into_inner()).clone();
+            if let Some(running) = running {
+                if target.as_str().is_none_or(|id| id == running.prompt_id) {
+                    running.cancel.cancel();
+                }
+            }
+        }
+    }
+}
+
+/// The record of a prompt this worker cannot run (a node type it lacks).
+fn unrunnable(
+    queued: &QueuedPrompt,
+    failure: &ValidationFailure,
+    worker: &str,
+    observer: &dyn ExecutionObserver,
+) -> ExecutionRecord {
+    let (node_id, node_type) = failure
+        .node_errors
+        .iter()
+        .next()
+        .map(|(id, e)| (id.clone(), e.class_type.clone()))
+        .unwrap_or_default();
+    let message = ServerMessage::ExecutionError {
+        failed: FailedNode {
+            prompt_id: queued.prompt_id.clone(),
+            node_id,
+            node_type,
+            executed: vec![],
+        },
+        exception_message: format!(
+            "worker {worker} cannot run this prompt: {}",
+            failure.report()
+        ),
+        exception_type: "prompt_invalid_on_worker".into(),
+        traceback: vec![],
+        current_inputs: Json::Object(Default::default()),
+        current_outputs: vec![],
+        timestamp: now_ms(),
+    };
+    observer.message(message.clone());
+    ExecutionRecord {
+        outcome: Outcome::Error,
+        outputs: Default::default(),
+        messages: vec![(message.event_name(), message.data())],
+        failure: Some(message),
+    }
+}
+
+/// Publishes a prompt's events; holds back the final one (success, error or
+/// interruption) for [`RedisWorker::finish`], which publishes it only once.
+struct RedisObserver<'a> {
+    pool: &'a Pool,
+    target: Option<String>,
+    prompt_id: String,
+    held: Mutex<Vec<Vec<u8>>>,
+}
+
+impl RedisObserver<'_> {
+    fn publish(&self, outbound: &Outbound) {
+        let payload = encode(outbound);
+        if let Err(e) = self
+            .pool
+            .with(|con| -> RedisResult<()> { con.publish(EVENTS, payload) })
+        {
+            tracing::warn!("publishing an event of prompt {}: {e}", self.prompt_id);
+        }
+    }
+}
+
+impl ExecutionObserver for RedisObserver<'_> {
+    fn message(&self, message: ServerMessage) {
+        let is_final = matches!(
+            message,
+            ServerMessage::ExecutionSuccess { .. }
+                | ServerMessage::ExecutionError { .. }
+                | ServerMessage::ExecutionInterrupted { .. }
+        );
+        let outbound = Outbound::Message {
+            target: self.target.clone(),
+            message: Box::new(message),
+        };
+        if is_final {
+            self.held
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(encode(&outbound));
+        } else {
+            self.publish(&outbound);
+        }
+    }
+
+    fn preview(&self, node_id: &str, format: PreviewFormat, image: Vec<u8>) {
+        self.publish(&Outbound::Preview {
+            target: self.target.clone(),
+            prompt_id: self.prompt_id.clone(),
+            node_id: node_id.to_owned(),
+            format,
+            image: Arc::new(image),
+        });
+    }
+
+    fn text(&self, node_id: &str, text: &str) {
+        self.publish(&Outbound::Text {
+            target: self.target.clone(),
+            node_id: node_id.to_owned(),
+            text: text.to_owned(),
+        });
+    }
+}
