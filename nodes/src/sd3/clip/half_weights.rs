@@ -40,14 +40,18 @@ fn exact<W: HalfWeight>(v: f32, narrow: fn(f32) -> W) -> bool {
     narrow(v).widen().to_bits() == v.to_bits()
 }
 
-/// Whether `weight` is kept in half precision (by [`compact`]).
-pub fn is_half(weight: &Tensor) -> bool {
-    matches!(weight.dtype(), DType::F16 | DType::BF16) && weight.device().is_cpu()
+/// Whether `weight` is a half weight multiplied with f32 `xs` (kept so by [`compact`]; a model
+/// loaded in f16 multiplies f16 by f16 as usual).
+fn is_half(weight: &Tensor, xs: &Tensor) -> bool {
+    matches!(weight.dtype(), DType::F16 | DType::BF16)
+        && xs.dtype() == DType::F32
+        && weight.device().is_cpu()
 }
 
-/// The f32 values of a half weight (a full copy); other weights as they are.
-pub fn dense(weight: &Tensor) -> Result<Tensor> {
-    if is_half(weight) {
+/// The weight in the dtype of `xs`: the f32 values of a half weight (a full copy), other
+/// weights as they are.
+pub fn dense(weight: &Tensor, xs: &Tensor) -> Result<Tensor> {
+    if is_half(weight, xs) {
         weight.apply_op1_no_bwd(&Widen)
     } else {
         Ok(weight.clone())
@@ -56,22 +60,22 @@ pub fn dense(weight: &Tensor) -> Result<Tensor> {
 
 /// `x Wᵀ` for `x` `[rows, in]` (f32) and a weight `[out, in]` of any kept precision.
 pub fn x_wt(x: &Tensor, weight: &Tensor) -> Result<Tensor> {
-    if !is_half(weight) {
+    if !is_half(weight, x) {
         return x.matmul(&weight.t()?);
     }
     if x.dim(0)? > STREAM_MAX_ROWS {
-        return x.matmul(&dense(weight)?.t()?);
+        return x.matmul(&dense(weight, x)?.t()?);
     }
     x.contiguous()?.apply_op2_no_bwd(weight, &Product::XWt)
 }
 
 /// `g W` for `g` `[rows, out]` (f32) and a weight `[out, in]` of any kept precision.
 pub fn g_w(g: &Tensor, weight: &Tensor) -> Result<Tensor> {
-    if !is_half(weight) {
+    if !is_half(weight, g) {
         return g.matmul(weight);
     }
     if g.dim(0)? > STREAM_MAX_ROWS {
-        return g.matmul(&dense(weight)?);
+        return g.matmul(&dense(weight, g)?);
     }
     g.contiguous()?.apply_op2_no_bwd(weight, &Product::GW)
 }
@@ -197,7 +201,7 @@ mod tests {
             .unwrap();
         let kept = compact(f16_values.clone()).unwrap();
         assert_eq!(kept.dtype(), DType::F16);
-        let back = dense(&kept)
+        let back = dense(&kept, &w)
             .unwrap()
             .flatten_all()
             .unwrap()

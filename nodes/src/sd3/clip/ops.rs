@@ -50,7 +50,7 @@ impl Linear {
         let xs = xs.reshape((rows, in_dim))?;
         let ys = if xs.track_op() {
             // Composed: candle's matmul and its backward.
-            xs.matmul(&half_weights::dense(&self.weight)?.t()?)?
+            xs.matmul(&half_weights::dense(&self.weight, &xs)?.t()?)?
         } else {
             half_weights::x_wt(&xs, &self.weight)?
         };
