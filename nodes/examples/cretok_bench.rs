@@ -94,7 +94,10 @@ fn main() -> Result<()> {
     };
     if !fast_only {
         let general = "ours, general per-pair path";
-        runs.push((general, PathChoice::PerPair, runs[0].2));
+        let precisions: Vec<DType> = runs.iter().map(|r| r.2).collect();
+        for stored in precisions {
+            runs.push((general, PathChoice::PerPair, stored));
+        }
     }
     for (name, path, stored) in runs {
         let encoders = encoders(stored, &device)?;
