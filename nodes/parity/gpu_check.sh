@@ -17,7 +17,8 @@
 #    the `.cargo/config.toml` source replacement `cargo vendor` prints; nothing is
 #    written to the repository), runs the SD3 tests (the node tests load
 #    checkpoints on CUDA, bf16, whenever a GPU is visible; the parity tests
-#    compare against the goldens; the CreTok trainer tests run on CPU beside them),
+#    compare against the goldens; tests/cretok_cuda.rs trains the tiny CLIPs on CUDA
+#    and on the CPU and compares the tokens),
 #    the bench on CUDA and 1,000 CreTok training steps at the real CLIP sizes on
 #    CUDA (cretok_bench.md: s/step and projected 10,000 steps), and writes
 #    OUT_DIR (default gpu-check-<date> under target/) with the logs and bench.json.
