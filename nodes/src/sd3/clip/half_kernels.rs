@@ -5,8 +5,9 @@
 //! For the few rows of the CreTok step (the token and what follows it) a product is a stream
 //! over the weight, split into blocks of rows: [`x_wt`] (`x Wᵀ`; each output is one task's dot
 //! product) and [`g_w`] (`g W`; per-block partial sums added in block order). Blocks and
-//! summation order are fixed, so results do not depend on the thread count. On x86-64 with AVX2 and FMA the loops are compiled for those
-//! features (detected at run time); elsewhere the same code runs with plain mul + add.
+//! summation order are fixed, so results do not depend on the thread count. On x86-64 the
+//! loops are compiled for AVX2 + FMA and f16 is widened with F16C when the CPU has them
+//! (detected at run time); elsewhere the same code runs with plain mul + add.
 
 use half::{bf16, f16};
 use rayon::prelude::*;
