@@ -1,7 +1,10 @@
 //! Times one forward + backward of a real-size CLIP text encoder (random weights) w.r.t. one
 //! input-embedding row, as the CreTok trainer runs it: pooled output, unpadded prompt.
 //!
-//! `cargo run --release -p cretok-nodes --example clip_grad_timing -- [l|g] [seq] [iters]`
+//! `cargo run --release -p cretok-nodes --example clip_grad_timing -- [l|g] [seq] [iters] [f32|f16]`
+//!
+//! The last argument is the precision the weights are stored in (computed in f32 either way;
+//! f16 weights are kept in f16, see `sd3::clip::half_weights`).
 
 use std::time::Instant;
 
@@ -20,8 +23,15 @@ fn main() -> Result<()> {
     };
     let seq: usize = args.next().map_or(Ok(8), |s| s.parse()).context("seq")?;
     let iters: usize = args.next().map_or(Ok(5), |s| s.parse()).context("iters")?;
-    let weights = clip_weights(&cfg, TinyProjection::Random, 1)?;
-    let vb = VarBuilder::from_tensors(weights.into_iter().collect(), DType::F32, &Device::Cpu);
+    let stored = match args.next().as_deref() {
+        Some("f16") => DType::F16,
+        _ => DType::F32,
+    };
+    let weights = clip_weights(&cfg, TinyProjection::Random, 1)?
+        .into_iter()
+        .map(|(k, t)| Ok((k, t.to_dtype(stored)?)))
+        .collect::<Result<_>>()?;
+    let vb = VarBuilder::from_tensors(weights, DType::F32, &Device::Cpu);
     let model = ClipTextModel::new(&cfg, vb)?;
     let ids: Vec<u32> = (0..seq as u32).map(|i| 320 + i).collect();
     let embeds = model.embed(&Tensor::new(ids.as_slice(), &Device::Cpu)?.unsqueeze(0)?)?;

@@ -17,7 +17,10 @@
 #    the `.cargo/config.toml` source replacement `cargo vendor` prints; nothing is
 #    written to the repository), runs the SD3 tests (the node tests load
 #    checkpoints on CUDA, bf16, whenever a GPU is visible; the parity tests
-#    compare against the goldens) and the bench on CUDA, and writes
+#    compare against the goldens; tests/cretok_cuda.rs trains the tiny CLIPs on CUDA
+#    and on the CPU and compares the tokens),
+#    the bench on CUDA and 1,000 CreTok training steps at the real CLIP sizes on
+#    CUDA (cretok_bench.md: s/step and projected 10,000 steps), and writes
 #    OUT_DIR (default gpu-check-<date> under target/) with the logs and bench.json.
 set -euo pipefail
 
@@ -77,6 +80,11 @@ run tests "${CARGO[@]}" test --release -p cretok-nodes --features cuda
 if run bench env RAYON_NUM_THREADS="$(nproc)" "${CARGO[@]}" run --release -p cretok-nodes \
     --features cuda --example sd3_bench -- --cuda; then
     tail -1 "$OUT/bench.log" > "$OUT/bench.json"
+fi
+# 1,000 CreTok steps (n = 16, both CLIPs, pooled) at real CLIP-L/bigG sizes on the GPU.
+if run cretok_bench "${CARGO[@]}" run --release -p cretok-nodes --features cuda \
+    --example cretok_bench -- 1000 --cuda; then
+    grep '^|' "$OUT/cretok_bench.log" > "$OUT/cretok_bench.md"
 fi
 # diffusers on the same GPU, where a Python with torch (CUDA) and diffusers exists.
 if [[ -n "${PYTHON:-}" ]]; then

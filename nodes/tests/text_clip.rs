@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::VarBuilder;
-use cretok_nodes::sd3::clip::{ClipConfig, ClipTextModel};
+use cretok_nodes::sd3::clip::{ClipConfig, ClipTextModel, InputGrads};
 use cretok_nodes::sd3::rng::SplitMix64;
 use cretok_nodes::sd3::text_tiny::{tiny_clip_g_weights, tiny_clip_l_weights};
 use cretok_nodes::sd3::tokenizer::{ClipTokenizer, CLIP_EOS};
@@ -102,6 +102,37 @@ fn differentiable_and_fused_paths_agree() {
     let composed = model.forward(var.as_tensor(), &[8, 4]).unwrap();
     assert!(max_abs_diff(&fused.pooled, &composed.pooled) < 1e-5);
     assert!(max_abs_diff(&fused.penultimate, &composed.penultimate) < 1e-5);
+}
+
+/// The input gradient of the hand-written ops (CPU) equals candle's composed ops (the CUDA
+/// path), with f32 weights and with f16-stored weights (streamed by the half-weight kernels).
+#[test]
+fn custom_and_composed_input_gradients_agree() {
+    let cfg = ClipConfig::tiny_g();
+    for stored in [DType::F32, DType::F16] {
+        let weights = tiny_clip_g_weights(7)
+            .unwrap()
+            .into_iter()
+            .map(|(k, t)| (k, t.to_dtype(stored).unwrap()))
+            .collect();
+        let custom = load(&cfg, weights, DType::F32);
+        let composed = custom.clone().with_input_grads(InputGrads::Composed);
+        let embeds = random(&[1, 6, cfg.hidden_size], 31, DType::F32);
+        let r = random(&[1, cfg.projection_dim], 32, DType::F32);
+        let gradient = |model: &ClipTextModel| {
+            let var = Var::from_tensor(&embeds).unwrap();
+            let out = model.forward(var.as_tensor(), &[5]).unwrap();
+            let loss = ((out.pooled * &r).unwrap().sum_all().unwrap()
+                + out.penultimate.sqr().unwrap().mean_all().unwrap())
+            .unwrap();
+            let grads = loss.backward().unwrap();
+            grads.get(var.as_tensor()).unwrap().clone()
+        };
+        let (a, b) = (gradient(&custom), gradient(&composed));
+        let scale = max_abs_diff(&b, &b.zeros_like().unwrap());
+        assert!(scale > 1e-3, "gradients must not vanish");
+        assert!(max_abs_diff(&a, &b) < 1e-5 * scale, "{stored:?}");
+    }
 }
 
 #[test]

@@ -18,8 +18,17 @@ use crate::sd3::text_encoders::{
 use crate::sd3::text_tiny::{tiny_clip_g_weights, tiny_clip_l_weights};
 
 pub(crate) fn tiny_encoders(seed: u64) -> Sd3TextEncoders {
+    tiny_encoders_stored(seed, DType::F32)
+}
+
+/// The tiny encoders with their weights rounded to `stored` (as a file in that dtype), loaded
+/// in f32.
+fn tiny_encoders_stored(seed: u64, stored: DType) -> Sd3TextEncoders {
     let vb = |w: Vec<(String, Tensor)>| {
-        let map: HashMap<_, _> = w.into_iter().collect();
+        let map: HashMap<_, _> = w
+            .into_iter()
+            .map(|(k, t)| (k, t.to_dtype(stored).unwrap()))
+            .collect();
         VarBuilder::from_tensors(map, DType::F32, &Device::Cpu)
     };
     let vbs = EncoderVarBuilders {
@@ -97,6 +106,47 @@ fn pooled_loss_is_the_same_with_and_without_padding() {
             l_plain.to_scalar::<f32>().unwrap(),
         );
         assert!((l_fast - l_plain).abs() < 1e-6, "{l_fast} {l_plain}");
+    }
+}
+
+/// The CUDA path (candle's composed ops) trains the same token as the CPU's hand-written input
+/// gradients, with f32 weights and with f16-stored weights (kept in f16, see `half_weights`).
+#[test]
+fn composed_ops_train_the_same_token_as_the_custom_gradients() {
+    for stored in [DType::F32, DType::F16] {
+        let enc = tiny_encoders_stored(5, stored);
+        let custom = encoder_refs(&enc);
+        let models = custom.map(|e| {
+            e.model
+                .clone()
+                .with_input_grads(crate::sd3::clip::InputGrads::Composed)
+        });
+        let composed = [
+            EncoderRef {
+                model: &models[0],
+                ..custom[0]
+            },
+            EncoderRef {
+                model: &models[1],
+                ..custom[1]
+            },
+        ];
+        let mut a = Trainer::new(&custom, small_pairs(), config(5), None).unwrap();
+        let mut b = Trainer::new(&composed, small_pairs(), config(5), None).unwrap();
+        let init = a.token(EncoderId::ClipG).unwrap().to_vec();
+        for step in 0..5 {
+            let (la, lb) = (a.train_step().unwrap().0, b.train_step().unwrap().0);
+            assert!(
+                (la - lb).abs() < 1e-6,
+                "{stored:?} step {step}: {la} vs {lb}"
+            );
+        }
+        for id in EncoderId::ALL {
+            let (ta, tb) = (a.token(id).unwrap(), b.token(id).unwrap());
+            assert!(max_diff(ta, tb) < 1e-5, "{stored:?} {id:?}");
+        }
+        let moved = max_diff(&init, a.token(EncoderId::ClipG).unwrap());
+        assert!(moved > 1e-2, "{stored:?}: the token moved ({moved})");
     }
 }
 

@@ -10,14 +10,35 @@
 //! - softmax `y`: `dx = y (g - Σ g y)`.
 //!
 //! The forward of [`InputGrad`] only copies the value (CPU); other devices fall back to
-//! candle's composed ops. Checked against finite differences in `nodes/tests/text_clip.rs`.
+//! candle's composed ops ([`InputGrads`]). Checked against finite differences and against the
+//! composed ops in `nodes/tests/text_clip.rs`.
 
 use candle_core::{bail, CpuStorage, CustomOp2, DType, Layout, Result, Shape, Tensor, D};
+
+use super::half_weights;
+
+/// How the CLIP layers differentiate w.r.t. their input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum InputGrads {
+    /// Fused forward kernels with the hand-written input gradients of this module where the
+    /// device allows (CPU); candle's composed ops elsewhere (CUDA).
+    #[default]
+    Custom,
+    /// candle's composed differentiable ops on every device (what CUDA runs; tests compare).
+    Composed,
+}
+
+impl InputGrads {
+    /// Whether the hand-written input gradient applies to `xs`.
+    pub fn custom_on(self, xs: &Tensor) -> bool {
+        self == InputGrads::Custom && xs.device().is_cpu()
+    }
+}
 
 /// Which function's input gradient to attach.
 #[derive(Debug, Clone)]
 pub enum GradKind {
-    /// `x Wᵀ + b` with `weight` `[out, in]`.
+    /// `x Wᵀ + b` with `weight` `[out, in]` (f32, or half precision: see `half_weights`).
     Linear { weight: Tensor },
     /// LayerNorm over the last dimension with affine `weight`.
     LayerNorm { weight: Tensor, eps: f64 },
@@ -32,11 +53,6 @@ pub fn attach_input_grad(value: Tensor, input: &Tensor, kind: GradKind) -> Resul
         return Ok(value);
     }
     value.contiguous()?.apply_op2(input, InputGrad { kind })
-}
-
-/// Whether [`attach_input_grad`] can run on this tensor's device.
-pub fn supported(xs: &Tensor) -> bool {
-    xs.device().is_cpu()
 }
 
 /// The custom op behind [`attach_input_grad`].
@@ -82,11 +98,10 @@ impl CustomOp2 for InputGrad {
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
         let dx = match &self.kind {
             GradKind::Linear { weight } => {
-                // One 2-D GEMM over all leading dimensions (no broadcast copy of the weight).
+                // One 2-D product over all leading dimensions (no broadcast copy of the weight).
                 let out_dim = weight.dim(0)?;
                 let rows = grad.elem_count() / out_dim;
-                grad.reshape((rows, out_dim))?
-                    .matmul(weight)?
+                half_weights::g_w(&grad.reshape((rows, out_dim))?, weight)?
                     .reshape(input.shape())?
             }
             GradKind::LayerNorm { weight, eps } => {

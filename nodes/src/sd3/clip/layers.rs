@@ -8,6 +8,7 @@ use candle_core::{Module, Result, Tensor};
 use candle_nn::VarBuilder;
 
 use super::config::{Activation, ClipConfig};
+use super::grad::InputGrads;
 use super::ops::{softmax_last_dim, LayerNorm, Linear};
 
 /// One layer's keys and values, `[batch, heads, positions, head_dim]`: what a later call needs
@@ -27,6 +28,7 @@ struct ClipAttention {
     num_heads: usize,
     head_dim: usize,
     scale: f64,
+    grads: InputGrads,
 }
 
 impl ClipAttention {
@@ -40,7 +42,20 @@ impl ClipAttention {
             num_heads: cfg.num_attention_heads,
             head_dim: cfg.head_dim(),
             scale: (cfg.head_dim() as f64).powf(-0.5),
+            grads: InputGrads::default(),
         })
+    }
+
+    fn set_input_grads(&mut self, grads: InputGrads) {
+        for proj in [
+            &mut self.q_proj,
+            &mut self.k_proj,
+            &mut self.v_proj,
+            &mut self.out_proj,
+        ] {
+            proj.set_input_grads(grads);
+        }
+        self.grads = grads;
     }
 
     /// `[b, s, d]` -> `[b, heads, s, head_dim]`.
@@ -78,7 +93,7 @@ impl ClipAttention {
             }
         };
         let scores = q.matmul(&k.t()?)?.broadcast_add(mask)?;
-        let attn = softmax_last_dim(&scores)?.matmul(&v)?;
+        let attn = softmax_last_dim(&scores, self.grads)?.matmul(&v)?;
         let attn = attn.transpose(1, 2)?.reshape((b, s, d))?;
         Ok((self.out_proj.forward(&attn)?, own))
     }
@@ -98,6 +113,11 @@ impl ClipMlp {
             fc2: Linear::new(cfg.intermediate_size, cfg.hidden_size, true, vb.pp("fc2"))?,
             activation: cfg.activation,
         })
+    }
+
+    fn set_input_grads(&mut self, grads: InputGrads) {
+        self.fc1.set_input_grads(grads);
+        self.fc2.set_input_grads(grads);
     }
 }
 
@@ -129,6 +149,13 @@ impl ClipEncoderLayer {
             layer_norm2: LayerNorm::new(d, eps, vb.pp("layer_norm2"))?,
             span: tracing::trace_span!("clip-layer"),
         })
+    }
+
+    pub fn set_input_grads(&mut self, grads: InputGrads) {
+        self.self_attn.set_input_grads(grads);
+        self.layer_norm1.set_input_grads(grads);
+        self.mlp.set_input_grads(grads);
+        self.layer_norm2.set_input_grads(grads);
     }
 
     /// The layer's output for `xs` `[b, s, d]`, and the keys/values of these positions.

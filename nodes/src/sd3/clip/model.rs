@@ -10,6 +10,7 @@ use candle_core::{bail, DType, Module, Result, Tensor};
 use candle_nn::{Embedding, VarBuilder};
 
 use super::config::ClipConfig;
+use super::grad::InputGrads;
 use super::layers::{ClipEncoderLayer, LayerKv};
 use super::ops::{causal_mask, LayerNorm, Linear};
 
@@ -130,6 +131,18 @@ impl ClipTextModel {
             text_projection,
             dtype: vb.dtype(),
         })
+    }
+
+    /// The model with its input gradients taken as `grads` says (default: [`InputGrads::Custom`]).
+    pub fn with_input_grads(mut self, grads: InputGrads) -> Self {
+        for layer in &mut self.layers {
+            layer.set_input_grads(grads);
+        }
+        self.final_layer_norm.set_input_grads(grads);
+        if let Some(projection) = &mut self.text_projection {
+            projection.set_input_grads(grads);
+        }
+        self
     }
 
     /// Whether the checkpoint had a `text_projection`.

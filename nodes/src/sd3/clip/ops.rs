@@ -3,41 +3,57 @@
 //! candle's fused `ops::layer_norm` and `ops::softmax_last_dim` have no backward: gradients
 //! through them vanish silently (SD3.md). Each block computes its value with the fused kernel on
 //! a detached input and attaches a hand-written input gradient ([`super::grad`]); weights get no
-//! gradient. On devices without that op, tracked inputs take candle's composed ops instead.
+//! gradient. On devices without that op, or under [`InputGrads::Composed`], tracked inputs take
+//! candle's composed ops instead. Linear weights that f16/bf16 hold exactly are kept that way
+//! ([`super::half_weights`]).
 //! Reference: transformers `models/clip/modeling_clip.py` (v5.23), `CLIPMLP`, `CLIPAttention`.
 
 use candle_core::{DType, Device, Module, Result, Tensor, D};
 use candle_nn::VarBuilder;
 
 use super::config::Activation;
-use super::grad::{attach_input_grad, supported, GradKind};
+use super::grad::{attach_input_grad, GradKind, InputGrads};
+use super::half_weights;
 
 /// A frozen `nn.Linear`: `x Wᵀ + b`, differentiable w.r.t. `x` only.
 #[derive(Debug, Clone)]
 pub struct Linear {
+    /// `[out, in]`, possibly in half precision ([`half_weights::compact`]).
     weight: Tensor,
     bias: Option<Tensor>,
+    grads: InputGrads,
 }
 
 impl Linear {
     /// `weight` `[out, in]` and, when `bias`, `bias` `[out]`.
     pub fn new(in_dim: usize, out_dim: usize, bias: bool, vb: VarBuilder) -> Result<Self> {
         Ok(Self {
-            weight: vb.get((out_dim, in_dim), "weight")?,
+            weight: half_weights::compact(vb.get((out_dim, in_dim), "weight")?)?,
             bias: if bias {
                 Some(vb.get(out_dim, "bias")?)
             } else {
                 None
             },
+            grads: InputGrads::default(),
         })
     }
 
+    pub fn set_input_grads(&mut self, grads: InputGrads) {
+        self.grads = grads;
+    }
+
     fn value(&self, xs: &Tensor) -> Result<Tensor> {
-        // One 2-D GEMM over all leading dimensions (no broadcast copy of the weight).
+        // One 2-D product over all leading dimensions (no broadcast copy of the weight).
         let (out_dim, in_dim) = self.weight.dims2()?;
         let mut dims = xs.dims().to_vec();
         let rows = xs.elem_count() / in_dim;
-        let ys = xs.reshape((rows, in_dim))?.matmul(&self.weight.t()?)?;
+        let xs = xs.reshape((rows, in_dim))?;
+        let ys = if xs.track_op() {
+            // Composed: candle's matmul and its backward.
+            xs.matmul(&half_weights::dense(&self.weight, &xs)?.t()?)?
+        } else {
+            half_weights::x_wt(&xs, &self.weight)?
+        };
         let ys = match &self.bias {
             Some(bias) => ys.broadcast_add(bias)?,
             None => ys,
@@ -52,7 +68,7 @@ impl Linear {
 impl Module for Linear {
     fn forward(&self, xs: &Tensor) -> Result<Tensor> {
         // Off the CPU a tracked input takes candle's matmul backward (weight gradient included).
-        if !xs.track_op() || !supported(xs) {
+        if !xs.track_op() || !self.grads.custom_on(xs) {
             return self.value(xs);
         }
         let value = self.value(&xs.detach())?;
@@ -69,6 +85,7 @@ pub struct LayerNorm {
     weight: Tensor,
     bias: Tensor,
     eps: f64,
+    grads: InputGrads,
 }
 
 impl LayerNorm {
@@ -77,7 +94,12 @@ impl LayerNorm {
             weight: vb.get(size, "weight")?,
             bias: vb.get(size, "bias")?,
             eps,
+            grads: InputGrads::default(),
         })
+    }
+
+    pub fn set_input_grads(&mut self, grads: InputGrads) {
+        self.grads = grads;
     }
 
     fn value(&self, xs: &Tensor) -> Result<Tensor> {
@@ -96,7 +118,7 @@ impl Module for LayerNorm {
         if !xs.track_op() {
             return self.value(xs);
         }
-        if !supported(xs) {
+        if !self.grads.custom_on(xs) {
             let eps = self.eps as f32;
             return candle_nn::ops::layer_norm_slow(xs, &self.weight, &self.bias, eps);
         }
@@ -110,12 +132,12 @@ impl Module for LayerNorm {
 }
 
 /// Softmax over the last dimension.
-pub fn softmax_last_dim(xs: &Tensor) -> Result<Tensor> {
+pub fn softmax_last_dim(xs: &Tensor, grads: InputGrads) -> Result<Tensor> {
     let value = |xs: &Tensor| candle_nn::ops::softmax_last_dim(&xs.contiguous()?);
     if !xs.track_op() {
         return value(xs);
     }
-    if !supported(xs) {
+    if !grads.custom_on(xs) {
         return candle_nn::ops::softmax(xs, D::Minus1);
     }
     attach_input_grad(value(&xs.detach())?, xs, GradKind::SoftmaxLastDim)

@@ -1,0 +1,376 @@
+//! Products of f32 activations with weights stored in half precision (f16 or bf16), computed
+//! in f32: each weight is widened exactly to f32 inside the kernel, so the result is the f32
+//! product with the stored values, while memory traffic is halved.
+//!
+//! For the few rows of the CreTok step (the token and what follows it) a product is a stream
+//! over the weight, split into blocks of rows: [`x_wt`] (`x Wᵀ`; each output is one task's dot
+//! product) and [`g_w`] (`g W`; per-block partial sums added in block order). Blocks and
+//! summation order are fixed, so results do not depend on the thread count. On x86-64 the
+//! loops are compiled for AVX2 + FMA and f16 is widened with F16C when the CPU has them
+//! (detected at run time); elsewhere the same code runs with plain mul + add.
+
+use half::{bf16, f16};
+use rayon::prelude::*;
+
+/// A half-precision weight format that widens exactly to f32.
+pub trait HalfWeight: Copy + Send + Sync + 'static {
+    fn widen(self) -> f32;
+
+    /// `dst[i] = src[i].widen()`.
+    #[inline(always)]
+    fn widen_into(src: &[Self], dst: &mut [f32]) {
+        for (d, s) in dst.iter_mut().zip(src) {
+            *d = s.widen();
+        }
+    }
+}
+
+impl HalfWeight for f16 {
+    /// Branch-free (vectorisable) exact conversion: moving the exponent and mantissa bits into
+    /// place and multiplying by 2^112 re-biases the exponent exactly, subnormals included;
+    /// infinities and NaNs get the f32 all-ones exponent.
+    #[inline(always)]
+    fn widen(self) -> f32 {
+        let h = u32::from(self.to_bits());
+        let magnitude = (h & 0x7fff) << 13;
+        let finite = f32::from_bits(magnitude) * f32::from_bits(0x7780_0000); // 2^112
+        let abs = if h & 0x7c00 == 0x7c00 {
+            f32::from_bits(magnitude | 0x7f80_0000)
+        } else {
+            finite
+        };
+        f32::from_bits(abs.to_bits() | ((h & 0x8000) << 16))
+    }
+
+    /// With the F16C conversion instruction where the CPU has it (8 values per instruction).
+    #[inline(always)]
+    fn widen_into(src: &[Self], dst: &mut [f32]) {
+        #[cfg(target_arch = "x86_64")]
+        if f16c() {
+            #[allow(unsafe_code)]
+            // SAFETY: the running CPU supports AVX and F16C (checked by `f16c`).
+            unsafe {
+                widen_f16c(src, dst)
+            };
+            return;
+        }
+        for (d, s) in dst.iter_mut().zip(src) {
+            *d = s.widen();
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+fn f16c() -> bool {
+    std::arch::is_x86_feature_detected!("avx") && std::arch::is_x86_feature_detected!("f16c")
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx,f16c")]
+fn widen_f16c(src: &[f16], dst: &mut [f32]) {
+    use std::arch::x86_64::{__m128i, _mm256_cvtph_ps};
+    let (src8, src_tail) = src.as_chunks::<8>();
+    let (dst8, dst_tail) = dst.as_chunks_mut::<8>();
+    for (s, d) in src8.iter().zip(dst8) {
+        let bits: __m128i = bytemuck::cast(s.map(f16::to_bits));
+        *d = bytemuck::cast(_mm256_cvtph_ps(bits));
+    }
+    for (s, d) in src_tail.iter().zip(dst_tail) {
+        *d = s.widen();
+    }
+}
+
+impl HalfWeight for bf16 {
+    /// bf16 is the upper half of an f32.
+    #[inline(always)]
+    fn widen(self) -> f32 {
+        f32::from_bits(u32::from(self.to_bits()) << 16)
+    }
+}
+
+/// Rows of `W` per task in [`x_wt`].
+const ROW_BLOCK: usize = 16;
+/// Tasks of [`g_w`]; each adds up a partial `dx`, so few (but enough for the threads).
+const G_W_BLOCKS: usize = 16;
+/// Columns of `W` per accumulator chunk in [`g_w`] (2 KB of f32: four rows and the
+/// accumulators of a few input rows stay in L1).
+const COL_CHUNK: usize = 512;
+/// Accumulator lanes of a dot product: 4 AVX registers of independent partial sums (more
+/// spill to the stack).
+const LANES: usize = 32;
+
+#[inline(always)]
+fn mul_add<const FUSED: bool>(a: f32, b: f32, acc: f32) -> f32 {
+    if FUSED {
+        a.mul_add(b, acc)
+    } else {
+        a * b + acc
+    }
+}
+
+/// `W` widened to f32 (`w.len()` values), in parallel.
+pub fn widen_all<W: HalfWeight>(w: &[W]) -> Vec<f32> {
+    let mut out = vec![0f32; w.len()];
+    out.par_chunks_mut(1 << 16)
+        .zip(w.par_chunks(1 << 16))
+        .for_each(|(o, w)| widen_chunk(w, o));
+    out
+}
+
+fn widen_chunk<W: HalfWeight>(w: &[W], out: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if avx2_fma() {
+        #[allow(unsafe_code)]
+        // SAFETY: the running CPU supports AVX2 and FMA (checked by `avx2_fma`).
+        unsafe {
+            widen_chunk_avx2(w, out)
+        };
+        return;
+    }
+    widen_into(w, out)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn widen_chunk_avx2<W: HalfWeight>(w: &[W], out: &mut [f32]) {
+    widen_into(w, out)
+}
+
+#[inline(always)]
+fn widen_into<W: HalfWeight>(w: &[W], out: &mut [f32]) {
+    W::widen_into(w, out)
+}
+
+/// `y = x Wᵀ`: `x` `[rows, inp]`, `w` `[out, inp]` -> `[rows, out]`.
+pub fn x_wt<W: HalfWeight>(x: &[f32], rows: usize, w: &[W], out: usize, inp: usize) -> Vec<f32> {
+    assert!(
+        x.len() == rows * inp && w.len() == out * inp,
+        "x_wt: shape mismatch"
+    );
+    if rows == 0 || out == 0 || inp == 0 {
+        return vec![0f32; rows * out];
+    }
+    // Transposed result `[out, rows]`: each task owns a contiguous run of output rows.
+    let mut yt = vec![0f32; out * rows];
+    yt.par_chunks_mut(ROW_BLOCK * rows)
+        .enumerate()
+        .for_each(|(b, yt)| {
+            let w = &w[b * ROW_BLOCK * inp..][..yt.len() / rows * inp];
+            x_wt_block_dispatch(x, rows, w, inp, yt);
+        });
+    let mut y = vec![0f32; rows * out];
+    for (o, ys) in yt.chunks(rows).enumerate() {
+        for (r, v) in ys.iter().enumerate() {
+            y[r * out + o] = *v;
+        }
+    }
+    y
+}
+
+fn x_wt_block_dispatch<W: HalfWeight>(x: &[f32], rows: usize, w: &[W], inp: usize, yt: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if avx2_fma() {
+        #[allow(unsafe_code)]
+        // SAFETY: the running CPU supports AVX2 and FMA (checked by `avx2_fma`).
+        unsafe {
+            x_wt_block_avx2(x, rows, w, inp, yt)
+        };
+        return;
+    }
+    x_wt_block::<W, false>(x, rows, w, inp, yt)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn x_wt_block_avx2<W: HalfWeight>(x: &[f32], rows: usize, w: &[W], inp: usize, yt: &mut [f32]) {
+    x_wt_block::<W, true>(x, rows, w, inp, yt)
+}
+
+/// Rows of `w` (a block of `W`) against every row of `x`; `yt` `[block rows, rows]`.
+#[inline(always)]
+fn x_wt_block<W: HalfWeight, const FUSED: bool>(
+    x: &[f32],
+    rows: usize,
+    w: &[W],
+    inp: usize,
+    yt: &mut [f32],
+) {
+    let mut buf = vec![0f32; inp];
+    for (w_row, y) in w.chunks_exact(inp).zip(yt.chunks_exact_mut(rows)) {
+        widen_into(w_row, &mut buf);
+        for (x_row, y) in x.chunks_exact(inp).zip(y.iter_mut()) {
+            *y = dot::<FUSED>(x_row, &buf);
+        }
+    }
+}
+
+/// `Σ a_i b_i` with [`LANES`] partial sums, added up in a fixed order.
+#[inline(always)]
+fn dot<const FUSED: bool>(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0f32; LANES];
+    let (a_chunks, a_tail) = a.as_chunks::<LANES>();
+    let (b_chunks, b_tail) = b.as_chunks::<LANES>();
+    for (a, b) in a_chunks.iter().zip(b_chunks) {
+        for ((acc, a), b) in acc.iter_mut().zip(a).zip(b) {
+            *acc = mul_add::<FUSED>(*a, *b, *acc);
+        }
+    }
+    let mut tail = 0f32;
+    for (a, b) in a_tail.iter().zip(b_tail) {
+        tail = mul_add::<FUSED>(*a, *b, tail);
+    }
+    acc.iter().sum::<f32>() + tail
+}
+
+/// `dx = g W`: `g` `[rows, out]`, `w` `[out, inp]` -> `[rows, inp]`.
+pub fn g_w<W: HalfWeight>(g: &[f32], rows: usize, w: &[W], out: usize, inp: usize) -> Vec<f32> {
+    assert!(
+        g.len() == rows * out && w.len() == out * inp,
+        "g_w: shape mismatch"
+    );
+    if rows == 0 || out == 0 || inp == 0 {
+        return vec![0f32; rows * inp];
+    }
+    // Partial sums over a fixed number of blocks of W's rows (contiguous streams), added in
+    // block order.
+    let block_rows = out.div_ceil(G_W_BLOCKS).next_multiple_of(4);
+    let partials: Vec<Vec<f32>> = w
+        .par_chunks(block_rows * inp)
+        .enumerate()
+        .map(|(b, w)| {
+            let mut acc = vec![0f32; rows * inp];
+            g_w_block_dispatch(g, rows, out, b * block_rows, w, &mut acc);
+            acc
+        })
+        .collect();
+    let mut dx = vec![0f32; rows * inp];
+    for part in &partials {
+        for (dx, p) in dx.iter_mut().zip(part) {
+            *dx += p;
+        }
+    }
+    dx
+}
+
+fn g_w_block_dispatch<W: HalfWeight>(
+    g: &[f32],
+    rows: usize,
+    out: usize,
+    first: usize,
+    w: &[W],
+    acc: &mut [f32],
+) {
+    #[cfg(target_arch = "x86_64")]
+    if avx2_fma() {
+        #[allow(unsafe_code)]
+        // SAFETY: the running CPU supports AVX2 and FMA (checked by `avx2_fma`).
+        unsafe {
+            g_w_block_avx2(g, rows, out, first, w, acc)
+        };
+        return;
+    }
+    g_w_block::<W, false>(g, rows, out, first, w, acc)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn g_w_block_avx2<W: HalfWeight>(
+    g: &[f32],
+    rows: usize,
+    out: usize,
+    first: usize,
+    w: &[W],
+    acc: &mut [f32],
+) {
+    g_w_block::<W, true>(g, rows, out, first, w, acc)
+}
+
+/// `acc` `[rows, inp]` += `g[:, first..first + k] w` for a block `w` of `k` rows of `W`, adding
+/// the rows in order. Four rows of `W` at a time (four sequential streams), in L1-sized column
+/// chunks, so that each accumulator is loaded and stored once per four products.
+#[inline(always)]
+fn g_w_block<W: HalfWeight, const FUSED: bool>(
+    g: &[f32],
+    rows: usize,
+    out: usize,
+    first: usize,
+    w: &[W],
+    acc: &mut [f32],
+) {
+    let inp = acc.len() / rows;
+    let mut bufs = [[0f32; COL_CHUNK]; 4];
+    for (q, quad) in w.chunks(4 * inp).enumerate() {
+        let k = first + 4 * q;
+        let group = quad.len() / inp;
+        for c0 in (0..inp).step_by(COL_CHUNK) {
+            let width = COL_CHUNK.min(inp - c0);
+            for (j, buf) in bufs.iter_mut().take(group).enumerate() {
+                widen_into(&quad[j * inp + c0..][..width], &mut buf[..width]);
+            }
+            for (r, acc) in acc.chunks_exact_mut(inp).enumerate() {
+                let acc = &mut acc[c0..c0 + width];
+                let g = &g[r * out + k..][..group];
+                if group == 4 {
+                    axpy4::<FUSED>([g[0], g[1], g[2], g[3]], &bufs, acc);
+                } else {
+                    for (scale, buf) in g.iter().zip(&bufs) {
+                        axpy::<FUSED>(*scale, &buf[..width], acc);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `acc += a[0] x[0] + a[1] x[1] + a[2] x[2] + a[3] x[3]`, added left to right.
+#[inline(always)]
+fn axpy4<const FUSED: bool>(a: [f32; 4], x: &[[f32; COL_CHUNK]; 4], acc: &mut [f32]) {
+    let lanes = acc.iter_mut().zip(&x[0]).zip(&x[1]).zip(&x[2]).zip(&x[3]);
+    for ((((acc, x0), x1), x2), x3) in lanes {
+        let mut sum = mul_add::<FUSED>(a[0], *x0, *acc);
+        sum = mul_add::<FUSED>(a[1], *x1, sum);
+        sum = mul_add::<FUSED>(a[2], *x2, sum);
+        *acc = mul_add::<FUSED>(a[3], *x3, sum);
+    }
+}
+
+/// `acc += a x`.
+#[inline(always)]
+fn axpy<const FUSED: bool>(a: f32, x: &[f32], acc: &mut [f32]) {
+    for (acc, x) in acc.iter_mut().zip(x) {
+        *acc = mul_add::<FUSED>(a, *x, *acc);
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+fn avx2_fma() -> bool {
+    std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn f16_widens_exactly_for_every_bit_pattern() {
+        for bits in 0..=u16::MAX {
+            let h = f16::from_bits(bits);
+            let (ours, reference) = (h.widen(), h.to_f32());
+            if reference.is_nan() {
+                assert!(ours.is_nan(), "{bits:#06x}");
+            } else {
+                assert_eq!(ours.to_bits(), reference.to_bits(), "{bits:#06x}");
+            }
+        }
+    }
+
+    #[test]
+    fn bf16_widens_exactly() {
+        for bits in (0..=u16::MAX).step_by(7) {
+            let h = bf16::from_bits(bits);
+            if !h.is_nan() {
+                assert_eq!(h.widen().to_bits(), h.to_f32().to_bits());
+            }
+        }
+    }
+}

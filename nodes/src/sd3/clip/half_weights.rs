@@ -1,0 +1,251 @@
+//! Linear-layer weights kept in the half precision they are stored in (SD3's CLIP encoders are
+//! f16 in the checkpoints) and multiplied in f32 by [`super::half_kernels`].
+//!
+//! Exactness: a weight is narrowed ([`compact`]) only when every value survives the round trip
+//! f32 -> f16 (or bf16) -> f32 bit for bit, so the narrowed tensor holds exactly the values
+//! loaded; the kernels widen them exactly and accumulate in f32. Against the f32 weights only
+//! the summation order differs, as between any two f32 GEMMs. Weights that are not exactly
+//! representable (random f32 fixtures, f32 checkpoints with full-precision values), and any
+//! weight off the CPU, stay as loaded.
+
+use candle_core::{bail, CpuStorage, CustomOp1, CustomOp2, DType, Layout, Result, Shape, Tensor};
+use half::{bf16, f16};
+use rayon::prelude::*;
+
+use super::half_kernels::{self, HalfWeight};
+
+/// Up to this many rows a product streams the half weight; above it the weight is widened once
+/// and candle's GEMM (compute-bound there) does the product.
+const STREAM_MAX_ROWS: usize = 16;
+
+/// `weight` in f16 or bf16 when that holds its values exactly (CPU, f32 weights), else as is.
+pub fn compact(weight: Tensor) -> Result<Tensor> {
+    if !weight.device().is_cpu() || weight.dtype() != DType::F32 {
+        return Ok(weight);
+    }
+    let values = weight.flatten_all()?.to_vec1::<f32>()?;
+    let shape = weight.shape().clone();
+    if values.par_iter().all(|&v| exact::<f16>(v, f16::from_f32)) {
+        let narrow: Vec<f16> = values.par_iter().map(|&v| f16::from_f32(v)).collect();
+        return Tensor::from_vec(narrow, shape, weight.device());
+    }
+    if values.par_iter().all(|&v| exact::<bf16>(v, bf16::from_f32)) {
+        let narrow: Vec<bf16> = values.par_iter().map(|&v| bf16::from_f32(v)).collect();
+        return Tensor::from_vec(narrow, shape, weight.device());
+    }
+    Ok(weight)
+}
+
+fn exact<W: HalfWeight>(v: f32, narrow: fn(f32) -> W) -> bool {
+    narrow(v).widen().to_bits() == v.to_bits()
+}
+
+/// Whether `weight` is a half weight multiplied with f32 `xs` (kept so by [`compact`]; a model
+/// loaded in f16 multiplies f16 by f16 as usual).
+fn is_half(weight: &Tensor, xs: &Tensor) -> bool {
+    matches!(weight.dtype(), DType::F16 | DType::BF16)
+        && xs.dtype() == DType::F32
+        && weight.device().is_cpu()
+}
+
+/// The weight in the dtype of `xs`: the f32 values of a half weight (a full copy), other
+/// weights as they are.
+pub fn dense(weight: &Tensor, xs: &Tensor) -> Result<Tensor> {
+    if is_half(weight, xs) {
+        weight.apply_op1_no_bwd(&Widen)
+    } else {
+        Ok(weight.clone())
+    }
+}
+
+/// `x Wᵀ` for `x` `[rows, in]` (f32) and a weight `[out, in]` of any kept precision.
+pub fn x_wt(x: &Tensor, weight: &Tensor) -> Result<Tensor> {
+    if !is_half(weight, x) {
+        return x.matmul(&weight.t()?);
+    }
+    if x.dim(0)? > STREAM_MAX_ROWS {
+        return x.matmul(&dense(weight, x)?.t()?);
+    }
+    x.contiguous()?.apply_op2_no_bwd(weight, &Product::XWt)
+}
+
+/// `g W` for `g` `[rows, out]` (f32) and a weight `[out, in]` of any kept precision.
+pub fn g_w(g: &Tensor, weight: &Tensor) -> Result<Tensor> {
+    if !is_half(weight, g) {
+        return g.matmul(weight);
+    }
+    if g.dim(0)? > STREAM_MAX_ROWS {
+        return g.matmul(&dense(weight, g)?);
+    }
+    g.contiguous()?.apply_op2_no_bwd(weight, &Product::GW)
+}
+
+fn contiguous<'a, T>(v: &'a [T], layout: &Layout) -> Result<&'a [T]> {
+    match layout.contiguous_offsets() {
+        Some((start, end)) => Ok(&v[start..end]),
+        None => bail!("half-weight product: operand must be contiguous"),
+    }
+}
+
+/// Widens a half weight to f32.
+struct Widen;
+
+impl CustomOp1 for Widen {
+    fn name(&self) -> &'static str {
+        "widen-half-weight"
+    }
+
+    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
+        let values = match storage {
+            CpuStorage::F16(w) => half_kernels::widen_all(contiguous(w, layout)?),
+            CpuStorage::BF16(w) => half_kernels::widen_all(contiguous(w, layout)?),
+            _ => bail!("widen: not a half-precision weight"),
+        };
+        Ok((CpuStorage::F32(values), layout.shape().clone()))
+    }
+}
+
+/// The two streamed products of f32 rows with a half weight `W` `[out, in]`.
+enum Product {
+    /// `x Wᵀ`, `x` `[rows, in]`.
+    XWt,
+    /// `g W`, `g` `[rows, out]`.
+    GW,
+}
+
+impl Product {
+    fn run<W: HalfWeight>(
+        &self,
+        a: &[f32],
+        rows: usize,
+        w: &[W],
+        out: usize,
+        inp: usize,
+    ) -> Vec<f32> {
+        match self {
+            Product::XWt => half_kernels::x_wt(a, rows, w, out, inp),
+            Product::GW => half_kernels::g_w(a, rows, w, out, inp),
+        }
+    }
+}
+
+impl CustomOp2 for Product {
+    fn name(&self) -> &'static str {
+        match self {
+            Product::XWt => "half-weight-x-wt",
+            Product::GW => "half-weight-g-w",
+        }
+    }
+
+    fn cpu_fwd(
+        &self,
+        a: &CpuStorage,
+        a_layout: &Layout,
+        w: &CpuStorage,
+        w_layout: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let CpuStorage::F32(a) = a else {
+            bail!("half-weight product: activations must be f32")
+        };
+        let a = contiguous(a, a_layout)?;
+        let (rows, a_cols) = a_layout.shape().dims2()?;
+        let (out, inp) = w_layout.shape().dims2()?;
+        let (expected, result_cols) = match self {
+            Product::XWt => (inp, out),
+            Product::GW => (out, inp),
+        };
+        if a_cols != expected {
+            bail!("half-weight product: {a_cols} columns against a [{out}, {inp}] weight")
+        }
+        let result = match w {
+            CpuStorage::F16(w) => self.run(a, rows, contiguous(w, w_layout)?, out, inp),
+            CpuStorage::BF16(w) => self.run(a, rows, contiguous(w, w_layout)?, out, inp),
+            _ => bail!("half-weight product: weight must be f16 or bf16"),
+        };
+        Ok((CpuStorage::F32(result), Shape::from((rows, result_cols))))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use candle_core::Device;
+
+    use super::*;
+
+    fn random(rows: usize, cols: usize, seed: u64) -> Tensor {
+        let mut rng = crate::sd3::rng::SplitMix64::new(seed);
+        let v: Vec<f32> = (0..rows * cols).map(|_| rng.standard() as f32).collect();
+        Tensor::from_vec(v, (rows, cols), &Device::Cpu).unwrap()
+    }
+
+    fn max_rel_diff(a: &Tensor, b: &Tensor) -> f32 {
+        let scale = b
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        let diff = (a - b).unwrap().abs().unwrap().max_all().unwrap();
+        diff.to_scalar::<f32>().unwrap() / scale
+    }
+
+    #[test]
+    fn only_exactly_representable_weights_are_narrowed() {
+        let w = random(8, 40, 1);
+        assert_eq!(compact(w.clone()).unwrap().dtype(), DType::F32);
+        let f16_values = w
+            .to_dtype(DType::F16)
+            .unwrap()
+            .to_dtype(DType::F32)
+            .unwrap();
+        let kept = compact(f16_values.clone()).unwrap();
+        assert_eq!(kept.dtype(), DType::F16);
+        let back = dense(&kept, &w)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        let orig = f16_values.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        assert!(back
+            .iter()
+            .zip(&orig)
+            .all(|(a, b)| a.to_bits() == b.to_bits()));
+        // Beyond f16's range (65504), so only bf16 holds them.
+        let large = (w * 1e6).unwrap();
+        let bf16_values = large
+            .to_dtype(DType::BF16)
+            .unwrap()
+            .to_dtype(DType::F32)
+            .unwrap();
+        assert_eq!(compact(bf16_values).unwrap().dtype(), DType::BF16);
+    }
+
+    /// Streamed (few rows) and GEMM (many rows) products against f32 products with the same
+    /// values, for both formats and shapes with ragged blocks and tails.
+    #[test]
+    fn products_equal_f32_products_of_the_same_values() {
+        for dtype in [DType::F16, DType::BF16] {
+            let (out, inp) = (37, 300);
+            let w = random(out, inp, 2).to_dtype(dtype).unwrap();
+            let w32 = w.to_dtype(DType::F32).unwrap();
+            for rows in [1, 3, 16, 17, 40] {
+                let x = random(rows, inp, 3 + rows as u64);
+                let y = x_wt(&x, &w).unwrap();
+                let y_ref = x.matmul(&w32.t().unwrap()).unwrap();
+                assert!(
+                    max_rel_diff(&y, &y_ref) < 1e-5,
+                    "{dtype:?} x Wt, {rows} rows"
+                );
+                let g = random(rows, out, 4 + rows as u64);
+                let dx = g_w(&g, &w).unwrap();
+                let dx_ref = g.matmul(&w32).unwrap();
+                assert!(
+                    max_rel_diff(&dx, &dx_ref) < 1e-5,
+                    "{dtype:?} g W, {rows} rows"
+                );
+            }
+        }
+    }
+}
