@@ -3,8 +3,9 @@
 // workflow from our gallery, runs it with per-step progress and shows the
 // image, re-runs only what an edited prompt changes, saves the graph in the
 // editor's UI format (which `cretok run` then runs headless to the same
-// pixels as the API file), and keeps a workflow saved from the editor across
-// a server restart.
+// pixels as the API file), keeps a workflow saved from the editor across
+// a server restart, and runs SD3 text to image written with ComfyUI's node
+// names with per-step progress and latent previews.
 // Run through tests/browser/run.sh (it documents the installs and environment).
 
 import { test, before, after } from 'node:test';
@@ -236,4 +237,38 @@ test('a workflow saved from the editor is there after a server restart', async (
   await entry.click();
   await until(async () => (await canvasPrompt())['3']?.inputs.text === EDITED_PROMPT, 'the saved workflow on the canvas');
   await screenshot(page, 'editor-saved-workflow-reopened.png');
+});
+
+test('SD3 text to image with ComfyUI node names runs in the editor with per-step progress and previews', async () => {
+  const txt2img = JSON.parse(fs.readFileSync(path.join(REPO, 'workflows', 'sd3_txt2img.json'), 'utf8'));
+  const sampler = Object.keys(txt2img).find((id) => txt2img[id].class_type === 'KSampler');
+  const steps = txt2img[sampler].inputs.steps;
+  await openEditor(page, server.base + '/?template=sd3_txt2img');
+  await until(
+    async () => (await page.evaluate(() => window.app.graph.nodes.map((n) => n.type))).includes('KSampler'),
+    'the sd3_txt2img graph on the canvas',
+  );
+  await page.evaluate(() => {
+    window.__previews = [];
+    window.app.api.addEventListener('b_preview_with_metadata', (e) =>
+      window.__previews.push({ node: e.detail.nodeId, type: e.detail.blob.type, size: e.detail.blob.size }),
+    );
+  });
+  const promptId = await queueFromTheEditor();
+
+  const progress = messagesOf(promptId).filter((m) => m.type === 'progress' && m.data.node === sampler);
+  assert.deepEqual(
+    progress.map((m) => [m.data.value, m.data.max]),
+    Array.from({ length: steps }, (_, i) => [i + 1, steps]),
+    'one progress message per KSampler step',
+  );
+  const previews = await page.evaluate(() => window.__previews);
+  assert.ok(previews.length >= 1, 'the editor received no latent preview');
+  for (const p of previews) {
+    assert.equal(p.node, sampler, JSON.stringify(p));
+    assert.match(p.type, /^image\//, JSON.stringify(p));
+    assert.ok(p.size > 0, JSON.stringify(p));
+  }
+  await page.evaluate(() => window.app.extensionManager?.command?.execute('Comfy.Canvas.FitView'));
+  await screenshot(page, 'editor-sd3-txt2img-finished.png');
 });

@@ -83,12 +83,16 @@ pub struct TrainArgs {
 }
 
 /// Loads CLIP-L and CLIP-G (no T5) of an SD3 checkpoint the way LoadSD3 finds them: a single
-/// file (memory-mapped), a diffusers folder, or separate files in `models/text_encoders/`.
+/// file (memory-mapped), a diffusers folder, or separate files in `models/text_encoders/`; on
+/// the GPU in a `--features cuda` build.
 fn load_text_encoders(path: &Path, text_encoder_dirs: &[PathBuf]) -> Result<Sd3TextEncoders> {
     let ckpt = Sd3Checkpoint::open(path, text_encoder_dirs)?;
+    // f32 arithmetic on every device (the token trains in f32); on the CPU, weights stored in
+    // f16 stay in f16 (`sd3::clip::half_weights`).
+    let device = Device::cuda_if_available(0)?;
     let vb = |kind| {
         ckpt.text_encoder(kind)
-            .map(|t| t.var_builder(DType::F32, &Device::Cpu))
+            .map(|t| t.var_builder(DType::F32, &device))
     };
     let (Some(clip_l), Some(clip_g)) = (vb(TextEncoderKind::ClipL), vb(TextEncoderKind::ClipG))
     else {
