@@ -2,43 +2,76 @@
 # CUDA check of the SD3 port, for an NVIDIA machine with nvcc and no crate registry.
 # Nothing in CI runs this. See docs/sd3.md, "CUDA".
 #
-# 1. Where the registry is reachable, vendor every crate of Cargo.lock (cuda's
-#    cudarc included: the lock file resolves all features) into target/vendor,
-#    with the source replacement cargo prints saved next to it:
+# 1. Where the registry is reachable, pack the compressed .crate file of every
+#    crate in Cargo.lock (cuda's cudarc included: the lock file resolves all
+#    features), about 42 MiB, small enough for the device tool's 64 MiB carry:
 #
-#        nodes/parity/gpu_check.sh vendor
+#        nodes/parity/gpu_check.sh pack          # target/gpu-crates/
 #
-# 2. Carry the working tree plus target/vendor (about 300 MB with the
-#    vendored sources of tokenizers and candle) to the GPU machine, and run:
+# 2. Carry the working tree plus target/gpu-crates to the GPU machine, and run:
 #
 #        nodes/parity/gpu_check.sh [OUT_DIR]
 #
-#    It builds with `--features cuda` offline (`--config target/vendor/config.toml`,
-#    the `.cargo/config.toml` source replacement `cargo vendor` prints; nothing is
-#    written to the repository), runs the SD3 tests (the node tests load
-#    checkpoints on CUDA, bf16, whenever a GPU is visible; the parity tests
-#    compare against the goldens; tests/cretok_cuda.rs trains the tiny CLIPs on CUDA
-#    and on the CPU and compares the tokens),
+#    It unpacks the crates as a vendored source (target/gpu-vendor/, with the
+#    cargo config that points crates.io at it; nothing is written to the
+#    repository), builds with `--features cuda` offline, runs the SD3 tests (the
+#    node tests load checkpoints on CUDA, bf16, whenever a GPU is visible; the
+#    parity tests compare against the goldens; tests/cretok_cuda.rs trains the
+#    tiny CLIPs on CUDA and on the CPU and compares the tokens),
 #    the bench on CUDA and 1,000 CreTok training steps at the real CLIP sizes on
 #    CUDA (cretok_bench.md: s/step and projected 10,000 steps), and writes
 #    OUT_DIR (default gpu-check-<date> under target/) with the logs and bench.json.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
-VENDOR="$ROOT/target/vendor"
+PACK="$ROOT/target/gpu-crates"
+VENDOR="$ROOT/target/gpu-vendor"
 cd "$ROOT"
 
-if [[ "${1:-}" == "vendor" ]]; then
-    mkdir -p "$VENDOR"
-    cargo vendor --locked "$VENDOR/crates" > "$VENDOR/config.toml"
-    echo "vendored into $VENDOR; carry it with the tree"
+# name-version of every crates.io package in Cargo.lock.
+locked_crates() {
+    awk '/^name = / {name = $3} /^version = / {version = $3}
+         /^source = "registry/ {gsub(/"/, "", name); gsub(/"/, "", version); print name "-" version}' Cargo.lock
+}
+
+if [[ "${1:-}" == "pack" ]]; then
+    rm -rf "$PACK"
+    mkdir -p "$PACK"
+    cargo fetch --locked
+    cache="${CARGO_HOME:-$HOME/.cargo}/registry/cache"
+    locked_crates | while read -r crate; do
+        file="$(find "$cache" -name "$crate.crate" -print -quit)"
+        [[ -n "$file" ]] || { echo "$crate.crate is not in $cache" >&2; exit 2; }
+        cp "$file" "$PACK/"
+    done
+    echo "packed $(find "$PACK" -name '*.crate' | wc -l) crates ($(du -sh "$PACK" | cut -f1)) into $PACK; carry it with the tree"
+    exit 0
+fi
+
+# The packed crates as a cargo `directory` source, and the config that uses it.
+unpack() {
+    rm -rf "$VENDOR"
+    mkdir -p "$VENDOR/crates"
+    local file
+    for file in "$PACK"/*.crate; do
+        tar -xzf "$file" -C "$VENDOR/crates"
+        printf '{"files":{},"package":"%s"}' "$(sha256sum "$file" | cut -d' ' -f1)" \
+            > "$VENDOR/crates/$(basename "$file" .crate)/.cargo-checksum.json"
+    done
+    printf '[source.crates-io]\nreplace-with = "packed"\n\n[source.packed]\ndirectory = "%s"\n' \
+        "$VENDOR/crates" > "$VENDOR/config.toml"
+}
+
+if [[ "${1:-}" == "unpack" ]]; then
+    unpack
+    echo "cargo --config $VENDOR/config.toml --frozen ... builds from $VENDOR/crates"
     exit 0
 fi
 
 OUT="${1:-$ROOT/target/gpu-check-$(date -u +%Y%m%dT%H%M%SZ)}"
 mkdir -p "$OUT"
-if [[ ! -f "$VENDOR/config.toml" ]]; then
-    echo "no $VENDOR/config.toml: run '$0 vendor' where the registry is reachable" >&2
+if [[ ! -d "$PACK" ]]; then
+    echo "no $PACK: run '$0 pack' where the registry is reachable, and carry it" >&2
     exit 2
 fi
 command -v nvcc > /dev/null || { echo "nvcc not found: the cuda feature compiles kernels" >&2; exit 2; }
@@ -57,9 +90,8 @@ fi
     git -C "$ROOT" rev-parse HEAD 2> /dev/null || true
 } > "$OUT/machine.txt" 2>&1
 
+unpack
 CARGO=(cargo --config "$VENDOR/config.toml" --frozen)
-# The `directory` in the saved config is absolute: point it at this machine's copy.
-sed -i "s|^directory = .*|directory = \"$VENDOR/crates\"|" "$VENDOR/config.toml"
 
 status=0
 run() {
