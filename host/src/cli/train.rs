@@ -11,7 +11,7 @@ use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 use clap::Args;
@@ -21,7 +21,7 @@ use cretok_nodes::cretok::{
     StartReport, StepReport, Target, TrainConfig, Trainer,
 };
 use cretok_nodes::fsutil::atomic_write;
-use cretok_nodes::sd3::checkpoint::{Sd3Checkpoint, TextEncoderKind};
+use cretok_nodes::sd3::checkpoint::Sd3Checkpoint;
 use cretok_nodes::sd3::text_encoders::{EncoderVarBuilders, Sd3TextConfig, Sd3TextEncoders};
 use cretok_nodes::sd3::text_tiny::{tiny_clip_g_weights, tiny_clip_l_weights, TINY_SEED};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -90,14 +90,7 @@ fn load_text_encoders(path: &Path, text_encoder_dirs: &[PathBuf]) -> Result<Sd3T
     // f32 arithmetic on every device (the token trains in f32); on the CPU, weights stored in
     // f16 stay in f16 (`sd3::clip::half_weights`).
     let device = Device::cuda_if_available(0)?;
-    let vb = |kind| {
-        ckpt.text_encoder(kind)
-            .map(|t| t.var_builder(DType::F32, &device))
-    };
-    let (Some(clip_l), Some(clip_g)) = (vb(TextEncoderKind::ClipL), vb(TextEncoderKind::ClipG))
-    else {
-        bail!("CreTok needs CLIP-L and CLIP-G: {}", ckpt.summary());
-    };
+    let (clip_l, clip_g) = ckpt.clip_var_builders(DType::F32, &device)?;
     let cfg = Sd3TextConfig::for_context_width(ckpt.mmdit_config.context_embed_size)?;
     let vbs = EncoderVarBuilders {
         clip_l,

@@ -102,14 +102,7 @@ impl Node for CheckpointLoader {
             shift: ckpt.shift,
         };
         ctx.progress(1, 3)?;
-        let vb = |kind: TextEncoderKind| {
-            ckpt.text_encoder(kind)
-                .map(|t| t.var_builder(dtype, &device))
-        };
-        let (Some(clip_l), Some(clip_g)) = (vb(TextEncoderKind::ClipL), vb(TextEncoderKind::ClipG))
-        else {
-            return Err(anyhow::anyhow!("SD3 needs CLIP-L and CLIP-G: {}", ckpt.summary()).into());
-        };
+        let (clip_l, clip_g) = ckpt.clip_var_builders(dtype, &device)?;
         let t5_tokenizer = match self.t5_tokenizer(&ckpt, &path) {
             Some(file) => Some(T5Tokenizer::from_file(&file)?),
             None => None,
@@ -120,7 +113,9 @@ impl Node for CheckpointLoader {
         let vbs = EncoderVarBuilders {
             clip_l,
             clip_g,
-            t5: vb(TextEncoderKind::T5Xxl),
+            t5: ckpt
+                .text_encoder(TextEncoderKind::T5Xxl)
+                .map(|t| t.var_builder(dtype, &device)),
         };
         let cfg = Sd3TextConfig::for_context_width(ckpt.mmdit_config.context_embed_size)?;
         let clip = Sd3TextEncoders::new(&cfg, t5_tokenizer, vbs)?;

@@ -243,6 +243,22 @@ impl Sd3Checkpoint {
         self.text_encoders.iter().find(|t| t.kind == kind)
     }
 
+    /// CLIP-L's and CLIP-G's weights, which every SD3 pipeline needs (T5 is optional).
+    pub fn clip_var_builders(
+        &self,
+        dtype: DType,
+        device: &Device,
+    ) -> Result<(VarBuilder<'static>, VarBuilder<'static>)> {
+        let vb = |kind| {
+            self.text_encoder(kind)
+                .map(|t| t.var_builder(dtype, device))
+        };
+        match (vb(TextEncoderKind::ClipL), vb(TextEncoderKind::ClipG)) {
+            (Some(clip_l), Some(clip_g)) => Ok((clip_l, clip_g)),
+            _ => bail!("SD3 needs CLIP-L and CLIP-G: {}", self.summary()),
+        }
+    }
+
     /// One line for logs: variant, depth, and which text encoders were found.
     pub fn summary(&self) -> String {
         let encoders: Vec<String> = TextEncoderKind::ALL
