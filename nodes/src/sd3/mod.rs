@@ -16,3 +16,4 @@ pub mod tiny;
 pub mod tokenizer;
 pub mod types;
 pub mod vae;
+pub mod vector_math;

@@ -8,10 +8,13 @@
 //! and diffusers 0.42.1 `models/attention.py` `JointTransformerBlock`
 //! (`hidden + gate_msa·attn`, then `+ gate_msa2·attn2`, then the MLP).
 
-use candle_core::{Module, Result, Tensor, D};
+use candle_core::{CpuStorage, DType, InplaceOp2, Layout, Module, Result, Tensor, D};
 use candle_nn::{self as nn, VarBuilder};
+use rayon::prelude::*;
 
+use super::attention::{attention, Qkv};
 use super::model::Config;
+use crate::sd3::vector_math::bias_gelu_tanh_in_place;
 
 /// LayerNorm without affine parameters, eps 1e-6 (`elementwise_affine=False`).
 #[derive(Debug, Clone)]
@@ -46,26 +49,6 @@ fn modulate(x: &Tensor, shift: &Tensor, scale: &Tensor) -> Result<Tensor> {
 /// Adds `gate·y` to the residual stream `x`.
 fn gated_residual(x: &Tensor, y: &Tensor, gate: &Tensor) -> Result<Tensor> {
     x + y.broadcast_mul(&gate.unsqueeze(1)?)?
-}
-
-/// Queries, keys and values, each `[b, heads, tokens, head_dim]`.
-#[derive(Debug, Clone)]
-pub struct Qkv {
-    q: Tensor,
-    k: Tensor,
-    v: Tensor,
-}
-
-/// Plain scaled dot-product attention over `[b, heads, tokens, head_dim]`,
-/// returning `[b, tokens, heads·head_dim]`.
-fn attention(qkv: &Qkv) -> Result<Tensor> {
-    let (b, heads, tokens, head_dim) = qkv.q.dims4()?;
-    let scale = 1.0 / (head_dim as f64).sqrt();
-    let weights = (qkv.q.matmul(&qkv.k.t()?)? * scale)?;
-    nn::ops::softmax_last_dim(&weights)?
-        .matmul(&qkv.v)?
-        .transpose(1, 2)?
-        .reshape((b, tokens, heads * head_dim))
 }
 
 /// One attention's projections: fused `qkv`, optional `ln_q`/`ln_k`, and
@@ -122,7 +105,7 @@ impl SelfAttention {
                 Some(norm) => norm.forward(&t)?,
                 None => t,
             };
-            t.transpose(1, 2)?.contiguous()
+            Ok(t)
         };
         Ok(Qkv {
             q: part(0, &self.ln_q)?,
@@ -158,9 +141,60 @@ impl Mlp {
 
 impl Module for Mlp {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        x.apply(&self.fc1)?.gelu()?.apply(&self.fc2)
+        let hidden = match self.fc1.bias() {
+            Some(bias) if x.device().is_cpu() && x.dtype() == DType::F32 => {
+                // The bias add and the GELU in one pass, in place on the product.
+                let hidden = x.broadcast_matmul(&self.fc1.weight().t()?)?;
+                hidden.inplace_op2(&bias.contiguous()?, &BiasGeluTanh)?;
+                hidden
+            }
+            _ => x.apply(&self.fc1)?.gelu()?,
+        };
+        hidden.apply(&self.fc2)
     }
 }
+
+/// `x = gelu_tanh(x + bias)` over the last dimension, in place (CPU f32).
+struct BiasGeluTanh;
+
+impl InplaceOp2 for BiasGeluTanh {
+    fn name(&self) -> &'static str {
+        "bias-gelu-tanh"
+    }
+
+    fn cpu_fwd(
+        &self,
+        x: &mut CpuStorage,
+        x_l: &Layout,
+        bias: &CpuStorage,
+        bias_l: &Layout,
+    ) -> Result<()> {
+        let (CpuStorage::F32(x), CpuStorage::F32(bias)) = (x, bias) else {
+            candle_core::bail!("bias-gelu-tanh: expected f32 storages");
+        };
+        let width = bias_l.shape().elem_count();
+        let (Some((x_start, x_end)), Some((b_start, b_end))) =
+            (x_l.contiguous_offsets(), bias_l.contiguous_offsets())
+        else {
+            candle_core::bail!("bias-gelu-tanh: expected contiguous tensors");
+        };
+        if x_l.dims().last() != Some(&width) {
+            candle_core::bail!(
+                "bias-gelu-tanh: bias {:?} does not fit {:?}",
+                bias_l.shape(),
+                x_l.shape()
+            );
+        }
+        let bias = &bias[b_start..b_end];
+        x[x_start..x_end]
+            .par_chunks_mut(width * ROWS_PER_CHUNK)
+            .for_each(|chunk| bias_gelu_tanh_in_place(chunk, bias));
+        Ok(())
+    }
+}
+
+/// Rows per parallel chunk of [`BiasGeluTanh`].
+const ROWS_PER_CHUNK: usize = 16;
 
 /// What a block needs after the joint attention: gates, MLP modulation and,
 /// in MMDiT-X blocks, the already computed (gated) second attention.
@@ -314,13 +348,7 @@ impl JointBlock {
         let _enter = self.span.enter();
         let (context_qkv, context_post) = self.context_block.pre_attention(context, c)?;
         let (x_qkv, x_post) = self.x_block.pre_attention(x, c)?;
-        let joint = |a: &Tensor, b: &Tensor| Tensor::cat(&[a, b], 2);
-        let qkv = Qkv {
-            q: joint(&context_qkv.q, &x_qkv.q)?,
-            k: joint(&context_qkv.k, &x_qkv.k)?,
-            v: joint(&context_qkv.v, &x_qkv.v)?,
-        };
-        let attn = attention(&qkv)?;
+        let attn = attention(&context_qkv.join(&x_qkv)?)?;
         let n_context = context.dim(1)?;
         let n_x = x.dim(1)?;
         let context_attn = attn.narrow(1, 0, n_context)?;
