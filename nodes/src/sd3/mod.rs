@@ -2,10 +2,12 @@
 //! VAE and the flow-matching sampler. Conventions follow diffusers'
 //! `StableDiffusion3Pipeline` (see PARITY.md in the design notes).
 
+pub mod attention;
 pub mod checkpoint;
 pub mod clip;
 pub mod conditioning;
 pub mod latent_preview;
+pub mod linear;
 pub mod mmdit;
 pub mod rng;
 pub mod sampling;

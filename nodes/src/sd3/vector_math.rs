@@ -83,6 +83,32 @@ pub fn gelu_tanh(x: f32) -> f32 {
     x / (1.0 + exp(-2.0 * u))
 }
 
+/// SiLU, `x·σ(x)`.
+#[inline(always)]
+pub fn silu(x: f32) -> f32 {
+    x / (1.0 + exp(-x))
+}
+
+simd_kernel! {
+    /// `out[i] = silu(x[i]·scale + shift)`.
+    pub fn scale_shift_silu(out: &mut [f32], x: &[f32], scale: f32, shift: f32) {
+        for (o, &v) in out.iter_mut().zip(x) {
+            *o = silu(v * scale + shift);
+        }
+    }
+}
+
+simd_kernel! {
+    /// `xs[i] += bias[i mod bias.len()]`.
+    pub fn add_bias_in_place(xs: &mut [f32], bias: &[f32]) {
+        for row in xs.chunks_exact_mut(bias.len()) {
+            for (x, &b) in row.iter_mut().zip(bias) {
+                *x += b;
+            }
+        }
+    }
+}
+
 simd_kernel! {
     /// `xs[i] = gelu_tanh(xs[i] + bias[i mod bias.len()])`, in place.
     pub fn bias_gelu_tanh_in_place(xs: &mut [f32], bias: &[f32]) {
@@ -174,6 +200,14 @@ mod tests {
         bias_gelu_tanh_in_place(&mut fused, &bias);
         for (i, (&y, &x)) in fused.iter().zip(&xs).enumerate() {
             assert_eq!(y, gelu_tanh(x + bias[i % 37]));
+        }
+
+        let mut activated = vec![0f32; xs.len()];
+        scale_shift_silu(&mut activated, &xs, 0.5, -0.25);
+        for (&y, &x) in activated.iter().zip(&xs) {
+            let reference = (x * 0.5 - 0.25) as f64;
+            let reference = reference / (1.0 + (-reference).exp());
+            assert!((y as f64 - reference).abs() <= 1e-6 * reference.abs().max(1e-3));
         }
 
         let mut rows = xs.clone();

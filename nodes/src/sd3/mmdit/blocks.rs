@@ -8,13 +8,12 @@
 //! and diffusers 0.42.1 `models/attention.py` `JointTransformerBlock`
 //! (`hidden + gate_msa·attn`, then `+ gate_msa2·attn2`, then the MLP).
 
-use candle_core::{CpuStorage, DType, InplaceOp2, Layout, Module, Result, Tensor, D};
+use candle_core::{Module, Result, Tensor, D};
 use candle_nn::{self as nn, VarBuilder};
-use rayon::prelude::*;
 
-use super::attention::{attention, Qkv};
 use super::model::Config;
-use crate::sd3::vector_math::bias_gelu_tanh_in_place;
+use crate::sd3::attention::{attention, Qkv};
+use crate::sd3::linear::{linear, Linear};
 
 /// LayerNorm without affine parameters, eps 1e-6 (`elementwise_affine=False`).
 #[derive(Debug, Clone)]
@@ -55,10 +54,10 @@ fn gated_residual(x: &Tensor, y: &Tensor, gate: &Tensor) -> Result<Tensor> {
 /// `proj` (absent from the last context block, whose output is discarded).
 #[derive(Debug, Clone)]
 struct SelfAttention {
-    qkv: nn::Linear,
+    qkv: Linear,
     ln_q: Option<nn::RmsNorm>,
     ln_k: Option<nn::RmsNorm>,
-    proj: Option<nn::Linear>,
+    proj: Option<Linear>,
     num_heads: usize,
     head_dim: usize,
 }
@@ -68,7 +67,7 @@ impl SelfAttention {
 
     fn new(cfg: &Config, pre_only: bool, vb: VarBuilder) -> Result<Self> {
         let hidden = cfg.hidden_size();
-        let qkv = nn::linear(hidden, 3 * hidden, vb.pp("qkv"))?;
+        let qkv = linear(hidden, 3 * hidden, vb.pp("qkv"))?;
         let (ln_q, ln_k) = if cfg.qk_norm {
             let eps = Self::QK_NORM_EPS;
             (
@@ -81,7 +80,7 @@ impl SelfAttention {
         let proj = if pre_only {
             None
         } else {
-            Some(nn::linear(hidden, hidden, vb.pp("proj"))?)
+            Some(linear(hidden, hidden, vb.pp("proj"))?)
         };
         Ok(Self {
             qkv,
@@ -125,76 +124,25 @@ impl SelfAttention {
 /// GELU(tanh) MLP with ratio 4: `fc1`, `fc2`.
 #[derive(Debug, Clone)]
 struct Mlp {
-    fc1: nn::Linear,
-    fc2: nn::Linear,
+    fc1: Linear,
+    fc2: Linear,
 }
 
 impl Mlp {
     fn new(cfg: &Config, vb: VarBuilder) -> Result<Self> {
         let hidden = cfg.hidden_size();
         Ok(Self {
-            fc1: nn::linear(hidden, 4 * hidden, vb.pp("fc1"))?,
-            fc2: nn::linear(4 * hidden, hidden, vb.pp("fc2"))?,
+            fc1: linear(hidden, 4 * hidden, vb.pp("fc1"))?,
+            fc2: linear(4 * hidden, hidden, vb.pp("fc2"))?,
         })
     }
 }
 
 impl Module for Mlp {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let hidden = match self.fc1.bias() {
-            Some(bias) if x.device().is_cpu() && x.dtype() == DType::F32 => {
-                // The bias add and the GELU in one pass, in place on the product.
-                let hidden = x.broadcast_matmul(&self.fc1.weight().t()?)?;
-                hidden.inplace_op2(&bias.contiguous()?, &BiasGeluTanh)?;
-                hidden
-            }
-            _ => x.apply(&self.fc1)?.gelu()?,
-        };
-        hidden.apply(&self.fc2)
+        self.fc1.forward_gelu_tanh(x)?.apply(&self.fc2)
     }
 }
-
-/// `x = gelu_tanh(x + bias)` over the last dimension, in place (CPU f32).
-struct BiasGeluTanh;
-
-impl InplaceOp2 for BiasGeluTanh {
-    fn name(&self) -> &'static str {
-        "bias-gelu-tanh"
-    }
-
-    fn cpu_fwd(
-        &self,
-        x: &mut CpuStorage,
-        x_l: &Layout,
-        bias: &CpuStorage,
-        bias_l: &Layout,
-    ) -> Result<()> {
-        let (CpuStorage::F32(x), CpuStorage::F32(bias)) = (x, bias) else {
-            candle_core::bail!("bias-gelu-tanh: expected f32 storages");
-        };
-        let width = bias_l.shape().elem_count();
-        let (Some((x_start, x_end)), Some((b_start, b_end))) =
-            (x_l.contiguous_offsets(), bias_l.contiguous_offsets())
-        else {
-            candle_core::bail!("bias-gelu-tanh: expected contiguous tensors");
-        };
-        if x_l.dims().last() != Some(&width) {
-            candle_core::bail!(
-                "bias-gelu-tanh: bias {:?} does not fit {:?}",
-                bias_l.shape(),
-                x_l.shape()
-            );
-        }
-        let bias = &bias[b_start..b_end];
-        x[x_start..x_end]
-            .par_chunks_mut(width * ROWS_PER_CHUNK)
-            .for_each(|chunk| bias_gelu_tanh_in_place(chunk, bias));
-        Ok(())
-    }
-}
-
-/// Rows per parallel chunk of [`BiasGeluTanh`].
-const ROWS_PER_CHUNK: usize = 16;
 
 /// What a block needs after the joint attention: gates, MLP modulation and,
 /// in MMDiT-X blocks, the already computed (gated) second attention.
@@ -236,7 +184,7 @@ struct DismantledBlock {
     attn: SelfAttention,
     attn2: Option<SelfAttention>,
     mlp: Option<Mlp>,
-    ada_ln_modulation: nn::Linear,
+    ada_ln_modulation: Linear,
     kind: BlockKind,
 }
 
@@ -259,7 +207,7 @@ impl DismantledBlock {
             attn: SelfAttention::new(cfg, pre_only, vb.pp("attn"))?,
             attn2,
             mlp,
-            ada_ln_modulation: nn::linear(hidden, n_mods * hidden, vb.pp("adaLN_modulation.1"))?,
+            ada_ln_modulation: linear(hidden, n_mods * hidden, vb.pp("adaLN_modulation.1"))?,
             kind,
         })
     }
@@ -373,8 +321,8 @@ impl JointBlock {
 #[derive(Debug, Clone)]
 pub struct FinalLayer {
     norm_final: LayerNormNoAffine,
-    linear: nn::Linear,
-    ada_ln_modulation: nn::Linear,
+    linear: Linear,
+    ada_ln_modulation: Linear,
 }
 
 impl FinalLayer {
@@ -383,8 +331,8 @@ impl FinalLayer {
         let patch_dim = cfg.patch_size * cfg.patch_size * cfg.out_channels;
         Ok(Self {
             norm_final: LayerNormNoAffine::new(hidden, &vb)?,
-            linear: nn::linear(hidden, patch_dim, vb.pp("linear"))?,
-            ada_ln_modulation: nn::linear(hidden, 2 * hidden, vb.pp("adaLN_modulation.1"))?,
+            linear: linear(hidden, patch_dim, vb.pp("linear"))?,
+            ada_ln_modulation: linear(hidden, 2 * hidden, vb.pp("adaLN_modulation.1"))?,
         })
     }
 

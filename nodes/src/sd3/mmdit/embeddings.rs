@@ -6,6 +6,7 @@
 //! `PixArtAlphaTextProjection`) and Stability's `sd3_impls`/`mmditx.py`
 //! (`PatchEmbed`, `TimestepEmbedder`, `VectorEmbedder`, `cropped_pos_embed`).
 
+use crate::sd3::linear::{linear, Linear};
 use candle_core::{DType, Module, Result, Tensor, D};
 use candle_nn::{self as nn, VarBuilder};
 
@@ -74,8 +75,8 @@ impl Module for PatchEmbedder {
 /// then Linear-SiLU-Linear.
 #[derive(Debug, Clone)]
 pub struct TimestepEmbedder {
-    mlp_0: nn::Linear,
-    mlp_2: nn::Linear,
+    mlp_0: Linear,
+    mlp_2: Linear,
     frequency_embedding_size: usize,
 }
 
@@ -84,8 +85,8 @@ impl TimestepEmbedder {
         let hidden = cfg.hidden_size();
         let freq = cfg.frequency_embedding_size;
         Ok(Self {
-            mlp_0: nn::linear(freq, hidden, vb.pp("mlp.0"))?,
-            mlp_2: nn::linear(hidden, hidden, vb.pp("mlp.2"))?,
+            mlp_0: linear(freq, hidden, vb.pp("mlp.0"))?,
+            mlp_2: linear(hidden, hidden, vb.pp("mlp.2"))?,
             frequency_embedding_size: freq,
         })
     }
@@ -109,7 +110,7 @@ impl TimestepEmbedder {
 
 impl Module for TimestepEmbedder {
     fn forward(&self, t: &Tensor) -> Result<Tensor> {
-        let dtype = self.mlp_0.weight().dtype();
+        let dtype = self.mlp_0.dtype();
         self.timestep_features(t)?
             .to_dtype(dtype)?
             .apply(&self.mlp_0)?
@@ -121,16 +122,16 @@ impl Module for TimestepEmbedder {
 /// `y_embedder`: the pooled text vector through Linear-SiLU-Linear.
 #[derive(Debug, Clone)]
 pub struct VectorEmbedder {
-    mlp_0: nn::Linear,
-    mlp_2: nn::Linear,
+    mlp_0: Linear,
+    mlp_2: Linear,
 }
 
 impl VectorEmbedder {
     pub fn new(cfg: &Config, vb: VarBuilder) -> Result<Self> {
         let hidden = cfg.hidden_size();
         Ok(Self {
-            mlp_0: nn::linear(cfg.adm_in_channels, hidden, vb.pp("mlp.0"))?,
-            mlp_2: nn::linear(hidden, hidden, vb.pp("mlp.2"))?,
+            mlp_0: linear(cfg.adm_in_channels, hidden, vb.pp("mlp.0"))?,
+            mlp_2: linear(hidden, hidden, vb.pp("mlp.2"))?,
         })
     }
 }

@@ -5,7 +5,6 @@
 //! Weights use the original (Stability / single-file) key names; runs in the
 //! dtype of its weights (f32 on CPU, f16/bf16 on CUDA).
 
-mod attention;
 mod blocks;
 mod embeddings;
 mod model;

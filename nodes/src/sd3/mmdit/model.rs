@@ -8,8 +8,9 @@
 //! follows ComfyUI `comfy/model_detection.py` (depth = joint blocks = heads,
 //! unless q/k norms reveal the head size).
 
+use crate::sd3::linear::{linear, Linear};
 use candle_core::{Module, Result, Tensor};
-use candle_nn::{self as nn, VarBuilder};
+use candle_nn::VarBuilder;
 
 use super::blocks::{FinalLayer, JointBlock};
 use super::embeddings::{unpatchify, PatchEmbedder, TimestepEmbedder, VectorEmbedder};
@@ -176,7 +177,7 @@ pub struct MMDiT {
     x_embedder: PatchEmbedder,
     t_embedder: TimestepEmbedder,
     y_embedder: VectorEmbedder,
-    context_embedder: nn::Linear,
+    context_embedder: Linear,
     joint_blocks: Vec<JointBlock>,
     final_layer: FinalLayer,
 }
@@ -196,7 +197,7 @@ impl MMDiT {
             x_embedder: PatchEmbedder::new(cfg, vb.clone())?,
             t_embedder: TimestepEmbedder::new(cfg, vb.pp("t_embedder"))?,
             y_embedder: VectorEmbedder::new(cfg, vb.pp("y_embedder"))?,
-            context_embedder: nn::linear(
+            context_embedder: linear(
                 cfg.context_embed_size,
                 cfg.hidden_size(),
                 vb.pp("context_embedder"),
@@ -211,12 +212,12 @@ impl MMDiT {
     }
 
     pub fn device(&self) -> &candle_core::Device {
-        self.context_embedder.weight().device()
+        self.context_embedder.device()
     }
 
     /// The dtype of the weights; inputs are cast to it.
     pub fn dtype(&self) -> candle_core::DType {
-        self.context_embedder.weight().dtype()
+        self.context_embedder.dtype()
     }
 
     /// Predicts the flow velocity.

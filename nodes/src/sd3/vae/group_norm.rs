@@ -12,6 +12,8 @@ use candle_core::{CpuStorage, CustomOp3, DType, Layout, Module, Result, Shape, T
 use candle_nn::VarBuilder;
 use rayon::prelude::*;
 
+use crate::sd3::vector_math::scale_shift_silu;
+
 #[derive(Debug, Clone)]
 pub struct GroupNorm {
     inner: candle_nn::GroupNorm,
@@ -134,10 +136,7 @@ impl FusedGroupNorm {
             let scale = w as f64 * inv_std;
             let (scale, shift) = (scale as f32, (b as f64 - mean * scale) as f32);
             if self.silu {
-                for (o, &v) in out.iter_mut().zip(x) {
-                    let y = v * scale + shift;
-                    *o = y / (1.0 + (-y).exp());
-                }
+                scale_shift_silu(out, x, scale, shift);
             } else {
                 for (o, &v) in out.iter_mut().zip(x) {
                     *o = v * scale + shift;

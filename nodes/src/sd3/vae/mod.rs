@@ -10,7 +10,9 @@
 //! Encoding returns the posterior mean (deterministic, as ComfyUI's VAEEncode).
 
 use candle_core::{Module, Result, Tensor, D};
-use candle_nn::{self as nn, VarBuilder};
+use candle_nn::VarBuilder;
+
+use crate::sd3::attention::{attention, Qkv};
 
 mod conv2d;
 mod group_norm;
@@ -150,17 +152,20 @@ impl Module for AttnBlock {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let (b, c, h, w) = x.dims4()?;
         let normed = x.apply(&self.norm)?;
+        // [b, pixels, 1 head, c]
         let tokens = |conv: &Conv2d| -> Result<Tensor> {
             normed
                 .apply(conv)?
-                .reshape((b, c, h * w))?
-                .transpose(1, 2)?
-                .contiguous()
+                .reshape((b, c, h * w, 1))?
+                .transpose(1, 3)?
+                .transpose(1, 2)
         };
-        let (q, k, v) = (tokens(&self.q)?, tokens(&self.k)?, tokens(&self.v)?);
-        let weights = (q.matmul(&k.t()?)? * (1.0 / (c as f64).sqrt()))?;
-        let out = nn::ops::softmax_last_dim(&weights)?.matmul(&v)?;
-        let out = out.transpose(1, 2)?.reshape((b, c, h, w))?;
+        let qkv = Qkv {
+            q: tokens(&self.q)?,
+            k: tokens(&self.k)?,
+            v: tokens(&self.v)?,
+        };
+        let out = attention(&qkv)?.transpose(1, 2)?.reshape((b, c, h, w))?;
         x + out.apply(&self.proj_out)?
     }
 }

@@ -7,7 +7,8 @@
 //! straight into the output and divides by the row sums — the score matrix is
 //! never a tensor (at SD3-medium's 1024² that would be 24 heads × 4429² floats
 //! per image), and q/k/v are read through their strides, untransposed. Other
-//! devices and dtypes use candle's matmul and softmax.
+//! devices and dtypes use candle's matmul and softmax. Serves the MMDiT's
+//! joint attention and the VAE's single-head attention over pixels.
 
 use candle_core::{CpuStorage, CustomOp3, DType, Layout, Result, Shape, Tensor};
 use candle_nn as nn;
