@@ -14,7 +14,7 @@ use candle_core::{CpuStorage, CustomOp3, DType, Layout, Result, Shape, Tensor};
 use candle_nn as nn;
 use rayon::prelude::*;
 
-use crate::sd3::vector_math::exp_shifted_rows;
+use crate::sd3::vector_math::{exp_shifted_columns, MAX_ROWS};
 
 /// Queries, keys and values, each `[b, tokens, heads, head_dim]`.
 #[derive(Debug, Clone)]
@@ -77,6 +77,7 @@ struct FusedAttention;
 /// Query rows per task: the scores of a block (rows × key tokens floats) stay
 /// in L2 at SD3's token counts, and there are enough tasks to share out.
 const QUERY_BLOCK: usize = 128;
+const _: () = assert!(QUERY_BLOCK <= MAX_ROWS);
 
 /// Where one `[b, tokens, heads, head_dim]` operand lives in its storage.
 #[derive(Clone, Copy)]
@@ -226,6 +227,8 @@ impl Geometry {
     ) {
         let (rows, width) = (task.rows.len(), self.kv_tokens);
         scratch.resize(rows * width + rows, 0.0);
+        // Scores column-major (one key token's scores for all rows together):
+        // gemm's native layout, read by the second product without repacking.
         let (scores, sums) = scratch.split_at_mut(rows * width);
         let out_row_stride = self.heads * self.head_dim;
         let out_offset = (task.image * self.q_tokens + task.rows.start) * out_row_stride
@@ -242,8 +245,8 @@ impl Geometry {
                 width,
                 self.head_dim,
                 scores.as_mut_ptr(),
+                rows as isize,
                 1,
-                width as isize,
                 false,
                 q.at(task.image, task.rows.start, task.head),
                 1,
@@ -258,7 +261,7 @@ impl Geometry {
                 false,
                 gemm::Parallelism::None,
             );
-            exp_shifted_rows(scores, width, sums);
+            exp_shifted_columns(scores, rows, sums);
             let out = out.0.add(out_offset);
             gemm::gemm(
                 rows,
@@ -269,8 +272,8 @@ impl Geometry {
                 out_row_stride as isize,
                 false,
                 scores.as_ptr(),
+                rows as isize,
                 1,
-                width as isize,
                 v.at(task.image, 0, task.head),
                 1,
                 v.token_stride(),

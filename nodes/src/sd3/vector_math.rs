@@ -120,32 +120,73 @@ simd_kernel! {
     }
 }
 
-/// Independent accumulators in row reductions: one AVX-512 register.
-const LANES: usize = 16;
-
 simd_kernel! {
-    /// Replaces each `row` by `e^(row - max(row))` and returns the sum of the
-    /// new row: a softmax numerator, normalised later by the caller.
-    pub fn exp_shifted_rows(scores: &mut [f32], width: usize, sums: &mut [f32]) {
-        for (row, sum) in scores.chunks_exact_mut(width).zip(sums.iter_mut()) {
-            let mut lanes = [f32::NEG_INFINITY; LANES];
-            for chunk in row.chunks(LANES) {
-                for (lane, &v) in lanes.iter_mut().zip(chunk) {
-                    *lane = lane.max(v);
-                }
+    /// For a column-major `[rows, columns]` block of scores (`column` by
+    /// `column`, each `rows` long), replaces each row by `e^(row − max(row))`
+    /// and writes the sum of the new row to `sums`: softmax numerators and
+    /// denominators, normalised later by the caller. Work runs across rows,
+    /// which are contiguous.
+    pub fn exp_shifted_columns(scores: &mut [f32], rows: usize, sums: &mut [f32]) {
+        let sums = &mut sums[..rows];
+        sums.fill(f32::NEG_INFINITY);
+        for column in scores.chunks_exact(rows) {
+            for (max, &v) in sums.iter_mut().zip(column) {
+                *max = max.max(v);
             }
-            let max = lanes.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
-            let mut lanes = [0f32; LANES];
-            for chunk in row.chunks_mut(LANES) {
-                for (lane, v) in lanes.iter_mut().zip(chunk) {
-                    *v = exp(*v - max);
-                    *lane += *v;
-                }
+        }
+        let mut maxes = [0f32; MAX_ROWS];
+        let maxes = &mut maxes[..rows];
+        maxes.copy_from_slice(sums);
+        sums.fill(0.0);
+        for column in scores.chunks_exact_mut(rows) {
+            for ((v, sum), &max) in column.iter_mut().zip(sums.iter_mut()).zip(maxes.iter()) {
+                *v = exp(*v - max);
+                *sum += *v;
             }
-            *sum = lanes.iter().sum();
         }
     }
 }
+
+simd_kernel! {
+    /// `out = layer_norm(x)·(1 + scale) + shift` for one row (biased
+    /// variance, two passes, as torch's LayerNorm without affine parameters).
+    pub fn modulated_layer_norm(out: &mut [f32], x: &[f32], shift: &[f32], scale: &[f32], eps: f32) {
+        let n = x.len() as f32;
+        let mean = lane_sum(x, |v| v) / n;
+        let var = lane_sum(x, |v| (v - mean) * (v - mean)) / n;
+        let inv_std = 1.0 / (var + eps).sqrt();
+        for (((o, &v), &shift), &scale) in out.iter_mut().zip(x).zip(shift).zip(scale) {
+            *o = (v - mean) * inv_std * (1.0 + scale) + shift;
+        }
+    }
+}
+
+simd_kernel! {
+    /// `out = x + y·gate` for one row.
+    pub fn gated_add(out: &mut [f32], x: &[f32], y: &[f32], gate: &[f32]) {
+        for (((o, &x), &y), &g) in out.iter_mut().zip(x).zip(y).zip(gate) {
+            *o = x + y * g;
+        }
+    }
+}
+
+/// `Σ f(x_i)` over [`LANES`] independent accumulators, so that it vectorises.
+#[inline(always)]
+fn lane_sum(x: &[f32], f: impl Fn(f32) -> f32) -> f32 {
+    let mut lanes = [0f32; LANES];
+    for chunk in x.chunks(LANES) {
+        for (lane, &v) in lanes.iter_mut().zip(chunk) {
+            *lane += f(v);
+        }
+    }
+    lanes.iter().sum()
+}
+
+/// Independent accumulators in row reductions: one AVX-512 register.
+const LANES: usize = 16;
+
+/// The most rows [`exp_shifted_columns`] takes at once.
+pub const MAX_ROWS: usize = 256;
 
 #[cfg(test)]
 mod tests {
@@ -210,14 +251,15 @@ mod tests {
             assert!((y as f64 - reference).abs() <= 1e-6 * reference.abs().max(1e-3));
         }
 
-        let mut rows = xs.clone();
+        // 3 rows × 37 columns, column-major.
+        let mut scores = xs.clone();
         let mut sums = [0f32; 3];
-        exp_shifted_rows(&mut rows, 37, &mut sums);
-        for (r, (row, sum)) in rows.chunks(37).zip(sums).enumerate() {
-            let x = &xs[r * 37..][..37];
-            let max = x.iter().cloned().fold(f32::MIN, f32::max);
-            let expected: Vec<f64> = x.iter().map(|&v| ((v - max) as f64).exp()).collect();
-            for (a, b) in row.iter().zip(&expected) {
+        exp_shifted_columns(&mut scores, 3, &mut sums);
+        for (r, sum) in sums.into_iter().enumerate() {
+            let row: Vec<f32> = xs.iter().skip(r).step_by(3).copied().collect();
+            let max = row.iter().cloned().fold(f32::MIN, f32::max);
+            let expected: Vec<f64> = row.iter().map(|&v| ((v - max) as f64).exp()).collect();
+            for (a, b) in scores.iter().skip(r).step_by(3).zip(&expected) {
                 assert!((*a as f64 - b).abs() <= 1e-6 * b, "{a} vs {b}");
             }
             let total: f64 = expected.iter().sum();

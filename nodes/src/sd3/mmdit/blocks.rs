@@ -12,43 +12,9 @@ use candle_core::{Module, Result, Tensor, D};
 use candle_nn::{self as nn, VarBuilder};
 
 use super::model::Config;
+use super::modulation::{gated_residual, modulated_norm};
 use crate::sd3::attention::{attention, Qkv};
 use crate::sd3::linear::{linear, Linear};
-
-/// LayerNorm without affine parameters, eps 1e-6 (`elementwise_affine=False`).
-#[derive(Debug, Clone)]
-struct LayerNormNoAffine {
-    ones: Tensor,
-    zeros: Tensor,
-}
-
-impl LayerNormNoAffine {
-    const EPS: f32 = 1e-6;
-
-    fn new(dim: usize, vb: &VarBuilder) -> Result<Self> {
-        Ok(Self {
-            ones: Tensor::ones(dim, vb.dtype(), vb.device())?,
-            zeros: Tensor::zeros(dim, vb.dtype(), vb.device())?,
-        })
-    }
-}
-
-impl Module for LayerNormNoAffine {
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        nn::ops::layer_norm(x, &self.ones, &self.zeros, Self::EPS)
-    }
-}
-
-/// `x·(1 + scale) + shift`, with `[b, dim]` modulation broadcast over tokens.
-fn modulate(x: &Tensor, shift: &Tensor, scale: &Tensor) -> Result<Tensor> {
-    x.broadcast_mul(&(scale.unsqueeze(1)? + 1.0)?)?
-        .broadcast_add(&shift.unsqueeze(1)?)
-}
-
-/// Adds `gate·y` to the residual stream `x`.
-fn gated_residual(x: &Tensor, y: &Tensor, gate: &Tensor) -> Result<Tensor> {
-    x + y.broadcast_mul(&gate.unsqueeze(1)?)?
-}
 
 /// One attention's projections: fused `qkv`, optional `ln_q`/`ln_k`, and
 /// `proj` (absent from the last context block, whose output is discarded).
@@ -180,7 +146,6 @@ impl BlockKind {
 /// One stream of a joint block (`x_block` or `context_block`).
 #[derive(Debug, Clone)]
 struct DismantledBlock {
-    norm: LayerNormNoAffine,
     attn: SelfAttention,
     attn2: Option<SelfAttention>,
     mlp: Option<Mlp>,
@@ -203,7 +168,6 @@ impl DismantledBlock {
             Some(Mlp::new(cfg, vb.pp("mlp"))?)
         };
         Ok(Self {
-            norm: LayerNormNoAffine::new(hidden, &vb)?,
             attn: SelfAttention::new(cfg, pre_only, vb.pp("attn"))?,
             attn2,
             mlp,
@@ -220,14 +184,13 @@ impl DismantledBlock {
             .silu()?
             .apply(&self.ada_ln_modulation)?
             .chunk(n_mods, D::Minus1)?;
-        let norm_x = self.norm.forward(x)?;
-        let qkv = self.attn.qkv(&modulate(&norm_x, &mods[0], &mods[1])?)?;
+        let qkv = self.attn.qkv(&modulated_norm(x, &mods[0], &mods[1])?)?;
         if self.kind == BlockKind::PreOnly {
             return Ok((qkv, None));
         }
         let attn2 = match &self.attn2 {
             Some(attn2) => {
-                let qkv2 = attn2.qkv(&modulate(&norm_x, &mods[6], &mods[7])?)?;
+                let qkv2 = attn2.qkv(&modulated_norm(x, &mods[6], &mods[7])?)?;
                 Some((attn2.project_out(&attention(&qkv2)?)?, mods[8].clone()))
             }
             None => None,
@@ -251,7 +214,7 @@ impl DismantledBlock {
             Some(mlp) => mlp,
             None => candle_core::bail!("a pre-only block has no MLP"),
         };
-        let h = modulate(&self.norm.forward(&x)?, &post.shift_mlp, &post.scale_mlp)?;
+        let h = modulated_norm(&x, &post.shift_mlp, &post.scale_mlp)?;
         gated_residual(&x, &mlp.forward(&h)?, &post.gate_mlp)
     }
 }
@@ -320,7 +283,6 @@ impl JointBlock {
 /// `final_layer`: LayerNorm, adaLN (shift, scale), linear to patches.
 #[derive(Debug, Clone)]
 pub struct FinalLayer {
-    norm_final: LayerNormNoAffine,
     linear: Linear,
     ada_ln_modulation: Linear,
 }
@@ -330,7 +292,6 @@ impl FinalLayer {
         let hidden = cfg.hidden_size();
         let patch_dim = cfg.patch_size * cfg.patch_size * cfg.out_channels;
         Ok(Self {
-            norm_final: LayerNormNoAffine::new(hidden, &vb)?,
             linear: linear(hidden, patch_dim, vb.pp("linear"))?,
             ada_ln_modulation: linear(hidden, 2 * hidden, vb.pp("adaLN_modulation.1"))?,
         })
@@ -341,6 +302,6 @@ impl FinalLayer {
             .silu()?
             .apply(&self.ada_ln_modulation)?
             .chunk(2, D::Minus1)?;
-        modulate(&self.norm_final.forward(x)?, &mods[0], &mods[1])?.apply(&self.linear)
+        modulated_norm(x, &mods[0], &mods[1])?.apply(&self.linear)
     }
 }

@@ -8,5 +8,6 @@
 mod blocks;
 mod embeddings;
 mod model;
+mod modulation;
 
 pub use model::{Config, MMDiT};
