@@ -44,6 +44,7 @@ macro_rules! simd_kernel {
         }
     };
 }
+pub(crate) use simd_kernel;
 
 /// `e^x`, within 2 ulp of the exact value on the normal range, without
 /// branches or calls (Cephes' `expf`: `x = n·ln 2 + r`, `|r| ≤ ln 2 / 2`, a

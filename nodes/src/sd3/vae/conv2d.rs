@@ -7,12 +7,15 @@
 //! elements) into a per-thread column buffer `[c_in·k_h·k_w, band pixels]`
 //! that is reused from band to band, and one single-threaded `gemm` call per
 //! band writes straight into the output; bands run in parallel. A 1×1
-//! convolution reads the input itself as the column matrix. Other devices
-//! and dtypes use candle's `conv2d`.
+//! convolution reads the input itself as the column matrix. 3×3 stride-1
+//! padding-1 convolutions take Winograd's F(2×2, 3×3) instead ([`winograd`]).
+//! Other devices and dtypes use candle's `conv2d`.
 
 use candle_core::{CpuStorage, CustomOp3, DType, Layout, Module, Result, Shape, Tensor};
 use candle_nn::VarBuilder;
 use rayon::prelude::*;
+
+use super::winograd::{self, WinogradConv};
 
 /// Output pixels per band. gemm's single-thread speed on the VAE's shapes
 /// measured flat from 256 to 4096 columns; 512 keeps a band's column buffer
@@ -28,16 +31,27 @@ pub struct Conv2d {
     bias: Tensor,
     padding: usize,
     stride: usize,
+    /// The Winograd-transformed kernel, for 3×3 stride-1 padding-1 CPU f32 layers.
+    winograd: Option<Tensor>,
 }
 
 impl Conv2d {
-    pub fn new(weight: Tensor, bias: Tensor, padding: usize, stride: usize) -> Self {
-        Self {
+    pub fn new(weight: Tensor, bias: Tensor, padding: usize, stride: usize) -> Result<Self> {
+        let winograd_shaped =
+            weight.dims().get(2..) == Some(&[3, 3]) && (padding, stride) == (1, 1);
+        let on_cpu_f32 = weight.device().is_cpu() && weight.dtype() == DType::F32;
+        let winograd = if winograd_shaped && on_cpu_f32 {
+            Some(winograd::transform_kernel(&weight)?)
+        } else {
+            None
+        };
+        Ok(Self {
             weight,
             bias,
             padding,
             stride,
-        }
+            winograd,
+        })
     }
 
     /// Loads `weight` and `bias` through `candle_nn::conv2d` (same names and,
@@ -58,7 +72,7 @@ impl Conv2d {
         let conv = candle_nn::conv2d(c_in, c_out, kernel, cfg, vb)?;
         let bias = conv.bias().cloned();
         let bias = bias.ok_or_else(|| candle_core::Error::Msg("conv2d without bias".into()))?;
-        Ok(Self::new(conv.weight().clone(), bias, padding, stride))
+        Self::new(conv.weight().clone(), bias, padding, stride)
     }
 
     pub fn weight(&self) -> &Tensor {
@@ -68,7 +82,13 @@ impl Conv2d {
 
 impl Module for Conv2d {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        if x.device().is_cpu() && x.dtype() == DType::F32 {
+        let on_cpu_f32 = x.device().is_cpu() && x.dtype() == DType::F32;
+        if let (Some(u), true) = (&self.winograd, on_cpu_f32) {
+            return x
+                .contiguous()?
+                .apply_op3_no_bwd(u, &self.bias.contiguous()?, &WinogradConv);
+        }
+        if on_cpu_f32 {
             let op = BandedConv {
                 padding: self.padding,
                 stride: self.stride,
@@ -365,7 +385,9 @@ mod tests {
         let x = seeded_noise(1, &[batch, c_in, h, w], &dev)?;
         let weight = (seeded_noise(2, &[c_out, c_in, k, k], &dev)? * 0.1)?;
         let bias = seeded_noise(3, &[c_out], &dev)?;
-        let ours = Conv2d::new(weight.clone(), bias.clone(), padding, stride).forward(&x)?;
+        let conv = Conv2d::new(weight.clone(), bias.clone(), padding, stride)?;
+        assert_eq!(conv.winograd.is_some(), (k, padding, stride) == (3, 1, 1));
+        let ours = conv.forward(&x)?;
         let reference = x
             .conv2d(&weight, padding, stride, 1, 1)?
             .broadcast_add(&bias.reshape((1, c_out, 1, 1))?)?;
@@ -404,7 +426,9 @@ mod tests {
 
     #[test]
     fn bands_cover_tall_images() -> Result<()> {
-        // More output pixels than one band, with a short last band.
+        // More output pixels than one band, with a short last band: the
+        // banded im2col path (padding 0) and the Winograd one (padding 1).
+        check((1, 3, 2 * BAND_PIXELS / 8 + 3, 8), (4, 3), 0, 1)?;
         check((1, 3, 2 * BAND_PIXELS / 8 + 3, 8), (4, 3), 1, 1)
     }
 
@@ -417,7 +441,8 @@ mod tests {
             Tensor::zeros(2, DType::F32, &dev).unwrap(),
             1,
             1,
-        );
+        )
+        .unwrap();
         let err = conv.forward(&x).unwrap_err().to_string();
         assert!(err.contains("do not fit"), "{err}");
     }

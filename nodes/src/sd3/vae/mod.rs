@@ -16,6 +16,7 @@ use crate::sd3::attention::{attention, Qkv};
 
 mod conv2d;
 mod group_norm;
+mod winograd;
 
 use conv2d::Conv2d;
 use group_norm::GroupNorm;
