@@ -12,7 +12,8 @@
 use half::{bf16, f16};
 use rayon::prelude::*;
 
-/// A half-precision weight format that widens exactly to f32.
+/// A weight format that widens exactly to f32: f16 and bf16, and f32 itself (whose few-row
+/// products take the same streamed kernels).
 pub trait HalfWeight: Copy + Send + Sync + 'static {
     fn widen(self) -> f32;
 
@@ -77,6 +78,18 @@ fn widen_f16c(src: &[f16], dst: &mut [f32]) {
     }
     for (s, d) in src_tail.iter().zip(dst_tail) {
         *d = s.widen();
+    }
+}
+
+impl HalfWeight for f32 {
+    #[inline(always)]
+    fn widen(self) -> f32 {
+        self
+    }
+
+    #[inline(always)]
+    fn widen_into(src: &[Self], dst: &mut [f32]) {
+        dst.copy_from_slice(&src[..dst.len()]);
     }
 }
 

@@ -58,26 +58,30 @@ pub fn dense(weight: &Tensor, xs: &Tensor) -> Result<Tensor> {
     }
 }
 
+/// Whether a product of `rows` f32 rows of `xs` with `weight` streams the weight through
+/// [`half_kernels`]: few rows, on the CPU, with a half weight or an f32 one (for f32 weights
+/// too, the streamed kernels beat gemm's AVX-512 GEMM on these few-row products).
+fn streams(weight: &Tensor, xs: &Tensor, rows: usize) -> bool {
+    rows <= STREAM_MAX_ROWS
+        && xs.dtype() == DType::F32
+        && weight.device().is_cpu()
+        && matches!(weight.dtype(), DType::F16 | DType::BF16 | DType::F32)
+}
+
 /// `x Wᵀ` for `x` `[rows, in]` (f32) and a weight `[out, in]` of any kept precision.
 pub fn x_wt(x: &Tensor, weight: &Tensor) -> Result<Tensor> {
-    if !is_half(weight, x) {
-        return x.matmul(&weight.t()?);
+    if streams(weight, x, x.dim(0)?) {
+        return x.contiguous()?.apply_op2_no_bwd(weight, &Product::XWt);
     }
-    if x.dim(0)? > STREAM_MAX_ROWS {
-        return x.matmul(&dense(weight, x)?.t()?);
-    }
-    x.contiguous()?.apply_op2_no_bwd(weight, &Product::XWt)
+    x.matmul(&dense(weight, x)?.t()?)
 }
 
 /// `g W` for `g` `[rows, out]` (f32) and a weight `[out, in]` of any kept precision.
 pub fn g_w(g: &Tensor, weight: &Tensor) -> Result<Tensor> {
-    if !is_half(weight, g) {
-        return g.matmul(weight);
+    if streams(weight, g, g.dim(0)?) {
+        return g.contiguous()?.apply_op2_no_bwd(weight, &Product::GW);
     }
-    if g.dim(0)? > STREAM_MAX_ROWS {
-        return g.matmul(&dense(weight, g)?);
-    }
-    g.contiguous()?.apply_op2_no_bwd(weight, &Product::GW)
+    g.matmul(&dense(weight, g)?)
 }
 
 fn contiguous<'a, T>(v: &'a [T], layout: &Layout) -> Result<&'a [T]> {
@@ -160,7 +164,8 @@ impl CustomOp2 for Product {
         let result = match w {
             CpuStorage::F16(w) => self.run(a, rows, contiguous(w, w_layout)?, out, inp),
             CpuStorage::BF16(w) => self.run(a, rows, contiguous(w, w_layout)?, out, inp),
-            _ => bail!("half-weight product: weight must be f16 or bf16"),
+            CpuStorage::F32(w) => self.run(a, rows, contiguous(w, w_layout)?, out, inp),
+            _ => bail!("half-weight product: weight must be f16, bf16 or f32"),
         };
         Ok((CpuStorage::F32(result), Shape::from((rows, result_cols))))
     }
@@ -222,11 +227,12 @@ mod tests {
         assert_eq!(compact(bf16_values).unwrap().dtype(), DType::BF16);
     }
 
-    /// Streamed (few rows) and GEMM (many rows) products against f32 products with the same
-    /// values, for both formats and shapes with ragged blocks and tails.
+    /// Streamed (few rows) and GEMM (many rows) products against candle's f32 products with
+    /// the same values, for every format (f32 weights stream too) and shapes with ragged
+    /// blocks and tails.
     #[test]
     fn products_equal_f32_products_of_the_same_values() {
-        for dtype in [DType::F16, DType::BF16] {
+        for dtype in [DType::F16, DType::BF16, DType::F32] {
             let (out, inp) = (37, 300);
             let w = random(out, inp, 2).to_dtype(dtype).unwrap();
             let w32 = w.to_dtype(DType::F32).unwrap();
