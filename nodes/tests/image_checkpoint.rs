@@ -1,10 +1,13 @@
 //! SD3 checkpoint discovery: the tiny checkpoint with text encoders in every
 //! layout users have, and the errors for files that are not SD3.
 
+mod common;
+
 use std::collections::HashMap;
 use std::path::Path;
 
 use candle_core::{DType, Device, Tensor};
+use common::max_abs_diff;
 use cretok_nodes::sd3::checkpoint::{Layout, Sd3Checkpoint, TextEncoderKind};
 use cretok_nodes::sd3::text_encoders::{EncoderVarBuilders, Sd3TextConfig, Sd3TextEncoders};
 use cretok_nodes::sd3::tiny::{write_diffusers, write_single_file, TinyOptions, TinyVariant};
@@ -30,19 +33,6 @@ fn encoders(ckpt: &Sd3Checkpoint) -> Sd3TextEncoders {
         t5: vb(TextEncoderKind::T5Xxl),
     };
     Sd3TextEncoders::new(&Sd3TextConfig::tiny(), None, vbs).unwrap()
-}
-
-fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
-    (a - b)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_scalar()
-        .unwrap()
 }
 
 #[test]

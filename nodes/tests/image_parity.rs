@@ -18,12 +18,15 @@
 //! leaves a 20× margin while any real convention error (swapped adaLN halves,
 //! wrong schedule, scale/shift) moves outputs by 1e-2 or more.
 
+mod common;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use std::ops::ControlFlow;
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::{DType, Device};
+use common::{assert_close, goldens, max_abs_diff};
 use cretok_nodes::sd3::checkpoint::{Layout, Sd3Checkpoint};
 use cretok_nodes::sd3::sampling::{EulerSampler, Scheduler, SkipLayerGuidance};
 use cretok_nodes::sd3::tiny::{write_diffusers, write_single_file, TinyOptions, TinyVariant};
@@ -59,12 +62,6 @@ fn write_fixtures(dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn goldens() -> HashMap<String, Tensor> {
-    let path =
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("parity/goldens/image_goldens.safetensors");
-    candle_core::safetensors::load(path, &Device::Cpu).unwrap()
-}
-
 /// Both layouts of both tiny variants, opened.
 struct Fixtures {
     _dir: tempfile::TempDir,
@@ -90,42 +87,9 @@ fn fixtures() -> Fixtures {
     }
 }
 
-fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
-    assert_eq!(a.dims(), b.dims());
-    (a - b)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_scalar()
-        .unwrap()
-}
-
-#[track_caller]
-fn assert_close(got: &Tensor, want: &Tensor, what: &str) {
-    let scale = want
-        .abs()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap();
-    let diff = max_abs_diff(got, want);
-    let tol = 1e-4 * scale.max(1.0);
-    assert!(
-        diff <= tol,
-        "{what}: max|Δ| = {diff:e} > {tol:e} (max|ref| = {scale})"
-    );
-}
-
 #[test]
 fn sigma_schedules_match_diffusers() {
-    let g = goldens();
+    let g = goldens("image_goldens.safetensors");
     for n in [4, 28] {
         let want = g[&format!("sigmas_{n}")].to_vec1::<f32>().unwrap();
         assert_eq!(Scheduler::Diffusers.sigmas(n, 3.0), want, "{n} steps");
@@ -134,7 +98,7 @@ fn sigma_schedules_match_diffusers() {
 
 #[test]
 fn mmdit_forward_matches_diffusers_in_both_layouts() {
-    let g = goldens();
+    let g = goldens("image_goldens.safetensors");
     let fx = fixtures();
     let dev = Device::Cpu;
     let (x, t, y, ctx) = (
@@ -186,7 +150,7 @@ fn detected_configs_match_the_tiny_presets() {
 
 #[test]
 fn vae_matches_diffusers_in_both_layouts() {
-    let g = goldens();
+    let g = goldens("image_goldens.safetensors");
     let fx = fixtures();
     let dev = Device::Cpu;
     let single = fx.single["sd3"].load_vae(DType::F32, &dev).unwrap();
@@ -207,7 +171,7 @@ fn vae_matches_diffusers_in_both_layouts() {
 
 #[test]
 fn four_step_generation_matches_the_pipeline() {
-    let g = goldens();
+    let g = goldens("image_goldens.safetensors");
     let fx = fixtures();
     let dev = Device::Cpu;
     let model = fx.single["sd3"].load_mmdit(DType::F32, &dev).unwrap();
@@ -246,7 +210,7 @@ fn four_step_generation_matches_the_pipeline() {
 
 #[test]
 fn cancelling_stops_the_sampler() {
-    let g = goldens();
+    let g = goldens("image_goldens.safetensors");
     let fx = fixtures();
     let model = fx.single["sd3"]
         .load_mmdit(DType::F32, &Device::Cpu)
@@ -273,7 +237,7 @@ fn cancelling_stops_the_sampler() {
 
 #[test]
 fn skip_layer_guidance_matches_the_pipeline() {
-    let g = goldens();
+    let g = goldens("image_goldens.safetensors");
     let fx = fixtures();
     let model = fx.single["sd35m"]
         .load_mmdit(DType::F32, &Device::Cpu)
@@ -323,7 +287,7 @@ fn half_precision_weights_run_close_to_f32() {
     // The CUDA path runs in bf16/f16; candle's CPU matmul has no bf16, so f16
     // checks the dtype plumbing here (timestep features in f32, casts of
     // x/y/context, norms, attention). Half precision is ~1e-2 off f32 (PARITY.md §5).
-    let g = goldens();
+    let g = goldens("image_goldens.safetensors");
     let fx = fixtures();
     let (x, t, y, ctx) = (
         &g["mmdit.x"],

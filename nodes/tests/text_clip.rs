@@ -1,10 +1,13 @@
 //! The CLIP text encoder: gradients w.r.t. input embeddings against finite differences, the
 //! prefix key/value reuse and padding independence (CRETOK.md speed-ups 3 and 4).
 
+mod common;
+
 use std::collections::HashMap;
 
 use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::VarBuilder;
+use common::max_abs_diff;
 use cretok_nodes::sd3::clip::{ClipConfig, ClipTextModel, InputGrads};
 use cretok_nodes::sd3::rng::SplitMix64;
 use cretok_nodes::sd3::text_tiny::{tiny_clip_g_weights, tiny_clip_l_weights};
@@ -22,21 +25,6 @@ fn random(dims: &[usize], seed: u64, dtype: DType) -> Tensor {
     Tensor::from_vec(v, dims, &Device::Cpu)
         .unwrap()
         .to_dtype(dtype)
-        .unwrap()
-}
-
-fn max_abs_diff(a: &Tensor, b: &Tensor) -> f64 {
-    (a - b)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_dtype(DType::F64)
-        .unwrap()
-        .to_scalar::<f64>()
         .unwrap()
 }
 

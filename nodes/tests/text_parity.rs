@@ -7,6 +7,8 @@
 //! max(1, |golden|) leaves a wide margin while a wrong convention (activation, eps, mask, EOS
 //! row, padding id) changes outputs by > 1e-2.
 
+mod common;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
@@ -31,38 +33,10 @@ fn parity_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("parity/goldens")
 }
 
-fn goldens() -> HashMap<String, Tensor> {
-    candle_core::safetensors::load(parity_dir().join("text_encoders.safetensors"), &Device::Cpu)
-        .unwrap()
-}
-
+/// The parity check on a batch-1 output against its unbatched golden.
+#[track_caller]
 fn assert_close(name: &str, got: &Tensor, want: &Tensor) {
-    let got = got.squeeze(0).unwrap();
-    assert_eq!(got.dims(), want.dims(), "{name}");
-    let err = (&got - want)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap();
-    let scale = want
-        .abs()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap()
-        .max(1.0);
-    assert!(
-        err <= 1e-4 * scale,
-        "{name}: max |diff| {err}, scale {scale}"
-    );
+    common::assert_close(&got.squeeze(0).unwrap(), want, name);
 }
 
 /// The tiny weights under single-file prefixes, as the checkpoint generator writes them.
@@ -89,7 +63,7 @@ fn t5_tokenizer(dir: &Path) -> T5Tokenizer {
 
 #[test]
 fn clip_outputs_match_transformers() {
-    let goldens = goldens();
+    let goldens = common::goldens("text_encoders.safetensors");
     let vb = single_file_vb(false);
     let cfg = Sd3TextConfig::tiny();
     let encoders = [
@@ -121,7 +95,7 @@ fn clip_outputs_match_transformers() {
 
 #[test]
 fn conditioning_matches_diffusers_encode_prompt() {
-    let goldens = goldens();
+    let goldens = common::goldens("text_encoders.safetensors");
     let dir = parity_dir();
     let cfg = Sd3TextConfig {
         t5_len: T5_LEN,
@@ -153,7 +127,7 @@ fn conditioning_matches_diffusers_encode_prompt() {
 
 #[test]
 fn conditioning_without_t5_matches_diffusers() {
-    let goldens = goldens();
+    let goldens = common::goldens("text_encoders.safetensors");
     let cfg = Sd3TextConfig {
         t5_len: T5_LEN_ABSENT,
         ..Sd3TextConfig::tiny()

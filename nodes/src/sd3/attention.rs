@@ -297,15 +297,7 @@ impl Geometry {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use candle_core::Device;
-
-    fn random(seed: u64, shape: &[usize]) -> Result<Tensor> {
-        crate::sd3::sampling::seeded_noise(seed, shape, &Device::Cpu)
-    }
-
-    fn max_abs_diff(a: &Tensor, b: &Tensor) -> Result<f32> {
-        (a - b)?.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()
-    }
+    use crate::sd3::test_tensors::{max_abs_diff, random};
 
     #[test]
     fn fused_equals_composed_on_strided_and_joined_inputs() -> Result<()> {

@@ -33,7 +33,9 @@ pub fn linear(in_dim: usize, out_dim: usize, vb: VarBuilder) -> Result<Linear> {
 impl Linear {
     pub fn new(inner: nn::Linear) -> Result<Self> {
         let weight = inner.weight();
-        if !(weight.device().is_cpu() && weight.dtype() == DType::F32) {
+        // A weight that is a view (a broadcast placeholder, as when only shapes are laid
+        // out) stays as it is: transposing would materialise it.
+        if !(weight.device().is_cpu() && weight.dtype() == DType::F32 && weight.is_contiguous()) {
             return Ok(Self::Candle(inner));
         }
         Ok(Self::Transposed {
@@ -151,15 +153,7 @@ impl InplaceOp2 for BiasActivation {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use candle_core::Device;
-
-    fn random(seed: u64, shape: &[usize]) -> Result<Tensor> {
-        crate::sd3::sampling::seeded_noise(seed, shape, &Device::Cpu)
-    }
-
-    fn max_abs_diff(a: &Tensor, b: &Tensor) -> Result<f32> {
-        (a - b)?.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()
-    }
+    use crate::sd3::test_tensors::{max_abs_diff, random};
 
     #[test]
     fn transposed_layout_computes_what_candle_does() -> Result<()> {
@@ -178,6 +172,13 @@ mod tests {
             let diff = max_abs_diff(&fast.forward_gelu_tanh(&x)?, &reference.gelu()?)?;
             assert!(diff < 1e-5, "linear + gelu: {diff}");
         }
+        let placeholder =
+            Tensor::zeros((), DType::F32, &candle_core::Device::Cpu)?.broadcast_as((8, 40))?;
+        let view = Linear::new(nn::Linear::new(placeholder, None))?;
+        assert!(
+            matches!(view, Linear::Candle(_)),
+            "a view is not materialised"
+        );
         let no_bias = Linear::new(nn::Linear::new(random(5, &[8, 40])?, None))?;
         let x = random(6, &[3, 40])?;
         assert!(

@@ -12,6 +12,8 @@ pub mod mmdit;
 pub mod rng;
 pub mod sampling;
 pub mod t5;
+#[cfg(test)]
+mod test_tensors;
 pub mod text_encoders;
 pub mod text_tiny;
 pub mod tiny;

@@ -133,15 +133,8 @@ fn slice<'a>(storage: &'a CpuStorage, layout: &Layout) -> Result<&'a [f32]> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sd3::test_tensors::{max_abs_diff, random};
     use candle_core::Device;
-
-    fn random(seed: u64, shape: &[usize]) -> Result<Tensor> {
-        crate::sd3::sampling::seeded_noise(seed, shape, &Device::Cpu)
-    }
-
-    fn max_abs_diff(a: &Tensor, b: &Tensor) -> Result<f32> {
-        (a - b)?.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()
-    }
 
     #[test]
     fn fused_ops_equal_the_composed_ones() -> Result<()> {

@@ -39,7 +39,10 @@ impl Conv2d {
     pub fn new(weight: Tensor, bias: Tensor, padding: usize, stride: usize) -> Result<Self> {
         let winograd_shaped =
             weight.dims().get(2..) == Some(&[3, 3]) && (padding, stride) == (1, 1);
-        let on_cpu_f32 = weight.device().is_cpu() && weight.dtype() == DType::F32;
+        // Not for a weight that is a view (a broadcast placeholder when only shapes are laid
+        // out): transforming would materialise it.
+        let on_cpu_f32 =
+            weight.device().is_cpu() && weight.dtype() == DType::F32 && weight.is_contiguous();
         let winograd = if winograd_shaped && on_cpu_f32 {
             Some(winograd::transform_kernel(&weight)?)
         } else {
