@@ -2,7 +2,8 @@
 //! mid-size random-weight SD3, for `nodes/parity/sd3_bench.py`, which runs
 //! diffusers on the same shapes and prints both side by side.
 //!
-//! `RAYON_NUM_THREADS=2 cargo run --release -p cretok-nodes --example sd3_bench [-- --cuda]`
+//! `RAYON_NUM_THREADS=2 cargo run --release -p cretok-nodes --example sd3_bench [-- --cuda]
+//! [--depth N] [--heads N] [--size PX]]` (defaults: 8 blocks of 8 heads, 256×256).
 //!
 //! Prints one JSON object: the shapes (the Python side builds its models from
 //! them) and the seconds of each case. The weights are random: speed does not
@@ -20,19 +21,34 @@ use cretok_nodes::sd3::types::Conditioning;
 use cretok_nodes::sd3::vae::{self, AutoEncoder};
 use serde_json::json;
 
-/// Image side length in pixels.
+/// Image side length in pixels, unless `--size`.
 const SIZE: usize = 256;
 /// Context tokens: 77 CLIP + 256 T5 positions, as SD3 sees them.
 const TOKENS: usize = 333;
 const STEPS: usize = 4;
 const CFG: f64 = 5.0;
 
-/// SD3-medium's widths, 8 blocks of 8 heads instead of 24 of 24.
-fn mmdit_config() -> mmdit::Config {
-    mmdit::Config {
-        depth: 8,
-        num_heads: 8,
+/// SD3-medium's head size and text widths; by default 8 blocks of 8 heads instead of 24
+/// of 24 (`--depth`, `--heads`).
+fn mmdit_config() -> Result<mmdit::Config> {
+    Ok(mmdit::Config {
+        depth: arg("--depth", 8)?,
+        num_heads: arg("--heads", 8)?,
         ..mmdit::Config::sd3_medium()
+    })
+}
+
+/// The value after `name` on the command line, or `default`.
+fn arg(name: &str, default: usize) -> Result<usize> {
+    let args: Vec<String> = std::env::args().collect();
+    match args.iter().position(|a| a == name) {
+        Some(i) => {
+            let value = args
+                .get(i + 1)
+                .ok_or_else(|| anyhow::anyhow!("{name} needs a value"))?;
+            Ok(value.parse()?)
+        }
+        None => Ok(default),
     }
 }
 
@@ -51,7 +67,8 @@ fn main() -> Result<()> {
         Device::Cpu
     };
     let dtype = DType::F32;
-    let cfg = mmdit_config();
+    let cfg = mmdit_config()?;
+    let size = arg("--size", SIZE)?;
     let vae_cfg = vae::Config::sd3();
     let weights = VarMap::new();
     let mmdit = MMDiT::new(
@@ -62,7 +79,7 @@ fn main() -> Result<()> {
         &vae_cfg,
         VarBuilder::from_varmap(&weights, dtype, &device).pp("vae"),
     )?;
-    let latent = SIZE / 8;
+    let latent = size / 8;
     let randn = |seed: u64, shape: &[usize]| -> Result<Tensor> {
         Ok(seeded_noise(seed, shape, &Device::Cpu)?.to_device(&device)?)
     };
@@ -109,7 +126,7 @@ fn main() -> Result<()> {
 
     let report = json!({
         "config": {
-            "size": SIZE,
+            "size": size,
             "tokens": TOKENS,
             "steps": STEPS,
             "cfg": CFG,

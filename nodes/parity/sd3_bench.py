@@ -6,6 +6,9 @@ the same three cases, and repeats both in turn (interleaved, so a shared machine
 hits both alike). Prints a markdown table of medians and ratios.
 
     /work/venv-parity/bin/python nodes/parity/sd3_bench.py --threads 2 --rounds 3 [--cuda]
+        [--depth 8 --heads 8 --size 256]
+
+(8 blocks of 8 heads × 64 by default; `--heads 24` gives SD3-medium's full width.)
 
 Cases: one MMDiT forward at batch 2 (a CFG step), one VAE decode (batch 1), and a
 generation: STEPS Euler steps with CFG plus the VAE decode.
@@ -36,7 +39,10 @@ def ours(args):
     cmd = cargo(args) + ["run", "--quiet", "--release", "-p", "cretok-nodes", "--example",
                          "sd3_bench"]
     if cuda:
-        cmd += ["--features", "cuda", "--", "--cuda"]
+        cmd += ["--features", "cuda"]
+    cmd += ["--", "--depth", str(args.depth), "--heads", str(args.heads), "--size", str(args.size)]
+    if cuda:
+        cmd += ["--cuda"]
     env = dict(os.environ, RAYON_NUM_THREADS=str(threads))
     out = subprocess.run(cmd, cwd=ROOT, env=env, check=True, capture_output=True, text=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -135,6 +141,9 @@ def main():
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--cuda", action="store_true")
+    p.add_argument("--depth", type=int, default=8, help="MMDiT joint blocks")
+    p.add_argument("--heads", type=int, default=8, help="MMDiT heads of 64 (24: SD3-medium)")
+    p.add_argument("--size", type=int, default=256, help="image side in pixels")
     p.add_argument("--json", help="also write the raw timings here")
     p.add_argument("--cargo-config", help="a cargo config file (vendored sources, gpu_check.sh)")
     args = p.parse_args()
