@@ -191,14 +191,14 @@ impl CustomOp3 for FusedAttention {
                 })
             })
             .collect();
-        let shape = Geometry {
+        let geometry = Geometry {
             q_tokens,
             kv_tokens,
             heads,
             head_dim,
         };
         tasks.par_iter().for_each_init(Vec::new, |scratch, task| {
-            shape.run(task, (q, k, v), &out_ptr, scratch)
+            geometry.run(task, (q, k, v), &out_ptr, scratch)
         });
         Ok((
             CpuStorage::F32(out),

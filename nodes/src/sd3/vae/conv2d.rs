@@ -436,6 +436,29 @@ mod tests {
     }
 
     #[test]
+    fn results_do_not_depend_on_the_thread_count() -> Result<()> {
+        let dev = Device::Cpu;
+        let x = seeded_noise(1, &[1, 8, 40, 24], &dev)?;
+        for (k, padding) in [(3, 1), (3, 0)] {
+            let weight = seeded_noise(2, &[16, 8, k, k], &dev)?;
+            let conv = Conv2d::new(weight, seeded_noise(3, &[16], &dev)?, padding, 1)?;
+            let run = |threads| -> Result<Vec<f32>> {
+                let pool = rayon::ThreadPoolBuilder::new()
+                    .num_threads(threads)
+                    .build()
+                    .map_err(|e| candle_core::Error::Msg(e.to_string()))?;
+                pool.install(|| conv.forward(&x)?.flatten_all()?.to_vec1::<f32>())
+            };
+            let one = run(1)?;
+            assert!(one
+                .iter()
+                .zip(run(3)?)
+                .all(|(a, b)| a.to_bits() == b.to_bits()));
+        }
+        Ok(())
+    }
+
+    #[test]
     fn rejects_mismatched_channels() {
         let dev = Device::Cpu;
         let x = Tensor::zeros((1, 3, 4, 4), DType::F32, &dev).unwrap();

@@ -25,9 +25,12 @@ use rayon::prelude::*;
 
 use crate::sd3::vector_math::simd_kernel;
 
-/// Tiles per band: the 16 `V` matrices of a band at 512 channels are 8 MB,
-/// and the 32×32 levels still split into several bands per thread.
+/// Tiles per band, at most: the 16 `V` matrices of a band at 512 channels are 8 MB.
 const BAND_TILES: usize = 256;
+/// Bands per image, at least (where it has that many tile rows), so that the small
+/// 32×32 levels still spread over threads. Banding does not depend on the thread
+/// count, so neither do the results (a band's size sets its GEMMs' blocking).
+const MIN_BANDS: usize = 4;
 
 /// `U = G g Gᵀ` for every (c_out, c_in) pair of `weight: [c_out, c_in, 3, 3]`,
 /// laid out `[16, c_out, c_in]`: position `ξ`'s matrix, read by the GEMM as
@@ -132,9 +135,7 @@ struct Plan {
 impl Plan {
     fn new(c_in: usize, c_out: usize, h: usize, w: usize) -> Self {
         let (tiles_x, tiles_y) = (w.div_ceil(2), h.div_ceil(2));
-        // At least two bands per thread where the image allows.
-        let balanced = tiles_y.div_ceil(2 * rayon::current_num_threads());
-        let band_rows = (BAND_TILES / tiles_x).clamp(1, balanced.max(1));
+        let band_rows = (BAND_TILES / tiles_x).clamp(1, tiles_y.div_ceil(MIN_BANDS).max(1));
         Self {
             c_in,
             c_out,
