@@ -14,6 +14,7 @@ use candle_core::{CpuStorage, CustomOp3, DType, Layout, Result, Shape, Tensor};
 use candle_nn as nn;
 use rayon::prelude::*;
 
+use crate::sd3::cpu_storage::SharedOut;
 use crate::sd3::vector_math::{exp_shifted_columns, MAX_ROWS};
 
 /// Queries, keys and values, each `[b, tokens, heads, head_dim]`.
@@ -135,14 +136,6 @@ impl<'a> Operand<'a> {
     }
 }
 
-/// The output, written by all tasks; each writes its own rows of one head.
-struct OutPtr(*mut f32);
-
-// SAFETY: the pointer targets a Vec that outlives the parallel loop, and
-// concurrent tasks write disjoint (row, head) blocks (see `FusedAttention::task`).
-#[allow(unsafe_code)]
-unsafe impl Sync for OutPtr {}
-
 /// One task: rows `rows` of head `head` in image `image`.
 struct Task {
     image: usize,
@@ -180,7 +173,7 @@ impl CustomOp3 for FusedAttention {
             Operand::new(v, v_l)?,
         );
         let mut out = vec![0f32; b * q_tokens * heads * head_dim];
-        let out_ptr = OutPtr(out.as_mut_ptr());
+        let out_ptr = SharedOut::new(&mut out);
         let tasks: Vec<Task> = (0..b)
             .flat_map(|image| (0..heads).map(move |head| (image, head)))
             .flat_map(|(image, head)| {
@@ -222,7 +215,7 @@ impl Geometry {
         &self,
         task: &Task,
         (q, k, v): (Operand, Operand, Operand),
-        out: &OutPtr,
+        out: &SharedOut,
         scratch: &mut Vec<f32>,
     ) {
         let (rows, width) = (task.rows.len(), self.kv_tokens);
@@ -262,12 +255,11 @@ impl Geometry {
                 gemm::Parallelism::None,
             );
             exp_shifted_columns(scores, rows, sums);
-            let out = out.0.add(out_offset);
             gemm::gemm(
                 rows,
                 self.head_dim,
                 width,
-                out,
+                out.ptr(out_offset),
                 1,
                 out_row_stride as isize,
                 false,
@@ -285,8 +277,7 @@ impl Geometry {
                 gemm::Parallelism::None,
             );
             for (row, sum) in sums.iter().enumerate() {
-                let out_row =
-                    std::slice::from_raw_parts_mut(out.add(row * out_row_stride), self.head_dim);
+                let out_row = out.slice(out_offset + row * out_row_stride, self.head_dim);
                 let inv = 1.0 / sum;
                 out_row.iter_mut().for_each(|o| *o *= inv);
             }

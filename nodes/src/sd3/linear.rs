@@ -15,6 +15,7 @@ use candle_core::{
 use candle_nn::{self as nn, VarBuilder};
 use rayon::prelude::*;
 
+use super::cpu_storage::{f32_values, f32_values_mut};
 use super::vector_math::{add_bias_in_place, bias_gelu_tanh_in_place};
 
 #[derive(Debug, Clone)]
@@ -116,11 +117,7 @@ impl CustomOp1 for Transpose {
 
     fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
         let (rows, cols) = layout.shape().dims2()?;
-        let (CpuStorage::F32(data), Some((start, end))) = (storage, layout.contiguous_offsets())
-        else {
-            candle_core::bail!("transpose: a contiguous f32 matrix expected");
-        };
-        let input = &data[start..end];
+        let input = f32_values(self.name(), storage, layout)?;
         let mut out = vec![0f32; rows * cols];
         out.par_chunks_mut(TILE * rows)
             .enumerate()
@@ -164,15 +161,9 @@ impl InplaceOp2 for BiasActivation {
         bias: &CpuStorage,
         bias_l: &Layout,
     ) -> Result<()> {
-        let (CpuStorage::F32(x), CpuStorage::F32(bias)) = (x, bias) else {
-            candle_core::bail!("bias-activation: expected f32 storages");
-        };
-        let (Some((x_start, x_end)), Some((b_start, b_end))) =
-            (x_l.contiguous_offsets(), bias_l.contiguous_offsets())
-        else {
-            candle_core::bail!("bias-activation: expected contiguous tensors");
-        };
-        let width = b_end - b_start;
+        let x = f32_values_mut(self.name(), x, x_l)?;
+        let bias = f32_values(self.name(), bias, bias_l)?;
+        let width = bias.len();
         if x_l.dims().last() != Some(&width) {
             candle_core::bail!(
                 "bias-activation: bias {:?} does not fit {:?}",
@@ -180,8 +171,7 @@ impl InplaceOp2 for BiasActivation {
                 x_l.shape()
             );
         }
-        let bias = &bias[b_start..b_end];
-        let chunks = x[x_start..x_end].par_chunks_mut(width * ROWS_PER_CHUNK);
+        let chunks = x.par_chunks_mut(width * ROWS_PER_CHUNK);
         match self.0 {
             Activation::Identity => chunks.for_each(|rows| add_bias_in_place(rows, bias)),
             Activation::GeluTanh => chunks.for_each(|rows| bias_gelu_tanh_in_place(rows, bias)),

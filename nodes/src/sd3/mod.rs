@@ -6,6 +6,7 @@ pub mod attention;
 pub mod checkpoint;
 pub mod clip;
 pub mod conditioning;
+mod cpu_storage;
 pub mod latent_preview;
 pub mod linear;
 pub mod mmdit;

@@ -10,6 +10,7 @@ use candle_core::{CpuStorage, CustomOp3, DType, Layout, Result, Shape, Tensor};
 use candle_nn as nn;
 use rayon::prelude::*;
 
+use crate::sd3::cpu_storage::f32_values;
 use crate::sd3::vector_math::{gated_add, modulated_layer_norm};
 
 /// LayerNorm's epsilon in every MMDiT norm (`elementwise_affine=False, eps=1e-6`).
@@ -92,7 +93,12 @@ impl CustomOp3 for RowOp {
                 x_l.shape()
             );
         }
-        let (x, a, b) = (slice(x, x_l)?, slice(a, a_l)?, slice(b, b_l)?);
+        let op = self.name();
+        let (x, a, b) = (
+            f32_values(op, x, x_l)?,
+            f32_values(op, a, a_l)?,
+            f32_values(op, b, b_l)?,
+        );
         let mut out = vec![0f32; x.len()];
         let chunk = ROWS_PER_CHUNK * dim;
         out.par_chunks_mut(chunk)
@@ -117,16 +123,6 @@ impl CustomOp3 for RowOp {
                 }
             });
         Ok((CpuStorage::F32(out), x_l.shape().clone()))
-    }
-}
-
-fn slice<'a>(storage: &'a CpuStorage, layout: &Layout) -> Result<&'a [f32]> {
-    let CpuStorage::F32(data) = storage else {
-        candle_core::bail!("modulation: the fused CPU path takes f32 only");
-    };
-    match layout.contiguous_offsets() {
-        Some((start, end)) => Ok(&data[start..end]),
-        None => candle_core::bail!("modulation: the fused CPU path needs contiguous tensors"),
     }
 }
 

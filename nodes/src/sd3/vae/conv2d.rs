@@ -16,6 +16,7 @@ use candle_nn::VarBuilder;
 use rayon::prelude::*;
 
 use super::winograd::{self, WinogradConv};
+use crate::sd3::cpu_storage::{f32_values, SharedOut};
 
 /// Output pixels per band. gemm's single-thread speed on the VAE's shapes
 /// measured flat from 256 to 4096 columns; 512 keeps a band's column buffer
@@ -151,22 +152,12 @@ impl CustomOp3 for BandedConv {
         };
         let out = geometry.run(
             batch,
-            f32_slice(input, input_l)?,
-            f32_slice(weight, weight_l)?,
-            f32_slice(bias, bias_l)?,
+            f32_values(self.name(), input, input_l)?,
+            f32_values(self.name(), weight, weight_l)?,
+            f32_values(self.name(), bias, bias_l)?,
         );
         let shape = Shape::from((batch, c_out, geometry.out_h(), geometry.out_w()));
         Ok((CpuStorage::F32(out), shape))
-    }
-}
-
-fn f32_slice<'a>(storage: &'a CpuStorage, layout: &Layout) -> Result<&'a [f32]> {
-    let CpuStorage::F32(data) = storage else {
-        candle_core::bail!("conv2d: the banded CPU path takes f32 only");
-    };
-    match layout.contiguous_offsets() {
-        Some((start, end)) => Ok(&data[start..end]),
-        None => candle_core::bail!("conv2d: the banded CPU path needs contiguous tensors"),
     }
 }
 
@@ -207,7 +198,7 @@ impl Geometry {
         let rows_per_band = (BAND_PIXELS / out_w).clamp(1, out_h);
         let bands = out_h.div_ceil(rows_per_band);
         let mut out = vec![0f32; batch * self.c_out * out_h * out_w];
-        let out_ptr = OutPtr(out.as_mut_ptr());
+        let out_ptr = SharedOut::new(&mut out);
         (0..batch * bands).into_par_iter().for_each_init(
             Vec::new,
             |columns: &mut Vec<f32>, job| {
@@ -231,7 +222,7 @@ impl Geometry {
         bias: &[f32],
         rows: std::ops::Range<usize>,
         columns: &mut Vec<f32>,
-        out: &OutPtr,
+        out: &SharedOut,
         out_offset: usize,
     ) {
         let pixels = rows.len() * self.out_w();
@@ -245,7 +236,8 @@ impl Geometry {
             (&columns[..], pixels)
         };
         let plane = self.out_h() * self.out_w();
-        out.band_gemm(
+        band_gemm(
+            out,
             out_offset,
             plane,
             pixels,
@@ -254,7 +246,7 @@ impl Geometry {
             (lhs, lhs_stride),
             weight,
         );
-        out.add_bias(out_offset, plane, pixels, bias);
+        add_bias(out, out_offset, plane, pixels, bias);
     }
 
     /// im2col of output rows `rows`: row `(ci·k_h + ky)·k_w + kx` of `columns`
@@ -305,68 +297,56 @@ impl Geometry {
     }
 }
 
-/// The output buffer, shared by the bands; each band writes only its own
-/// pixels (a disjoint set of positions in every channel plane).
-struct OutPtr(*mut f32);
-
-// SAFETY: the pointer targets a Vec that outlives the parallel loop, and
-// concurrent bands write disjoint elements (see `OutPtr`).
-#[allow(unsafe_code)]
-unsafe impl Sync for OutPtr {}
-
-impl OutPtr {
-    /// `out[c, offset + i] = Σ_k lhs[k·lhs_stride + i] · weight[c·depth + k]`
-    /// for `i < pixels`, `c < c_out`, channel planes `plane` apart.
-    #[allow(clippy::too_many_arguments)]
-    fn band_gemm(
-        &self,
-        offset: usize,
-        plane: usize,
-        pixels: usize,
-        c_out: usize,
-        depth: usize,
-        (lhs, lhs_stride): (&[f32], usize),
-        weight: &[f32],
-    ) {
-        assert!(lhs.len() >= (depth - 1) * lhs_stride + pixels);
-        assert!(weight.len() >= c_out * depth);
-        // SAFETY: the asserts bound every read of lhs and weight; the output
-        // rows written are `offset + c·plane + (0..pixels)` for `c < c_out`,
-        // inside the output (see `Geometry::run`) and touched by no other band.
-        #[allow(unsafe_code)]
-        unsafe {
-            gemm::gemm(
-                pixels,
-                c_out,
-                depth,
-                self.0.add(offset),
-                plane as isize,
-                1,
-                false,
-                lhs.as_ptr(),
-                lhs_stride as isize,
-                1,
-                weight.as_ptr(),
-                depth as isize,
-                1,
-                0.0,
-                1.0,
-                false,
-                false,
-                false,
-                gemm::Parallelism::None,
-            );
-        }
+/// `out[c, offset + i] = Σ_k lhs[k·lhs_stride + i] · weight[c·depth + k]`
+/// for `i < pixels`, `c < c_out`, channel planes `plane` apart.
+#[allow(clippy::too_many_arguments)]
+fn band_gemm(
+    out: &SharedOut,
+    offset: usize,
+    plane: usize,
+    pixels: usize,
+    c_out: usize,
+    depth: usize,
+    (lhs, lhs_stride): (&[f32], usize),
+    weight: &[f32],
+) {
+    assert!(lhs.len() >= (depth - 1) * lhs_stride + pixels);
+    assert!(weight.len() >= c_out * depth);
+    // SAFETY: the asserts bound every read of lhs and weight; the output
+    // rows written are `offset + c·plane + (0..pixels)` for `c < c_out`,
+    // inside the output (see `Geometry::run`) and touched by no other band.
+    #[allow(unsafe_code)]
+    unsafe {
+        gemm::gemm(
+            pixels,
+            c_out,
+            depth,
+            out.ptr(offset),
+            plane as isize,
+            1,
+            false,
+            lhs.as_ptr(),
+            lhs_stride as isize,
+            1,
+            weight.as_ptr(),
+            depth as isize,
+            1,
+            0.0,
+            1.0,
+            false,
+            false,
+            false,
+            gemm::Parallelism::None,
+        );
     }
+}
 
-    fn add_bias(&self, offset: usize, plane: usize, pixels: usize, bias: &[f32]) {
-        for (c, b) in bias.iter().enumerate() {
-            // SAFETY: the same band rows `band_gemm` just wrote.
-            #[allow(unsafe_code)]
-            let row =
-                unsafe { std::slice::from_raw_parts_mut(self.0.add(offset + c * plane), pixels) };
-            row.iter_mut().for_each(|x| *x += b);
-        }
+fn add_bias(out: &SharedOut, offset: usize, plane: usize, pixels: usize, bias: &[f32]) {
+    for (c, b) in bias.iter().enumerate() {
+        // SAFETY: the same band rows `band_gemm` just wrote, this band's only.
+        #[allow(unsafe_code)]
+        let row = unsafe { out.slice(offset + c * plane, pixels) };
+        row.iter_mut().for_each(|x| *x += b);
     }
 }
 

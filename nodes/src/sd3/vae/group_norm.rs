@@ -12,6 +12,7 @@ use candle_core::{CpuStorage, CustomOp3, DType, Layout, Module, Result, Shape, T
 use candle_nn::VarBuilder;
 use rayon::prelude::*;
 
+use crate::sd3::cpu_storage::f32_values;
 use crate::sd3::vector_math::scale_shift_silu;
 
 #[derive(Debug, Clone)]
@@ -101,9 +102,9 @@ impl CustomOp3 for FusedGroupNorm {
             );
         }
         let (x, weight, bias) = (
-            f32_slice(x, x_l)?,
-            f32_slice(weight, weight_l)?,
-            f32_slice(bias, bias_l)?,
+            f32_values(self.name(), x, x_l)?,
+            f32_values(self.name(), weight, weight_l)?,
+            f32_values(self.name(), bias, bias_l)?,
         );
         let per_channel: usize = dims[2..].iter().product();
         let group_channels = channels / self.groups;
@@ -157,16 +158,6 @@ fn lane_sum(x: &[f32], f: impl Fn(f64) -> f64) -> f64 {
         }
     }
     lanes.iter().sum::<f64>() + tail
-}
-
-fn f32_slice<'a>(storage: &'a CpuStorage, layout: &Layout) -> Result<&'a [f32]> {
-    let CpuStorage::F32(data) = storage else {
-        candle_core::bail!("group norm: the fused CPU path takes f32 only");
-    };
-    match layout.contiguous_offsets() {
-        Some((start, end)) => Ok(&data[start..end]),
-        None => candle_core::bail!("group norm: the fused CPU path needs contiguous tensors"),
-    }
 }
 
 #[cfg(test)]

@@ -23,6 +23,7 @@
 use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
+use crate::sd3::cpu_storage::{f32_values, SharedOut};
 use crate::sd3::vector_math::simd_kernel;
 
 /// Tiles per band, at most: the 16 `V` matrices of a band at 512 channels are 8 MB.
@@ -100,21 +101,11 @@ impl CustomOp3 for WinogradConv {
         let plan = Plan::new(c_in, c_out, h, w);
         let out = plan.run(
             batch,
-            f32_slice(input, input_l)?,
-            f32_slice(u, u_l)?,
-            f32_slice(bias, bias_l)?,
+            f32_values(self.name(), input, input_l)?,
+            f32_values(self.name(), u, u_l)?,
+            f32_values(self.name(), bias, bias_l)?,
         );
         Ok((CpuStorage::F32(out), Shape::from((batch, c_out, h, w))))
-    }
-}
-
-fn f32_slice<'a>(storage: &'a CpuStorage, layout: &Layout) -> Result<&'a [f32]> {
-    let CpuStorage::F32(data) = storage else {
-        candle_core::bail!("winograd conv2d: f32 only");
-    };
-    match layout.contiguous_offsets() {
-        Some((start, end)) => Ok(&data[start..end]),
-        None => candle_core::bail!("winograd conv2d: contiguous tensors only"),
     }
 }
 
@@ -150,7 +141,7 @@ impl Plan {
     fn run(&self, batch: usize, input: &[f32], u: &[f32], bias: &[f32]) -> Vec<f32> {
         let bands = self.tiles_y.div_ceil(self.band_rows);
         let mut out = vec![0f32; batch * self.c_out * self.h * self.w];
-        let out_ptr = OutPtr(out.as_mut_ptr());
+        let out_ptr = SharedOut::new(&mut out);
         let image_len = self.c_in * self.h * self.w;
         (0..batch * bands)
             .into_par_iter()
@@ -174,7 +165,7 @@ impl Plan {
         bias: &[f32],
         rows: std::ops::Range<usize>,
         scratch: &mut Scratch,
-        out: &OutPtr,
+        out: &SharedOut,
         out_offset: usize,
     ) {
         let tiles = rows.len() * self.tiles_x;
@@ -256,7 +247,7 @@ impl Plan {
         bias: &[f32],
         rows: std::ops::Range<usize>,
         tiles: usize,
-        out: &OutPtr,
+        out: &SharedOut,
         out_offset: usize,
     ) {
         let plane = self.h * self.w;
@@ -272,7 +263,12 @@ impl Plan {
                 for (i, row) in [&*top, &*bottom].into_iter().enumerate() {
                     let y = 2 * ty + i;
                     if y < self.h {
-                        out.write(out_offset + co * plane + y * self.w, &row[..self.w]);
+                        // SAFETY: output row `y` of channel `co` lies in this band's rows,
+                        // written by this task only.
+                        #[allow(unsafe_code)]
+                        let dst =
+                            unsafe { out.slice(out_offset + co * plane + y * self.w, self.w) };
+                        dst.copy_from_slice(&row[..self.w]);
                     }
                 }
             }
@@ -383,25 +379,6 @@ impl Scratch {
         self.m.resize(self.m.len().max(m), 0.0);
         for r in self.rows.iter_mut().chain(&mut self.columns) {
             r.resize(r.len().max(row), 0.0);
-        }
-    }
-}
-
-/// The output, shared by the bands; each writes only its own rows.
-struct OutPtr(*mut f32);
-
-// SAFETY: the pointer targets a Vec that outlives the parallel loop, and
-// concurrent bands write disjoint output rows (see `Plan::run`).
-#[allow(unsafe_code)]
-unsafe impl Sync for OutPtr {}
-
-impl OutPtr {
-    fn write(&self, offset: usize, values: &[f32]) {
-        // SAFETY: callers pass the start of an output row of their band and
-        // at most one row of values.
-        #[allow(unsafe_code)]
-        unsafe {
-            std::ptr::copy_nonoverlapping(values.as_ptr(), self.0.add(offset), values.len());
         }
     }
 }
