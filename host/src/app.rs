@@ -203,8 +203,8 @@ impl AppState {
                 executor.clear_cache();
             }
             let job = &running.job;
-            let observer = BusObserver {
-                state: self,
+            let observer = OutboundObserver {
+                sink: self,
                 target: job.client_id.clone(),
                 prompt_id: job.prompt_id.clone(),
             };
@@ -240,23 +240,35 @@ impl EmbeddedWorker {
     }
 }
 
-/// Sends a prompt's events to its client over the bus.
-struct BusObserver<'a> {
-    state: &'a AppState,
-    target: Option<String>,
-    prompt_id: String,
+/// Where an [`OutboundObserver`] hands a prompt's events: the in-process bus,
+/// or Redis for a scale-out worker.
+pub trait OutboundSink: Send + Sync {
+    fn send(&self, outbound: Outbound);
 }
 
-impl ExecutionObserver for BusObserver<'_> {
+impl OutboundSink for &AppState {
+    fn send(&self, outbound: Outbound) {
+        AppState::send(self, outbound);
+    }
+}
+
+/// Addresses a running prompt's events to its client as [`Outbound`]s.
+pub struct OutboundObserver<S> {
+    pub sink: S,
+    pub target: Option<String>,
+    pub prompt_id: String,
+}
+
+impl<S: OutboundSink> ExecutionObserver for OutboundObserver<S> {
     fn message(&self, message: ServerMessage) {
-        self.state.send(Outbound::Message {
+        self.sink.send(Outbound::Message {
             target: self.target.clone(),
             message: Box::new(message),
         });
     }
 
     fn preview(&self, node_id: &str, format: PreviewFormat, image: Vec<u8>) {
-        self.state.send(Outbound::Preview {
+        self.sink.send(Outbound::Preview {
             target: self.target.clone(),
             prompt_id: self.prompt_id.clone(),
             node_id: node_id.to_owned(),
@@ -266,7 +278,7 @@ impl ExecutionObserver for BusObserver<'_> {
     }
 
     fn text(&self, node_id: &str, text: &str) {
-        self.state.send(Outbound::Text {
+        self.sink.send(Outbound::Text {
             target: self.target.clone(),
             node_id: node_id.to_owned(),
             text: text.to_owned(),

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use cretok_nodes::{CancelToken, Paths, PreviewFormat, Registry};
+use cretok_nodes::{CancelToken, Paths, Registry};
 use redis::streams::{
     StreamAutoClaimOptions, StreamAutoClaimReply, StreamId, StreamReadOptions, StreamReadReply,
 };
@@ -19,7 +19,7 @@ use super::{
     cancel_key, done_key, ensure_group, Pool, CONTROL, DONE_TTL_S, EVENTS, GROUP, HISTORY,
     HISTORY_ORDER, PROMPTS,
 };
-use crate::app::Outbound;
+use crate::app::{Outbound, OutboundObserver, OutboundSink};
 use crate::backend::QueuedPrompt;
 use crate::executor::{ExecutionObserver, ExecutionRecord, Executor, Outcome, PromptJob};
 use crate::history::{history_entry, MAX_HISTORY};
@@ -193,11 +193,14 @@ impl RedisWorker {
         if self.clear_cache.swap(false, Ordering::SeqCst) {
             executor.clear_cache();
         }
-        let observer = RedisObserver {
-            pool: &self.pool,
+        let observer = OutboundObserver {
+            sink: RedisEvents {
+                pool: &self.pool,
+                prompt_id: prompt_id.clone(),
+                held: Mutex::default(),
+            },
             target: queued.client_id.clone(),
             prompt_id: prompt_id.clone(),
-            held: Mutex::default(),
         };
         let record = match validate(&queued.prompt, &self.registry) {
             Ok(valid) => {
@@ -218,7 +221,8 @@ impl RedisWorker {
             println!("lost {prompt_id} to another worker");
             return Ok(());
         }
-        let held = std::mem::take(&mut *observer.held.lock().unwrap_or_else(|p| p.into_inner()));
+        let held =
+            std::mem::take(&mut *observer.sink.held.lock().unwrap_or_else(|p| p.into_inner()));
         let entry_json = history_entry(&queued, &record).to_string();
         let first = self.finish(&entry.id, Some((&prompt_id, &entry_json)), &held)?;
         let outcome = match record.outcome {
@@ -416,62 +420,34 @@ fn unrunnable(
 
 /// Publishes a prompt's events; holds back the final one (success, error or
 /// interruption) for [`RedisWorker::finish`], which publishes it only once.
-struct RedisObserver<'a> {
+struct RedisEvents<'a> {
     pool: &'a Pool,
-    target: Option<String>,
     prompt_id: String,
     held: Mutex<Vec<Vec<u8>>>,
 }
 
-impl RedisObserver<'_> {
-    fn publish(&self, outbound: &Outbound) {
-        let payload = encode(outbound);
-        if let Err(e) = self
+impl OutboundSink for RedisEvents<'_> {
+    fn send(&self, outbound: Outbound) {
+        let is_final = matches!(
+            &outbound,
+            Outbound::Message { message, .. } if matches!(
+                **message,
+                ServerMessage::ExecutionSuccess { .. }
+                    | ServerMessage::ExecutionError { .. }
+                    | ServerMessage::ExecutionInterrupted { .. }
+            )
+        );
+        let payload = encode(&outbound);
+        if is_final {
+            self.held
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(payload);
+        } else if let Err(e) = self
             .pool
             .with(|con| -> RedisResult<()> { con.publish(EVENTS, payload) })
         {
             tracing::warn!("publishing an event of prompt {}: {e}", self.prompt_id);
         }
-    }
-}
-
-impl ExecutionObserver for RedisObserver<'_> {
-    fn message(&self, message: ServerMessage) {
-        let is_final = matches!(
-            message,
-            ServerMessage::ExecutionSuccess { .. }
-                | ServerMessage::ExecutionError { .. }
-                | ServerMessage::ExecutionInterrupted { .. }
-        );
-        let outbound = Outbound::Message {
-            target: self.target.clone(),
-            message: Box::new(message),
-        };
-        if is_final {
-            self.held
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .push(encode(&outbound));
-        } else {
-            self.publish(&outbound);
-        }
-    }
-
-    fn preview(&self, node_id: &str, format: PreviewFormat, image: Vec<u8>) {
-        self.publish(&Outbound::Preview {
-            target: self.target.clone(),
-            prompt_id: self.prompt_id.clone(),
-            node_id: node_id.to_owned(),
-            format,
-            image: Arc::new(image),
-        });
-    }
-
-    fn text(&self, node_id: &str, text: &str) {
-        self.publish(&Outbound::Text {
-            target: self.target.clone(),
-            node_id: node_id.to_owned(),
-            text: text.to_owned(),
-        });
     }
 }
