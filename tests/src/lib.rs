@@ -8,9 +8,9 @@ use std::time::Duration;
 use anyhow::{anyhow, bail, Context, Result};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
-use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::io::{AsyncBufReadExt, BufReader, Lines};
 use tokio::net::TcpStream;
-use tokio::process::{Child, Command};
+use tokio::process::{Child, ChildStdout, Command};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
@@ -58,6 +58,46 @@ pub fn repo_root() -> PathBuf {
         .to_path_buf()
 }
 
+/// The rest of a child's stdout, line by line.
+type StdoutLines = Lines<BufReader<ChildStdout>>;
+
+/// Starts `cretok ARGS --data-dir DATA_DIR EXTRA_ARGS` (killed on drop) and reads its
+/// stdout until `ready` recognises a line, within [`TIMEOUT`]; `state` names what it
+/// waits for in errors ("listening"). Returns the child, what `ready` found and the
+/// rest of stdout, which the caller must keep draining.
+async fn spawn_cretok<T>(
+    args: &[&str],
+    data_dir: &Path,
+    extra_args: &[&str],
+    state: &str,
+    ready: impl Fn(&str) -> Option<T>,
+) -> Result<(Child, T, StdoutLines)> {
+    let what = format!("cretok {}", args[0]);
+    let mut child = Command::new(cretok_bin())
+        .args(args)
+        .arg("--data-dir")
+        .arg(data_dir)
+        .args(extra_args)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .with_context(|| format!("starting {what}"))?;
+    let mut lines = BufReader::new(child.stdout.take().context("stdout")?).lines();
+    let found = tokio::time::timeout(TIMEOUT, async {
+        while let Some(line) = lines.next_line().await? {
+            if let Some(found) = ready(&line) {
+                return Ok(found);
+            }
+        }
+        bail!("{what} exited before {state}")
+    })
+    .await
+    .with_context(|| format!("waiting for {what}"))??;
+    Ok((child, found, lines))
+}
+
 /// A running `cretok serve` on a free loopback port, killed on drop.
 pub struct Server {
     child: Child,
@@ -69,28 +109,17 @@ pub struct Server {
 impl Server {
     /// Starts a server on a fresh data directory inside `data_dir`.
     pub async fn start(data_dir: &Path, extra_args: &[&str]) -> Result<Self> {
-        let mut child = Command::new(cretok_bin())
-            .args(["serve", "--port", "0", "--data-dir"])
-            .arg(data_dir)
-            .args(extra_args)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .kill_on_drop(true)
-            .spawn()
-            .context("starting cretok serve")?;
-        let stdout = child.stdout.take().context("stdout")?;
-        let mut lines = BufReader::new(stdout).lines();
-        let base = tokio::time::timeout(TIMEOUT, async {
-            while let Some(line) = lines.next_line().await? {
-                if let Some(url) = line.split_whitespace().find(|w| w.starts_with("http://")) {
-                    return Ok(url.to_owned());
-                }
-            }
-            bail!("cretok serve exited before listening")
-        })
-        .await
-        .context("waiting for cretok serve")??;
+        let (child, base, mut lines) = spawn_cretok(
+            &["serve", "--port", "0"],
+            data_dir,
+            extra_args,
+            "listening",
+            |line| {
+                let url = line.split_whitespace().find(|w| w.starts_with("http://"));
+                url.map(str::to_owned)
+            },
+        )
+        .await?;
         // Keep draining stdout so the server never blocks on a full pipe.
         tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
         Ok(Server {
@@ -370,27 +399,14 @@ impl Worker {
         name: &str,
         extra_args: &[&str],
     ) -> Result<Self> {
-        let mut child = Command::new(cretok_bin())
-            .args(["worker", "--redis", redis_url, "--name", name, "--data-dir"])
-            .arg(data_dir)
-            .args(extra_args)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .kill_on_drop(true)
-            .spawn()
-            .context("starting cretok worker")?;
-        let mut lines = BufReader::new(child.stdout.take().context("stdout")?).lines();
-        tokio::time::timeout(TIMEOUT, async {
-            while let Some(line) = lines.next_line().await? {
-                if line.contains("is waiting for prompts") {
-                    return Ok(());
-                }
-            }
-            bail!("cretok worker exited before taking prompts")
-        })
-        .await
-        .context("waiting for cretok worker")??;
+        let (child, (), mut lines) = spawn_cretok(
+            &["worker", "--redis", redis_url, "--name", name],
+            data_dir,
+            extra_args,
+            "taking prompts",
+            |line| line.contains("is waiting for prompts").then_some(()),
+        )
+        .await?;
         let kept = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         let sink = std::sync::Arc::clone(&kept);
         tokio::spawn(async move {
