@@ -1,5 +1,5 @@
 //! Validation of API-format prompts against node schemas, reporting every
-//! error at once in ComfyUI's shapes (`error` + `node_errors`, see PROTOCOL.md).
+//! error at once in ComfyUI's shapes (`error` + `node_errors`, see docs/protocol.md).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 

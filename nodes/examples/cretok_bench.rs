@@ -1,6 +1,6 @@
 //! Times CreTok training steps at the real SD3 CLIP sizes (CLIP-L 768 x 12 layers, bigG
 //! 1280 x 32 layers; random weights, CPU, computed in f32): our trainer with the exact speed-ups
-//! of CRETOK.md, with the weights stored in f16 as in SD3's checkpoints (kept in f16 in memory)
+//! of docs/cretok.md, with the weights stored in f16 as in SD3's checkpoints (kept in f16 in memory)
 //! and in f32, and the batched general path for comparison. Pairs with
 //! `nodes/parity/cretok_bench_reference.py` (the paper's plain loop); run both with
 //! `nodes/parity/cretok_bench.sh`.

@@ -1,12 +1,12 @@
 """Rebuild nodes/assets/clip_tokenizer/tokenizer.json from open_clip's MIT-licensed BPE merges.
 
-Recipe: PARITY.md section 2 (vocab order: 256 byte characters, the same + "</w>", one entry per
+Recipe: docs/parity.md, "Tokenizers" (vocab order: 256 byte characters, the same + "</w>", one entry per
 merge, then <|startoftext|>=49406 and <|endoftext|>=49407; merges = lines[1:48895]).
 The tokenizer is built with transformers' CLIPTokenizer and saved as a `tokenizers` JSON with
 padding and truncation switched off: the Rust side pads and truncates explicitly, because each
 SD3 CLIP pads with its own id (CLIP-L 49407, CLIP-G 0).
 
-Run: /work/venv-parity/bin/python nodes/parity/build_clip_tokenizer.py
+Run: .venv-parity/bin/python nodes/parity/build_clip_tokenizer.py
 """
 
 import gzip

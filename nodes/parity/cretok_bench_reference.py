@@ -6,7 +6,7 @@ CLIP-L/14 (768 x 12, quick_gelu) and OpenCLIP bigG/14 (1280 x 32, gelu) text con
 all threads. A full step (n = 16 pairs x 2 orders) takes minutes here, so this times PAIR_ORDERS
 pair-orders and scales to 2n (each pair-order costs the same: same prompt lengths, padded to 77).
 
-/work/venv-parity/bin/python nodes/parity/cretok_bench_reference.py [PAIR_ORDERS]
+.venv-parity/bin/python nodes/parity/cretok_bench_reference.py [PAIR_ORDERS]
 """
 
 import sys

@@ -1,6 +1,6 @@
 """The paper's plain CreTok loop in PyTorch + transformers, as the parity golden for our trainer.
 
-Feng et al., "Redefining <Creative> in Dictionary" (CVPR 2025, arXiv 2410.24160); CRETOK.md.
+Feng et al., "Redefining <Creative> in Dictionary" (CVPR 2025, arXiv 2410.24160); docs/cretok.md.
 Deliberately naive, as the paper describes it: for every sampled pair, in both orders and for
 each CLIP encoder, encode the restrictive prompt "a {t1} {t2}" and the adaptive prompt
 "a photo of a <CreTok> mixture", both padded to 77 tokens (CLIP-L pads with <|endoftext|>,
@@ -15,7 +15,7 @@ replaces the row of "creative" through a hook on the token-embedding lookup. Ada
 2. This loop runs and writes goldens/cretok_reference.safetensors (token vectors, initial
    vectors, per-step losses, the schedule), read by nodes/tests/cretok_parity.rs.
 
-Run from the repository root: /work/venv-parity/bin/python nodes/parity/cretok_reference.py
+Run from the repository root: .venv-parity/bin/python nodes/parity/cretok_reference.py
 """
 
 import json

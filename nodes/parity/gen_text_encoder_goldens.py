@@ -2,12 +2,12 @@
 
 1. Runs the Rust generator (`cargo run -p cretok-nodes --example write_tiny_text_encoders`),
    which writes the seeded tiny CLIP-L / CLIP-G / T5 weights (transformers keys).
-2. Loads them into CLIPTextModelWithProjection / T5EncoderModel (PARITY.md section 1 configs),
+2. Loads them into CLIPTextModelWithProjection / T5EncoderModel (configs: docs/parity.md, "Tiny fixtures"),
    f32, one thread, eval, no_grad.
 3. Runs diffusers' StableDiffusion3Pipeline.encode_prompt (with and without T5) and the
    encoders directly, and writes goldens/text_encoders.safetensors (small).
 
-Run from the repository root: /work/venv-parity/bin/python nodes/parity/gen_text_encoder_goldens.py
+Run from the repository root: .venv-parity/bin/python nodes/parity/gen_text_encoder_goldens.py
 """
 
 import os

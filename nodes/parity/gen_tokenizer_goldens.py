@@ -5,10 +5,10 @@ Writes
   (pad "!" = id 0) ids of `tokenizer(prompt, padding="max_length", max_length=77,
   truncation=True)`, stored up to the first EOS; the script asserts that the rest is padding.
 - goldens/t5_synthetic/tokenizer.json + goldens/t5_tokenizer_ids.json: a synthetic T5 tokenizer
-  (Unigram over a small vocabulary, as PARITY.md section 3 describes; no real T5 SentencePiece
+  (Unigram over a small vocabulary, see docs/parity.md, "Tokenizers"; no real T5 SentencePiece
   model exists offline) and its ids at max_length 16 and 256.
 
-Run: /work/venv-parity/bin/python nodes/parity/gen_tokenizer_goldens.py
+Run: .venv-parity/bin/python nodes/parity/gen_tokenizer_goldens.py
 """
 
 import json

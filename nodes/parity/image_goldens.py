@@ -2,8 +2,8 @@
 
 1. Runs the Rust generator (an ignored test) that writes the tiny SD3 and SD3.5-medium
    checkpoints as single files and diffusers folders into a temporary directory.
-2. Loads them with diffusers' single-file loaders (config= the generated folder, as
-   PARITY.md section 4 describes) and checks the folder layout loads to identical weights.
+2. Loads them with diffusers' single-file loaders (config= the generated folder,
+   see docs/parity.md, "Checkpoint keys") and checks the folder layout loads to identical weights.
 3. Writes goldens/image_goldens.safetensors (inputs and reference outputs, f32):
    - sigmas_4 / sigmas_28: FlowMatchEulerDiscreteScheduler(shift=3) sigmas;
    - sd3.* / sd35m.*: one transformer forward (batch 2), SD3.5-medium also with skip_layers=[1];
@@ -12,8 +12,8 @@
      given conditioning tensors (no text encoders), latent and "np" image output;
    - gen_slg.latents: the same run on SD3.5-medium with skip-layer guidance (layer 1).
 
-Run from the repository root:  /work/venv-parity/bin/python nodes/parity/image_goldens.py
-All references use torch.set_num_threads(1), no_grad and f32 (PARITY.md section 5).
+Run from the repository root:  .venv-parity/bin/python nodes/parity/image_goldens.py
+All references use torch.set_num_threads(1), no_grad and f32 (docs/parity.md, "Tolerances").
 """
 
 import os

@@ -5,7 +5,7 @@ timings as JSON), builds diffusers models with the same shapes and random weight
 the same three cases, and repeats both in turn (interleaved, so a shared machine's load
 hits both alike). Prints a markdown table of medians and ratios.
 
-    /work/venv-parity/bin/python nodes/parity/sd3_bench.py --threads 2 --rounds 3 [--cuda]
+    .venv-parity/bin/python nodes/parity/sd3_bench.py --threads 2 --rounds 3 [--cuda]
         [--depth 8 --heads 8 --size 256]
 
 (8 blocks of 8 heads × 64 by default; `--heads 24` gives SD3-medium's full width.)

@@ -14,7 +14,7 @@
 //! Tolerance: `max|Δ| ≤ 1e-4 · max(1, max|reference|)`. Both sides run f32 on
 //! CPU; what differs is summation order (matmul blocking, SDPA vs explicit
 //! softmax, joint token order `[context, image]` vs `[image, context]`),
-//! which PARITY.md §5 measures at ≤ 5e-6 through a whole pipeline, so 1e-4
+//! which docs/parity.md ("Tolerances") measures at ≤ 5e-6 through a whole pipeline, so 1e-4
 //! leaves a 20× margin while any real convention error (swapped adaLN halves,
 //! wrong schedule, scale/shift) moves outputs by 1e-2 or more.
 
@@ -286,7 +286,7 @@ fn skip_layer_guidance_matches_the_pipeline() {
 fn half_precision_weights_run_close_to_f32() {
     // The CUDA path runs in bf16/f16; candle's CPU matmul has no bf16, so f16
     // checks the dtype plumbing here (timestep features in f32, casts of
-    // x/y/context, norms, attention). Half precision is ~1e-2 off f32 (PARITY.md §5).
+    // x/y/context, norms, attention). Half precision is ~1e-2 off f32 (docs/parity.md, "Tolerances").
     let g = goldens("image_goldens.safetensors");
     let fx = fixtures();
     let (x, t, y, ctx) = (

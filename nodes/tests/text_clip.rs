@@ -1,5 +1,5 @@
 //! The CLIP text encoder: gradients w.r.t. input embeddings against finite differences, the
-//! prefix key/value reuse and padding independence (CRETOK.md speed-ups 3 and 4).
+//! prefix key/value reuse and padding independence (docs/cretok.md speed-ups 3 and 4).
 
 mod common;
 
@@ -37,7 +37,7 @@ fn check_gradient(cfg: &ClipConfig, weights: Vec<(String, Tensor)>) {
     let eos = [seq - 1];
     let objective = |x: &Tensor| -> Tensor {
         let out = model.forward(x, &eos).unwrap();
-        // Pooled and penultimate states both reach the trainer (CRETOK.md `pooled`/`sequence`).
+        // Pooled and penultimate states both reach the trainer (docs/cretok.md `pooled`/`sequence`).
         let pooled = (out.pooled * &r).unwrap().sum_all().unwrap();
         let seq_term = out.penultimate.sqr().unwrap().mean_all().unwrap();
         (pooled + seq_term).unwrap()

@@ -1,4 +1,4 @@
-//! `cretok train`: the CreTok trainer headless (CRETOK.md; Feng et al., arXiv 2410.24160), with a
+//! `cretok train`: the CreTok trainer headless (docs/cretok.md; Feng et al., arXiv 2410.24160), with a
 //! progress bar, checkpoints every N steps, `--resume`, and Ctrl-C that stops after the current
 //! step and leaves a valid checkpoint.
 //!

@@ -1,4 +1,4 @@
-//! The ComfyUI-compatible HTTP + websocket server (see PROTOCOL.md). Every
+//! The ComfyUI-compatible HTTP + websocket server (see docs/protocol.md). Every
 //! route is served both as `/x` and `/api/x`.
 
 mod error;

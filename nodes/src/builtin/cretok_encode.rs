@@ -1,6 +1,6 @@
 //! `CreTokEncode`: a prompt with the learned token in place of the word `creative` (or a literal
 //! `<CreTok>`) in each CLIP encoder's input embeddings; T5 sees the plain word. `strength` s
-//! mixes `(1 - s) e(word) + s v` (CRETOK.md, "Inference"): 0 is the plain word, 1 the token.
+//! mixes `(1 - s) e(word) + s v` (docs/cretok.md, "Inference"): 0 is the plain word, 1 the token.
 
 use crate::cretok::inference::{encode_pieces, token_pieces, Piece};
 use crate::cretok::CreTokToken;

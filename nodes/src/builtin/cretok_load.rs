@@ -1,5 +1,5 @@
 //! `CreTokLoad`: a token file from the models `embeddings/` folder as a `CRETOK` value
-//! (CRETOK.md, "The token file").
+//! (docs/cretok.md, "The token file").
 
 use std::sync::Arc;
 

@@ -1,4 +1,4 @@
-//! `CreTokTrain`: trains the CreTok token on a CLIP link's encoders (CRETOK.md; Feng et al.,
+//! `CreTokTrain`: trains the CreTok token on a CLIP link's encoders (docs/cretok.md; Feng et al.,
 //! arXiv 2410.24160), reporting progress per step (cancellable) and the loss as text, and saves
 //! the token file under `output/<filename_prefix>_NNNNN_.safetensors` (checkpoints next to it).
 

@@ -1,4 +1,4 @@
-//! `StyleModifier`: appends a style to a prompt (CRETOK.md, "Inference": style words need no
+//! `StyleModifier`: appends a style to a prompt (docs/cretok.md, "Inference": style words need no
 //! extra machinery with CreTok, this node makes them a choice).
 
 use crate::{

@@ -1,5 +1,5 @@
 //! Restrictive embeddings `E(P_r)`: computed once per encoder, without gradient, and cached on
-//! disk (CRETOK.md speed-up 2: they never depend on the token).
+//! disk (docs/cretok.md speed-up 2: they never depend on the token).
 //!
 //! Cache key: SHA-256 of the encoder's fingerprint, the dataset's SHA-256, the restrictive
 //! template and the target. The fingerprint hashes the token-embedding table and the outputs of

@@ -1,4 +1,4 @@
-//! Training parameters and their defaults (CRETOK.md, "Training" and "Our decisions").
+//! Training parameters and their defaults (docs/cretok.md, "Training" and "Our decisions").
 
 use std::collections::BTreeMap;
 
@@ -7,7 +7,7 @@ use anyhow::{bail, ensure, Context, Result};
 use super::encoder::EncoderId;
 use super::prompts::check_templates;
 
-/// What `E(·)` is (CRETOK.md, "Our decisions").
+/// What `E(·)` is (docs/cretok.md, "Our decisions").
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Target {
     /// The pooled vector SD3 receives (bigG projected, CLIP-L unprojected).

@@ -1,4 +1,4 @@
-//! Concept pairs: the CangJie-style training set and the held-out test set (CRETOK.md, "Training";
+//! Concept pairs: the CangJie-style training set and the held-out test set (docs/cretok.md, "Training";
 //! Feng et al., arXiv 2410.24160, section 4). Format `cretok-pairs/1`, documented in
 //! `docs/cretok.md`:
 //!

@@ -1,6 +1,6 @@
 //! One CLIP encoder as the trainer sees it: `E(P_a)` as a function of the token vector.
 //!
-//! CRETOK.md speed-ups 1, 3 and 4: when the adaptive template does not name the pair, `E(P_a)`
+//! docs/cretok.md speed-ups 1, 3 and 4: when the adaptive template does not name the pair, `E(P_a)`
 //! is one forward (and one backward) per step on the few positions from the token on, with the
 //! keys/values of `<BOS> a photo of a` computed once ([`ClipTextModel::prefix`]) and, for pooled
 //! targets, no padding. When it names the pair (`{t1}`/`{t2}`), every sampled pair-order gets

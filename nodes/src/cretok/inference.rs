@@ -1,4 +1,4 @@
-//! Putting learned vectors into a prompt (CRETOK.md, "Inference"): the word `creative` (or a
+//! Putting learned vectors into a prompt (docs/cretok.md, "Inference"): the word `creative` (or a
 //! literal `<CreTok>`) becomes the token's vector in each CLIP encoder's input embeddings, mixed
 //! with the word's own embedding by `strength`: `(1 - s) e(word) + s v`. T5 sees the plain word.
 //! The same machinery serves `embedding:NAME` (textual-inversion files) in prompts.

@@ -1,5 +1,5 @@
 //! The CreTok loss: `L = 1 - min(cos(E(P_r), E(P_a)), θ)` per pair and order, averaged
-//! (CRETOK.md, "Training"; Feng et al., arXiv 2410.24160, eq. for L_CreTok).
+//! (docs/cretok.md, "Training"; Feng et al., arXiv 2410.24160, eq. for L_CreTok).
 //!
 //! The clip at θ is `torch.clamp(cos, max=θ)`: the gradient flows where `cos <= θ` and is zero
 //! above (PyTorch's `clamp_backward` keeps the boundary).

@@ -1,6 +1,6 @@
 //! CreTok: redefine a word (default `creative`) as a learned token whose CLIP input embeddings
 //! make SD3 blend two concepts zero-shot (Feng et al., "Redefining <Creative> in Dictionary",
-//! CVPR 2025, arXiv 2410.24160). Design and decisions: `design/CRETOK.md`; user guide:
+//! CVPR 2025, arXiv 2410.24160). Method, decisions and user guide:
 //! `docs/cretok.md`.
 //!
 //! One concept per module: [`dataset`] (pairs files), [`prompts`] (templates and ids),

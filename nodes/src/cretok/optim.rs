@@ -1,4 +1,4 @@
-//! AdamW on the token vectors and the cosine learning-rate schedule (CRETOK.md, "Our
+//! AdamW on the token vectors and the cosine learning-rate schedule (docs/cretok.md, "Our
 //! decisions": betas (0.9, 0.999), eps 1e-8, weight decay 0, cosine decay to 0, no warm-up).
 //!
 //! Written out on host `f32` vectors (the token is one row per encoder) so that its state can be

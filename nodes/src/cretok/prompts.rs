@@ -1,11 +1,11 @@
-//! The restrictive and adaptive prompts and their CLIP ids (CRETOK.md, "Training":
+//! The restrictive and adaptive prompts and their CLIP ids (docs/cretok.md, "Training":
 //! `P_r = "a {t1} {t2}"`, `P_a = "a photo of a <CreTok> mixture"`).
 //!
 //! `<CreTok>` stands where the redefined word's token goes: the prompt is tokenized with the
 //! word in its place (so the ids are exactly those the word's prompt gets at inference) and the
 //! word's row is later replaced by the learned vector. The word must therefore be one CLIP token.
 //! Pooled targets use unpadded ids (the EOS state ignores what follows it under the causal mask,
-//! CRETOK.md speed-up 3); sequence targets use SD3's 77 padded ids.
+//! docs/cretok.md speed-up 3); sequence targets use SD3's 77 padded ids.
 
 use anyhow::{bail, ensure, Result};
 
@@ -105,7 +105,7 @@ mod tests {
     fn adaptive_ids_put_the_word_where_the_placeholder_was() {
         let tok = ClipTokenizer::clip_g().unwrap();
         let a = adaptive_ids(&tok, "a photo of a <CreTok> mixture", "creative", false).unwrap();
-        // PARITY.md section 2: "a photo of a creative mixture".
+        // docs/parity.md, "Tokenizers": "a photo of a creative mixture".
         assert_eq!(
             a.prompt.ids,
             [49406, 320, 1125, 539, 320, 4450, 28286, 49407]

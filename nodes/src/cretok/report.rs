@@ -1,4 +1,4 @@
-//! What a training run tells its caller (node, CLI, tests) while it runs (CRETOK.md, "Report
+//! What a training run tells its caller (node, CLI, tests) while it runs (docs/cretok.md, "Report
 //! the starting point" and "Held-out check").
 
 use std::path::Path;

@@ -1,4 +1,4 @@
-//! Seed-deterministic pair sampling (CRETOK.md, "Training": each step samples n pairs).
+//! Seed-deterministic pair sampling (docs/cretok.md, "Training": each step samples n pairs).
 //!
 //! A partial Fisher-Yates shuffle over [`SplitMix64`] (integer arithmetic only), so the same
 //! seed gives the same pairs on every platform; the state is one `u64`, stored in checkpoints so

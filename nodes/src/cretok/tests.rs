@@ -1,4 +1,4 @@
-//! Cross-module tests of the trainer on the tiny random CLIPs (PARITY.md section 1): the exact
+//! Cross-module tests of the trainer on the tiny random CLIPs (docs/parity.md, "Tiny fixtures"): the exact
 //! speed-ups equal the plain computation, only the token moves, resume is bit-for-bit.
 
 use std::collections::HashMap;

@@ -1,4 +1,4 @@
-//! The token file (CRETOK.md, "The token file"): `.safetensors` with `clip_l` `[1, 768]` and
+//! The token file (docs/cretok.md, "The token file"): `.safetensors` with `clip_l` `[1, 768]` and
 //! `clip_g` `[1, 1280]` (sizes follow the model; the SDXL/SD3 textual-inversion convention that
 //! ComfyUI reads as `embedding:name`) and `__metadata__` with the method, word, templates, θ, n,
 //! steps, lr, seed, dataset SHA-256, base-model fingerprint and final losses.

@@ -1,4 +1,4 @@
-//! The CreTok training loop (CRETOK.md; Feng et al., arXiv 2410.24160, section 3.2): per step,
+//! The CreTok training loop (docs/cretok.md; Feng et al., arXiv 2410.24160, section 3.2): per step,
 //! sample n pairs, average `1 - min(cos(E(P_r), E(P_a)), θ)` over the pairs in both orders,
 //! per CLIP encoder, average the encoders, and take one AdamW step on the token vectors under a
 //! cosine schedule. Every weight stays frozen: the only gradient is w.r.t. the token's row.

@@ -2,7 +2,7 @@
 //! width, followed by the T5 states (or zeros); pooled = pooled CLIP-L ++ pooled CLIP-G.
 //!
 //! Reference: diffusers `StableDiffusion3Pipeline.encode_prompt` and `_get_t5_prompt_embeds`
-//! (v0.42.1; PARITY.md section 3): `prompt_embeds = cat([pad(cat([L, G], -1), joint_dim), T5],
+//! (v0.42.1; docs/parity.md, "Pipeline conventions"): `prompt_embeds = cat([pad(cat([L, G], -1), joint_dim), T5],
 //! dim=-2)`, T5 absent -> `zeros(B, max_sequence_length, joint_dim)`.
 
 use candle_core::{bail, Result, Tensor, D};
@@ -30,7 +30,7 @@ pub fn assemble(
     let clip = Tensor::cat(&[&clip_l.penultimate, &clip_g.penultimate], D::Minus1)?;
     let (batch, _, width) = clip.dims3()?;
     if width > joint_dim {
-        // torch's F.pad with a negative pad would silently crop (PARITY.md section 1).
+        // torch's F.pad with a negative pad would silently crop (docs/parity.md, "Tiny fixtures").
         bail!("CLIP width {width} exceeds the joint width {joint_dim}")
     }
     let clip = clip.pad_with_zeros(D::Minus1, 0, joint_dim - width)?;

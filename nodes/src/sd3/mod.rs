@@ -1,6 +1,6 @@
 //! Stable Diffusion 3 on candle: checkpoints, tokenizers, text encoders, MMDiT,
 //! VAE and the flow-matching sampler. Conventions follow diffusers'
-//! `StableDiffusion3Pipeline` (see PARITY.md in the design notes).
+//! `StableDiffusion3Pipeline` (see docs/parity.md).
 
 pub mod attention;
 pub mod checkpoint;

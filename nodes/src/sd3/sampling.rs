@@ -1,7 +1,7 @@
 //! Rectified-flow sampling for SD3: the shifted sigma schedules, seeded initial
 //! noise, and the Euler sampler with classifier-free and skip-layer guidance.
 //!
-//! References (numerics in PARITY.md §3):
+//! References (numerics in docs/parity.md, "Pipeline conventions"):
 //! - diffusers 0.42.1 `schedulers/scheduling_flow_match_euler_discrete.py`
 //!   (`__init__`: `sigma_min = shift(1/1000)` in f32; `set_timesteps`: f64
 //!   `linspace(1000, 1000·sigma_min, N)`, shifted again, then f32; `step`:
@@ -271,7 +271,7 @@ mod tests {
 
     #[test]
     fn diffusers_schedule_matches_parity_values() {
-        // PARITY.md §3, printed by diffusers 0.42.1 to 8 digits (bit-exact equality
+        // docs/parity.md, "Pipeline conventions", printed by diffusers 0.42.1 to 8 digits (bit-exact equality
         // with diffusers' f32 sigmas is checked against the goldens in tests/image_parity.rs).
         let s = Scheduler::Diffusers.sigmas(4, 3.0);
         assert_close(

@@ -4,7 +4,7 @@
 //! Raffel et al., "Exploring the Limits of Transfer Learning with a Unified Text-to-Text
 //! Transformer" (arXiv 1910.10683); reference transformers `models/t5/modeling_t5.py` (v5.23).
 //! SD3 feeds it ids padded to the T5 length with 0, no attention mask (diffusers
-//! `_get_t5_prompt_embeds`, PARITY.md section 3). Keys: `shared.weight`, `encoder.*`.
+//! `_get_t5_prompt_embeds`, docs/parity.md, "Pipeline conventions"). Keys: `shared.weight`, `encoder.*`.
 
 use candle_core::{Result, Tensor};
 use candle_nn::VarBuilder;
@@ -39,7 +39,7 @@ pub fn t5_xxl() -> Config {
     }
 }
 
-/// The tiny T5 of the parity fixtures (PARITY.md section 1).
+/// The tiny T5 of the parity fixtures (docs/parity.md, "Tiny fixtures").
 pub fn t5_tiny() -> Config {
     Config {
         d_model: 128,

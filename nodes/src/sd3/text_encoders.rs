@@ -1,7 +1,7 @@
 //! SD3's three text encoders behind one prompt -> [`Conditioning`] call, with a lower-level
 //! path (tokens -> input embeddings -> edit a row -> encode) for the CreTok token.
 //!
-//! Reference: diffusers `StableDiffusion3Pipeline.encode_prompt` (v0.42.1; PARITY.md section 3).
+//! Reference: diffusers `StableDiffusion3Pipeline.encode_prompt` (v0.42.1; docs/parity.md, "Pipeline conventions").
 //! Each CLIP runs on its own 77 ids (CLIP-L padded with EOS, CLIP-G with 0); T5 runs on
 //! `t5_len` ids or is replaced by zeros when absent.
 
@@ -40,7 +40,7 @@ impl Sd3TextConfig {
         }
     }
 
-    /// The tiny fixtures of PARITY.md section 1 (joint width 128).
+    /// The tiny fixtures of docs/parity.md ("Tiny fixtures") (joint width 128).
     pub fn tiny() -> Self {
         Self {
             clip_l: ClipConfig::tiny_l(),

@@ -1,6 +1,6 @@
 //! Deterministic tiny random text encoders (CLIP-L, CLIP-G, T5) for tests and parity fixtures.
 //!
-//! Shapes are PARITY.md section 1's tiny configs; keys are transformers' state-dict names
+//! Shapes are the tiny configs of docs/parity.md ("Tiny fixtures"); keys are transformers' state-dict names
 //! (`CLIPTextModelWithProjection`, `T5EncoderModel`), without any checkpoint prefix. Values are
 //! [`SplitMix64::standard`] deviates (IEEE additions only), so the fixtures are bit-identical on
 //! every platform. Each tensor draws from its own stream, seeded from the
@@ -163,7 +163,7 @@ mod tests {
         let b = tiny_clip_l_weights(1).unwrap();
         let c = tiny_clip_l_weights(2).unwrap();
         let params: usize = a.iter().map(|(_, t)| t.elem_count()).sum();
-        // PARITY.md section 1: 1,610,240 parameters, the 32x32 identity projection included.
+        // docs/parity.md, "Tiny fixtures": 1,610,240 parameters, the 32x32 identity projection included.
         assert_eq!(params, 1_610_240);
         let first = |w: &[(String, Tensor)]| w[3].1.flatten_all().unwrap().to_vec1::<f32>();
         assert_eq!(first(&a).unwrap(), first(&b).unwrap());

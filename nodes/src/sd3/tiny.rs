@@ -1,4 +1,4 @@
-//! A tiny random-weight SD3 checkpoint (PARITY.md §1 shapes) for tests and the
+//! A tiny random-weight SD3 checkpoint (shapes: docs/parity.md, "Tiny fixtures") for tests and the
 //! diffusers parity script, written as a single file and as a diffusers folder
 //! holding the same weights.
 //!
@@ -130,7 +130,7 @@ fn record(
 
 /// The text side's tiny encoder weights (`text_tiny`), transformers key names.
 /// CLIP-L keeps its identity projection in diffusers folders only: SD3 single
-/// files carry none (PARITY.md §4).
+/// files carry none (docs/parity.md, "Checkpoint keys").
 fn text_encoder_tensors(
     kind: TextEncoderKind,
     seed: u64,

@@ -3,7 +3,7 @@
 //! Reference: diffusers `StableDiffusion3Pipeline._get_clip_prompt_embeds` /
 //! `_get_t5_prompt_embeds` (v0.42.1), which call the tokenizers with
 //! `padding="max_length", max_length=77 (T5: max_sequence_length), truncation=True`.
-//! PARITY.md section 2: CLIP-L pads with `<|endoftext|>` (49407), CLIP-G with `"!"` (id 0),
+//! docs/parity.md, "Tokenizers": CLIP-L pads with `<|endoftext|>` (49407), CLIP-G with `"!"` (id 0),
 //! and because `"!"` is CLIP-G's pad *special token*, a `!` in a prompt becomes id 0 there.
 //!
 //! The CLIP vocabulary and merges ship in `nodes/assets/clip_tokenizer/tokenizer.json`, built by
@@ -78,7 +78,7 @@ impl ClipTokenizer {
     }
 
     /// `[BOS, tokens…, EOS]`, truncated to 77 ids keeping the EOS, without padding. With CLIP's
-    /// causal mask the states up to the EOS do not depend on the padding (CRETOK.md speed-up 3).
+    /// causal mask the states up to the EOS do not depend on the padding (docs/cretok.md speed-up 3).
     pub fn encode_unpadded(&self, text: &str) -> Result<Vec<u32>> {
         let encoding = self
             .inner

@@ -8,7 +8,7 @@
 //! (`convert_sd3_transformer_checkpoint_to_diffusers`: qkv `chunk(3)`,
 //! `swap_scale_shift` for `norm_out` and the last `norm1_context`;
 //! `convert_ldm_vae_checkpoint`: reversed up blocks, 1x1-conv attention);
-//! PARITY.md §4.
+//! docs/parity.md, "Checkpoint keys".
 
 use candle_core::{Result, Tensor};
 

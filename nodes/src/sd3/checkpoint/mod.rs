@@ -4,7 +4,7 @@
 //!
 //! Reference: ComfyUI `comfy/model_detection.py` (detection by key names and
 //! shapes), diffusers 0.42.1 `loaders/single_file_utils.py` (key map),
-//! PARITY.md §4.
+//! docs/parity.md, "Checkpoint keys".
 
 pub mod keymap;
 pub mod weights;

@@ -1,7 +1,7 @@
 //! CLIP text-encoder configurations: the two SD3 encoders and their tiny test twins.
 //!
 //! Sizes from the SD3 checkpoints (CLIP-L/14 and OpenCLIP bigG/14 text towers) and
-//! transformers' `CLIPTextConfig`; tiny sizes from PARITY.md section 1.
+//! transformers' `CLIPTextConfig`; tiny sizes from docs/parity.md, "Tiny fixtures".
 
 /// The MLP activation (transformers `hidden_act`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,7 +58,7 @@ impl ClipConfig {
         }
     }
 
-    /// The tiny CLIP-L of the parity fixtures (PARITY.md section 1).
+    /// The tiny CLIP-L of the parity fixtures (docs/parity.md, "Tiny fixtures").
     pub fn tiny_l() -> Self {
         Self {
             hidden_size: 32,
@@ -70,7 +70,7 @@ impl ClipConfig {
         }
     }
 
-    /// The tiny CLIP-G of the parity fixtures (PARITY.md section 1).
+    /// The tiny CLIP-G of the parity fixtures (docs/parity.md, "Tiny fixtures").
     pub fn tiny_g() -> Self {
         Self {
             hidden_size: 64,

@@ -4,7 +4,7 @@
 //! Reference: transformers `models/clip/modeling_clip.py` (v5.23): `CLIPTextEmbeddings`
 //! (token + absolute position embeddings), `CLIPTextTransformer` (causal mask, no padding mask,
 //! `final_layer_norm`, pooled state at the first EOS), `CLIPTextModelWithProjection`
-//! (`text_projection`, no bias). SD3 reads `hidden_states[-2]` (PARITY.md section 3).
+//! (`text_projection`, no bias). SD3 reads `hidden_states[-2]` (docs/parity.md, "Pipeline conventions").
 
 use candle_core::{bail, DType, Module, Result, Tensor};
 use candle_nn::{Embedding, VarBuilder};
@@ -28,7 +28,7 @@ pub struct ClipOutput {
 
 /// Per-layer keys and values of a fixed leading run of tokens (e.g. `<BOS> a photo of a`),
 /// computed once by [`ClipTextModel::prefix`] and reused by [`ClipTextModel::forward_after`]:
-/// with a causal mask those positions never depend on what follows (CRETOK.md speed-up 4).
+/// with a causal mask those positions never depend on what follows (docs/cretok.md speed-up 4).
 #[derive(Debug, Clone)]
 pub struct ClipPrefix {
     layers: Vec<LayerKv>,

@@ -1,7 +1,7 @@
 //! Building blocks of the CLIP text encoder that stay differentiable w.r.t. their input.
 //!
 //! candle's fused `ops::layer_norm` and `ops::softmax_last_dim` have no backward: gradients
-//! through them vanish silently (SD3.md). Each block computes its value with the fused kernel on
+//! through them vanish silently (docs/sd3.md). Each block computes its value with the fused kernel on
 //! a detached input and attaches a hand-written input gradient ([`super::grad`]); weights get no
 //! gradient. On devices without that op, or under [`InputGrads::Composed`], tracked inputs take
 //! candle's composed ops instead. Linear weights that f16/bf16 hold exactly are kept that way

@@ -73,7 +73,7 @@ impl Config {
         }
     }
 
-    /// PARITY.md §1 tiny SD3: 2 layers × 2 heads × 32, joint 128, pooled 96.
+    /// The tiny SD3 of docs/parity.md ("Tiny fixtures"): 2 layers × 2 heads × 32, joint 128, pooled 96.
     pub fn tiny_sd3() -> Self {
         Self {
             depth: 2,
@@ -86,7 +86,7 @@ impl Config {
         }
     }
 
-    /// PARITY.md §1 tiny SD3.5-medium: 3 layers × 3 heads × 16, dual attention
+    /// The tiny SD3.5-medium of docs/parity.md ("Tiny fixtures"): 3 layers × 3 heads × 16, dual attention
     /// in blocks 0 and 1, RMS q/k norm.
     pub fn tiny_sd3_5_medium() -> Self {
         Self {

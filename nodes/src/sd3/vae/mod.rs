@@ -44,7 +44,7 @@ impl Config {
         }
     }
 
-    /// PARITY.md §1 tiny VAE.
+    /// The tiny VAE of docs/parity.md ("Tiny fixtures").
     pub fn tiny() -> Self {
         Self {
             block_out_channels: vec![8, 16, 32, 32],
