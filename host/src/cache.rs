@@ -4,6 +4,7 @@
 //! token) while anything downstream of a change re-runs.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
 
 use cretok_nodes::Value;
 use sha2::{Digest, Sha256};
@@ -13,8 +14,8 @@ use crate::validation::{ResolvedInput, ResolvedNode};
 /// A node's input signature (a sha256 of its canonical description).
 pub type Signature = String;
 
-/// What a node produced, as cached.
-#[derive(Clone)]
+/// What a node produced, as cached: shared (never copied) between the cache
+/// and the prompt that uses it, so a big text is held once.
 pub struct CachedOutput {
     pub values: Vec<Value>,
     pub ui: Option<serde_json::Value>,
@@ -59,15 +60,15 @@ pub fn signatures(
 /// prompt's worth of models and tensors.
 #[derive(Default)]
 pub struct OutputCache {
-    entries: HashMap<Signature, CachedOutput>,
+    entries: HashMap<Signature, Arc<CachedOutput>>,
 }
 
 impl OutputCache {
-    pub fn get(&self, sig: &str) -> Option<&CachedOutput> {
+    pub fn get(&self, sig: &str) -> Option<&Arc<CachedOutput>> {
         self.entries.get(sig)
     }
 
-    pub fn insert(&mut self, sig: Signature, output: CachedOutput) {
+    pub fn insert(&mut self, sig: Signature, output: Arc<CachedOutput>) {
         self.entries.insert(sig, output);
     }
 
@@ -78,5 +79,38 @@ impl OutputCache {
 
     pub fn clear(&mut self) {
         self.entries.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Weak;
+
+    use super::*;
+
+    fn output(text: &str) -> (Arc<CachedOutput>, Weak<String>) {
+        let value = Arc::new(text.to_owned());
+        let weak = Arc::downgrade(&value);
+        let output = CachedOutput {
+            values: vec![Value::Handle(value)],
+            ui: None,
+        };
+        (Arc::new(output), weak)
+    }
+
+    #[test]
+    fn values_outside_the_kept_set_are_freed() {
+        let mut cache = OutputCache::default();
+        let (kept, kept_value) = output("kept");
+        let (dropped, dropped_value) = output("dropped");
+        cache.insert("a".into(), kept);
+        cache.insert("b".into(), dropped);
+        let a: Signature = "a".into();
+        cache.retain_only(&HashSet::from([&a]));
+        assert!(cache.get("a").is_some() && cache.get("b").is_none());
+        assert!(kept_value.upgrade().is_some());
+        assert!(dropped_value.upgrade().is_none(), "the value must be freed");
+        cache.clear();
+        assert!(kept_value.upgrade().is_none());
     }
 }

@@ -11,6 +11,7 @@ use cretok_nodes::{
 };
 use serde_json::{json, Value as Json};
 
+use crate::allocator::return_free_memory;
 use crate::cache::{signatures, CachedOutput, OutputCache};
 use crate::protocol::{now_ms, FailedNode, ServerMessage};
 use crate::validation::{literal_inputs, ResolvedInput, ValidPrompt};
@@ -68,9 +69,10 @@ impl Executor {
         }
     }
 
-    /// Forgets every cached output (`POST /free`).
+    /// Forgets every cached output (`POST /free`) and returns the memory.
     pub fn clear_cache(&mut self) {
         self.cache.clear();
+        return_free_memory();
     }
 
     pub fn run(
@@ -93,7 +95,7 @@ impl Executor {
                 failure: None,
             },
         };
-        let order = execution_order(&job.valid);
+        let order = &job.valid.order;
         let fingerprints = order
             .iter()
             .filter_map(|id| {
@@ -105,7 +107,7 @@ impl Executor {
                     .map(|fp| (id.clone(), fp))
             })
             .collect();
-        let sigs = signatures(&order, &job.valid.nodes, &fingerprints);
+        let sigs = signatures(order, &job.valid.nodes, &fingerprints);
 
         run.emit(
             ServerMessage::ExecutionStart {
@@ -128,15 +130,15 @@ impl Executor {
             true,
         );
 
-        let mut results: HashMap<String, CachedOutput> = HashMap::new();
+        let mut results: HashMap<String, Arc<CachedOutput>> = HashMap::new();
         let mut executed = Vec::new();
-        for id in &order {
+        for id in order {
             let sig = &sigs[id];
             let output = match self.cache.get(sig) {
-                Some(hit) => hit.clone(),
+                Some(hit) => Arc::clone(hit),
                 None => match run.execute_node(id, &results, &executed) {
                     Some(output) => {
-                        self.cache.insert(sig.clone(), output.clone());
+                        self.cache.insert(sig.clone(), Arc::clone(&output));
                         executed.push(id.clone());
                         output
                     }
@@ -166,32 +168,12 @@ impl Executor {
                 true,
             );
         }
+        drop(results);
         let keep: HashSet<&String> = sigs.values().collect();
         self.cache.retain_only(&keep);
+        return_free_memory();
         run.record
     }
-}
-
-/// Dependency order of the nodes the outputs need: a depth-first post-order
-/// from each output (outputs in id order, inputs in name order).
-pub fn execution_order(valid: &ValidPrompt) -> Vec<String> {
-    fn visit(valid: &ValidPrompt, id: &str, seen: &mut HashSet<String>, order: &mut Vec<String>) {
-        if !seen.insert(id.to_owned()) {
-            return;
-        }
-        for input in valid.nodes[id].inputs.values() {
-            if let ResolvedInput::Link { node, .. } = input {
-                visit(valid, node, seen, order);
-            }
-        }
-        order.push(id.to_owned());
-    }
-    let mut seen = HashSet::new();
-    let mut order = Vec::new();
-    for output in &valid.outputs {
-        visit(valid, output, &mut seen, &mut order);
-    }
-    order
 }
 
 /// The state of one prompt's run.
@@ -227,9 +209,9 @@ impl PromptRun<'_> {
     fn execute_node(
         &mut self,
         id: &str,
-        results: &HashMap<String, CachedOutput>,
+        results: &HashMap<String, Arc<CachedOutput>>,
         executed: &[String],
-    ) -> Option<CachedOutput> {
+    ) -> Option<Arc<CachedOutput>> {
         let node = &self.job.valid.nodes[id];
         if self.cancel.is_cancelled() {
             self.fail(id, executed, NodeError::Interrupted, &Inputs::new());
@@ -274,10 +256,10 @@ impl PromptRun<'_> {
             });
         match result.and_then(|out| check_output_count(out, implementation.schema().outputs.len()))
         {
-            Ok(out) => Some(CachedOutput {
+            Ok(out) => Some(Arc::new(CachedOutput {
                 values: out.values,
                 ui: out.ui,
-            }),
+            })),
             Err(e) => {
                 self.fail(id, executed, e, &inputs);
                 None
@@ -329,7 +311,7 @@ fn check_output_count(out: NodeOutput, declared: usize) -> Result<NodeOutput, No
 
 fn resolve_inputs(
     inputs: &BTreeMap<String, ResolvedInput>,
-    results: &HashMap<String, CachedOutput>,
+    results: &HashMap<String, Arc<CachedOutput>>,
 ) -> Result<Inputs, NodeError> {
     let mut resolved = Inputs::new();
     for (name, input) in inputs {

@@ -2,7 +2,7 @@
 //! literal or a link `[node_id, output_index]` (literal lists are wrapped as
 //! `{"__value__": [...]}`).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use serde_json::Value as Json;
 
@@ -114,6 +114,55 @@ impl Graph {
     }
 }
 
+/// The nodes reachable from `roots`, dependencies first (a depth-first
+/// post-order: roots in the order given, each node's dependencies in the order
+/// `dependencies` yields them), or `Err` with the first cycle met, in link order.
+/// Iterative: a chain as long as the node limit must not overflow the stack.
+pub fn dependency_order<'g, I>(
+    roots: impl IntoIterator<Item = &'g str>,
+    dependencies: impl Fn(&'g str) -> I,
+) -> Result<Vec<&'g str>, Vec<&'g str>>
+where
+    I: Iterator<Item = &'g str>,
+{
+    #[derive(Clone, Copy, PartialEq)]
+    enum Mark {
+        Open,
+        Done,
+    }
+    let mut marks: HashMap<&str, Mark> = HashMap::new();
+    let mut order = Vec::new();
+    for root in roots {
+        if marks.contains_key(root) {
+            continue;
+        }
+        marks.insert(root, Mark::Open);
+        let mut path = vec![(root, dependencies(root))];
+        while let Some((id, deps)) = path.last_mut() {
+            let id = *id;
+            match deps.next() {
+                None => {
+                    marks.insert(id, Mark::Done);
+                    order.push(id);
+                    path.pop();
+                }
+                Some(dep) => match marks.get(dep) {
+                    Some(Mark::Done) => {}
+                    Some(Mark::Open) => {
+                        let start = path.iter().position(|(n, _)| *n == dep).unwrap_or(0);
+                        return Err(path[start..].iter().map(|(n, _)| *n).collect());
+                    }
+                    None => {
+                        marks.insert(dep, Mark::Open);
+                        path.push((dep, dependencies(dep)));
+                    }
+                },
+            }
+        }
+    }
+    Ok(order)
+}
+
 /// Orders prompt ids naturally: numeric ids by value ("2" before "10"), then others.
 pub fn id_order(a: &str, b: &str) -> std::cmp::Ordering {
     match (a.parse::<u64>(), b.parse::<u64>()) {
@@ -157,6 +206,55 @@ mod tests {
             Graph::parse(&json!({"1": 5})),
             Err(GraphShapeError::NodeNotAnObject("1".into()))
         );
+    }
+
+    fn chain(len: usize) -> Graph {
+        let nodes = (0..len)
+            .map(|i| {
+                let inputs = if i == 0 {
+                    json!({})
+                } else {
+                    json!({"a": [(i - 1).to_string(), 0]})
+                };
+                (i.to_string(), json!({"class_type": "N", "inputs": inputs}))
+            })
+            .collect::<serde_json::Map<_, _>>();
+        Graph::parse(&Json::Object(nodes)).unwrap()
+    }
+
+    #[test]
+    fn orders_dependencies_first_without_recursion() {
+        let g = chain(200_000);
+        let last = (200_000 - 1).to_string();
+        let order = dependency_order([last.as_str()], |id| g.dependencies(id)).unwrap();
+        assert_eq!(order.len(), 200_000);
+        assert_eq!((order[0], order[199_999]), ("0", last.as_str()));
+    }
+
+    #[test]
+    fn diamonds_visit_each_node_once_in_input_order() {
+        let g = Graph::parse(&json!({
+            "1": {"class_type": "A", "inputs": {}},
+            "2": {"class_type": "B", "inputs": {"x": ["1", 0]}},
+            "3": {"class_type": "C", "inputs": {"x": ["1", 0]}},
+            "4": {"class_type": "D", "inputs": {"a": ["3", 0], "b": ["2", 0]}}
+        }))
+        .unwrap();
+        let order = dependency_order(["4", "2"], |id| g.dependencies(id)).unwrap();
+        assert_eq!(order, ["1", "3", "2", "4"]);
+    }
+
+    #[test]
+    fn reports_the_cycle_in_link_order() {
+        let g = Graph::parse(&json!({
+            "1": {"class_type": "A", "inputs": {"x": ["3", 0]}},
+            "2": {"class_type": "B", "inputs": {"x": ["1", 0]}},
+            "3": {"class_type": "C", "inputs": {"x": ["2", 0]}},
+            "4": {"class_type": "D", "inputs": {"x": ["3", 0]}}
+        }))
+        .unwrap();
+        let cycle = dependency_order(["4"], |id| g.dependencies(id)).unwrap_err();
+        assert_eq!(cycle, ["3", "2", "1"]);
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! CreTok Studio's host: graph validation, the executor, the ComfyUI-compatible
 //! server and the CLI.
 
+pub mod allocator;
 pub mod app;
 pub mod backend;
 pub mod cache;

@@ -1,19 +1,27 @@
 //! Validation of API-format prompts against node schemas, reporting every
-//! error at once in ComfyUI's shapes (`error` + `node_errors`, see docs/protocol.md).
+//! error at once in ComfyUI's shapes (`error` + `node_errors`, see
+//! docs/protocol.md), and against the limits of [`PromptLimits`]: a node count,
+//! and a memory budget the nodes' estimates must fit in.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use cretok_nodes::{InputKind, InputSpec, Inputs, NodeSchema, Value};
+use cretok_nodes::{
+    Estimate, EstimateInputs, InputKind, InputSpec, Inputs, NodeSchema, PromptLimits, Value,
+    ValueEstimate,
+};
 use serde::Serialize;
 use serde_json::{json, Value as Json};
 
-use crate::graph::{id_order, Graph, GraphShapeError, RawInput};
+use crate::graph::{dependency_order, id_order, Graph, GraphShapeError, RawInput};
 
 /// What validation needs to know about node types (never the nodes themselves).
 pub trait NodeTypes {
     fn schema(&self, class_type: &str) -> Option<NodeSchema>;
     /// A node's own checks on its literal inputs (`custom_validation_failed`).
     fn validate_inputs(&self, class_type: &str, literal_inputs: &Inputs) -> Result<(), String>;
+    /// A node's memory estimate (see [`cretok_nodes::Node::estimate`]).
+    fn estimate(&self, class_type: &str, inputs: &EstimateInputs) -> Result<Estimate, String>;
+    fn limits(&self) -> PromptLimits;
 }
 
 impl NodeTypes for cretok_nodes::Registry {
@@ -24,6 +32,15 @@ impl NodeTypes for cretok_nodes::Registry {
     fn validate_inputs(&self, class_type: &str, literal_inputs: &Inputs) -> Result<(), String> {
         self.get(class_type)
             .map_or(Ok(()), |n| n.validate_inputs(literal_inputs))
+    }
+
+    fn estimate(&self, class_type: &str, inputs: &EstimateInputs) -> Result<Estimate, String> {
+        self.get(class_type)
+            .map_or(Ok(Estimate::default()), |n| n.estimate(inputs))
+    }
+
+    fn limits(&self) -> PromptLimits {
+        self.limits()
     }
 }
 
@@ -110,12 +127,16 @@ pub struct ResolvedNode {
     pub inputs: BTreeMap<String, ResolvedInput>,
 }
 
-/// A prompt that can run: its nodes, the output nodes to execute, and the
-/// errors of outputs that were dropped (ComfyUI runs the valid outputs).
+/// A prompt that can run: its nodes, the output nodes to execute, the order
+/// to run them in, and the errors of outputs that were dropped (ComfyUI runs
+/// the valid outputs).
 #[derive(Debug, Clone)]
 pub struct ValidPrompt {
     pub nodes: BTreeMap<String, ResolvedNode>,
     pub outputs: Vec<String>,
+    /// Every node of `nodes`, dependencies first: a depth-first post-order from
+    /// each output (outputs in id order, inputs in name order).
+    pub order: Vec<String>,
     pub node_errors: BTreeMap<String, NodeErrors>,
 }
 
@@ -132,6 +153,8 @@ pub fn validate(prompt: &Json, types: &dyn NodeTypes) -> Result<ValidPrompt, Val
             details,
         ))
     })?;
+    let limits = types.limits();
+    check_node_count(&graph, &limits)?;
     let schemas = known_schemas(&graph, types)?;
     let outputs = output_nodes(&graph, &schemas)?;
     check_cycles(&graph, &outputs)?;
@@ -149,11 +172,13 @@ pub fn validate(prompt: &Json, types: &dyn NodeTypes) -> Result<ValidPrompt, Val
         let ancestors = ancestors(&graph, output);
         let mut ok = true;
         for id in &ancestors {
-            ok &= validator.node_ok(id);
-            dependents
-                .entry(id.clone())
-                .or_default()
-                .push(output.clone());
+            if !validator.node_ok(id) {
+                ok = false;
+                dependents
+                    .entry(id.clone())
+                    .or_default()
+                    .push(output.clone());
+            }
         }
         if ok {
             good.push(output.clone());
@@ -195,16 +220,164 @@ pub fn validate(prompt: &Json, types: &dyn NodeTypes) -> Result<ValidPrompt, Val
         });
     }
     let needed: BTreeSet<String> = good.iter().flat_map(|o| ancestors(&graph, o)).collect();
-    let nodes = validator
+    let nodes: BTreeMap<String, ResolvedNode> = validator
         .resolved
         .into_iter()
         .filter(|(id, _)| needed.contains(id))
         .collect();
+    let order = resolved_order(&nodes, &good);
+    check_memory(&nodes, &order, &schemas, types, &limits)?;
     Ok(ValidPrompt {
         nodes,
         outputs: good,
+        order,
         node_errors,
     })
+}
+
+/// Refuses prompts with more nodes than the limit, before any other work.
+fn check_node_count(graph: &Graph, limits: &PromptLimits) -> Result<(), ValidationFailure> {
+    let count = graph.nodes.len();
+    if count <= limits.max_nodes {
+        return Ok(());
+    }
+    Err(ValidationFailure::prompt_level(ErrorInfo::new(
+        "invalid_prompt",
+        "Prompt has too many nodes",
+        format!(
+            "{count} nodes, more than the limit of {} (the server's --max-nodes option raises it)",
+            limits.max_nodes
+        ),
+    )))
+}
+
+/// The run order of resolved nodes (see [`ValidPrompt::order`]).
+fn resolved_order(nodes: &BTreeMap<String, ResolvedNode>, outputs: &[String]) -> Vec<String> {
+    let links = |id: &str| {
+        nodes
+            .get(id)
+            .into_iter()
+            .flat_map(|n| n.inputs.values())
+            .filter_map(|input| match input {
+                ResolvedInput::Link { node, .. } => Some(node.as_str()),
+                ResolvedInput::Value(_) => None,
+            })
+    };
+    // Cycles were refused on the graph; a cycle here could only repeat that answer.
+    let order =
+        dependency_order(outputs.iter().map(String::as_str), links).unwrap_or_else(|cycle| cycle);
+    order.into_iter().map(str::to_owned).collect()
+}
+
+/// Adds up the nodes' estimates in run order (every output stays held until
+/// the prompt ends, as the executor holds them) and refuses the prompt at the
+/// first node whose run would take it past the memory budget.
+fn check_memory(
+    nodes: &BTreeMap<String, ResolvedNode>,
+    order: &[String],
+    schemas: &HashMap<String, NodeSchema>,
+    types: &dyn NodeTypes,
+    limits: &PromptLimits,
+) -> Result<(), ValidationFailure> {
+    let mut estimates: HashMap<&str, Vec<ValueEstimate>> = HashMap::new();
+    let mut held: u64 = 0;
+    for id in order {
+        let node = &nodes[id];
+        let inputs = estimate_inputs(node, &estimates);
+        let estimate = types
+            .estimate(&node.class_type, &inputs)
+            .map_err(|reason| {
+                node_failure(
+                    id,
+                    node,
+                    ErrorInfo::new("input_too_large", "Input is too large", reason),
+                )
+            })?;
+        let declared = schemas.get(&node.class_type).map_or(0, |s| s.outputs.len());
+        let outputs = complete_outputs(estimate.outputs, declared, inputs.total_bytes());
+        let produced = outputs
+            .iter()
+            .fold(0u64, |acc, o| acc.saturating_add(o.bytes));
+        let peak = held
+            .saturating_add(estimate.working_bytes)
+            .saturating_add(produced);
+        if peak > limits.memory_bytes {
+            return Err(node_failure(id, node, over_budget(peak, limits)));
+        }
+        held = held.saturating_add(produced);
+        estimates.insert(id, outputs);
+    }
+    Ok(())
+}
+
+fn estimate_inputs(
+    node: &ResolvedNode,
+    estimates: &HashMap<&str, Vec<ValueEstimate>>,
+) -> EstimateInputs {
+    let mut inputs = EstimateInputs::new();
+    for (name, input) in &node.inputs {
+        let estimate = match input {
+            ResolvedInput::Value(v) => ValueEstimate::known(v),
+            ResolvedInput::Link { node, slot } => estimates
+                .get(node.as_str())
+                .and_then(|outputs| outputs.get(*slot))
+                .cloned()
+                .unwrap_or_default(),
+        };
+        inputs.insert(name.clone(), estimate);
+    }
+    inputs
+}
+
+/// A node's output estimates, one per declared output; the missing ones pass the inputs' size on.
+fn complete_outputs(
+    mut outputs: Vec<ValueEstimate>,
+    declared: usize,
+    inputs_bytes: u64,
+) -> Vec<ValueEstimate> {
+    if outputs.len() < declared {
+        outputs.resize(declared, ValueEstimate::bytes(inputs_bytes));
+    }
+    outputs
+}
+
+fn over_budget(peak: u64, limits: &PromptLimits) -> ErrorInfo {
+    ErrorInfo::new(
+        "memory_budget_exceeded",
+        "Prompt needs more memory than the budget",
+        format!(
+            "about {} up to this node, over the budget of {} (the server's --max-memory-gb option changes it)",
+            gigabytes(peak),
+            gigabytes(limits.memory_bytes)
+        ),
+    )
+}
+
+fn gigabytes(bytes: u64) -> String {
+    if bytes == u64::MAX {
+        "more than 16 EB".to_owned()
+    } else {
+        format!("{:.2} GB", bytes as f64 / 1e9)
+    }
+}
+
+/// A whole prompt refused because of one node's error.
+fn node_failure(id: &str, node: &ResolvedNode, error: ErrorInfo) -> ValidationFailure {
+    ValidationFailure {
+        error: ErrorInfo::new(
+            "prompt_outputs_failed_validation",
+            "Prompt outputs failed validation",
+            format!("{id}: {}: {}", error.message, error.details),
+        ),
+        node_errors: BTreeMap::from([(
+            id.to_owned(),
+            NodeErrors {
+                errors: vec![error],
+                dependent_outputs: vec![],
+                class_type: node.class_type.clone(),
+            },
+        )]),
+    }
 }
 
 fn capitalize(s: &str) -> String {
@@ -296,72 +469,39 @@ fn ancestors(graph: &Graph, id: &str) -> BTreeSet<String> {
 
 /// Refuses graphs where an output depends on a cycle.
 fn check_cycles(graph: &Graph, outputs: &[String]) -> Result<(), ValidationFailure> {
-    #[derive(Clone, Copy, PartialEq)]
-    enum Mark {
-        Open,
-        Done,
-    }
-    fn visit<'g>(
-        graph: &'g Graph,
-        id: &'g str,
-        marks: &mut HashMap<&'g str, Mark>,
-        path: &mut Vec<&'g str>,
-    ) -> Option<Vec<String>> {
-        match marks.get(id) {
-            Some(Mark::Done) => return None,
-            Some(Mark::Open) => {
-                let start = path.iter().position(|p| *p == id).unwrap_or(0);
-                return Some(path[start..].iter().map(|s| s.to_string()).collect());
-            }
-            None => {}
-        }
-        if !graph.nodes.contains_key(id) {
-            return None;
-        }
-        marks.insert(id, Mark::Open);
-        path.push(id);
-        for dep in graph.dependencies(id) {
-            if let Some(cycle) = visit(graph, dep, marks, path) {
-                return Some(cycle);
-            }
-        }
-        path.pop();
-        marks.insert(id, Mark::Done);
-        None
-    }
-    let mut marks = HashMap::new();
-    for output in outputs {
-        if let Some(cycle) = visit(graph, output, &mut marks, &mut Vec::new()) {
-            let node_errors = cycle
-                .iter()
-                .map(|id| {
-                    let error = ErrorInfo::new(
-                        "dependency_cycle",
-                        "Dependency cycle detected",
-                        format!("cycle through nodes {}", cycle.join(" -> ")),
-                    );
-                    let class_type = graph.class_type(id).unwrap_or_default().to_owned();
-                    (
-                        id.clone(),
-                        NodeErrors {
-                            errors: vec![error],
-                            dependent_outputs: vec![],
-                            class_type,
-                        },
-                    )
-                })
-                .collect();
-            return Err(ValidationFailure {
-                error: ErrorInfo::new(
-                    "invalid_prompt",
-                    "Dependency cycle detected",
-                    format!("nodes {}", cycle.join(" -> ")),
-                ),
-                node_errors,
-            });
-        }
-    }
-    Ok(())
+    let Err(cycle) = dependency_order(outputs.iter().map(String::as_str), |id| {
+        graph.dependencies(id)
+    }) else {
+        return Ok(());
+    };
+    let path = cycle.join(" -> ");
+    let node_errors = cycle
+        .iter()
+        .map(|&id| {
+            let error = ErrorInfo::new(
+                "dependency_cycle",
+                "Dependency cycle detected",
+                format!("cycle through nodes {path}"),
+            );
+            let class_type = graph.class_type(id).unwrap_or_default().to_owned();
+            (
+                id.to_owned(),
+                NodeErrors {
+                    errors: vec![error],
+                    dependent_outputs: vec![],
+                    class_type,
+                },
+            )
+        })
+        .collect();
+    Err(ValidationFailure {
+        error: ErrorInfo::new(
+            "invalid_prompt",
+            "Dependency cycle detected",
+            format!("nodes {path}"),
+        ),
+        node_errors,
+    })
 }
 
 struct Validator<'a> {

@@ -10,6 +10,8 @@ pub mod builtin;
 mod context;
 pub mod cretok;
 mod error;
+mod estimate;
+mod fallible;
 pub mod fsutil;
 mod inputs;
 mod node;
@@ -21,6 +23,11 @@ mod value;
 
 pub use context::{CancelToken, EventSink, NullSink, PreviewFormat, RunContext};
 pub use error::NodeError;
+pub use estimate::{
+    default_memory_budget, f32_bytes, Estimate, EstimateInputs, PromptLimits, ValueEstimate,
+    DEFAULT_MAX_NODES, DEFAULT_MEMORY_SHARE,
+};
+pub use fallible::{filled_vec, joined};
 pub use inputs::Inputs;
 pub use node::{Node, NodeOutput};
 pub use paths::Paths;

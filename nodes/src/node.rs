@@ -1,4 +1,4 @@
-use crate::{Inputs, NodeError, NodeSchema, RunContext, Value};
+use crate::{Estimate, EstimateInputs, Inputs, NodeError, NodeSchema, RunContext, Value};
 
 /// What a node run produced.
 #[derive(Debug, Default)]
@@ -37,5 +37,13 @@ pub trait Node: Send + Sync {
     /// Checks literal inputs beyond the schema's ranges (`custom_validation_failed`).
     fn validate_inputs(&self, _literal_inputs: &Inputs) -> Result<(), String> {
         Ok(())
+    }
+
+    /// Estimates the memory of a run from literal inputs and the estimates of
+    /// linked outputs, before anything runs; validation refuses prompts whose
+    /// estimate exceeds the budget. `Err` refuses the prompt with the reason (an
+    /// input too large to process at all). The default passes the inputs' size on.
+    fn estimate(&self, _inputs: &EstimateInputs) -> Result<Estimate, String> {
+        Ok(Estimate::default())
     }
 }

@@ -1,12 +1,13 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use crate::{Node, NodeSchema};
+use crate::{Node, NodeSchema, PromptLimits};
 
-/// Maps class names to node types.
+/// Maps class names to node types, with the limits prompts of them are validated against.
 #[derive(Clone, Default)]
 pub struct Registry {
     nodes: BTreeMap<String, Arc<dyn Node>>,
+    limits: PromptLimits,
 }
 
 impl Registry {
@@ -17,6 +18,14 @@ impl Registry {
     /// Adds a node under its schema's name, replacing any node of that name.
     pub fn register(&mut self, node: Arc<dyn Node>) {
         self.nodes.insert(node.schema().name, node);
+    }
+
+    pub fn limits(&self) -> PromptLimits {
+        self.limits
+    }
+
+    pub fn set_limits(&mut self, limits: PromptLimits) {
+        self.limits = limits;
     }
 
     pub fn get(&self, class_type: &str) -> Option<&Arc<dyn Node>> {

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use cretok_nodes::{Paths, Registry};
+use cretok_nodes::{default_memory_budget, Paths, PromptLimits, Registry, DEFAULT_MAX_NODES};
 
 use crate::sandbox::{SandboxHost, SandboxLimits};
 
@@ -93,6 +93,39 @@ pub struct CustomNodeArgs {
     /// Wall-clock deadline of one custom-node call, in milliseconds.
     #[arg(long, default_value_t = 1000)]
     wasm_deadline_ms: u64,
+    #[command(flatten)]
+    limits: PromptLimitArgs,
+}
+
+/// The limits every prompt is validated against.
+#[derive(Args, Clone)]
+pub struct PromptLimitArgs {
+    /// Memory budget of one prompt, in GB: validation refuses prompts whose estimated
+    /// latents, images and text exceed it (model weights are not counted).
+    /// Default: half of physical memory.
+    #[arg(long, value_parser = positive_gigabytes)]
+    max_memory_gb: Option<f64>,
+    /// The most nodes one prompt may have.
+    #[arg(long, default_value_t = DEFAULT_MAX_NODES)]
+    max_nodes: usize,
+}
+
+impl PromptLimitArgs {
+    pub fn limits(&self) -> PromptLimits {
+        PromptLimits {
+            max_nodes: self.max_nodes,
+            memory_bytes: self
+                .max_memory_gb
+                .map_or_else(default_memory_budget, |gb| (gb * 1e9) as u64),
+        }
+    }
+}
+
+fn positive_gigabytes(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(gb) if gb.is_finite() && gb > 0.0 => Ok(gb),
+        _ => Err(format!("'{text}' is not a positive number of gigabytes")),
+    }
 }
 
 /// Builds the node catalog: native nodes plus the custom nodes of a folder.
@@ -100,6 +133,7 @@ pub struct NodeSource {
     paths: Arc<Paths>,
     custom_nodes_dir: PathBuf,
     sandbox: SandboxHost,
+    limits: PromptLimits,
 }
 
 impl NodeSource {
@@ -119,6 +153,7 @@ impl NodeSource {
             paths,
             custom_nodes_dir,
             sandbox,
+            limits: args.limits.limits(),
         })
     }
 
@@ -126,12 +161,13 @@ impl NodeSource {
         &self.custom_nodes_dir
     }
 
-    /// Loads (or reloads) everything; problems with custom nodes are logged and
+    /// Loads (or reloads) everything, under the prompt limits; problems with custom nodes are logged and
     /// returned, one message per file, and never stop the native nodes.
     pub fn registry(&self) -> (Registry, Vec<String>) {
-        let (registry, errors) = self
+        let (mut registry, errors) = self
             .sandbox
             .registry_with_custom_nodes(native_registry(&self.paths), &self.custom_nodes_dir);
+        registry.set_limits(self.limits);
         let messages: Vec<String> = errors.iter().map(ToString::to_string).collect();
         for message in &messages {
             tracing::warn!("custom node not loaded: {message}");

@@ -11,9 +11,34 @@ use crate::cretok::CreTokToken;
 use crate::fsutil::safe_join;
 use crate::sd3::text_encoders::Sd3TextEncoders;
 use crate::{
-    data_type, InputKind, InputSpec, Inputs, Node, NodeError, NodeOutput, NodeSchema, OutputSpec,
-    RunContext, Value,
+    data_type, Estimate, EstimateInputs, InputKind, InputSpec, Inputs, Node, NodeError, NodeOutput,
+    NodeSchema, OutputSpec, RunContext, Value, ValueEstimate,
 };
+
+/// The longest prompt text a text encoder accepts. The encoders see only the first 77 CLIP
+/// and 256 T5 tokens, but the tokenizers read all of it: a 30 MB text took over a minute.
+pub(crate) const MAX_TEXT_BYTES: u64 = 64 * 1024;
+
+/// A conditioning: SD3's `[1, 77 + 256, 4096]` context and `[1, 2048]` pooled vector.
+const CONDITIONING_BYTES: u64 = 4 * ((77 + 256) * 4096 + 2048);
+
+/// The estimate of a text encoder given input `text`: refuses texts over [`MAX_TEXT_BYTES`].
+pub(crate) fn text_encoder_estimate(inputs: &EstimateInputs) -> Result<Estimate, String> {
+    let text = inputs.bytes("text");
+    if text > MAX_TEXT_BYTES {
+        return Err(format!(
+            "text: {text} bytes, more than the {MAX_TEXT_BYTES} a text encoder accepts \
+             (it only sees the first few hundred tokens)"
+        ));
+    }
+    // The tokenizers' pieces and offsets (generously 64 bytes a byte of text), then
+    // the encoders' activations over the truncated tokens.
+    let working = text * 64 + 8 * CONDITIONING_BYTES;
+    Ok(
+        Estimate::outputs(vec![ValueEstimate::bytes(CONDITIONING_BYTES)])
+            .with_working_bytes(working),
+    )
+}
 
 /// Encodes a prompt with the `CLIP` link's [`Sd3TextEncoders`]; outputs a
 /// [`crate::sd3::types::Conditioning`] handle.
@@ -58,6 +83,10 @@ impl Node for ClipTextEncode {
                 .map_err(|e| NodeError::invalid_input("text", format!("{e:#}")))?
         };
         Ok(NodeOutput::values(vec![Value::handle(conditioning)]))
+    }
+
+    fn estimate(&self, inputs: &EstimateInputs) -> Result<Estimate, String> {
+        text_encoder_estimate(inputs)
     }
 }
 

@@ -2,12 +2,13 @@
 //! `<CreTok>`) in each CLIP encoder's input embeddings; T5 sees the plain word. `strength` s
 //! mixes `(1 - s) e(word) + s v` (docs/cretok.md, "Inference"): 0 is the plain word, 1 the token.
 
+use super::clip_text_encode::text_encoder_estimate;
 use crate::cretok::inference::{encode_pieces, token_pieces, Piece};
 use crate::cretok::CreTokToken;
 use crate::sd3::text_encoders::Sd3TextEncoders;
 use crate::{
-    data_type, InputKind, InputSpec, Inputs, Node, NodeError, NodeOutput, NodeSchema, OutputSpec,
-    RunContext, Value,
+    data_type, Estimate, EstimateInputs, InputKind, InputSpec, Inputs, Node, NodeError, NodeOutput,
+    NodeSchema, OutputSpec, RunContext, Value,
 };
 
 /// Encodes a prompt with a CreTok token.
@@ -62,5 +63,9 @@ impl Node for CreTokEncode {
         let conditioning = encode_pieces(&encoders, &pieces)
             .map_err(|e| NodeError::invalid_input("cretok", format!("{e:#}")))?;
         Ok(NodeOutput::values(vec![Value::handle(conditioning)]))
+    }
+
+    fn estimate(&self, inputs: &EstimateInputs) -> Result<Estimate, String> {
+        text_encoder_estimate(inputs)
     }
 }

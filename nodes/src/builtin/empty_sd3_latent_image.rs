@@ -1,9 +1,9 @@
-use candle_core::{DType, Device, Tensor};
+use candle_core::{Device, Tensor};
 
 use crate::sd3::types::Latent;
 use crate::{
-    data_type, InputKind, InputSpec, Inputs, Node, NodeError, NodeOutput, NodeSchema, OutputSpec,
-    RunContext, Value,
+    data_type, f32_bytes, filled_vec, Estimate, EstimateInputs, InputKind, InputSpec, Inputs, Node,
+    NodeError, NodeOutput, NodeSchema, OutputSpec, RunContext, Value, ValueEstimate,
 };
 
 /// SD3 latent channels.
@@ -47,10 +47,30 @@ impl Node for EmptySd3LatentImage {
         let dim = |name: &str| latent_dim(inputs, name);
         let batch = inputs.int("batch_size")?.max(1) as usize;
         let shape = (batch, LATENT_CHANNELS, dim("height")?, dim("width")?);
-        let samples =
-            Tensor::zeros(shape, DType::F32, &Device::Cpu).map_err(anyhow::Error::from)?;
+        let len = shape.0 * shape.1 * shape.2 * shape.3;
+        let zeros = filled_vec(len, 0f32, "the latent")?;
+        let samples = Tensor::from_vec(zeros, shape, &Device::Cpu).map_err(anyhow::Error::from)?;
         Ok(NodeOutput::values(vec![Value::handle(Latent { samples })]))
     }
+
+    fn estimate(&self, inputs: &EstimateInputs) -> Result<Estimate, String> {
+        Ok(Estimate::outputs(vec![ValueEstimate::bytes(
+            latent_bytes(inputs).unwrap_or(0),
+        )]))
+    }
+}
+
+/// The bytes of the SD3 latent that inputs `width`, `height` and `batch_size`
+/// describe, when they are known before running.
+pub(super) fn latent_bytes(inputs: &EstimateInputs) -> Option<u64> {
+    let dim = |name: &str| inputs.int(name).map(|v| v.max(0) as u64 / 8);
+    let batch = inputs.int("batch_size")?.max(1) as u64;
+    Some(f32_bytes(&[
+        batch,
+        LATENT_CHANNELS as u64,
+        dim("height")?,
+        dim("width")?,
+    ]))
 }
 
 /// The latent size for the pixel size in input `name` (a positive multiple of 16).

@@ -2,8 +2,8 @@ use candle_core::{DType, Tensor};
 
 use crate::sd3::types::Image;
 use crate::{
-    data_type, InputKind, InputSpec, Inputs, Node, NodeError, NodeOutput, NodeSchema, OutputSpec,
-    RunContext, Value,
+    data_type, Estimate, EstimateInputs, InputKind, InputSpec, Inputs, Node, NodeError, NodeOutput,
+    NodeSchema, OutputSpec, RunContext, Value, ValueEstimate,
 };
 
 /// Joins two image batches into one (ComfyUI's `ImageBatch`), to compare the
@@ -31,6 +31,14 @@ impl Node for ImageBatch {
         let second = inputs.handle::<Image>("image2")?;
         let pixels = join(&first.pixels, &second.pixels)?;
         Ok(NodeOutput::values(vec![Value::handle(Image { pixels })]))
+    }
+
+    /// The joined batch, plus f32 copies of both inputs while joining.
+    fn estimate(&self, inputs: &EstimateInputs) -> Result<Estimate, String> {
+        let both = inputs
+            .bytes("image1")
+            .saturating_add(inputs.bytes("image2"));
+        Ok(Estimate::outputs(vec![ValueEstimate::bytes(both)]).with_working_bytes(both))
     }
 }
 

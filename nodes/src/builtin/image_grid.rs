@@ -3,9 +3,13 @@ use candle_core::{DType, Device, Tensor};
 use super::bitmap_font::{self, GLYPH_HEIGHT};
 use crate::sd3::types::Image;
 use crate::{
-    data_type, InputKind, InputSpec, Inputs, Node, NodeError, NodeOutput, NodeSchema, OutputSpec,
-    RunContext, Value,
+    data_type, filled_vec, Estimate, EstimateInputs, InputKind, InputSpec, Inputs, Node, NodeError,
+    NodeOutput, NodeSchema, OutputSpec, RunContext, Value, ValueEstimate,
 };
+
+/// The grid's size per byte of its images: room for padding and captions up to
+/// the size of the images themselves (the canvas is allocated fallibly beyond).
+const GRID_BYTES_PER_IMAGE_BYTE: u64 = 4;
 
 /// Lays a batch of images out as one image, left to right then top to
 /// bottom, on a white background, each with an optional caption below it.
@@ -78,11 +82,12 @@ struct Canvas {
 }
 
 impl Canvas {
-    fn white(width: usize, height: usize) -> Self {
-        Canvas {
+    fn white(width: usize, height: usize) -> Result<Self, NodeError> {
+        let len = width.saturating_mul(height).saturating_mul(3);
+        Ok(Canvas {
             width,
-            pixels: vec![1.0; width * height * 3],
-        }
+            pixels: filled_vec(len, 1.0, "the grid")?,
+        })
     }
 
     /// Copies an `h`×`w` RGB image with its top left at `(x, y)`.
@@ -144,7 +149,7 @@ fn compose(
         .and_then(|x| x.flatten_all())
         .and_then(|x| x.to_vec1())
         .map_err(anyhow::Error::from)?;
-    let mut canvas = Canvas::white(layout.width(), layout.height());
+    let mut canvas = Canvas::white(layout.width(), layout.height())?;
     let image_len = height * width * 3;
     for (i, image) in pixels.chunks_exact(image_len).enumerate() {
         let (x, y) = layout.origin(i);
@@ -202,6 +207,13 @@ impl Node for ImageGrid {
         let lines = caption_lines(captions, count)?;
         let pixels = compose(&images.pixels, columns, padding, &lines)?;
         Ok(NodeOutput::values(vec![Value::handle(Image { pixels })]))
+    }
+
+    /// The grid, plus the flat copy of the images it is composed from.
+    fn estimate(&self, inputs: &EstimateInputs) -> Result<Estimate, String> {
+        let images = inputs.bytes("images");
+        let grid = images.saturating_mul(GRID_BYTES_PER_IMAGE_BYTE);
+        Ok(Estimate::outputs(vec![ValueEstimate::bytes(grid)]).with_working_bytes(images))
     }
 }
 

@@ -5,12 +5,12 @@ use candle_core::{Device, Tensor};
 use crate::sd3::latent_preview::preview;
 use crate::sd3::sampling::{
     denoise_sigmas, noise_latent, seeded_noise, DiffusionModel, EulerSampler, Scheduler,
-    SkipLayerGuidance,
+    SkipLayerGuidance, MAX_SCHEDULE_STEPS,
 };
 use crate::sd3::types::{Conditioning, Latent};
 use crate::{
-    data_type, InputKind, InputSpec, Inputs, Node, NodeError, NodeOutput, NodeSchema, OutputSpec,
-    PreviewFormat, RunContext, Value,
+    data_type, Estimate, EstimateInputs, InputKind, InputSpec, Inputs, Node, NodeError, NodeOutput,
+    NodeSchema, OutputSpec, PreviewFormat, RunContext, Value, ValueEstimate,
 };
 
 use super::save_image::encode_png;
@@ -89,6 +89,42 @@ pub(crate) fn run_sampling(job: SamplingJob<'_>, ctx: &RunContext) -> Result<Lat
         }
         None => Err(failure.unwrap_or(NodeError::Interrupted)),
     }
+}
+
+/// The MMDiT's activations per byte of latent: a token is a 2×2 patch of 16
+/// channels (256 bytes), and holds about 12 vectors of up to 2432 floats, twice
+/// for classifier-free guidance.
+const SAMPLING_BYTES_PER_LATENT_BYTE: u64 = 1024;
+
+/// The estimate of sampling a latent of `latent_bytes`, checking the schedule
+/// that `steps` and `denoise` ask for when they are known.
+pub(crate) fn sampling_estimate(
+    steps: Option<i64>,
+    denoise: Option<f64>,
+    latent_bytes: u64,
+) -> Result<Estimate, String> {
+    if let (Some(steps), Some(denoise)) = (steps, denoise) {
+        check_schedule(steps, denoise)?;
+    }
+    let working = latent_bytes.saturating_mul(SAMPLING_BYTES_PER_LATENT_BYTE);
+    Ok(Estimate::outputs(vec![ValueEstimate::bytes(latent_bytes)]).with_working_bytes(working))
+}
+
+/// Refuses a `denoise` so small that its schedule (`steps / denoise` steps, of
+/// which the last `steps` run) would be absurdly long.
+fn check_schedule(steps: i64, denoise: f64) -> Result<(), String> {
+    if denoise <= 0.0 || denoise >= 1.0 {
+        return Ok(());
+    }
+    let total = steps as f64 / denoise;
+    if total > MAX_SCHEDULE_STEPS as f64 {
+        return Err(format!(
+            "denoise: {denoise:e} with {steps} steps needs a schedule of {total:.0} steps, \
+             more than {MAX_SCHEDULE_STEPS}; use a denoise of at least {:.0e}",
+            steps as f64 / MAX_SCHEDULE_STEPS as f64
+        ));
+    }
+    Ok(())
 }
 
 /// The latent's `[b, c, h, w]`.
@@ -181,5 +217,13 @@ impl Node for KSampler {
         };
         let out = run_sampling(job, ctx)?;
         Ok(NodeOutput::values(vec![Value::handle(out)]))
+    }
+
+    fn estimate(&self, inputs: &EstimateInputs) -> Result<Estimate, String> {
+        sampling_estimate(
+            inputs.int("steps"),
+            inputs.float("denoise"),
+            inputs.bytes("latent_image"),
+        )
     }
 }

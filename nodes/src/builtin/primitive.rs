@@ -1,6 +1,6 @@
 use crate::{
-    data_type, InputKind, InputSpec, Inputs, Node, NodeError, NodeOutput, NodeSchema, OutputSpec,
-    RunContext,
+    data_type, Estimate, EstimateInputs, InputKind, InputSpec, Inputs, Node, NodeError, NodeOutput,
+    NodeSchema, OutputSpec, RunContext,
 };
 
 /// The value types a primitive node can hold.
@@ -70,5 +70,11 @@ impl Node for Primitive {
             .cloned()
             .ok_or_else(|| NodeError::invalid_input("value", "missing"))?;
         Ok(NodeOutput::values(vec![value]))
+    }
+
+    /// The constant is known before running: nodes it feeds can estimate from it.
+    fn estimate(&self, inputs: &EstimateInputs) -> Result<Estimate, String> {
+        let value = inputs.get("value").cloned().unwrap_or_default();
+        Ok(Estimate::outputs(vec![value]))
     }
 }

@@ -1,12 +1,12 @@
 use crate::sd3::sampling::{denoise_sigmas, DiffusionModel, Scheduler, SkipLayerGuidance};
 use crate::sd3::types::{Conditioning, Latent};
 use crate::{
-    data_type, InputKind, InputSpec, Inputs, Node, NodeError, NodeOutput, NodeSchema, OutputSpec,
-    RunContext, Value,
+    data_type, Estimate, EstimateInputs, InputKind, InputSpec, Inputs, Node, NodeError, NodeOutput,
+    NodeSchema, OutputSpec, RunContext, Value,
 };
 
-use super::empty_sd3_latent_image::latent_dim;
-use super::ksampler::{latent_shape, run_sampling, SamplingJob};
+use super::empty_sd3_latent_image::{latent_bytes, latent_dim};
+use super::ksampler::{latent_shape, run_sampling, sampling_estimate, SamplingJob};
 
 /// SD3 generation as diffusers' `StableDiffusion3Pipeline` does it: the
 /// `FlowMatchEulerDiscreteScheduler` schedule with `shift`, CFG on
@@ -143,5 +143,14 @@ impl Node for Sample {
         };
         let out = run_sampling(job, ctx)?;
         Ok(NodeOutput::values(vec![Value::handle(out)]))
+    }
+
+    fn estimate(&self, inputs: &EstimateInputs) -> Result<Estimate, String> {
+        // As in `run`: denoise only applies to a given latent.
+        let (latent, denoise) = match inputs.get("latent") {
+            Some(linked) => (linked.bytes, inputs.float("denoise")),
+            None => (latent_bytes(inputs).unwrap_or(0), None),
+        };
+        sampling_estimate(inputs.int("steps"), denoise, latent)
     }
 }

@@ -1,6 +1,6 @@
 use crate::{
-    data_type, InputKind, InputSpec, Inputs, Node, NodeError, NodeOutput, NodeSchema, OutputSpec,
-    RunContext, Value,
+    data_type, joined, Estimate, EstimateInputs, InputKind, InputSpec, Inputs, Node, NodeError,
+    NodeOutput, NodeSchema, OutputSpec, RunContext, Value, ValueEstimate,
 };
 
 /// Joins two strings with a delimiter (ComfyUI's `StringConcatenate`).
@@ -17,9 +17,16 @@ impl Node for StringConcatenate {
             .output(OutputSpec::new(data_type::STRING))
     }
 
-    fn run(&self, inputs: &Inputs, _ctx: &RunContext) -> Result<NodeOutput, NodeError> {
-        let joined = [inputs.string("string_a")?, inputs.string("string_b")?]
-            .join(inputs.string("delimiter")?);
-        Ok(NodeOutput::values(vec![Value::String(joined)]))
+    fn run(&self, inputs: &Inputs, ctx: &RunContext) -> Result<NodeOutput, NodeError> {
+        ctx.check_cancel()?;
+        let parts = [inputs.string("string_a")?, inputs.string("string_b")?];
+        let text = joined(&parts, inputs.string("delimiter")?)?;
+        Ok(NodeOutput::values(vec![Value::String(text)]))
+    }
+
+    /// The joined text, plus the run's copies of its inputs.
+    fn estimate(&self, inputs: &EstimateInputs) -> Result<Estimate, String> {
+        let total = inputs.total_bytes();
+        Ok(Estimate::outputs(vec![ValueEstimate::bytes(total)]).with_working_bytes(total))
     }
 }

@@ -1,7 +1,10 @@
 use crate::{
-    data_type, InputKind, InputSpec, Inputs, Node, NodeError, NodeOutput, NodeSchema, OutputSpec,
-    RunContext, Value,
+    data_type, Estimate, EstimateInputs, InputKind, InputSpec, Inputs, Node, NodeError, NodeOutput,
+    NodeSchema, OutputSpec, RunContext, Value, ValueEstimate,
 };
+
+/// A case change can triple a text's UTF-8 length (`ΐ`, 2 bytes, uppercases to 6).
+const CASE_GROWTH: u64 = 3;
 
 /// The operations [`StringTransform`] offers.
 const OPERATIONS: [&str; 4] = ["lowercase", "uppercase", "capitalize", "strip"];
@@ -22,7 +25,8 @@ impl Node for StringTransform {
             .output(OutputSpec::new(data_type::STRING))
     }
 
-    fn run(&self, inputs: &Inputs, _ctx: &RunContext) -> Result<NodeOutput, NodeError> {
+    fn run(&self, inputs: &Inputs, ctx: &RunContext) -> Result<NodeOutput, NodeError> {
+        ctx.check_cancel()?;
         let text = inputs.string("string")?;
         let out = match inputs.string("operation")? {
             "lowercase" => text.to_lowercase(),
@@ -37,6 +41,12 @@ impl Node for StringTransform {
             }
         };
         Ok(NodeOutput::values(vec![Value::String(out)]))
+    }
+
+    fn estimate(&self, inputs: &EstimateInputs) -> Result<Estimate, String> {
+        let text = inputs.bytes("string");
+        let out = ValueEstimate::bytes(text.saturating_mul(CASE_GROWTH));
+        Ok(Estimate::outputs(vec![out]).with_working_bytes(text))
     }
 }
 

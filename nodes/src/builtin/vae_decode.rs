@@ -3,9 +3,17 @@ use candle_core::Tensor;
 use crate::sd3::types::{Image, Latent};
 use crate::sd3::vae::AutoEncoder;
 use crate::{
-    data_type, InputKind, InputSpec, Inputs, Node, NodeError, NodeOutput, NodeSchema, OutputSpec,
-    RunContext, Value,
+    data_type, Estimate, EstimateInputs, InputKind, InputSpec, Inputs, Node, NodeError, NodeOutput,
+    NodeSchema, OutputSpec, RunContext, Value, ValueEstimate,
 };
+
+/// Pixels per latent: an f32 RGB pixel is 12 bytes, a latent value covers 8×8
+/// pixels over 16 channels, so each latent byte decodes to 12 image bytes.
+const IMAGE_BYTES_PER_LATENT_BYTE: u64 = 12;
+
+/// The decoder's activations per latent byte: 128-channel full-size tensors
+/// (512 bytes per latent byte), about two alive at once.
+const DECODE_BYTES_PER_LATENT_BYTE: u64 = 1024;
 
 /// Decodes latents to pixels `[b, h, w, 3]` in 0..1 (`(x / 2 + 0.5).clamp(0, 1)`,
 /// as diffusers' image processor and ComfyUI's `VAEDecode`).
@@ -51,5 +59,15 @@ impl Node for VaeDecode {
         }
         let pixels = Tensor::cat(&images, 0).map_err(anyhow::Error::from)?;
         Ok(NodeOutput::values(vec![Value::handle(Image { pixels })]))
+    }
+
+    fn estimate(&self, inputs: &EstimateInputs) -> Result<Estimate, String> {
+        let latent = inputs.bytes("samples");
+        let image = latent.saturating_mul(IMAGE_BYTES_PER_LATENT_BYTE);
+        // The decoded images are held twice while they are joined into one batch.
+        let working = latent
+            .saturating_mul(DECODE_BYTES_PER_LATENT_BYTE)
+            .saturating_add(image);
+        Ok(Estimate::outputs(vec![ValueEstimate::bytes(image)]).with_working_bytes(working))
     }
 }

@@ -1,9 +1,16 @@
 use crate::sd3::types::{Image, Latent};
 use crate::sd3::vae::AutoEncoder;
 use crate::{
-    data_type, InputKind, InputSpec, Inputs, Node, NodeError, NodeOutput, NodeSchema, OutputSpec,
-    RunContext, Value,
+    data_type, Estimate, EstimateInputs, InputKind, InputSpec, Inputs, Node, NodeError, NodeOutput,
+    NodeSchema, OutputSpec, RunContext, Value, ValueEstimate,
 };
+
+/// Image bytes per latent byte (see `VAEDecode`).
+const IMAGE_BYTES_PER_LATENT_BYTE: u64 = 12;
+
+/// The encoder's activations per image byte: 128-channel full-size tensors
+/// (43 bytes per image byte), about two alive at once.
+const ENCODE_BYTES_PER_IMAGE_BYTE: u64 = 96;
 
 /// Encodes pixels `[b, h, w, 3]` in 0..1 to latents (posterior mean), for img2img.
 /// The size is cropped down to a multiple of 16, as the MMDiT needs.
@@ -43,5 +50,12 @@ impl Node for VaeEncode {
         };
         let latent = encode().map_err(anyhow::Error::from)?;
         Ok(NodeOutput::values(vec![Value::handle(latent)]))
+    }
+
+    fn estimate(&self, inputs: &EstimateInputs) -> Result<Estimate, String> {
+        let image = inputs.bytes("pixels");
+        let latent = image / IMAGE_BYTES_PER_LATENT_BYTE;
+        let working = image.saturating_mul(ENCODE_BYTES_PER_IMAGE_BYTE);
+        Ok(Estimate::outputs(vec![ValueEstimate::bytes(latent)]).with_working_bytes(working))
     }
 }

@@ -102,13 +102,18 @@ fn training_sigmas(shift: f64) -> Vec<f32> {
         .collect()
 }
 
+/// The longest schedule `denoise` may ask for: ComfyUI's most steps (10000) at
+/// its smallest denoise widget step (0.01).
+pub const MAX_SCHEDULE_STEPS: usize = 1_000_000;
+
 /// The sigmas for `steps` steps at `denoise` ∈ (0, 1]: the last `steps + 1`
 /// of a `⌊steps / denoise⌋`-step schedule (ComfyUI `KSampler.set_steps`).
 pub fn denoise_sigmas(scheduler: Scheduler, steps: usize, shift: f64, denoise: f64) -> Vec<f32> {
     if denoise >= 1.0 || denoise <= 0.0 {
         return scheduler.sigmas(steps, shift);
     }
-    let total = (steps as f64 / denoise) as usize;
+    // Validation refuses longer schedules; the bound keeps any other caller's allocation sane.
+    let total = ((steps as f64 / denoise) as usize).clamp(steps, MAX_SCHEDULE_STEPS.max(steps));
     let all = scheduler.sigmas(total, shift);
     all[all.len() - (steps + 1)..].to_vec()
 }

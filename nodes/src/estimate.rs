@@ -1,0 +1,210 @@
+//! Memory estimates: before a prompt runs, validation asks each node what its
+//! outputs and its run will take, from literal inputs and the estimates of the
+//! nodes it links to, and refuses prompts beyond the memory budget.
+//!
+//! Model weights are not counted: their size is the file the user chose, not a
+//! number a prompt can inflate. Estimates cover what a prompt's numbers control:
+//! latents, images, text.
+
+use std::collections::HashMap;
+
+use crate::Value;
+
+/// Prompts bigger than this many nodes are refused before anything else is looked at.
+pub const DEFAULT_MAX_NODES: usize = 10_000;
+
+/// The default budget is this share of physical memory.
+pub const DEFAULT_MEMORY_SHARE: f64 = 0.5;
+
+/// The budget when physical memory cannot be read (no `/proc/meminfo`).
+const FALLBACK_MEMORY_BYTES: u64 = 8 << 30;
+
+/// What validation knows of one value before anything runs.
+#[derive(Debug, Clone, Default)]
+pub struct ValueEstimate {
+    /// The bytes it will take (a string's length, a tensor's elements × 4).
+    pub bytes: u64,
+    /// The value itself when it is a known scalar (a literal, a primitive's constant).
+    pub value: Option<Value>,
+}
+
+impl ValueEstimate {
+    pub fn bytes(bytes: u64) -> Self {
+        ValueEstimate { bytes, value: None }
+    }
+
+    /// The estimate of a known value; only scalars keep the value itself.
+    pub fn known(value: &Value) -> Self {
+        let bytes = match value {
+            Value::String(s) => s.len() as u64,
+            Value::StringList(l) => l.iter().map(|s| s.len() as u64).sum(),
+            Value::Int(_) | Value::Float(_) | Value::Bool(_) => 8,
+            Value::Handle(_) => 0,
+        };
+        let scalar = matches!(value, Value::Int(_) | Value::Float(_) | Value::Bool(_));
+        ValueEstimate {
+            bytes,
+            value: scalar.then(|| value.clone()),
+        }
+    }
+}
+
+/// The bytes of an f32 tensor of `dims` (saturating: an absurd shape stays absurd).
+pub fn f32_bytes(dims: &[u64]) -> u64 {
+    dims.iter().fold(4u64, |acc, &d| acc.saturating_mul(d))
+}
+
+/// A node's estimate of one run.
+#[derive(Debug, Clone, Default)]
+pub struct Estimate {
+    /// One per declared output, in order. Outputs not listed are estimated as
+    /// the sum of the inputs (a pass-through).
+    pub outputs: Vec<ValueEstimate>,
+    /// What the run needs beyond its outputs (intermediate tensors), freed when it ends.
+    pub working_bytes: u64,
+}
+
+impl Estimate {
+    pub fn outputs(outputs: Vec<ValueEstimate>) -> Self {
+        Estimate {
+            outputs,
+            working_bytes: 0,
+        }
+    }
+
+    pub fn with_working_bytes(mut self, bytes: u64) -> Self {
+        self.working_bytes = bytes;
+        self
+    }
+}
+
+/// The inputs an estimate sees, by name: literals (known) and the estimates of linked outputs.
+#[derive(Debug, Clone, Default)]
+pub struct EstimateInputs {
+    inputs: HashMap<String, ValueEstimate>,
+}
+
+impl EstimateInputs {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn insert(&mut self, name: impl Into<String>, estimate: ValueEstimate) {
+        self.inputs.insert(name.into(), estimate);
+    }
+
+    pub fn with(mut self, name: &str, estimate: ValueEstimate) -> Self {
+        self.insert(name, estimate);
+        self
+    }
+
+    pub fn get(&self, name: &str) -> Option<&ValueEstimate> {
+        self.inputs.get(name)
+    }
+
+    /// The bytes of input `name`; 0 when it is not connected.
+    pub fn bytes(&self, name: &str) -> u64 {
+        self.get(name).map_or(0, |e| e.bytes)
+    }
+
+    /// The sum of every input's bytes.
+    pub fn total_bytes(&self) -> u64 {
+        self.inputs
+            .values()
+            .fold(0, |acc, e| acc.saturating_add(e.bytes))
+    }
+
+    /// Input `name` when it is a known integer.
+    pub fn int(&self, name: &str) -> Option<i64> {
+        match self.get(name)?.value.as_ref()? {
+            Value::Int(i) => Some(*i),
+            _ => None,
+        }
+    }
+
+    /// Input `name` when it is a known number.
+    pub fn float(&self, name: &str) -> Option<f64> {
+        match self.get(name)?.value.as_ref()? {
+            Value::Float(x) => Some(*x),
+            Value::Int(i) => Some(*i as f64),
+            _ => None,
+        }
+    }
+}
+
+/// The limits a prompt is validated against.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PromptLimits {
+    /// The most nodes one prompt may have (`--max-nodes`).
+    pub max_nodes: usize,
+    /// The most memory a prompt's estimate may reach (`--max-memory-gb`).
+    pub memory_bytes: u64,
+}
+
+impl Default for PromptLimits {
+    fn default() -> Self {
+        PromptLimits {
+            max_nodes: DEFAULT_MAX_NODES,
+            memory_bytes: default_memory_budget(),
+        }
+    }
+}
+
+/// [`DEFAULT_MEMORY_SHARE`] of physical memory.
+pub fn default_memory_budget() -> u64 {
+    physical_memory_bytes().map_or(FALLBACK_MEMORY_BYTES, |total| {
+        (total as f64 * DEFAULT_MEMORY_SHARE) as u64
+    })
+}
+
+/// `MemTotal` of `/proc/meminfo`.
+fn physical_memory_bytes() -> Option<u64> {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
+    parse_mem_total(&meminfo)
+}
+
+fn parse_mem_total(meminfo: &str) -> Option<u64> {
+    let line = meminfo.lines().find(|l| l.starts_with("MemTotal:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib.saturating_mul(1024))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_mem_total_in_kib() {
+        let meminfo = "MemTotal:       24683584 kB\nMemFree:  1 kB\n";
+        assert_eq!(parse_mem_total(meminfo), Some(24683584 * 1024));
+        assert_eq!(parse_mem_total("nothing"), None);
+    }
+
+    #[test]
+    fn default_budget_is_a_share_of_physical_memory() {
+        let budget = default_memory_budget();
+        match physical_memory_bytes() {
+            Some(total) => assert_eq!(budget, (total as f64 * DEFAULT_MEMORY_SHARE) as u64),
+            None => assert_eq!(budget, FALLBACK_MEMORY_BYTES),
+        }
+    }
+
+    #[test]
+    fn only_scalars_keep_their_value() {
+        let text = ValueEstimate::known(&Value::String("abc".into()));
+        assert_eq!((text.bytes, text.value.is_none()), (3, true));
+        let inputs = EstimateInputs::new()
+            .with("w", ValueEstimate::known(&Value::Int(64)))
+            .with("t", text);
+        assert_eq!(inputs.int("w"), Some(64));
+        assert_eq!(inputs.float("w"), Some(64.0));
+        assert_eq!(inputs.int("t"), None);
+        assert_eq!(inputs.total_bytes(), 11);
+    }
+
+    #[test]
+    fn tensor_sizes_saturate() {
+        assert_eq!(f32_bytes(&[2, 16, 8, 8]), 2 * 16 * 8 * 8 * 4);
+        assert_eq!(f32_bytes(&[u64::MAX, 2]), u64::MAX);
+    }
+}
