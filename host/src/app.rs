@@ -7,7 +7,7 @@ use cretok_nodes::{Paths, PreviewFormat, Registry};
 use serde_json::Value as Json;
 use tokio::sync::broadcast;
 
-use crate::backend::{HistoryStore, QueueBackend, QueuedPrompt};
+use crate::backend::{HistoryStore, PushError, QueueBackend, QueuedPrompt};
 use crate::catalog::NodeCatalog;
 use crate::executor::{ExecutionObserver, Executor, PromptJob};
 use crate::history::{history_entry, History};
@@ -63,6 +63,42 @@ pub struct Submitted {
     pub prompt_id: String,
     pub number: i64,
     pub node_errors: std::collections::BTreeMap<String, NodeErrors>,
+}
+
+/// Why a submission was refused, in ComfyUI's error shape.
+#[derive(Debug)]
+pub enum SubmitError {
+    /// The prompt is invalid or its id is taken (HTTP 400).
+    Invalid(ValidationFailure),
+    /// The queue cannot be reached (HTTP 503); the details name the cause.
+    QueueUnavailable(ValidationFailure),
+}
+
+impl SubmitError {
+    fn refused(error: PushError) -> Self {
+        let failure = |kind: &str, message: &str| ValidationFailure {
+            error: ErrorInfo::new(kind, message, error.to_string()),
+            node_errors: Default::default(),
+        };
+        match &error {
+            PushError::DuplicateId(_) => {
+                SubmitError::Invalid(failure("duplicate_prompt_id", "Prompt id already used"))
+            }
+            PushError::Unavailable(e) => {
+                tracing::error!("queueing a prompt: {e:#}");
+                SubmitError::QueueUnavailable(failure(
+                    "queue_unavailable",
+                    "The prompt queue is unavailable",
+                ))
+            }
+        }
+    }
+
+    pub fn failure(&self) -> &ValidationFailure {
+        match self {
+            SubmitError::Invalid(f) | SubmitError::QueueUnavailable(f) => f,
+        }
+    }
 }
 
 /// Everything the server's routes and the worker share.
@@ -127,15 +163,23 @@ impl AppState {
     }
 
     /// Validates and queues a prompt.
-    pub fn submit(&self, request: PromptRequest) -> Result<Submitted, ValidationFailure> {
+    pub fn submit(&self, request: PromptRequest) -> Result<Submitted, SubmitError> {
         let registry = self.catalog.snapshot();
-        let valid = validate(&request.prompt, registry.as_ref())?;
-        let number = request
-            .number
-            .unwrap_or_else(|| self.queue.next_number(request.front));
-        let prompt_id = request
-            .prompt_id
-            .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+        let valid = validate(&request.prompt, registry.as_ref()).map_err(SubmitError::Invalid)?;
+        let prompt_id = match request.prompt_id {
+            Some(id) if self.history.get(&id).is_some() => {
+                return Err(SubmitError::refused(PushError::DuplicateId(id)))
+            }
+            Some(id) => id,
+            None => uuid::Uuid::new_v4().to_string(),
+        };
+        let number = match request.number {
+            Some(n) => n,
+            None => self
+                .queue
+                .next_number(request.front)
+                .map_err(|e| SubmitError::refused(PushError::Unavailable(e)))?,
+        };
         let node_errors = valid.node_errors.clone();
         let mut extra_data = match request.extra_data {
             Json::Object(o) => o,
@@ -155,20 +199,9 @@ impl AppState {
             client_id: request.client_id,
             extra_data: Json::Object(extra_data),
         };
-        if let Err(e) = self
-            .queue
+        self.queue
             .push(job, &|remaining| self.announce_queue(remaining))
-        {
-            tracing::error!("queueing prompt {prompt_id}: {e:#}");
-            return Err(ValidationFailure {
-                error: ErrorInfo::new(
-                    "queue_unavailable",
-                    "The prompt queue is unavailable",
-                    format!("{e:#}"),
-                ),
-                node_errors: Default::default(),
-            });
-        }
+            .map_err(SubmitError::refused)?;
         Ok(Submitted {
             prompt_id,
             number,

@@ -45,13 +45,25 @@ impl QueuedPrompt {
     }
 }
 
+/// Why a prompt was not queued.
+#[derive(Debug, thiserror::Error)]
+pub enum PushError {
+    /// A prompt with this id is already queued, running or in history.
+    #[error("prompt id '{0}' is already queued, running or in history; choose a new id")]
+    DuplicateId(String),
+    /// The queue cannot be reached.
+    #[error("{0:#}")]
+    Unavailable(anyhow::Error),
+}
+
 /// The prompt queue as the server's routes use it.
 pub trait QueueBackend: Send + Sync {
     /// The number the next prompt gets: `front` ones sort before everything queued.
-    fn next_number(&self, front: bool) -> i64;
-    /// Queues a prompt. `announce` gets the new remaining count, in time for its
+    fn next_number(&self, front: bool) -> anyhow::Result<i64>;
+    /// Queues a prompt unless its id is taken (queued, running or in
+    /// history). `announce` gets the new remaining count, in time for its
     /// message to go out before a worker starts the prompt.
-    fn push(&self, job: PromptJob, announce: &dyn Fn(usize)) -> anyhow::Result<()>;
+    fn push(&self, job: PromptJob, announce: &dyn Fn(usize)) -> Result<(), PushError>;
     /// Pending plus running prompts.
     fn remaining(&self) -> usize;
     fn running(&self) -> Vec<QueuedPrompt>;

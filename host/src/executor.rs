@@ -13,7 +13,7 @@ use serde_json::{json, Value as Json};
 
 use crate::allocator::return_free_memory;
 use crate::cache::{signatures, CachedOutput, OutputCache};
-use crate::protocol::{now_ms, FailedNode, ServerMessage};
+use crate::protocol::{now_ms, without_backtrace, FailedNode, ServerMessage};
 use crate::validation::{literal_inputs, ResolvedInput, ValidPrompt};
 
 /// One prompt, ready to run.
@@ -283,8 +283,10 @@ impl PromptRun<'_> {
                     .iter()
                     .filter_map(|(k, v)| v.to_json().map(|j| (k.clone(), json!([j]))))
                     .collect();
+                let full = format!("{} (node {id}): {other}", failed.node_type);
+                tracing::warn!("prompt {}: {full}", self.job.prompt_id);
                 ServerMessage::ExecutionError {
-                    exception_message: format!("{} (node {id}): {other}", failed.node_type),
+                    exception_message: without_backtrace(&full),
                     exception_type: other.exception_type().to_owned(),
                     failed,
                     traceback: vec![],

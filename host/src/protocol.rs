@@ -13,6 +13,26 @@ pub fn now_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
+/// An error's text as clients may see it: without the backtrace frames a
+/// library appends (candle does when `RUST_BACKTRACE` is set, wasmtime for
+/// guest traps), which name build paths. The full text goes to the server log.
+pub fn without_backtrace(text: &str) -> String {
+    let kept: Vec<&str> = text.lines().filter(|l| !is_backtrace_line(l)).collect();
+    kept.join("\n").trim_end().to_owned()
+}
+
+/// `stack backtrace:`, `  12: crate::function`, `      at /src/file.rs:3:4`.
+fn is_backtrace_line(line: &str) -> bool {
+    let line = line.trim_start();
+    let frame_number = line
+        .split_once(':')
+        .is_some_and(|(n, _)| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
+    frame_number
+        || line.starts_with("at /")
+        || line.starts_with("at .")
+        || line.to_ascii_lowercase().ends_with("backtrace:")
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct ExecInfo {
     pub queue_remaining: usize,
@@ -206,6 +226,24 @@ mod tests {
         };
         assert_eq!(m.event_name(), "execution_interrupted");
         assert_eq!(m.data()["node_type"], "Delay");
+    }
+
+    #[test]
+    fn backtraces_stay_out_of_client_text() {
+        let captured = std::backtrace::Backtrace::force_capture().to_string();
+        let text = format!("LoadSD3 (node 4): no tensor x\n{captured}");
+        assert!(captured.contains(".rs:"), "{captured}");
+        assert_eq!(without_backtrace(&text), "LoadSD3 (node 4): no tensor x");
+        let wasm = "error while executing at wasm backtrace:\n    0:  0x1d4 - guest!run\n\
+                    Caused by:\n    wasm trap: unreachable";
+        assert_eq!(
+            without_backtrace(wasm),
+            "Caused by:\n    wasm trap: unreachable"
+        );
+        assert_eq!(
+            without_backtrace("plain: 3 lines\nsecond"),
+            "plain: 3 lines\nsecond"
+        );
     }
 
     #[test]

@@ -7,7 +7,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 use cretok_nodes::CancelToken;
 
-use crate::backend::{QueueBackend, QueuedPrompt};
+use crate::backend::{PushError, QueueBackend, QueuedPrompt};
 use crate::executor::PromptJob;
 
 /// A prompt being run, with its cancel token.
@@ -81,19 +81,21 @@ impl PromptQueue {
 }
 
 impl QueueBackend for PromptQueue {
-    fn next_number(&self, front: bool) -> i64 {
+    fn next_number(&self, front: bool) -> anyhow::Result<i64> {
         let mut s = self.lock();
         s.counter += 1;
-        if front {
-            -s.counter
-        } else {
-            s.counter
-        }
+        Ok(if front { -s.counter } else { s.counter })
     }
 
-    /// `announce` runs while the queue is still locked.
-    fn push(&self, job: PromptJob, announce: &dyn Fn(usize)) -> anyhow::Result<()> {
+    /// Refuses an id that is pending or running (history is the caller's to
+    /// check). `announce` runs while the queue is still locked.
+    fn push(&self, job: PromptJob, announce: &dyn Fn(usize)) -> Result<(), PushError> {
         let mut s = self.lock();
+        let taken = |other: &PromptJob| other.prompt_id == job.prompt_id;
+        if s.pending.values().any(|p| taken(p)) || s.running.as_ref().is_some_and(|r| taken(&r.job))
+        {
+            return Err(PushError::DuplicateId(job.prompt_id));
+        }
         s.arrivals += 1;
         let key = (job.number, s.arrivals);
         s.pending.insert(key, Arc::new(job));

@@ -61,7 +61,7 @@ pub fn repo_root() -> PathBuf {
 /// The rest of a child's stdout, line by line.
 type StdoutLines = Lines<BufReader<ChildStdout>>;
 
-/// Starts `cretok ARGS --data-dir DATA_DIR EXTRA_ARGS` (killed on drop) and reads its
+/// Starts `cretok ARGS --data-dir DATA_DIR EXTRA_ARGS` with `envs` set (killed on drop) and reads its
 /// stdout until `ready` recognises a line, within [`TIMEOUT`]; `state` names what it
 /// waits for in errors ("listening"). Returns the child, what `ready` found and the
 /// rest of stdout, which the caller must keep draining.
@@ -69,6 +69,7 @@ async fn spawn_cretok<T>(
     args: &[&str],
     data_dir: &Path,
     extra_args: &[&str],
+    envs: &[(&str, &str)],
     state: &str,
     ready: impl Fn(&str) -> Option<T>,
 ) -> Result<(Child, T, StdoutLines)> {
@@ -79,6 +80,7 @@ async fn spawn_cretok<T>(
         .arg(data_dir)
         .args(extra_args)
         .env("RUST_LOG", "warn")
+        .envs(envs.iter().copied())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .kill_on_drop(true)
@@ -109,10 +111,20 @@ pub struct Server {
 impl Server {
     /// Starts a server on a fresh data directory inside `data_dir`.
     pub async fn start(data_dir: &Path, extra_args: &[&str]) -> Result<Self> {
+        Self::start_with_env(data_dir, extra_args, &[]).await
+    }
+
+    /// [`Server::start`] with environment variables set for the server.
+    pub async fn start_with_env(
+        data_dir: &Path,
+        extra_args: &[&str],
+        envs: &[(&str, &str)],
+    ) -> Result<Self> {
         let (child, base, mut lines) = spawn_cretok(
             &["serve", "--port", "0"],
             data_dir,
             extra_args,
+            envs,
             "listening",
             |line| {
                 let url = line.split_whitespace().find(|w| w.starts_with("http://"));
@@ -293,6 +305,24 @@ impl WsClient {
         }
     }
 
+    /// Sends a close frame and waits for the server's: fails when the
+    /// connection ends without one (an abnormal closure, 1006).
+    pub async fn close_handshake(mut self) -> Result<()> {
+        self.stream.close(None).await?;
+        tokio::time::timeout(TIMEOUT, async {
+            loop {
+                match self.stream.next().await {
+                    Some(Ok(Message::Close(_))) => return Ok(()),
+                    Some(Ok(_)) => continue,
+                    Some(Err(e)) => bail!("the connection ended without a close frame: {e}"),
+                    None => bail!("the connection ended without a close frame"),
+                }
+            }
+        })
+        .await
+        .context("waiting for the server's close frame")?
+    }
+
     /// Whether any message arrives within `wait`.
     pub async fn quiet_for(&mut self, wait: Duration) -> Option<Frame> {
         tokio::time::timeout(wait, self.next_frame())
@@ -414,6 +444,7 @@ impl Worker {
             &["worker", "--redis", redis_url, "--name", name],
             data_dir,
             extra_args,
+            &[],
             "taking prompts",
             |line| line.contains("is waiting for prompts").then_some(()),
         )
@@ -448,6 +479,11 @@ impl Worker {
                     .map(str::to_owned)
             })
             .collect()
+    }
+
+    /// Whether the process is still running.
+    pub fn alive(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
     }
 
     /// SIGKILL: the worker dies at once, mid-prompt.

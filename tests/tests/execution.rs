@@ -310,3 +310,131 @@ async fn front_prompts_jump_the_queue() -> anyhow::Result<()> {
     assert_eq!(history.as_object().unwrap().len(), 2);
     Ok(())
 }
+
+#[tokio::test]
+async fn a_prompt_id_already_queued_running_or_finished_is_refused() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let server = Server::start(dir.path(), &[]).await?;
+    let mut ws = server.connect("dup").await?;
+    let submit =
+        |id: &str, prompt: Value| json!({"prompt": prompt, "client_id": "dup", "prompt_id": id});
+    let (status, body) = server
+        .post("/prompt", &submit("running", slow_prompt(60_000)))
+        .await?;
+    assert_eq!((status, body["prompt_id"].clone()), (200, json!("running")));
+    ws.wait_for("progress").await?;
+    let (status, _) = server
+        .post("/prompt", &submit("waiting", blend_prompt("kept")))
+        .await?;
+    assert_eq!(status, 200);
+    for taken in ["running", "waiting"] {
+        let (status, body) = server
+            .post("/prompt", &submit(taken, blend_prompt("replacement")))
+            .await?;
+        assert_eq!(status, 400, "{body}");
+        assert_eq!(body["error"]["type"], "duplicate_prompt_id", "{body}");
+        let details = body["error"]["details"].as_str().unwrap_or_default();
+        assert!(details.contains(taken), "{body}");
+        assert_eq!(body["node_errors"], json!({}), "{body}");
+    }
+    server.post("/interrupt", &json!({})).await?;
+    let finished = server.wait_history("waiting").await?;
+    let (status, body) = server
+        .post("/prompt", &submit("waiting", blend_prompt("replacement")))
+        .await?;
+    assert_eq!(
+        (status, &body["error"]["type"]),
+        (400, &json!("duplicate_prompt_id"))
+    );
+    // The refused prompts changed nothing: one history entry each, as first run.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (_, history) = server.get("/history").await?;
+    assert_eq!(history.as_object().map(|h| h.len()), Some(2), "{history}");
+    assert_eq!(history["waiting"], finished);
+    assert_eq!(
+        finished["outputs"]["3"]["text"],
+        json!(["a creative mixture of kept"])
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn every_websocket_close_is_answered_with_a_close_frame() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let server = Server::start(dir.path(), &[]).await?;
+    for round in 0..5 {
+        let mut clients = Vec::new();
+        for c in 0..20 {
+            clients.push(server.connect(&format!("closer-{round}-{c}")).await?);
+        }
+        // Events in flight while the clients close.
+        for _ in 0..3 {
+            server.queue(&slow_prompt(5), "nobody").await?;
+        }
+        let closing = clients
+            .into_iter()
+            .map(|c| tokio::spawn(c.close_handshake()));
+        for (c, closed) in futures_util::future::join_all(closing)
+            .await
+            .into_iter()
+            .enumerate()
+        {
+            closed?.map_err(|e| anyhow::anyhow!("round {round}, client {c}: {e:#}"))?;
+        }
+    }
+    Ok(())
+}
+
+/// A single-file checkpoint with the SD3 marker tensor and nothing else: the
+/// loader fails inside candle, which appends a backtrace under `RUST_BACKTRACE`.
+fn truncated_checkpoint(models: &std::path::Path) -> anyhow::Result<()> {
+    let folder = models.join("checkpoints");
+    std::fs::create_dir_all(&folder)?;
+    let marker =
+        candle_core::Tensor::zeros((6, 2), candle_core::DType::F32, &candle_core::Device::Cpu)?;
+    let tensors = std::collections::HashMap::from([(
+        "joint_blocks.0.x_block.attn.qkv.weight".to_owned(),
+        marker,
+    )]);
+    candle_core::safetensors::save(&tensors, folder.join("tiny-sd3.safetensors"))?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn clients_get_no_backtraces_or_build_paths_even_with_rust_backtrace() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let models = dir.path().join("models");
+    truncated_checkpoint(&models)?;
+    let server = Server::start_with_env(
+        &dir.path().join("data"),
+        &["--models", models.to_str().unwrap()],
+        &[("RUST_BACKTRACE", "1")],
+    )
+    .await?;
+    let mut ws = server.connect("bt").await?;
+    let workflow =
+        std::fs::read_to_string(cretok_tests::repo_root().join("workflows/sd3_txt2img.json"))?;
+    let id = server
+        .queue(&serde_json::from_str(&workflow)?, "bt")
+        .await?;
+    let messages = ws.until_done(&id).await?;
+    let error = messages
+        .iter()
+        .find(|m| m["type"] == "execution_error")
+        .unwrap_or_else(|| panic!("no execution_error in {messages:#?}"));
+    let text = error["data"]["exception_message"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(text.contains("is missing"), "{text}");
+    assert_eq!(error["data"]["traceback"], json!([]));
+    let entry = server.wait_history(&id).await?;
+    for (what, shown) in [
+        ("websocket", serde_json::to_string(&messages)?),
+        ("history", entry.to_string()),
+    ] {
+        for leak in ["backtrace", ".rs:", "/src/", "/.cargo/", "/rustc/"] {
+            assert!(!shown.contains(leak), "{what} shows {leak:?}: {shown}");
+        }
+    }
+    Ok(())
+}

@@ -309,7 +309,7 @@ async fn with_redis_down_the_front_refuses_prompts_clearly_and_keeps_serving() -
     let (status, body) = front
         .post("/prompt", &json!({"prompt": delayed_text("x", 0, "down")}))
         .await?;
-    assert_eq!(status, 400, "{body}");
+    assert_eq!(status, 503, "{body}");
     assert_eq!(body["error"]["type"], "queue_unavailable", "{body}");
     assert!(
         body["error"]["details"]
@@ -324,5 +324,86 @@ async fn with_redis_down_the_front_refuses_prompts_clearly_and_keeps_serving() -
         (status, queue),
         (200, json!({"queue_running": [], "queue_pending": []}))
     );
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_prompt_whose_workers_keep_dying_is_dead_lettered_after_three_deliveries() -> Result<()> {
+    let Some(redis) = RedisServer::start().await? else {
+        return Ok(());
+    };
+    let dir = tempfile::tempdir()?;
+    let args = ["--claim-after-ms", "400"];
+    let (front, mut workers) = cluster(&redis, dir.path(), &args).await?;
+    let mut ws = front.connect("p").await?;
+    let (status, body) = front
+        .post(
+            "/prompt",
+            &json!({"prompt": delayed_text("poison", 60_000, "poison"), "client_id": "p", "prompt_id": "poison"}),
+        )
+        .await?;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = front
+        .post(
+            "/prompt",
+            &json!({"prompt": delayed_text("again", 0, "x"), "prompt_id": "poison"}),
+        )
+        .await?;
+    assert_eq!(
+        (status, &body["error"]["type"]),
+        (400, &json!("duplicate_prompt_id"))
+    );
+
+    // Each worker that takes the prompt dies running it and is replaced.
+    for death in 0..3 {
+        wait_until("a worker to take the poisonous prompt", || {
+            workers
+                .iter()
+                .any(|w| w.prompts("started").contains(&"poison".to_owned()))
+        })
+        .await?;
+        let victim = workers
+            .iter()
+            .position(|w| w.prompts("started").contains(&"poison".to_owned()))
+            .unwrap_or_default();
+        workers[victim].kill().await?;
+        let name = format!("replacement-{death}");
+        workers[victim] = Worker::start(&redis.url, dir.path(), &name, &args).await?;
+    }
+
+    let entry = front.wait_history("poison").await?;
+    assert_eq!(entry["status"]["status_str"], "error", "{entry}");
+    let error = ws.wait_for("execution_error").await?;
+    assert_eq!(error["data"]["prompt_id"], "poison");
+    assert_eq!(error["data"]["exception_type"], "dead_letter");
+    let reason = error["data"]["exception_message"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        reason.contains("delivered 3 times") && reason.contains("cretok:dead-letters"),
+        "{reason}"
+    );
+    assert_eq!(redis.cli(&["XLEN", "cretok:dead-letters"])?, ["1"]);
+    let dead = redis.cli(&["XRANGE", "cretok:dead-letters", "-", "+"])?;
+    assert!(
+        dead.iter().any(|l| l.contains("delivered 3 times")),
+        "{dead:?}"
+    );
+    assert!(workers.iter_mut().all(Worker::alive));
+    assert!(
+        workers
+            .iter()
+            .all(|w| !w.prompts("started").contains(&"poison".to_owned())),
+        "a fourth delivery ran the prompt"
+    );
+
+    let next = front
+        .queue(&delayed_text("after", 10, "after"), "p")
+        .await?;
+    let entry = front.wait_history(&next).await?;
+    assert_eq!(entry["status"]["status_str"], "success", "{entry}");
+    assert!(workers.iter_mut().all(Worker::alive));
+    let (_, queue) = front.get("/queue").await?;
+    assert_eq!(queue, json!({"queue_running": [], "queue_pending": []}));
     Ok(())
 }

@@ -19,6 +19,11 @@ pub struct WorkerArgs {
     /// A prompt whose worker stopped answering this long (ms) is run by another worker.
     #[arg(long, default_value_t = 30_000)]
     claim_after_ms: u64,
+    /// A prompt handed out this many times without finishing (each time its
+    /// worker died running it) is moved to the dead-letter stream and
+    /// finished as an error, so one poisonous prompt cannot take down every worker.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
+    max_deliveries: u32,
     /// The data directory must be the fronts' one (or share its output/, input/ and temp/).
     #[command(flatten)]
     data: DataArgs,
@@ -34,6 +39,7 @@ pub fn worker(args: WorkerArgs) -> anyhow::Result<ExitCode> {
     let settings = WorkerSettings {
         name: args.name.unwrap_or_else(default_name),
         claim_after: Duration::from_millis(args.claim_after_ms.max(100)),
+        max_deliveries: args.max_deliveries as usize,
     };
     let worker = RedisWorker::connect(&args.redis, settings, paths, registry)?;
     let stop = Arc::new(AtomicBool::new(false));

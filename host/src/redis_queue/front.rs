@@ -4,15 +4,26 @@
 use std::collections::HashSet;
 
 use redis::streams::{StreamId, StreamPendingCountReply, StreamRangeReply};
-use redis::{Commands, Connection, RedisResult};
+use redis::{Commands, Connection, RedisResult, Script};
 use serde_json::{json, Map, Value as Json};
 
 use super::{
-    cancel_key, ensure_group, Pool, CANCEL_TTL_S, CONTROL, GROUP, HISTORY, HISTORY_ORDER,
+    cancel_key, ensure_group, Pool, CANCEL_TTL_S, CONTROL, GROUP, HISTORY, HISTORY_ORDER, IDS,
     JOB_FIELD, MAX_SCAN, NUMBER, PROMPTS,
 };
-use crate::backend::{history_page_start, HistoryStore, QueueBackend, QueuedPrompt};
+use crate::backend::{history_page_start, HistoryStore, PushError, QueueBackend, QueuedPrompt};
 use crate::executor::PromptJob;
+
+/// Queues a prompt unless its id is queued, running or in history; answers
+/// the stream's length, or -1 for a taken id.
+/// KEYS: stream, history, queued ids. ARGV: prompt id, job field, job.
+const PUSH: &str = r"
+if redis.call('HEXISTS', KEYS[2], ARGV[1]) == 1 or redis.call('SADD', KEYS[3], ARGV[1]) == 0 then
+  return -1
+end
+redis.call('XADD', KEYS[1], '*', ARGV[2], ARGV[3])
+return redis.call('XLEN', KEYS[1])
+";
 
 pub struct RedisQueue {
     pool: Pool,
@@ -84,36 +95,65 @@ impl RedisQueue {
     }
 }
 
+impl RedisQueue {
+    /// Deletes waiting entries and frees their prompt ids; returns how many went.
+    fn remove_pending(&self, entries: Vec<(String, QueuedPrompt)>) -> RedisResult<usize> {
+        if entries.is_empty() {
+            return Ok(0);
+        }
+        let (entry_ids, prompt_ids): (Vec<String>, Vec<String>) = entries
+            .into_iter()
+            .map(|(entry_id, prompt)| (entry_id, prompt.prompt_id))
+            .unzip();
+        self.pool.with(|con| {
+            let (deleted,): (usize,) = redis::pipe()
+                .atomic()
+                .xdel(PROMPTS, entry_ids.as_slice())
+                .srem(IDS, prompt_ids.as_slice())
+                .ignore()
+                .query(con)?;
+            Ok(deleted)
+        })
+    }
+}
+
 fn publish_control(con: &mut Connection, request: &Json) -> RedisResult<()> {
     con.publish(CONTROL, request.to_string())
 }
 
 impl QueueBackend for RedisQueue {
-    fn next_number(&self, front: bool) -> i64 {
-        let n = or_log(self.pool.with(|con| con.incr(NUMBER, 1)), "INCR", 0) as i64;
-        if front {
-            -n
-        } else {
-            n
-        }
+    fn next_number(&self, front: bool) -> anyhow::Result<i64> {
+        let n: i64 = self
+            .pool
+            .with(|con| con.incr(NUMBER, 1))
+            // Not `context`: a Redis error already repeats its source in its message.
+            .map_err(|e| anyhow::anyhow!("Redis did not number the prompt: {e}"))?;
+        Ok(if front { -n } else { n })
     }
 
     /// Queues on the stream; workers take prompts in arrival order (`front`
     /// and `number` are kept for display).
-    fn push(&self, job: PromptJob, announce: &dyn Fn(usize)) -> anyhow::Result<()> {
-        let entry = serde_json::to_string(&QueuedPrompt::of(&job))?;
-        let (remaining,): (usize,) = self
+    fn push(&self, job: PromptJob, announce: &dyn Fn(usize)) -> Result<(), PushError> {
+        let entry = serde_json::to_string(&QueuedPrompt::of(&job))
+            .map_err(|e| PushError::Unavailable(e.into()))?;
+        let remaining: i64 = self
             .pool
             .with(|con| {
-                redis::pipe()
-                    .atomic()
-                    .xadd(PROMPTS, "*", &[(JOB_FIELD, entry)])
-                    .ignore()
-                    .xlen(PROMPTS)
-                    .query(con)
+                Script::new(PUSH)
+                    .key(PROMPTS)
+                    .key(HISTORY)
+                    .key(IDS)
+                    .arg(&job.prompt_id)
+                    .arg(JOB_FIELD)
+                    .arg(entry)
+                    .invoke(con)
             })
-            // Not `context`: a Redis error already repeats its source in its message.
-            .map_err(|e| anyhow::anyhow!("Redis did not take the prompt: {e}"))?;
+            .map_err(|e| {
+                PushError::Unavailable(anyhow::anyhow!("Redis did not take the prompt: {e}"))
+            })?;
+        let Ok(remaining) = usize::try_from(remaining) else {
+            return Err(PushError::DuplicateId(job.prompt_id));
+        };
         announce(remaining);
         Ok(())
     }
@@ -138,32 +178,21 @@ impl QueueBackend for RedisQueue {
 
     fn delete(&self, prompt_ids: &[String]) -> usize {
         let deleted = self.state().and_then(|state| {
-            let ids: Vec<String> = state
+            let chosen = state
                 .pending
                 .into_iter()
                 .filter(|(_, p)| prompt_ids.contains(&p.prompt_id))
-                .map(|(id, _)| id)
                 .collect();
-            if ids.is_empty() {
-                return Ok(0);
-            }
-            self.pool.with(|con| con.xdel(PROMPTS, ids.as_slice()))
+            self.remove_pending(chosen)
         });
         or_log(deleted, "XDEL", 0)
     }
 
     fn clear(&self) {
-        let ids: Vec<String> = or_log(self.state().map(|s| s.pending), "queue", Vec::new())
-            .into_iter()
-            .map(|(id, _)| id)
-            .collect();
-        if !ids.is_empty() {
-            or_log(
-                self.pool.with(|con| con.xdel(PROMPTS, ids.as_slice())),
-                "XDEL",
-                0,
-            );
-        }
+        let cleared = self
+            .state()
+            .and_then(|state| self.remove_pending(state.pending));
+        or_log(cleared, "XDEL", 0);
     }
 
     /// Tells every worker; the one running the prompt stops it. A worker that

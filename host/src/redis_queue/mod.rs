@@ -23,6 +23,10 @@ const PROMPTS: &str = "cretok:prompts";
 const GROUP: &str = "workers";
 /// The stream entry field holding the prompt (a JSON `QueuedPrompt`).
 const JOB_FIELD: &str = "job";
+/// The ids of prompts on [`PROMPTS`] (a prompt id is refused while it is here or in history).
+const IDS: &str = "cretok:prompt-ids";
+/// Where a prompt delivered too often without finishing goes, with the reason.
+const DEAD_LETTERS: &str = "cretok:dead-letters";
 /// Counter of prompt numbers.
 const NUMBER: &str = "cretok:number";
 /// History entries by prompt id, and their order (oldest first).

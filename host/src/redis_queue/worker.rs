@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use cretok_nodes::{CancelToken, Paths, Registry};
 use redis::streams::{
-    StreamAutoClaimOptions, StreamAutoClaimReply, StreamId, StreamReadOptions, StreamReadReply,
+    StreamAutoClaimOptions, StreamAutoClaimReply, StreamId, StreamPendingCountReply,
+    StreamReadOptions, StreamReadReply,
 };
 use redis::{Commands, RedisResult, Script};
 use serde_json::Value as Json;
@@ -16,22 +17,23 @@ use serde_json::Value as Json;
 use super::events::encode;
 use super::front::entry_prompt;
 use super::{
-    cancel_key, done_key, ensure_group, Pool, CONTROL, DONE_TTL_S, EVENTS, GROUP, HISTORY,
-    HISTORY_ORDER, PROMPTS,
+    cancel_key, done_key, ensure_group, Pool, CONTROL, DEAD_LETTERS, DONE_TTL_S, EVENTS, GROUP,
+    HISTORY, HISTORY_ORDER, IDS, JOB_FIELD, PROMPTS,
 };
 use crate::app::{Outbound, OutboundObserver, OutboundSink};
 use crate::backend::QueuedPrompt;
 use crate::executor::{ExecutionObserver, ExecutionRecord, Executor, Outcome, PromptJob};
 use crate::history::{history_entry, MAX_HISTORY};
 use crate::protocol::{now_ms, FailedNode, ServerMessage};
-use crate::validation::{validate, ValidationFailure};
+use crate::validation::validate;
 
 /// How long one wait for a new prompt blocks (the stop flag is checked between waits).
 const POLL_MS: usize = 1000;
 
 /// Records the history entry, publishes the final events and acknowledges,
-/// all at once, unless the prompt was already finished (then only acknowledges).
-/// KEYS: stream, history, history order, done marker.
+/// all at once, unless the prompt was already finished (then only
+/// acknowledges); either way frees the prompt id for the queue.
+/// KEYS: stream, history, history order, done marker, queued ids.
 /// ARGV: group, entry id, prompt id, history entry, max history, done ttl,
 /// events channel, worker name, final events...
 const FINISH: &str = r"
@@ -49,6 +51,7 @@ if first then
 end
 redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
 redis.call('XDEL', KEYS[1], ARGV[2])
+redis.call('SREM', KEYS[5], ARGV[3])
 if first then return 1 else return 0 end
 ";
 
@@ -68,6 +71,15 @@ pub struct WorkerSettings {
     pub name: String,
     /// A prompt whose worker went silent this long is claimed by another worker.
     pub claim_after: Duration,
+    /// A prompt delivered this many times without finishing (its workers
+    /// died running it) goes to the dead-letter stream instead of running again.
+    pub max_deliveries: usize,
+}
+
+/// A stream entry handed to this worker, and how often it has been handed out.
+struct Delivery {
+    entry: StreamId,
+    deliveries: usize,
 }
 
 /// The prompt being run, as the heartbeat and control threads see it.
@@ -119,9 +131,10 @@ impl RedisWorker {
         );
         while !stop.load(Ordering::SeqCst) {
             match self.next_entry() {
-                Ok(Some(entry)) => {
-                    if let Err(e) = self.process(&mut executor, &entry) {
-                        tracing::error!("prompt entry {}: {e}; it will be claimed again", entry.id);
+                Ok(Some(delivery)) => {
+                    if let Err(e) = self.process(&mut executor, &delivery) {
+                        let id = &delivery.entry.id;
+                        tracing::error!("prompt entry {id}: {e}; it will be claimed again");
                         std::thread::sleep(Duration::from_secs(1));
                     }
                 }
@@ -137,7 +150,7 @@ impl RedisWorker {
     }
 
     /// A prompt whose worker went silent, else a new one (waiting up to `POLL_MS`).
-    fn next_entry(&self) -> RedisResult<Option<StreamId>> {
+    fn next_entry(&self) -> RedisResult<Option<Delivery>> {
         let name = &self.settings.name;
         let idle_ms = self.settings.claim_after.as_millis() as usize;
         self.pool.with(|con| {
@@ -150,7 +163,10 @@ impl RedisWorker {
                 StreamAutoClaimOptions::default().count(1),
             )?;
             if let Some(entry) = stale.claimed.into_iter().next() {
-                return Ok(Some(entry));
+                let held: StreamPendingCountReply =
+                    con.xpending_count(PROMPTS, GROUP, &entry.id, &entry.id, 1)?;
+                let deliveries = held.ids.first().map_or(1, |p| p.times_delivered);
+                return Ok(Some(Delivery { entry, deliveries }));
             }
             let options = StreamReadOptions::default()
                 .group(GROUP, name)
@@ -159,13 +175,18 @@ impl RedisWorker {
             let fresh: Option<StreamReadReply> = con.xread_options(&[PROMPTS], &[">"], &options)?;
             Ok(fresh
                 .and_then(|r| r.keys.into_iter().next())
-                .and_then(|k| k.ids.into_iter().next()))
+                .and_then(|k| k.ids.into_iter().next())
+                .map(|entry| Delivery {
+                    entry,
+                    deliveries: 1,
+                }))
         })
     }
 
-    fn process(&self, executor: &mut Executor, entry: &StreamId) -> RedisResult<()> {
+    fn process(&self, executor: &mut Executor, delivery: &Delivery) -> RedisResult<()> {
+        let entry = &delivery.entry;
         let Some(queued) = entry_prompt(entry) else {
-            return self.finish(&entry.id, None, &[]).map(drop);
+            return self.acknowledge(&entry.id, None);
         };
         let prompt_id = queued.prompt_id.clone();
         let (finished, interrupted): (bool, bool) = self.pool.with(|con| {
@@ -176,7 +197,20 @@ impl RedisWorker {
         })?;
         if finished {
             println!("skipped {prompt_id}: already finished");
-            return self.finish(&entry.id, None, &[]).map(drop);
+            return self.acknowledge(&entry.id, Some(&prompt_id));
+        }
+        let observer = OutboundObserver {
+            sink: RedisEvents {
+                pool: &self.pool,
+                prompt_id: prompt_id.clone(),
+                held: Mutex::default(),
+            },
+            target: queued.client_id.clone(),
+            prompt_id: prompt_id.clone(),
+        };
+        if delivery.deliveries > self.settings.max_deliveries {
+            let record = self.dead_letter(entry, &queued, delivery.deliveries - 1, &observer)?;
+            return self.report(&entry.id, &queued, &record, &observer);
         }
         let current = Current {
             entry_id: entry.id.clone(),
@@ -193,15 +227,6 @@ impl RedisWorker {
         if self.clear_cache.swap(false, Ordering::SeqCst) {
             executor.clear_cache();
         }
-        let observer = OutboundObserver {
-            sink: RedisEvents {
-                pool: &self.pool,
-                prompt_id: prompt_id.clone(),
-                held: Mutex::default(),
-            },
-            target: queued.client_id.clone(),
-            prompt_id: prompt_id.clone(),
-        };
         let record = match validate(&queued.prompt, &self.registry) {
             Ok(valid) => {
                 let job = PromptJob {
@@ -214,17 +239,88 @@ impl RedisWorker {
                 };
                 executor.run(&job, &self.registry, &current.cancel, &observer)
             }
-            Err(failure) => unrunnable(&queued, &failure, &self.settings.name, &observer),
+            Err(failure) => {
+                let (node_id, node_type) = failure
+                    .node_errors
+                    .iter()
+                    .next()
+                    .map(|(id, e)| (id.clone(), e.class_type.clone()))
+                    .unwrap_or_default();
+                let message = format!(
+                    "worker {} cannot run this prompt: {}",
+                    self.settings.name,
+                    failure.report()
+                );
+                let failed = FailedNode {
+                    prompt_id: prompt_id.clone(),
+                    node_id,
+                    node_type,
+                    executed: vec![],
+                };
+                error_record(failed, "prompt_invalid_on_worker", message, &observer)
+            }
         };
         *self.lock_current() = None;
         if current.lost.load(Ordering::SeqCst) {
             println!("lost {prompt_id} to another worker");
             return Ok(());
         }
+        self.report(&entry.id, &queued, &record, &observer)
+    }
+
+    /// Moves a prompt that was delivered `runs` times without finishing to the
+    /// dead-letter stream; returns its error record.
+    fn dead_letter(
+        &self,
+        entry: &StreamId,
+        queued: &QueuedPrompt,
+        runs: usize,
+        observer: &dyn ExecutionObserver,
+    ) -> RedisResult<ExecutionRecord> {
+        let reason = format!(
+            "prompt {} was delivered {runs} times without finishing (its worker stopped \
+             while running it each time); it was moved to the dead-letter stream \
+             {DEAD_LETTERS} and is not run again",
+            queued.prompt_id
+        );
+        let job: String = entry.get(JOB_FIELD).unwrap_or_default();
+        self.pool.with(|con| {
+            con.xadd::<_, _, _, _, ()>(
+                DEAD_LETTERS,
+                "*",
+                &[
+                    ("prompt_id", queued.prompt_id.as_str()),
+                    (JOB_FIELD, job.as_str()),
+                    ("reason", reason.as_str()),
+                    ("deliveries", runs.to_string().as_str()),
+                    ("worker", self.settings.name.as_str()),
+                ],
+            )
+        })?;
+        tracing::error!("{reason}");
+        println!("dead-lettered {} after {runs} deliveries", queued.prompt_id);
+        let failed = FailedNode {
+            prompt_id: queued.prompt_id.clone(),
+            node_id: String::new(),
+            node_type: String::new(),
+            executed: vec![],
+        };
+        Ok(error_record(failed, "dead_letter", reason, observer))
+    }
+
+    /// Finishes a prompt with its record: history, final events, queue status.
+    fn report(
+        &self,
+        entry_id: &str,
+        queued: &QueuedPrompt,
+        record: &ExecutionRecord,
+        observer: &OutboundObserver<RedisEvents<'_>>,
+    ) -> RedisResult<()> {
+        let prompt_id = &queued.prompt_id;
         let held =
             std::mem::take(&mut *observer.sink.held.lock().unwrap_or_else(|p| p.into_inner()));
-        let entry_json = history_entry(&queued, &record).to_string();
-        let first = self.finish(&entry.id, Some((&prompt_id, &entry_json)), &held)?;
+        let entry_json = history_entry(queued, record).to_string();
+        let first = self.finish(entry_id, prompt_id, &entry_json, &held)?;
         let outcome = match record.outcome {
             Outcome::Success => "success",
             Outcome::Error => "error",
@@ -239,37 +335,45 @@ impl RedisWorker {
         observer.message(ServerMessage::Executing {
             node: None,
             display_node: None,
-            prompt_id,
+            prompt_id: prompt_id.clone(),
         });
         Ok(())
     }
 
-    /// Acknowledges an entry; with a history entry, first records it and
-    /// publishes `final_events` unless the prompt was already finished.
+    /// Acknowledges an entry that is not run, freeing its prompt id.
+    fn acknowledge(&self, entry_id: &str, prompt_id: Option<&str>) -> RedisResult<()> {
+        self.pool.with(|con| {
+            let mut pipe = redis::pipe();
+            pipe.xack(PROMPTS, GROUP, &[entry_id])
+                .xdel(PROMPTS, &[entry_id]);
+            if let Some(prompt_id) = prompt_id {
+                pipe.srem(IDS, prompt_id);
+            }
+            pipe.query::<()>(con)
+        })
+    }
+
+    /// Records the history entry and publishes `final_events` unless the
+    /// prompt was already finished, and acknowledges the entry.
     /// Returns whether this call finished the prompt.
     fn finish(
         &self,
         entry_id: &str,
-        history: Option<(&str, &str)>,
+        prompt_id: &str,
+        history_entry: &str,
         final_events: &[Vec<u8>],
     ) -> RedisResult<bool> {
         self.pool.with(|con| {
-            let Some((prompt_id, entry)) = history else {
-                redis::pipe()
-                    .xack(PROMPTS, GROUP, std::slice::from_ref(&entry_id))
-                    .xdel(PROMPTS, std::slice::from_ref(&entry_id))
-                    .query::<()>(con)?;
-                return Ok(false);
-            };
             let script = Script::new(FINISH);
             let mut call = script.key(PROMPTS);
             call.key(HISTORY)
                 .key(HISTORY_ORDER)
                 .key(done_key(prompt_id))
+                .key(IDS)
                 .arg(GROUP)
                 .arg(entry_id)
                 .arg(prompt_id)
-                .arg(entry)
+                .arg(history_entry)
                 .arg(MAX_HISTORY)
                 .arg(DONE_TTL_S)
                 .arg(EVENTS)
@@ -379,31 +483,17 @@ fn listen_for_control(
     }
 }
 
-/// The record of a prompt this worker cannot run (a node type it lacks).
-fn unrunnable(
-    queued: &QueuedPrompt,
-    failure: &ValidationFailure,
-    worker: &str,
+/// The record of a prompt that fails before any node runs, reported to its client.
+fn error_record(
+    failed: FailedNode,
+    exception_type: &str,
+    exception_message: String,
     observer: &dyn ExecutionObserver,
 ) -> ExecutionRecord {
-    let (node_id, node_type) = failure
-        .node_errors
-        .iter()
-        .next()
-        .map(|(id, e)| (id.clone(), e.class_type.clone()))
-        .unwrap_or_default();
     let message = ServerMessage::ExecutionError {
-        failed: FailedNode {
-            prompt_id: queued.prompt_id.clone(),
-            node_id,
-            node_type,
-            executed: vec![],
-        },
-        exception_message: format!(
-            "worker {worker} cannot run this prompt: {}",
-            failure.report()
-        ),
-        exception_type: "prompt_invalid_on_worker".into(),
+        failed,
+        exception_message,
+        exception_type: exception_type.to_owned(),
         traceback: vec![],
         current_inputs: Json::Object(Default::default()),
         current_outputs: vec![],

@@ -7,6 +7,8 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::{json, Value as Json};
 
+use crate::protocol::without_backtrace;
+
 #[derive(Debug)]
 pub struct ApiError {
     pub status: StatusCode,
@@ -19,7 +21,7 @@ impl ApiError {
         ApiError {
             status,
             body: json!({
-                "error": {"type": kind, "message": message, "details": details.into(), "extra_info": {}},
+                "error": {"type": kind, "message": message, "details": without_backtrace(&details.into()), "extra_info": {}},
                 "node_errors": {},
             }),
         }
@@ -42,7 +44,9 @@ impl ApiError {
         Self::new(StatusCode::NOT_FOUND, "not_found", "Not found", details)
     }
 
+    /// Logs the whole error; the client gets it without a backtrace.
     pub fn internal(error: impl std::fmt::Display) -> Self {
+        tracing::error!("internal error: {error}");
         Self::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             "internal_error",

@@ -10,7 +10,7 @@ use serde_json::{json, Map, Value as Json_};
 
 use super::error::{ApiError, JsonBody};
 use super::Shared;
-use crate::app::PromptRequest;
+use crate::app::{PromptRequest, SubmitError};
 
 /// Reads the `POST /prompt` body (also used by the websocket's `queue_prompt`).
 pub fn prompt_request(body: &Json_) -> Result<PromptRequest, ApiError> {
@@ -52,7 +52,13 @@ pub async fn post_prompt(State(s): State<Shared>, JsonBody(body): JsonBody) -> R
     match s.app.submit(request) {
         Ok(sub) => Json(json!({"prompt_id": sub.prompt_id, "number": sub.number, "node_errors": sub.node_errors}))
             .into_response(),
-        Err(failure) => (StatusCode::BAD_REQUEST, Json(failure.to_json())).into_response(),
+        Err(refused) => {
+            let status = match refused {
+                SubmitError::Invalid(_) => StatusCode::BAD_REQUEST,
+                SubmitError::QueueUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            };
+            (status, Json(refused.failure().to_json())).into_response()
+        }
     }
 }
 

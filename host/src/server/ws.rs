@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Query, State};
@@ -17,6 +18,9 @@ use super::prompts::prompt_request;
 use super::{Shared, MAX_UPLOAD_BYTES};
 use crate::app::Outbound;
 use crate::protocol::{preview_frame, preview_frame_with_metadata, text_frame, ServerMessage};
+
+/// How long a closing connection may take to send what it owes and its close frame.
+const CLOSE_GRACE: Duration = Duration::from_secs(5);
 
 pub async fn upgrade(
     State(s): State<Shared>,
@@ -71,6 +75,8 @@ async fn connection(s: Shared, socket: WebSocket, sid: String) {
                 break;
             }
         }
+        // Answers the client's close frame (or sends ours): the handshake always completes.
+        let _ = sink.close().await;
     });
 
     let recv_state = s.clone();
@@ -78,8 +84,10 @@ async fn connection(s: Shared, socket: WebSocket, sid: String) {
     let mut recv_task = tokio::spawn(async move {
         let mut first = true;
         while let Some(Ok(message)) = stream.next().await {
-            let Message::Text(text) = message else {
-                continue;
+            let text = match message {
+                Message::Text(text) => text,
+                Message::Close(_) => break,
+                _ => continue,
             };
             let Ok(command) = serde_json::from_str::<Json>(&text) else {
                 let _ = direct_tx.send(reply(
@@ -99,7 +107,13 @@ async fn connection(s: Shared, socket: WebSocket, sid: String) {
 
     tokio::select! {
         _ = &mut send_task => recv_task.abort(),
-        _ = &mut recv_task => send_task.abort(),
+        // The client closed (its last command's reply still goes out): the
+        // send task ends once `direct_tx` is dropped and answers the close.
+        _ = &mut recv_task => {
+            if tokio::time::timeout(CLOSE_GRACE, &mut send_task).await.is_err() {
+                send_task.abort();
+            }
+        }
     }
 }
 
@@ -171,7 +185,7 @@ fn handle_command(
                 s.app
                     .submit(request)
                     .map(|sub| json!({"prompt_id": sub.prompt_id, "number": sub.number, "node_errors": sub.node_errors}))
-                    .map_err(|f| f.to_json())
+                    .map_err(|refused| refused.failure().to_json())
             });
             Some(reply(request_id, result))
         }
