@@ -1,18 +1,35 @@
 //! The node types a running host knows: native nodes plus whatever custom
 //! nodes are loaded, swapped atomically on reload.
 
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 use cretok_nodes::Registry;
 
 pub struct NodeCatalog {
     current: RwLock<Arc<Registry>>,
+    rebuilds: Mutex<Rebuilds>,
+    /// Held while a rebuild runs.
+    turn: Mutex<()>,
+}
+
+/// The rebuilds asked for and done, so that requests that wait for a running
+/// rebuild are answered by the next one instead of each starting their own.
+#[derive(Default)]
+struct Rebuilds {
+    /// Requests numbered in arrival order; the last number handed out.
+    asked: u64,
+    /// The number of the last request the finished rebuilds cover.
+    covered: u64,
+    /// The problems the last rebuild reported.
+    problems: Vec<String>,
 }
 
 impl NodeCatalog {
     pub fn new(registry: Registry) -> Self {
         NodeCatalog {
             current: RwLock::new(Arc::new(registry)),
+            rebuilds: Mutex::new(Rebuilds::default()),
+            turn: Mutex::new(()),
         }
     }
 
@@ -23,5 +40,69 @@ impl NodeCatalog {
 
     pub fn replace(&self, registry: Registry) {
         *self.current.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(registry);
+    }
+
+    /// Builds a new registry with `build` and swaps it in once; returns the
+    /// problems `build` reported. One rebuild runs at a time. A request that
+    /// arrives while one runs waits; when its turn comes, if a rebuild that
+    /// started after it arrived has finished meanwhile, it gets that one's
+    /// problems instead of rebuilding again (many reloads coalesce into two).
+    pub fn rebuild(&self, build: impl FnOnce() -> (Registry, Vec<String>)) -> Vec<String> {
+        let ticket = {
+            let mut rebuilds = self.lock_rebuilds();
+            rebuilds.asked += 1;
+            rebuilds.asked
+        };
+        let _turn = self.turn.lock().unwrap_or_else(|p| p.into_inner());
+        let started_at = {
+            let rebuilds = self.lock_rebuilds();
+            if rebuilds.covered >= ticket {
+                return rebuilds.problems.clone();
+            }
+            rebuilds.asked
+        };
+        let (registry, problems) = build();
+        self.replace(registry);
+        let mut rebuilds = self.lock_rebuilds();
+        rebuilds.covered = started_at;
+        rebuilds.problems.clone_from(&problems);
+        problems
+    }
+
+    fn lock_rebuilds(&self) -> std::sync::MutexGuard<'_, Rebuilds> {
+        self.rebuilds.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
+
+    #[test]
+    fn concurrent_rebuilds_run_one_at_a_time_and_coalesce() {
+        let catalog = NodeCatalog::new(Registry::default());
+        let running = AtomicUsize::new(0);
+        let builds = AtomicUsize::new(0);
+        std::thread::scope(|scope| {
+            for _ in 0..20 {
+                scope.spawn(|| {
+                    let problems = catalog.rebuild(|| {
+                        assert_eq!(running.fetch_add(1, Ordering::SeqCst), 0, "two at once");
+                        let n = builds.fetch_add(1, Ordering::SeqCst);
+                        std::thread::sleep(Duration::from_millis(30));
+                        running.fetch_sub(1, Ordering::SeqCst);
+                        (Registry::default(), vec![format!("build {n}")])
+                    });
+                    assert_eq!(problems.len(), 1);
+                });
+            }
+        });
+        let builds = builds.load(Ordering::SeqCst);
+        assert!(
+            (1..=3).contains(&builds),
+            "{builds} rebuilds for 20 requests"
+        );
     }
 }

@@ -19,6 +19,11 @@ impl CancelToken {
     pub fn is_cancelled(&self) -> bool {
         self.0.load(Ordering::SeqCst)
     }
+
+    /// Whether both are the same prompt's token (clones of one another).
+    pub fn is_same(&self, other: &CancelToken) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
 }
 
 /// Image encodings of preview frames (the numbers are the websocket's).
@@ -81,6 +86,12 @@ impl<'a> RunContext<'a> {
         self.prompt = prompt;
         self.extra_pnginfo = extra_pnginfo;
         self
+    }
+
+    /// The prompt's cancellation flag, for nodes that watch it from elsewhere
+    /// (a sandboxed call's epoch callback).
+    pub fn cancel_token(&self) -> &CancelToken {
+        self.cancel
     }
 
     /// Fails with [`NodeError::Interrupted`] once the prompt is cancelled.

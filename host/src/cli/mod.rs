@@ -93,6 +93,12 @@ pub struct CustomNodeArgs {
     /// Wall-clock deadline of one custom-node call, in milliseconds.
     #[arg(long, default_value_t = 1000)]
     wasm_deadline_ms: u64,
+    /// Largest custom-node file loaded, in MiB; larger ones are refused unread.
+    #[arg(long, default_value_t = 16)]
+    wasm_max_file_mib: u64,
+    /// Guest time one prompt may spend across all its custom-node calls, in milliseconds.
+    #[arg(long, default_value_t = 10_000)]
+    wasm_prompt_budget_ms: u64,
     #[command(flatten)]
     limits: PromptLimitArgs,
 }
@@ -139,9 +145,10 @@ pub struct NodeSource {
 impl NodeSource {
     pub fn new(paths: Arc<Paths>, args: &CustomNodeArgs) -> anyhow::Result<Self> {
         let limits = SandboxLimits {
-            memory_bytes: args.wasm_memory_mib << 20,
             deadline: Duration::from_millis(args.wasm_deadline_ms),
-            ..SandboxLimits::default()
+            file_bytes: args.wasm_max_file_mib << 20,
+            prompt_budget: Duration::from_millis(args.wasm_prompt_budget_ms),
+            ..SandboxLimits::with_memory(args.wasm_memory_mib << 20)
         };
         let cache_dir = paths.data_dir.join("cache/custom_nodes");
         let sandbox = SandboxHost::new(limits, Some(&cache_dir))?;

@@ -64,11 +64,7 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let server_state = Arc::new(ServerState {
         app: Arc::clone(&state),
         frontend_dir,
-        reload_nodes: Box::new(move || {
-            let (registry, problems) = nodes.registry();
-            catalog_state.catalog.replace(registry);
-            problems
-        }),
+        reload_nodes: Box::new(move || catalog_state.catalog.rebuild(|| nodes.registry())),
     });
     tracing::info!("data directory: {}", paths.data_dir.display());
     // With Redis, `cretok worker` processes run the prompts.

@@ -1,6 +1,6 @@
 //! The one wasmtime `Engine` of a [`SandboxHost`](super::SandboxHost) and the
-//! ticker thread that advances its epoch, which is how per-call wall-clock
-//! deadlines interrupt running wasm.
+//! ticker thread that advances its epoch: at every tick a running call checks
+//! its deadline and whether its prompt was interrupted.
 
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::thread::JoinHandle;
@@ -10,7 +10,7 @@ use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConf
 
 use super::SandboxLimits;
 
-/// How often the epoch advances: the granularity of deadlines.
+/// How often the epoch advances: the granularity of deadlines and interrupts.
 pub(crate) const EPOCH_TICK: Duration = Duration::from_millis(10);
 
 /// Core instances a component made by `wit-component` may need (the guest
@@ -37,14 +37,6 @@ pub(crate) fn new_engine(limits: &SandboxLimits) -> wasmtime::Result<Engine> {
         .max_wasm_stack(limits.max_wasm_stack)
         .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
     Engine::new(&config)
-}
-
-/// The number of epoch ticks a call may run for: the store may start just
-/// before a tick, so one more than the deadline needs, which gives between
-/// `deadline` and `deadline` + one tick.
-pub(crate) fn deadline_ticks(deadline: Duration) -> u64 {
-    let ticks = deadline.as_nanos().div_ceil(EPOCH_TICK.as_nanos());
-    u64::try_from(ticks).unwrap_or(u64::MAX).saturating_add(1)
 }
 
 /// A thread that calls `engine.increment_epoch()` every [`EPOCH_TICK`] until
@@ -78,17 +70,5 @@ impl Drop for EpochTicker {
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn deadlines_round_up_to_whole_ticks_plus_one() {
-        assert_eq!(deadline_ticks(Duration::from_secs(1)), 101);
-        assert_eq!(deadline_ticks(Duration::from_millis(15)), 3);
-        assert_eq!(deadline_ticks(Duration::ZERO), 1);
     }
 }

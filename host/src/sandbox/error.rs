@@ -18,6 +18,22 @@ pub enum LoadError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error(
+        "{}: is {size} bytes, more than the {max} bytes a component may have (--wasm-max-file-mib)",
+        path.display()
+    )]
+    TooLarge { path: PathBuf, size: u64, max: u64 },
+    #[error(
+        "{}: defines {functions} functions, more than the {max} a component may have",
+        path.display()
+    )]
+    TooManyFunctions {
+        path: PathBuf,
+        functions: u32,
+        max: u32,
+    },
+    #[error("{reason} (unchanged since; not loaded again until the file changes)")]
+    FailedBefore { path: PathBuf, reason: String },
     #[error("{}: not a valid WebAssembly component: {reason}", path.display())]
     Invalid { path: PathBuf, reason: String },
     #[error(
@@ -43,11 +59,24 @@ pub enum LoadError {
     Describe { path: PathBuf, fault: Fault },
     #[error("{}: describe returned an unusable schema: {problem}", path.display())]
     BadSchema { path: PathBuf, problem: String },
-    #[error("{}: node id '{id}' is already taken by {taken_by}", path.display())]
-    DuplicateId {
+    #[error(
+        "{}: node id '{id}' is taken by the built-in node '{native}' (ids are compared without case)",
+        path.display()
+    )]
+    NativeId {
         path: PathBuf,
         id: String,
-        taken_by: String,
+        native: String,
+    },
+    #[error(
+        "{}: node id '{id}' is also declared by {}, so none of them loads (ids are compared without case)",
+        path.display(),
+        others.join(", ")
+    )]
+    SharedId {
+        path: PathBuf,
+        id: String,
+        others: Vec<String>,
     },
 }
 
@@ -57,6 +86,9 @@ impl LoadError {
         match self {
             LoadError::ReadDir { dir, .. } => dir,
             LoadError::Read { path, .. }
+            | LoadError::TooLarge { path, .. }
+            | LoadError::TooManyFunctions { path, .. }
+            | LoadError::FailedBefore { path, .. }
             | LoadError::Invalid { path, .. }
             | LoadError::ForbiddenImport { path, .. }
             | LoadError::NotANode { path, .. }
@@ -64,7 +96,31 @@ impl LoadError {
             | LoadError::Link { path, .. }
             | LoadError::Describe { path, .. }
             | LoadError::BadSchema { path, .. }
-            | LoadError::DuplicateId { path, .. } => path,
+            | LoadError::NativeId { path, .. }
+            | LoadError::SharedId { path, .. } => path,
+        }
+    }
+
+    /// Whether the same bytes would fail the same way again (not a busy
+    /// pool, a slow machine, an unreadable file or another file's id).
+    pub(crate) fn is_lasting(&self) -> bool {
+        match self {
+            LoadError::Describe { fault, .. } => {
+                !matches!(fault, Fault::Busy(_) | Fault::Deadline(_))
+            }
+            LoadError::TooManyFunctions { .. }
+            | LoadError::Invalid { .. }
+            | LoadError::ForbiddenImport { .. }
+            | LoadError::NotANode { .. }
+            | LoadError::UnsupportedVersion { .. }
+            | LoadError::Link { .. }
+            | LoadError::BadSchema { .. } => true,
+            LoadError::ReadDir { .. }
+            | LoadError::Read { .. }
+            | LoadError::TooLarge { .. }
+            | LoadError::FailedBefore { .. }
+            | LoadError::NativeId { .. }
+            | LoadError::SharedId { .. } => false,
         }
     }
 }

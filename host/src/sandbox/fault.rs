@@ -15,6 +15,15 @@ pub enum Fault {
     /// The wall-clock deadline passed (epoch interruption).
     #[error("hit the deadline of {} ms", .0.as_millis())]
     Deadline(Duration),
+    /// The prompt used up its guest time across all its custom-node calls.
+    #[error("used up the prompt's guest time of {} ms (--wasm-prompt-budget-ms)", .0.as_millis())]
+    PromptBudget(Duration),
+    /// The prompt was interrupted (`/interrupt`) while the call ran.
+    #[error("was interrupted")]
+    Interrupted,
+    /// The guest handed the host more bytes in one transfer than allowed.
+    #[error("handed the host more than its copy budget of {0} bytes in one transfer")]
+    CopyBudget(usize),
     /// The memory cap refused a `memory.grow`.
     #[error("{0}")]
     Memory(MemoryLimitExceeded),
@@ -48,6 +57,12 @@ impl Fault {
         state: &StoreState,
         limits: &SandboxLimits,
     ) -> Fault {
+        if let Some(stopped) = error.downcast_ref::<Fault>() {
+            return stopped.clone();
+        }
+        if is_copy_budget(error) {
+            return Fault::CopyBudget(state.copy_budget);
+        }
         if let Some(exceeded) = state.limiter.memory_refused {
             return Fault::Memory(exceeded);
         }
@@ -59,7 +74,6 @@ impl Fault {
         }
         let last_error = state.log.last_error();
         match (error.downcast_ref::<Trap>(), last_error) {
-            (Some(Trap::Interrupt), _) => Fault::Deadline(limits.deadline),
             (Some(Trap::StackOverflow), _) => Fault::Stack(limits.max_wasm_stack),
             (Some(Trap::UnreachableCodeReached), Some(message)) => Fault::Panic(one_line(
                 message.strip_prefix("panicked at ").unwrap_or(message),
@@ -71,6 +85,16 @@ impl Fault {
             (_, None) => Fault::Trap(format!("{error:#}")),
         }
     }
+}
+
+/// Whether wasmtime refused a transfer for its host-call copy budget
+/// (`Store::set_hostcall_fuel`); its error type is private, so known by its
+/// message, which the hostile-guest tests pin.
+fn is_copy_budget(error: &wasmtime::Error) -> bool {
+    error.chain().any(|e| {
+        e.to_string()
+            .contains("fuel allocated for hostcalls has been exhausted")
+    })
 }
 
 /// Joins a multi-line message (a panic's "location:\nmessage") into one line.
@@ -87,17 +111,17 @@ mod tests {
     fn a_trap_after_an_error_log_is_a_panic_with_its_message() {
         let limits = SandboxLimits::default();
         let mut state = StoreState::new(&limits);
-        state.log.push(
-            LogLevel::Error,
-            "panicked at src/lib.rs:3:5:\nno luck".into(),
-        );
+        state
+            .log
+            .push(LogLevel::Error, "panicked at src/lib.rs:3:5:\nno luck");
         let fault = Fault::classify(
             &wasmtime::Error::new(Trap::UnreachableCodeReached),
             &state,
             &limits,
         );
         assert_eq!(fault, Fault::Panic("src/lib.rs:3:5: no luck".into()));
-        let fault = Fault::classify(&wasmtime::Error::new(Trap::Interrupt), &state, &limits);
-        assert_eq!(fault.to_string(), "hit the deadline of 1000 ms");
+        let stopped = wasmtime::Error::new(Fault::Interrupted).context("wasm backtrace");
+        let fault = Fault::classify(&stopped, &state, &limits);
+        assert_eq!(fault.to_string(), "was interrupted");
     }
 }

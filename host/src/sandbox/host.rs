@@ -1,8 +1,9 @@
 //! [`SandboxHost`]: loads the components of a custom-nodes folder as nodes.
 
 use std::collections::HashMap;
-use std::path::Path;
-use std::sync::Arc;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use cretok_nodes::{Node, Registry};
 use wasmtime::component::Component;
@@ -10,7 +11,7 @@ use wasmtime::component::Component;
 use super::cache::{sha256_hex, CompileCache};
 use super::error::{HostError, LoadError};
 use super::node::SandboxNode;
-use super::runtime::Runtime;
+use super::runtime::{Caller, Runtime};
 use super::schema::node_schema;
 use super::wit::{GuestPre, Incompatible, SUPPORTED_VERSIONS};
 use super::SandboxLimits;
@@ -20,6 +21,10 @@ use super::SandboxLimits;
 pub struct SandboxHost {
     runtime: Arc<Runtime>,
     cache: Option<CompileCache>,
+    /// Why components failed to load, by SHA-256, for failures that the same
+    /// bytes would meet again: such a file is not compiled again until it
+    /// changes.
+    failed: Mutex<HashMap<String, String>>,
 }
 
 impl SandboxHost {
@@ -39,6 +44,7 @@ impl SandboxHost {
         Ok(SandboxHost {
             runtime: Arc::new(runtime),
             cache,
+            failed: Mutex::new(HashMap::new()),
         })
     }
 
@@ -47,11 +53,13 @@ impl SandboxHost {
         &self.runtime.limits
     }
 
-    /// Loads every `*.wasm` file of `dir` (in name order) as a node type.
-    /// Files that fail, and ids that a node of `native` or an earlier file
-    /// already has, come back as errors naming the file; the rest load. A
-    /// missing folder holds no nodes. Call it again to reload: unchanged
-    /// files come from the compile cache.
+    /// Loads every `*.wasm` file of `dir` as a node type. Files that fail
+    /// come back as errors naming the file; the rest load. An id that a node
+    /// of `native` has, or that more than one file declares, compared without
+    /// case, is refused for every file that declares it: which file would win
+    /// must not depend on file names. A missing folder holds no nodes. Call
+    /// it again to reload: unchanged files come from the compile cache, and
+    /// unchanged files that failed fail again without being compiled.
     pub fn load_dir(&self, dir: &Path, native: &Registry) -> (Vec<Arc<dyn Node>>, Vec<LoadError>) {
         let entries = match std::fs::read_dir(dir) {
             Ok(entries) => entries,
@@ -72,30 +80,16 @@ impl SandboxHost {
             })
             .collect();
         files.sort();
-        let mut nodes: Vec<Arc<dyn Node>> = Vec::new();
+        let mut loaded = Vec::new();
         let mut errors = Vec::new();
-        let mut taken: HashMap<String, String> = HashMap::new();
         for path in files {
-            let node = match self.load_file(&path) {
-                Ok(node) => node,
-                Err(e) => {
-                    errors.push(e);
-                    continue;
-                }
-            };
-            let id = node.schema().name;
-            let taken_by = if native.get(&id).is_some() {
-                Some("a built-in node".to_owned())
-            } else {
-                taken.get(&id).cloned()
-            };
-            if let Some(taken_by) = taken_by {
-                errors.push(LoadError::DuplicateId { path, id, taken_by });
-                continue;
+            match self.load_file(&path) {
+                Ok(node) => loaded.push((path, node)),
+                Err(e) => errors.push(e),
             }
-            taken.insert(id, node.component().to_owned());
-            nodes.push(Arc::new(node));
         }
+        let (nodes, refused) = refuse_collisions(loaded, native);
+        errors.extend(refused);
         (nodes, errors)
     }
 
@@ -114,14 +108,40 @@ impl SandboxHost {
         (registry, errors)
     }
 
-    /// Loads one component: compiles it (or reads the compile cache), checks
-    /// its imports and version, links it and validates its `describe`.
+    /// Loads one component: refuses it if it is too large or failed before
+    /// unchanged, compiles it (or reads the compile cache), checks its
+    /// imports and version, links it and validates its `describe`.
     pub fn load_file(&self, path: &Path) -> Result<SandboxNode, LoadError> {
-        let bytes = std::fs::read(path).map_err(|source| LoadError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
-        let component = self.compile(path, &bytes)?;
+        let bytes = read_bounded(path, self.runtime.limits.file_bytes)?;
+        let sha256 = sha256_hex(&bytes);
+        if let Some(reason) = self
+            .failed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&sha256)
+        {
+            return Err(LoadError::FailedBefore {
+                path: path.to_owned(),
+                reason: reason.clone(),
+            });
+        }
+        let loaded = self.load_bytes(path, &bytes, &sha256);
+        if let Err(e) = &loaded {
+            if e.is_lasting() {
+                let mut failed = self.failed.lock().unwrap_or_else(|p| p.into_inner());
+                failed.insert(sha256, e.to_string());
+            }
+        }
+        loaded
+    }
+
+    fn load_bytes(
+        &self,
+        path: &Path,
+        bytes: &[u8],
+        sha256: &str,
+    ) -> Result<SandboxNode, LoadError> {
+        let component = self.compile(path, bytes, sha256)?;
         let engine = &self.runtime.engine;
         let guest = match GuestPre::new(engine, &component) {
             Ok(Ok(guest)) => guest,
@@ -133,7 +153,9 @@ impl SandboxHost {
                 })
             }
         };
-        let (described, log) = self.runtime.call(|store| guest.describe(store));
+        let (described, log) = self
+            .runtime
+            .call(Caller::Loader, |store| guest.describe(store));
         for line in &log.lines {
             tracing::debug!(target: "cretok::sandbox", path = %path.display(), "describe: {}", line.message);
         }
@@ -145,8 +167,8 @@ impl SandboxHost {
             .file_stem()
             .map(|s| s.to_string_lossy().into_owned())
             .unwrap_or_default();
-        let (schema, ports) =
-            node_schema(described, &component_name).map_err(|problem| LoadError::BadSchema {
+        let (schema, ports) = node_schema(described, &component_name, &self.runtime.limits)
+            .map_err(|problem| LoadError::BadSchema {
                 path: path.to_owned(),
                 problem,
             })?;
@@ -159,25 +181,117 @@ impl SandboxHost {
             ports,
             guest,
             file_name,
+            sha256.to_owned(),
             Arc::clone(&self.runtime),
         ))
     }
 
-    fn compile(&self, path: &Path, bytes: &[u8]) -> Result<Component, LoadError> {
+    fn compile(&self, path: &Path, bytes: &[u8], sha256: &str) -> Result<Component, LoadError> {
         let engine = &self.runtime.engine;
-        let sha256 = sha256_hex(bytes);
-        if let Some(component) = self.cache.as_ref().and_then(|c| c.get(engine, &sha256)) {
+        if let Some(component) = self.cache.as_ref().and_then(|c| c.get(engine, sha256)) {
             return Ok(component);
         }
-        let component = Component::new(engine, bytes).map_err(|e| LoadError::Invalid {
+        let invalid = |reason: String| LoadError::Invalid {
             path: path.to_owned(),
-            reason: format!("{e:#}"),
-        })?;
+            reason,
+        };
+        let functions = count_functions(bytes).map_err(invalid)?;
+        let max = self.runtime.limits.functions;
+        if functions > max {
+            return Err(LoadError::TooManyFunctions {
+                path: path.to_owned(),
+                functions,
+                max,
+            });
+        }
+        let component = Component::new(engine, bytes).map_err(|e| invalid(format!("{e:#}")))?;
         if let Some(cache) = &self.cache {
-            cache.put(&sha256, &component);
+            cache.put(sha256, &component);
         }
         Ok(component)
     }
+}
+
+/// Reads a file of at most `max` bytes; a larger one is refused before any
+/// of it is read (and a file that grows meanwhile, once `max` is passed).
+fn read_bounded(path: &Path, max: u64) -> Result<Vec<u8>, LoadError> {
+    let read_error = |source| LoadError::Read {
+        path: path.to_owned(),
+        source,
+    };
+    let too_large = |size| LoadError::TooLarge {
+        path: path.to_owned(),
+        size,
+        max,
+    };
+    let file = std::fs::File::open(path).map_err(read_error)?;
+    let size = file.metadata().map_err(read_error)?.len();
+    if size > max {
+        return Err(too_large(size));
+    }
+    let mut bytes = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
+    file.take(max + 1)
+        .read_to_end(&mut bytes)
+        .map_err(read_error)?;
+    if bytes.len() as u64 > max {
+        return Err(too_large(bytes.len() as u64));
+    }
+    Ok(bytes)
+}
+
+/// The functions defined by all core modules of a component (compiling is
+/// linear in them), read without compiling anything.
+fn count_functions(bytes: &[u8]) -> Result<u32, String> {
+    let mut functions = 0u32;
+    for payload in wasmparser::Parser::new(0).parse_all(bytes) {
+        if let wasmparser::Payload::CodeSectionStart { count, .. } =
+            payload.map_err(|e| e.to_string())?
+        {
+            functions = functions.saturating_add(count);
+        }
+    }
+    Ok(functions)
+}
+
+/// Splits loaded nodes into those whose id is theirs alone (compared without
+/// case, against `native` and each other) and errors for the rest.
+fn refuse_collisions(
+    loaded: Vec<(PathBuf, SandboxNode)>,
+    native: &Registry,
+) -> (Vec<Arc<dyn Node>>, Vec<LoadError>) {
+    let native_ids: HashMap<String, &str> = native
+        .names()
+        .map(|name| (name.to_lowercase(), name))
+        .collect();
+    let mut files_by_id: HashMap<String, Vec<String>> = HashMap::new();
+    for (_, node) in &loaded {
+        let files = files_by_id
+            .entry(node.schema().name.to_lowercase())
+            .or_default();
+        files.push(node.component().to_owned());
+    }
+    let mut nodes: Vec<Arc<dyn Node>> = Vec::new();
+    let mut errors = Vec::new();
+    for (path, node) in loaded {
+        let id = node.schema().name;
+        let key = id.to_lowercase();
+        if let Some(native) = native_ids.get(&key) {
+            let native = (*native).to_owned();
+            errors.push(LoadError::NativeId { path, id, native });
+            continue;
+        }
+        let others: Vec<String> = files_by_id[&key]
+            .iter()
+            .filter(|file| *file != node.component())
+            .cloned()
+            .collect();
+        if others.is_empty() {
+            nodes.push(Arc::new(node));
+        } else {
+            errors.push(LoadError::SharedId { path, id, others });
+        }
+    }
+    (nodes, errors)
 }
 
 fn incompatible_error(path: &Path, incompatible: Incompatible) -> LoadError {

@@ -23,23 +23,63 @@ pub struct SandboxLimits {
     pub concurrent_calls: u32,
     /// Log lines kept per call; later ones are counted and dropped.
     pub log_lines: usize,
-    /// Bytes kept of each log line.
+    /// Bytes kept of each log line; only these are copied out of the guest.
     pub log_line_bytes: usize,
+    /// Bytes one transfer from a guest may make the host allocate (the outputs
+    /// of a call, one log call): wasmtime's host-call copy budget
+    /// (`Store::set_hostcall_fuel`). Kept well under `memory_bytes`, since a
+    /// guest can make a small buffer count many times (aliased strings).
+    pub copy_bytes: usize,
+    /// Bytes of the whole schema `describe` returns (its copy budget too).
+    pub schema_bytes: usize,
+    /// Bytes of one description or tooltip in a schema.
+    pub text_bytes: usize,
+    /// Inputs, and outputs, a schema may declare (each).
+    pub ports: usize,
+    /// Size of a component file; larger files are refused unread.
+    pub file_bytes: u64,
+    /// Functions a component may define (compiling is linear in them).
+    pub functions: u32,
+    /// Guest time one prompt may spend across all its custom-node calls.
+    pub prompt_budget: Duration,
 }
 
 impl Default for SandboxLimits {
     fn default() -> Self {
+        let memory_bytes = 16 << 20;
         SandboxLimits {
-            memory_bytes: 16 << 20,
+            memory_bytes,
             deadline: Duration::from_secs(1),
             max_wasm_stack: 512 << 10,
             table_elements: 100_000,
             concurrent_calls: 32,
             log_lines: 100,
             log_line_bytes: 1024,
+            copy_bytes: memory_bytes / COPY_SHARE,
+            schema_bytes: 64 << 10,
+            text_bytes: 1024,
+            ports: 64,
+            file_bytes: 16 << 20,
+            functions: 10_000,
+            prompt_budget: Duration::from_secs(10),
         }
     }
 }
+
+impl SandboxLimits {
+    /// The defaults with a memory cap of `bytes`, and the copy budget tied to
+    /// it: a sixteenth (1 MiB of the default 16 MiB).
+    pub fn with_memory(bytes: usize) -> Self {
+        SandboxLimits {
+            memory_bytes: bytes,
+            copy_bytes: bytes / COPY_SHARE,
+            ..SandboxLimits::default()
+        }
+    }
+}
+
+/// The copy budget is this fraction of the memory cap.
+const COPY_SHARE: usize = 16;
 
 /// The memory cap was hit: a guest asked to grow its memory past it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]

@@ -8,7 +8,7 @@ use cretok_nodes::{Inputs, Node, NodeError, NodeOutput, NodeSchema, RunContext};
 use super::error::RunError;
 use super::fault::Fault;
 use super::ports::Ports;
-use super::runtime::Runtime;
+use super::runtime::{Caller, Runtime};
 use super::state::GuestLog;
 use super::wit::{GuestError, GuestPre, LogLevel};
 
@@ -18,6 +18,9 @@ pub struct SandboxNode {
     ports: Ports,
     guest: GuestPre,
     component: String,
+    /// The SHA-256 of the component's bytes: part of the cache signature, so
+    /// a replaced component never serves its predecessor's outputs.
+    sha256: String,
     runtime: Arc<Runtime>,
 }
 
@@ -27,6 +30,7 @@ impl SandboxNode {
         ports: Ports,
         guest: GuestPre,
         component: String,
+        sha256: String,
         runtime: Arc<Runtime>,
     ) -> Self {
         SandboxNode {
@@ -34,8 +38,14 @@ impl SandboxNode {
             ports,
             guest,
             component,
+            sha256,
             runtime,
         }
+    }
+
+    /// The SHA-256 of the component's bytes, in lowercase hex.
+    pub fn sha256(&self) -> &str {
+        &self.sha256
     }
 
     /// The component's file name (`template.wasm`).
@@ -44,6 +54,9 @@ impl SandboxNode {
     }
 
     fn fail(&self, fault: Fault) -> NodeError {
+        if fault == Fault::Interrupted {
+            return NodeError::Interrupted;
+        }
         NodeError::Failed(anyhow::Error::new(RunError {
             node: self.schema.name.clone(),
             component: self.component.clone(),
@@ -96,7 +109,10 @@ impl Node for SandboxNode {
 
     fn run(&self, inputs: &Inputs, ctx: &RunContext) -> Result<NodeOutput, NodeError> {
         let inputs = self.ports.guest_inputs(inputs)?;
-        let (result, log) = self.runtime.call(|store| self.guest.run(store, &inputs));
+        let caller = Caller::Prompt(ctx.cancel_token());
+        let (result, log) = self
+            .runtime
+            .call(caller, |store| self.guest.run(store, &inputs));
         self.forward_log(log, ctx);
         match result {
             Err(fault) => Err(self.fail(fault)),
@@ -107,5 +123,9 @@ impl Node for SandboxNode {
                 .map(NodeOutput::values)
                 .map_err(|problem| self.fail(Fault::BadOutputs(problem))),
         }
+    }
+
+    fn fingerprint(&self, _literal_inputs: &Inputs) -> Option<String> {
+        Some(format!("wasm:{}", self.sha256))
     }
 }

@@ -4,6 +4,7 @@
 
 use cretok_nodes::{Inputs, NodeError, Value};
 
+use super::text::quote;
 use super::wit::{GuestPort, GuestValue, NamedValues, PortType};
 
 /// The ports a node declared.
@@ -64,32 +65,33 @@ impl Ports {
     }
 
     /// The executor's values, one per declared output in order, if the guest
-    /// returned exactly the declared outputs with their declared types.
-    pub(crate) fn outputs(&self, mut returned: NamedValues) -> Result<Vec<Value>, String> {
-        let mut values = Vec::with_capacity(self.outputs.len());
-        for port in &self.outputs {
-            let at = returned
-                .iter()
-                .position(|(name, _)| name == &port.name)
-                .ok_or_else(|| format!("output '{}' is missing", port.name))?;
-            let (_, value) = returned.swap_remove(at);
+    /// returned exactly the declared outputs with their declared types. Stops
+    /// at the first returned value that is not a missing declared output, so
+    /// it is linear in what the guest returned (declared outputs are few).
+    pub(crate) fn outputs(&self, returned: NamedValues) -> Result<Vec<Value>, String> {
+        let mut values: Vec<Option<Value>> = vec![None; self.outputs.len()];
+        for (name, value) in returned {
+            let Some(at) = self.outputs.iter().position(|p| p.name == name) else {
+                return Err(format!("output {} is not declared", quote(&name)));
+            };
+            let port = &self.outputs[at];
+            if values[at].is_some() {
+                return Err(format!("output '{name}' is returned twice"));
+            }
             if value.port_type() != port.kind {
                 return Err(format!(
-                    "output '{}' is {}, the schema says {}",
-                    port.name,
+                    "output '{name}' is {}, the schema says {}",
                     value.port_type().data_type(),
                     port.kind.data_type()
                 ));
             }
-            values.push(from_guest(value));
+            values[at] = Some(from_guest(value));
         }
-        match returned.first() {
-            None => Ok(values),
-            Some((name, _)) if self.outputs.iter().any(|p| &p.name == name) => {
-                Err(format!("output '{name}' is returned twice"))
-            }
-            Some((name, _)) => Err(format!("output '{name}' is not declared")),
-        }
+        values
+            .into_iter()
+            .zip(&self.outputs)
+            .map(|(value, port)| value.ok_or_else(|| format!("output '{}' is missing", port.name)))
+            .collect()
     }
 }
 

@@ -6,12 +6,14 @@ use std::collections::HashSet;
 use cretok_nodes::{data_type, InputKind, InputSpec, NodeSchema, OutputSpec};
 
 use super::ports::Ports;
-use super::wit::{GuestPort, GuestSchema, PortType};
+use super::text::{check_text, escape_html, quote};
+use super::wit::{GuestPort, GuestSchema, GuestValue, PortType};
+use super::SandboxLimits;
 
 /// The category every custom node lives under in the editor's menu.
 pub const CATEGORY_ROOT: &str = "templates";
 
-/// Longest id, port name or category accepted.
+/// Longest id, port name, category or display name accepted.
 const MAX_NAME: usize = 64;
 
 impl PortType {
@@ -32,27 +34,38 @@ pub(crate) fn module_of(component_name: &str) -> String {
     format!("custom_nodes.{component_name}")
 }
 
-/// Validates a guest's schema; `component_name` is the file's stem.
+/// Validates a guest's schema against `limits`; `component_name` is the
+/// file's stem. Descriptions and tooltips come out HTML-escaped.
 pub(crate) fn node_schema(
     guest: GuestSchema,
     component_name: &str,
+    limits: &SandboxLimits,
 ) -> Result<(NodeSchema, Ports), String> {
+    check_ports_count(&guest, limits)?;
     check_name("id", &guest.id, |c| {
         c.is_ascii_alphanumeric() || "_-.".contains(c)
     })?;
+    if !guest.id.starts_with(|c: char| c.is_ascii_alphanumeric()) {
+        return Err(format!(
+            "the id {} does not start with a letter or digit",
+            quote(&guest.id)
+        ));
+    }
     if !guest.category.is_empty() {
         check_name("category", &guest.category, |c| {
             c.is_ascii_alphanumeric() || "_-/ ".contains(c)
         })?;
     }
-    check_ports("input", &guest.inputs)?;
-    check_ports("output", &guest.outputs)?;
+    check_text("display name", &guest.display_name, MAX_NAME, true)?;
+    check_text("description", &guest.description, limits.text_bytes, false)?;
+    check_ports("input", &guest.inputs, limits)?;
+    check_ports("output", &guest.outputs, limits)?;
     let category = match guest.category.trim_matches('/') {
         "" => CATEGORY_ROOT.to_owned(),
         sub => format!("{CATEGORY_ROOT}/{sub}"),
     };
     let mut schema = NodeSchema::new(&guest.id, &category)
-        .description(&guest.description)
+        .description(&escape_html(&guest.description))
         .display_name(if guest.display_name.is_empty() {
             &guest.id
         } else {
@@ -72,22 +85,38 @@ pub(crate) fn node_schema(
     ))
 }
 
+/// Refuses a schema with too many ports. Its size in bytes was bounded
+/// while it was copied out of the guest (the schema's copy budget).
+fn check_ports_count(guest: &GuestSchema, limits: &SandboxLimits) -> Result<(), String> {
+    for (side, ports) in [("inputs", &guest.inputs), ("outputs", &guest.outputs)] {
+        if ports.len() > limits.ports {
+            return Err(format!(
+                "it declares {} {side}, more than {}",
+                ports.len(),
+                limits.ports
+            ));
+        }
+    }
+    Ok(())
+}
+
 fn check_name(what: &str, name: &str, allowed: impl Fn(char) -> bool) -> Result<(), String> {
     if name.is_empty() {
         return Err(format!("the {what} is empty"));
     }
     if name.len() > MAX_NAME {
         return Err(format!(
-            "the {what} '{name}' is longer than {MAX_NAME} bytes"
+            "the {what} {} is longer than {MAX_NAME} bytes",
+            quote(name)
         ));
     }
     if let Some(c) = name.chars().find(|c| !allowed(*c)) {
-        return Err(format!("the {what} '{name}' contains {c:?}"));
+        return Err(format!("the {what} {} contains {c:?}", quote(name)));
     }
     Ok(())
 }
 
-fn check_ports(side: &str, ports: &[GuestPort]) -> Result<(), String> {
+fn check_ports(side: &str, ports: &[GuestPort], limits: &SandboxLimits) -> Result<(), String> {
     let mut seen = HashSet::new();
     for port in ports {
         check_name(&format!("{side} name"), &port.name, |c| {
@@ -96,7 +125,10 @@ fn check_ports(side: &str, ports: &[GuestPort]) -> Result<(), String> {
         if !seen.insert(port.name.as_str()) {
             return Err(format!("two {side}s are named '{}'", port.name));
         }
+        let tooltip = format!("description of {side} '{}'", port.name);
+        check_text(&tooltip, &port.description, limits.text_bytes, false)?;
         if let Some(default) = &port.default {
+            check_default(&port.name, default, limits)?;
             if side == "input" && default.port_type() != port.kind {
                 return Err(format!(
                     "input '{}' is {} but its default is {}",
@@ -108,6 +140,18 @@ fn check_ports(side: &str, ports: &[GuestPort]) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// A default's strings are text the editor shows in a widget.
+fn check_default(input: &str, default: &GuestValue, limits: &SandboxLimits) -> Result<(), String> {
+    let what = format!("default of input '{input}'");
+    match default {
+        GuestValue::Str(s) => check_text(&what, s, limits.text_bytes, false),
+        GuestValue::StrList(list) => list
+            .iter()
+            .try_for_each(|s| check_text(&what, s, limits.text_bytes, false)),
+        GuestValue::Int(_) | GuestValue::Float(_) | GuestValue::Boolean(_) => Ok(()),
+    }
 }
 
 /// The editor's widget for a port: its type with the default, or a link for
@@ -153,7 +197,7 @@ fn input_spec(port: &GuestPort) -> InputSpec {
     if port.description.is_empty() {
         spec
     } else {
-        spec.with_tooltip(&port.description)
+        spec.with_tooltip(&escape_html(&port.description))
     }
 }
 
@@ -189,7 +233,8 @@ mod tests {
             port("seed", PortType::Int, Some(GuestValue::Int(7))),
             port("names", PortType::StrList, None),
         ];
-        let (schema, _) = node_schema(schema("Pick", inputs), "pick").unwrap();
+        let (schema, _) =
+            node_schema(schema("Pick", inputs), "pick", &SandboxLimits::default()).unwrap();
         assert_eq!(schema.category, "templates/prompt");
         assert_eq!(schema.display_name, "Pick");
         assert_eq!(schema.module, "custom_nodes.pick");
@@ -205,6 +250,10 @@ mod tests {
         assert_eq!(info["output"][0], "STRING");
     }
 
+    fn check(guest: GuestSchema) -> Result<(NodeSchema, Ports), String> {
+        node_schema(guest, "x", &SandboxLimits::default())
+    }
+
     #[test]
     fn refuses_nonsense() {
         let dup = vec![
@@ -212,18 +261,50 @@ mod tests {
             port("a", PortType::Int, None),
         ];
         assert_eq!(
-            node_schema(schema("X", dup), "x").unwrap_err(),
+            check(schema("X", dup)).unwrap_err(),
             "two inputs are named 'a'"
         );
-        assert_eq!(
-            node_schema(schema("", vec![]), "x").unwrap_err(),
-            "the id is empty"
-        );
+        assert_eq!(check(schema("", vec![])).unwrap_err(), "the id is empty");
         let typed = vec![port("n", PortType::Int, Some(GuestValue::Str("1".into())))];
         assert_eq!(
-            node_schema(schema("X", typed), "x").unwrap_err(),
+            check(schema("X", typed)).unwrap_err(),
             "input 'n' is INT but its default is STRING"
         );
-        assert!(node_schema(schema("a b", vec![]), "x").is_err());
+        assert!(check(schema("a b", vec![])).is_err());
+        assert_eq!(
+            check(schema("..", vec![])).unwrap_err(),
+            "the id '..' does not start with a letter or digit"
+        );
+    }
+
+    #[test]
+    fn bounds_sizes_and_escapes_text() {
+        let many = (0..65)
+            .map(|i| port(&format!("p{i}"), PortType::Str, None))
+            .collect();
+        assert_eq!(
+            check(schema("X", many)).unwrap_err(),
+            "it declares 65 inputs, more than 64"
+        );
+        let mut long = port("a", PortType::Str, None);
+        long.description = "d".repeat(1025);
+        let err = check(schema("X", vec![long])).unwrap_err();
+        assert!(err.ends_with("is 1025 bytes long, more than 1024"), "{err}");
+        let mut shown = schema("X", vec![]);
+        shown.display_name = "<b>X</b>".into();
+        assert_eq!(
+            check(shown).unwrap_err(),
+            "the display name '<b>X</b>' contains '<'"
+        );
+        let mut marked = schema("X", vec![port("a", PortType::Str, None)]);
+        marked.description = "<script>alert(1)</script>".into();
+        marked.inputs[0].description = "<i>tip</i>".into();
+        let (schema, _) = check(marked).unwrap();
+        let info = schema.to_object_info();
+        assert_eq!(info["description"], "&lt;script&gt;alert(1)&lt;/script&gt;");
+        assert_eq!(
+            info["input"]["required"]["a"][1]["tooltip"],
+            "&lt;i&gt;tip&lt;/i&gt;"
+        );
     }
 }

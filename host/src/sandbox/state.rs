@@ -7,6 +7,8 @@ use super::wit::LogLevel;
 pub(crate) struct StoreState {
     pub(crate) limiter: StoreLimiter,
     pub(crate) log: GuestLog,
+    /// The host-call copy budget the store runs under, for messages.
+    pub(crate) copy_budget: usize,
 }
 
 impl StoreState {
@@ -14,6 +16,7 @@ impl StoreState {
         StoreState {
             limiter: StoreLimiter::new(limits),
             log: GuestLog::new(limits),
+            copy_budget: limits.copy_bytes,
         }
     }
 }
@@ -35,7 +38,7 @@ pub(crate) struct GuestLog {
 }
 
 impl GuestLog {
-    fn new(limits: &SandboxLimits) -> Self {
+    pub(crate) fn new(limits: &SandboxLimits) -> Self {
         GuestLog {
             lines: Vec::new(),
             dropped: 0,
@@ -44,20 +47,44 @@ impl GuestLog {
         }
     }
 
-    pub(crate) fn push(&mut self, level: LogLevel, mut message: String) {
-        if self.lines.len() >= self.max_lines {
-            self.dropped += 1;
-            return;
+    /// Whether another line would be kept; if not, the caller need not
+    /// read it, only [`GuestLog::drop_line`] it.
+    pub(crate) fn has_room(&self) -> bool {
+        self.lines.len() < self.max_lines
+    }
+
+    pub(crate) fn drop_line(&mut self) {
+        self.dropped += 1;
+    }
+
+    /// Keeps `message`, cut to the line cap, or counts it as dropped.
+    #[cfg(test)]
+    pub(crate) fn push(&mut self, level: LogLevel, message: &str) {
+        let kept = self.cut(message);
+        self.keep(level, kept);
+    }
+
+    /// A copy of at most `max_line_bytes` of `message`, cut at a character
+    /// boundary and marked with `…`.
+    pub(crate) fn cut(&self, message: &str) -> String {
+        let mut end = message.len().min(self.max_line_bytes);
+        while !message.is_char_boundary(end) {
+            end -= 1;
         }
-        if message.len() > self.max_line_bytes {
-            let mut end = self.max_line_bytes;
-            while !message.is_char_boundary(end) {
-                end -= 1;
-            }
-            message.truncate(end);
-            message.push('…');
+        let mut kept = message[..end].to_owned();
+        if end < message.len() {
+            kept.push('…');
         }
-        self.lines.push(LogLine { level, message });
+        kept
+    }
+
+    /// Keeps a line already [`cut`](GuestLog::cut), if there is room.
+    pub(crate) fn keep(&mut self, level: LogLevel, message: String) {
+        if self.has_room() {
+            self.lines.push(LogLine { level, message });
+        } else {
+            self.drop_line();
+        }
     }
 
     /// The last error the guest logged (a panic hook's message).
@@ -81,9 +108,9 @@ mod tests {
             log_line_bytes: 4,
             ..SandboxLimits::default()
         });
-        log.push(LogLevel::Error, "ééé".into());
-        log.push(LogLevel::Info, "ok".into());
-        log.push(LogLevel::Error, "dropped".into());
+        log.push(LogLevel::Error, "ééé");
+        log.push(LogLevel::Info, "ok");
+        log.push(LogLevel::Error, "dropped");
         assert_eq!(log.lines[0].message, "éé…");
         assert_eq!(log.dropped, 1);
         assert_eq!(log.last_error(), Some("éé…"));

@@ -90,17 +90,19 @@ impl Node for NativeTemplate {
 }
 
 #[test]
-fn ids_are_unique_across_files_and_native_nodes() {
+fn an_id_two_files_declare_is_refused_for_both() {
     let template = std::fs::read(component("template")).unwrap();
     let dir = folder(&["pairs"], &[("a.wasm", &template), ("b.wasm", &template)]);
     let (nodes, errors) = host().load_dir(dir.path(), &Registry::new());
-    assert_eq!(nodes.len(), 2);
-    assert_eq!(errors.len(), 1);
+    assert_eq!(nodes.len(), 1);
+    assert_eq!(nodes[0].schema().name, "ConceptPairs");
+    assert_eq!(errors.len(), 2);
     assert_eq!(
         errors[0].to_string(),
         format!(
-            "{}: node id 'Template' is already taken by a.wasm",
-            dir.path().join("b.wasm").display()
+            "{}: node id 'Template' is also declared by b.wasm, so none of them loads \
+             (ids are compared without case)",
+            dir.path().join("a.wasm").display()
         )
     );
 
@@ -111,7 +113,7 @@ fn ids_are_unique_across_files_and_native_nodes() {
     assert_eq!(errors.len(), 2);
     assert!(errors.iter().all(|e| e
         .to_string()
-        .ends_with("is already taken by a built-in node")));
+        .ends_with("is taken by the built-in node 'Template' (ids are compared without case)")));
 }
 
 #[test]

@@ -9,8 +9,8 @@
 
 mod since_v0_1_0;
 
-use wasmtime::component::Component;
-use wasmtime::{Engine, Store};
+use wasmtime::component::{Component, ComponentType, Lift, Linker, WasmStr};
+use wasmtime::{Engine, Store, StoreContextMut};
 
 use super::state::StoreState;
 
@@ -155,6 +155,33 @@ impl GuestPre {
             GuestPre::V0_1(pre) => pre.run(store, inputs),
         }
     }
+}
+
+/// Defines the `log` function of the host interface `interface`
+/// (`cretok:node/host@X.Y.Z`) with the message taken lazily: it is checked in
+/// the guest's memory and only the part the log keeps is copied, so a guest
+/// cannot make the host allocate a huge line to cut it down. Every version's
+/// `log(level, message: string)` goes through here, with its `log-level`.
+pub(crate) fn add_log<Level>(
+    linker: &mut Linker<StoreState>,
+    interface: &str,
+) -> wasmtime::Result<()>
+where
+    Level: ComponentType + Lift + Send + Sync + 'static,
+    LogLevel: From<Level>,
+{
+    linker.instance(interface)?.func_wrap(
+        "log",
+        |mut store: StoreContextMut<'_, StoreState>, (level, message): (Level, WasmStr)| {
+            if !store.data().log.has_room() {
+                store.data_mut().log.drop_line();
+                return Ok(());
+            }
+            let kept = store.data().log.cut(&message.to_str(&store)?);
+            store.data_mut().log.keep(LogLevel::from(level), kept);
+            Ok(())
+        },
+    )
 }
 
 /// Parses `X.Y.Z` (ignoring pre-release and build tags).
