@@ -6,13 +6,16 @@ use std::collections::HashSet;
 use cretok_nodes::{data_type, InputKind, InputSpec, NodeSchema, OutputSpec};
 
 use super::ports::Ports;
-use super::wit::{GuestPort, GuestSchema, PortType};
+use super::wit::{GuestPort, GuestSchema, GuestVariadic, PortType};
 
 /// The category every custom node lives under in the editor's menu.
 pub const CATEGORY_ROOT: &str = "templates";
 
 /// Longest id, port name or category accepted.
 const MAX_NAME: usize = 64;
+
+/// The most inputs a variadic group may declare.
+const MAX_VARIADIC: u32 = 64;
 
 impl PortType {
     /// The link and widget type the editor sees.
@@ -47,6 +50,7 @@ pub(crate) fn node_schema(
     }
     check_ports("input", &guest.inputs)?;
     check_ports("output", &guest.outputs)?;
+    check_variadic(&guest.variadic, &guest.inputs)?;
     let category = match guest.category.trim_matches('/') {
         "" => CATEGORY_ROOT.to_owned(),
         sub => format!("{CATEGORY_ROOT}/{sub}"),
@@ -59,17 +63,19 @@ pub(crate) fn node_schema(
             &guest.display_name
         });
     schema.module = module_of(component_name);
-    schema.extra_inputs = guest.extra_inputs;
+    // Variadic inputs reach the node as undeclared ones; `Ports` checks them.
+    schema.extra_inputs = guest.extra_inputs || !guest.variadic.is_empty();
     for port in &guest.inputs {
         schema = schema.input(input_spec(port));
+    }
+    for group in &guest.variadic {
+        schema = schema.input(variadic_spec(group));
     }
     for port in &guest.outputs {
         schema = schema.output(OutputSpec::named(&port.name, port.kind.data_type()));
     }
-    Ok((
-        schema,
-        Ports::new(guest.inputs, guest.outputs, guest.extra_inputs),
-    ))
+    let ports = Ports::new(guest.inputs, guest.outputs, guest.extra_inputs);
+    Ok((schema, ports.with_variadic(guest.variadic)))
 }
 
 fn check_name(what: &str, name: &str, allowed: impl Fn(char) -> bool) -> Result<(), String> {
@@ -110,6 +116,42 @@ fn check_ports(side: &str, ports: &[GuestPort]) -> Result<(), String> {
     Ok(())
 }
 
+fn check_variadic(groups: &[GuestVariadic], inputs: &[GuestPort]) -> Result<(), String> {
+    let port_name = |c: char| c.is_ascii_alphanumeric() || "_-".contains(c);
+    for (at, group) in groups.iter().enumerate() {
+        check_name("variadic group name", &group.name, port_name)?;
+        check_name("variadic prefix", &group.prefix, port_name)?;
+        let taken = inputs.iter().any(|p| p.name == group.name)
+            || groups[..at].iter().any(|g| g.name == group.name);
+        if taken {
+            return Err(format!("two inputs are named '{}'", group.name));
+        }
+        if group.max == 0 || group.max > MAX_VARIADIC || group.min > group.max {
+            return Err(format!(
+                "variadic group '{}' needs 0 <= min <= max, 1 <= max <= {MAX_VARIADIC} (min {}, max {})",
+                group.name, group.min, group.max
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The editor's growing group of links for a variadic group.
+fn variadic_spec(group: &GuestVariadic) -> InputSpec {
+    let kind = InputKind::Autogrow {
+        prefix: group.prefix.clone(),
+        data_type: group.kind.data_type().to_owned(),
+        min: group.min,
+        max: group.max,
+    };
+    let spec = InputSpec::optional(&group.name, kind);
+    if group.description.is_empty() {
+        spec
+    } else {
+        spec.with_tooltip(&group.description)
+    }
+}
+
 /// The editor's widget for a port: its type with the default, or a link for
 /// lists. An int input named `seed` gets the editor's "control after
 /// generate" widget.
@@ -145,7 +187,10 @@ fn input_spec(port: &GuestPort) -> InputSpec {
         (PortType::StrList, _) => InputKind::link(data_type::STRING_LIST),
     };
     // A list with a default needs no link; every widget always has a value.
-    let spec = if port.kind == PortType::StrList && port.default.is_some() {
+    // An optional input without a default is a link that may stay unconnected.
+    let spec = if port.default.is_none() && port.optional {
+        InputSpec::optional(&port.name, InputKind::link(port.kind.data_type()))
+    } else if port.kind == PortType::StrList && port.default.is_some() {
         InputSpec::optional(&port.name, kind)
     } else {
         InputSpec::required(&port.name, kind)
@@ -168,6 +213,7 @@ mod tests {
             kind,
             description: String::new(),
             default,
+            optional: false,
         }
     }
 
@@ -180,6 +226,7 @@ mod tests {
             inputs,
             outputs: vec![port("text", PortType::Str, None)],
             extra_inputs: false,
+            variadic: Vec::new(),
         }
     }
 

@@ -6,4 +6,5 @@ mod examples;
 mod hostile;
 mod loading;
 mod support;
+mod versions;
 mod workflow;
