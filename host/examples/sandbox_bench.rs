@@ -29,11 +29,11 @@ fn main() -> anyhow::Result<()> {
     let inputs = Inputs::new()
         .with(
             "template",
-            Value::String("a photo of a {adj} mixture of {a} and {b}".into()),
+            Value::String("a photo of a {var_2} mixture of {var_0} and {var_1}".into()),
         )
-        .with("a", Value::String("owl".into()))
-        .with("b", Value::String("teapot".into()))
-        .with("adj", Value::String("whimsical".into()));
+        .with("vars.var_0", Value::String("owl".into()))
+        .with("vars.var_1", Value::String("teapot".into()))
+        .with("vars.var_2", Value::String("whimsical".into()));
     let paths = Paths::new(std::env::temp_dir(), None);
     let cancel = CancelToken::new();
     let ctx = RunContext::new("1", &paths, &cancel, &NullSink);

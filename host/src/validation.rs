@@ -746,6 +746,14 @@ pub fn check_literal(spec: &InputSpec, json: &Json) -> Result<Value, ErrorInfo> 
             json,
             &format!("a link from a {t} output"),
         )),
+        InputKind::Autogrow { prefix, .. } => Err(invalid_type(
+            spec,
+            json,
+            &format!(
+                "links named {}.{prefix}0, {}.{prefix}1, …",
+                spec.name, spec.name
+            ),
+        )),
     }
 }
 

@@ -47,6 +47,16 @@ pub enum InputKind {
     },
     /// A value produced by another node's output of this type.
     Link(String),
+    /// A group of links the editor grows as the user connects them
+    /// (ComfyUI's autogrow inputs): a prompt names them `NAME.PREFIX0`,
+    /// `NAME.PREFIX1`, … for the group's input `NAME`; the first `min` are
+    /// required, at most `max` exist.
+    Autogrow {
+        prefix: String,
+        data_type: String,
+        min: u32,
+        max: u32,
+    },
 }
 
 impl InputKind {
@@ -114,6 +124,7 @@ impl InputKind {
             InputKind::Bool { .. } => data_type::BOOLEAN,
             InputKind::Combo { .. } => "COMBO",
             InputKind::Link(t) => t,
+            InputKind::Autogrow { .. } => AUTOGROW,
         }
     }
 
@@ -165,7 +176,29 @@ impl InputKind {
                 }
                 (json!(options), o)
             }
+            InputKind::Link(t) if WIDGET_TYPES.contains(&t.as_str()) => {
+                (json!(t), json!({"forceInput": true}))
+            }
             InputKind::Link(t) => (json!(t), json!({})),
+            InputKind::Autogrow {
+                prefix,
+                data_type,
+                min,
+                max,
+            } => {
+                let mut item = Map::new();
+                item.insert(
+                    prefix.clone(),
+                    InputKind::link(data_type).to_object_info(None),
+                );
+                let template = json!({
+                    "input": {"required": item},
+                    "prefix": prefix,
+                    "min": min,
+                    "max": max,
+                });
+                (json!(AUTOGROW), json!({ "template": template }))
+            }
         };
         if let Some(t) = tooltip {
             opts["tooltip"] = json!(t);
@@ -173,6 +206,17 @@ impl InputKind {
         json!([head, opts])
     }
 }
+
+/// The `/object_info` type of an [`InputKind::Autogrow`] group.
+const AUTOGROW: &str = "COMFY_AUTOGROW_V3";
+
+/// Types the editor shows as a widget unless the input forces a socket.
+const WIDGET_TYPES: [&str; 4] = [
+    data_type::INT,
+    data_type::FLOAT,
+    data_type::STRING,
+    data_type::BOOLEAN,
+];
 
 /// One input of a node.
 #[derive(Debug, Clone, PartialEq)]

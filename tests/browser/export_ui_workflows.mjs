@@ -7,9 +7,8 @@
 //
 // Run after adding or changing a gallery workflow (same setup as run.sh):
 //   bash tests/browser/run.sh --export-ui-workflows
-// A workflow using node types the server does not have (e.g. custom WASM
-// nodes not installed) is skipped with a message; CUSTOM_NODES=DIR passes
-// `--custom-nodes DIR` to the server (the example nodes: see wit/README.md).
+// The server gets the example custom nodes (wit/examples, built with cargo);
+// a workflow using node types the server does not have is skipped with a message.
 
 import fs from 'node:fs';
 import path from 'node:path';
@@ -23,6 +22,7 @@ import {
   freshDir,
   getJson,
   galleryWorkflows,
+  installExampleNodes,
   launchBrowser,
   openEditor,
   startServer,
@@ -69,7 +69,8 @@ async function main() {
   // The combo inputs list the files that exist: give them the tiny checkpoint and a token.
   await cretok(['dev', 'tiny-checkpoint', '--data-dir', dataDir]);
   await cretok(['train', '--checkpoint', 'tiny-sd3.safetensors', '--steps', '1', '--pairs-per-step', '1', '--quiet', '--data-dir', dataDir]);
-  const server = await startServer(dataDir, process.env.CUSTOM_NODES ? ['--custom-nodes', process.env.CUSTOM_NODES] : []);
+  await installExampleNodes(dataDir);
+  const server = await startServer(dataDir);
   const browser = await launchBrowser(server.base);
   try {
     await openEditor(browser.page, server.base + '/');
@@ -84,8 +85,7 @@ async function main() {
       const { ui, prompt } = await convertInPage(browser.page, api, name);
       const differing = differingNodes(withoutDefaults(apiNodes(prompt), apiNodes(api), schemas), apiNodes(api));
       if (differing.length) {
-        // E.g. inputs a node takes beyond its schema (the WASM Template's
-        // placeholders): the editor's graph has no slot for them.
+        // E.g. inputs a node takes beyond its schema: the editor's graph has no slot for them.
         console.log(`skipped ${name}: the editor's graph differs from the file in nodes ${differing.join(', ')}`);
         continue;
       }

@@ -51,6 +51,24 @@ export function cretok(args) {
   });
 }
 
+/**
+ * Builds the example custom nodes (wit/examples: Template, ConceptPairs,
+ * WeightedChoice) into `dataDir/custom_nodes`, where `cretok serve` loads them.
+ */
+export function installExampleNodes(dataDir) {
+  const args = ['run', '--quiet', '-p', 'cretok-componentize', '--', 'workspace', 'wit/examples'];
+  for (const crate of ['template', 'pairs', 'weighted-choice']) args.push('-p', crate);
+  args.push('--out', path.join(dataDir, 'custom_nodes'));
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.env.CARGO || 'cargo', args, { cwd: REPO, stdio: ['ignore', 'pipe', 'pipe'] });
+    let err = '';
+    child.stderr.on('data', (d) => (err += d));
+    child.on('exit', (code) =>
+      code === 0 ? resolve() : reject(new Error(`cargo ${args.join(' ')} exited ${code}:\n${err}`)),
+    );
+  });
+}
+
 /** Starts `cretok serve` on a free port over `dataDir`; resolves to { child, base, dataDir, log }. */
 export async function startServer(dataDir, extraArgs = []) {
   assert.ok(fs.existsSync(CRETOK_BIN), `${CRETOK_BIN} is missing: run \`cargo build -p cretok-host\` or set CRETOK_BIN`);

@@ -9,7 +9,7 @@ use serde_json::json;
 
 fn template_prompt() -> serde_json::Value {
     json!({
-        "1": {"class_type": "Template", "inputs": {"template": "a creative mixture of a {a} and a {b}", "a": "lettuce", "b": "mantis"}},
+        "1": {"class_type": "Template", "inputs": {"template": "a creative mixture of a {var_0} and a {var_1}", "vars.var_0": "lettuce", "vars.var_1": "mantis"}},
         "2": {"class_type": "SaveText", "inputs": {"text": ["1", 0], "filename_prefix": "templated"}}
     })
 }

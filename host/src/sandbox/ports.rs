@@ -5,7 +5,7 @@
 use cretok_nodes::{Inputs, NodeError, Value};
 
 use super::text::quote;
-use super::wit::{GuestPort, GuestValue, NamedValues, PortType};
+use super::wit::{GuestPort, GuestValue, GuestVariadic, NamedValues, PortType};
 
 /// The ports a node declared.
 #[derive(Debug, Clone)]
@@ -13,6 +13,7 @@ pub(crate) struct Ports {
     inputs: Vec<GuestPort>,
     outputs: Vec<GuestPort>,
     extra_inputs: bool,
+    variadic: Vec<GuestVariadic>,
 }
 
 impl Ports {
@@ -21,47 +22,85 @@ impl Ports {
             inputs,
             outputs,
             extra_inputs,
+            variadic: Vec::new(),
         }
     }
 
-    /// The guest's inputs: every declared input (its default when absent),
-    /// type-checked, then, for nodes with extra inputs, every other input in
-    /// name order. Inputs a node did not declare are dropped otherwise.
+    /// The same ports with the variadic input groups `variadic`.
+    pub(crate) fn with_variadic(self, variadic: Vec<GuestVariadic>) -> Self {
+        Ports { variadic, ..self }
+    }
+
+    /// The guest's inputs: every declared input (its default when absent,
+    /// left out when optional), type-checked, then, for nodes with extra
+    /// inputs, every other input in name order, or, for nodes with variadic
+    /// groups, each group's inputs in ordinal order. Inputs a node did not
+    /// declare are dropped otherwise.
     pub(crate) fn guest_inputs(&self, inputs: &Inputs) -> Result<NamedValues, NodeError> {
         let mut guest = Vec::with_capacity(self.inputs.len());
         for port in &self.inputs {
             let value = match (inputs.get(&port.name), &port.default) {
                 (Some(value), _) => to_guest(&port.name, value)?,
                 (None, Some(default)) => default.clone(),
+                (None, None) if port.optional => continue,
                 (None, None) => return Err(NodeError::invalid_input(&port.name, "missing")),
             };
-            let value = match value {
-                GuestValue::Int(i) if port.kind == PortType::Float => GuestValue::Float(i as f64),
-                value => value,
-            };
-            if value.port_type() != port.kind {
-                return Err(NodeError::invalid_input(
-                    &port.name,
-                    format!(
-                        "expected {}, got {}",
-                        port.kind.data_type(),
-                        value.port_type().data_type()
-                    ),
-                ));
-            }
-            guest.push((port.name.clone(), value));
+            guest.push((port.name.clone(), typed(&port.name, port.kind, value)?));
         }
+        let undeclared = inputs
+            .iter()
+            .filter(|(name, _)| !self.inputs.iter().any(|p| &p.name == *name));
         if self.extra_inputs {
-            let mut extra: Vec<_> = inputs
-                .iter()
-                .filter(|(name, _)| !self.inputs.iter().any(|p| &p.name == *name))
-                .collect();
+            let mut extra: Vec<_> = undeclared.collect();
             extra.sort_by(|a, b| a.0.cmp(b.0));
             for (name, value) in extra {
                 guest.push((name.clone(), to_guest(name, value)?));
             }
+        } else if !self.variadic.is_empty() {
+            guest.extend(self.variadic_inputs(undeclared)?);
         }
         Ok(guest)
+    }
+
+    /// The variadic inputs among `undeclared` (`group.prefixN`), as the guest
+    /// names them (`prefixN`), by group and ordinal; any other input, and a
+    /// missing required one, is an error.
+    fn variadic_inputs<'a>(
+        &self,
+        undeclared: impl Iterator<Item = (&'a String, &'a Value)>,
+    ) -> Result<NamedValues, NodeError> {
+        let mut found = Vec::new();
+        for (name, value) in undeclared {
+            let Some((group, ordinal)) = self.variadic_member(name) else {
+                return Err(NodeError::invalid_input(name, "not an input of this node"));
+            };
+            let spec = &self.variadic[group];
+            let guest_name = format!("{}{ordinal}", spec.prefix);
+            let value = typed(name, spec.kind, to_guest(name, value)?)?;
+            found.push(((group, ordinal), (guest_name, value)));
+        }
+        found.sort_by_key(|(at, _)| *at);
+        for (group, spec) in self.variadic.iter().enumerate() {
+            if let Some(missing) = (0..spec.min).find(|n| {
+                !found
+                    .iter()
+                    .any(|((g, ordinal), _)| *g == group && ordinal == n)
+            }) {
+                let name = format!("{}.{}{missing}", spec.name, spec.prefix);
+                return Err(NodeError::invalid_input(&name, "missing"));
+            }
+        }
+        Ok(found.into_iter().map(|(_, named)| named).collect())
+    }
+
+    /// The group and ordinal of a prompt input named `group.prefixN`, with
+    /// `N` written without leading zeros and below the group's `max`.
+    fn variadic_member(&self, name: &str) -> Option<(usize, u32)> {
+        let (group, member) = name.split_once('.')?;
+        let at = self.variadic.iter().position(|v| v.name == group)?;
+        let digits = member.strip_prefix(self.variadic[at].prefix.as_str())?;
+        let ordinal: u32 = digits.parse().ok()?;
+        (ordinal.to_string() == digits && ordinal < self.variadic[at].max).then_some((at, ordinal))
     }
 
     /// The executor's values, one per declared output in order, if the guest
@@ -93,6 +132,25 @@ impl Ports {
             .map(|(value, port)| value.ok_or_else(|| format!("output '{}' is missing", port.name)))
             .collect()
     }
+}
+
+/// `value` as the port type `kind` (an int widened to a float), or why not.
+fn typed(name: &str, kind: PortType, value: GuestValue) -> Result<GuestValue, NodeError> {
+    let value = match value {
+        GuestValue::Int(i) if kind == PortType::Float => GuestValue::Float(i as f64),
+        value => value,
+    };
+    if value.port_type() != kind {
+        return Err(NodeError::invalid_input(
+            name,
+            format!(
+                "expected {}, got {}",
+                kind.data_type(),
+                value.port_type().data_type()
+            ),
+        ));
+    }
+    Ok(value)
 }
 
 fn to_guest(name: &str, value: &Value) -> Result<GuestValue, NodeError> {
@@ -131,6 +189,7 @@ mod tests {
             kind,
             description: String::new(),
             default,
+            optional: false,
         }
     }
 
@@ -180,6 +239,48 @@ mod tests {
             .with("strength", Value::Float(1.0))
             .with("model", Value::handle(3u8));
         assert!(ports(true).guest_inputs(&inputs).is_err());
+    }
+
+    #[test]
+    fn optional_inputs_are_left_out_and_variadic_ones_ordered_and_required_up_to_min() {
+        let optional = GuestPort {
+            optional: true,
+            ..port("exclude", PortType::Str, None)
+        };
+        let group = GuestVariadic {
+            name: "vars".into(),
+            prefix: "v".into(),
+            kind: PortType::Float,
+            description: String::new(),
+            min: 2,
+            max: 12,
+        };
+        let ports = Ports::new(vec![optional], Vec::new(), false).with_variadic(vec![group]);
+        let inputs = Inputs::new()
+            .with("vars.v10", Value::Float(3.0))
+            .with("vars.v1", Value::Int(2))
+            .with("vars.v0", Value::Float(1.0));
+        let guest = ports.guest_inputs(&inputs).unwrap();
+        assert_eq!(
+            guest,
+            [
+                ("v0".to_owned(), GuestValue::Float(1.0)),
+                ("v1".to_owned(), GuestValue::Float(2.0)),
+                ("v10".to_owned(), GuestValue::Float(3.0)),
+            ]
+        );
+        let given = inputs.clone().with("exclude", Value::String("x".into()));
+        assert_eq!(ports.guest_inputs(&given).unwrap().len(), 4);
+        let short = Inputs::new().with("vars.v0", Value::Float(1.0));
+        assert_eq!(
+            ports.guest_inputs(&short).unwrap_err().to_string(),
+            "input 'vars.v1': missing"
+        );
+        let beyond = inputs.with("vars.v12", Value::Float(1.0));
+        assert_eq!(
+            ports.guest_inputs(&beyond).unwrap_err().to_string(),
+            "input 'vars.v12': not an input of this node"
+        );
     }
 
     #[test]

@@ -7,7 +7,7 @@ use cretok_nodes::{data_type, InputKind, InputSpec, NodeSchema, OutputSpec};
 
 use super::ports::Ports;
 use super::text::{check_text, escape_html, quote};
-use super::wit::{GuestPort, GuestSchema, GuestValue, PortType};
+use super::wit::{GuestPort, GuestSchema, GuestValue, GuestVariadic, PortType};
 use super::SandboxLimits;
 
 /// The category every custom node lives under in the editor's menu.
@@ -15,6 +15,9 @@ pub const CATEGORY_ROOT: &str = "templates";
 
 /// Longest id, port name, category or display name accepted.
 const MAX_NAME: usize = 64;
+
+/// The most inputs a variadic group may declare.
+const MAX_VARIADIC: u32 = 64;
 
 impl PortType {
     /// The link and widget type the editor sees.
@@ -60,6 +63,7 @@ pub(crate) fn node_schema(
     check_text("description", &guest.description, limits.text_bytes, false)?;
     check_ports("input", &guest.inputs, limits)?;
     check_ports("output", &guest.outputs, limits)?;
+    check_variadic(&guest.variadic, &guest.inputs, limits)?;
     let category = match guest.category.trim_matches('/') {
         "" => CATEGORY_ROOT.to_owned(),
         sub => format!("{CATEGORY_ROOT}/{sub}"),
@@ -72,17 +76,19 @@ pub(crate) fn node_schema(
             &guest.display_name
         });
     schema.module = module_of(component_name);
-    schema.extra_inputs = guest.extra_inputs;
+    // Variadic inputs reach the node as undeclared ones; `Ports` checks them.
+    schema.extra_inputs = guest.extra_inputs || !guest.variadic.is_empty();
     for port in &guest.inputs {
         schema = schema.input(input_spec(port));
+    }
+    for group in &guest.variadic {
+        schema = schema.input(variadic_spec(group));
     }
     for port in &guest.outputs {
         schema = schema.output(OutputSpec::named(&port.name, port.kind.data_type()));
     }
-    Ok((
-        schema,
-        Ports::new(guest.inputs, guest.outputs, guest.extra_inputs),
-    ))
+    let ports = Ports::new(guest.inputs, guest.outputs, guest.extra_inputs);
+    Ok((schema, ports.with_variadic(guest.variadic)))
 }
 
 /// Refuses a schema with too many ports. Its size in bytes was bounded
@@ -154,6 +160,55 @@ fn check_default(input: &str, default: &GuestValue, limits: &SandboxLimits) -> R
     }
 }
 
+fn check_variadic(
+    groups: &[GuestVariadic],
+    inputs: &[GuestPort],
+    limits: &SandboxLimits,
+) -> Result<(), String> {
+    let port_name = |c: char| c.is_ascii_alphanumeric() || "_-".contains(c);
+    if groups.len() > limits.ports {
+        return Err(format!(
+            "it declares {} variadic groups, more than {}",
+            groups.len(),
+            limits.ports
+        ));
+    }
+    for (at, group) in groups.iter().enumerate() {
+        check_name("variadic group name", &group.name, port_name)?;
+        check_name("variadic prefix", &group.prefix, port_name)?;
+        let tooltip = format!("description of variadic group '{}'", group.name);
+        check_text(&tooltip, &group.description, limits.text_bytes, false)?;
+        let taken = inputs.iter().any(|p| p.name == group.name)
+            || groups[..at].iter().any(|g| g.name == group.name);
+        if taken {
+            return Err(format!("two inputs are named '{}'", group.name));
+        }
+        if group.max == 0 || group.max > MAX_VARIADIC || group.min > group.max {
+            return Err(format!(
+                "variadic group '{}' needs 0 <= min <= max, 1 <= max <= {MAX_VARIADIC} (min {}, max {})",
+                group.name, group.min, group.max
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The editor's growing group of links for a variadic group.
+fn variadic_spec(group: &GuestVariadic) -> InputSpec {
+    let kind = InputKind::Autogrow {
+        prefix: group.prefix.clone(),
+        data_type: group.kind.data_type().to_owned(),
+        min: group.min,
+        max: group.max,
+    };
+    let spec = InputSpec::optional(&group.name, kind);
+    if group.description.is_empty() {
+        spec
+    } else {
+        spec.with_tooltip(&escape_html(&group.description))
+    }
+}
+
 /// The editor's widget for a port: its type with the default, or a link for
 /// lists. An int input named `seed` gets the editor's "control after
 /// generate" widget.
@@ -189,7 +244,10 @@ fn input_spec(port: &GuestPort) -> InputSpec {
         (PortType::StrList, _) => InputKind::link(data_type::STRING_LIST),
     };
     // A list with a default needs no link; every widget always has a value.
-    let spec = if port.kind == PortType::StrList && port.default.is_some() {
+    // An optional input without a default is a link that may stay unconnected.
+    let spec = if port.default.is_none() && port.optional {
+        InputSpec::optional(&port.name, InputKind::link(port.kind.data_type()))
+    } else if port.kind == PortType::StrList && port.default.is_some() {
         InputSpec::optional(&port.name, kind)
     } else {
         InputSpec::required(&port.name, kind)
@@ -212,6 +270,7 @@ mod tests {
             kind,
             description: String::new(),
             default,
+            optional: false,
         }
     }
 
@@ -224,6 +283,7 @@ mod tests {
             inputs,
             outputs: vec![port("text", PortType::Str, None)],
             extra_inputs: false,
+            variadic: Vec::new(),
         }
     }
 

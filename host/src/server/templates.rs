@@ -34,22 +34,19 @@ macro_rules! gallery_workflow {
     };
 }
 
-/// The gallery's workflows that have a UI form, in the order the editor lists them.
+/// The gallery's workflows, in the order the editor lists them. `template_blend`
+/// and `pairs_sweep` need the example custom nodes (`wit/examples`) installed.
 const GALLERY: &[GalleryWorkflow] = &[
     gallery_workflow!("blend_pair"),
     gallery_workflow!("blend_three"),
     gallery_workflow!("blend_style"),
     gallery_workflow!("strength_sweep"),
+    gallery_workflow!("template_blend"),
+    gallery_workflow!("pairs_sweep"),
     gallery_workflow!("cretok_train_and_blend"),
     gallery_workflow!("sd3_txt2img"),
     gallery_workflow!("hello_text"),
 ];
-
-/// Gallery workflows the editor cannot hold as written: their WASM `Template`
-/// node takes inputs beyond its schema (the `{a}`/`{b}` placeholders), which
-/// the editor's graph has no slot for. They run with `cretok run`.
-#[cfg(test)]
-const NOT_IN_THE_EDITOR: &[&str] = &["pairs_sweep", "template_blend"];
 
 /// The workflow the editor opens on first start.
 pub const FIRST_WORKFLOW: &str = "blend_pair";
@@ -160,7 +157,6 @@ mod tests {
                     .strip_suffix(".json")
                     .map(str::to_owned)
             })
-            .filter(|name| !NOT_IN_THE_EDITOR.contains(&name.as_str()))
             .collect();
         on_disk.sort();
         let mut listed: Vec<String> = GALLERY.iter().map(|w| w.name.to_owned()).collect();

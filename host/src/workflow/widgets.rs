@@ -32,7 +32,7 @@ pub fn layout(schema: &NodeSchema) -> Vec<WidgetSlot> {
     let optional = schema.inputs.iter().filter(|i| !i.required);
     let mut slots = Vec::new();
     for input in required.chain(optional) {
-        if matches!(input.kind, InputKind::Link(_)) {
+        if matches!(input.kind, InputKind::Link(_) | InputKind::Autogrow { .. }) {
             continue;
         }
         slots.push(WidgetSlot::Input(input.name.clone()));

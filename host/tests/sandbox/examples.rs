@@ -20,8 +20,6 @@ fn the_examples_load_as_template_nodes() {
     for node in nodes {
         registry.register(node);
     }
-    assert!(registry.get("Template").unwrap().schema().extra_inputs);
-    assert!(!registry.get("ConceptPairs").unwrap().schema().extra_inputs);
     let names: Vec<&str> = registry.names().collect();
     assert_eq!(names, ["ConceptPairs", "Template", "WeightedChoice"]);
     let info = registry.object_info();
@@ -30,6 +28,18 @@ fn the_examples_load_as_template_nodes() {
     assert_eq!(template["python_module"], "custom_nodes.template");
     assert_eq!(template["display_name"], "Prompt Template");
     assert_eq!(template["input"]["required"]["template"][0], "STRING");
+    assert_eq!(
+        template["input"]["optional"]["vars"],
+        serde_json::json!(["COMFY_AUTOGROW_V3", {
+            "template": {
+                "input": {"required": {"var_": ["STRING", {"forceInput": true}]}},
+                "prefix": "var_",
+                "min": 0,
+                "max": 16,
+            },
+            "tooltip": "A text for the placeholder of its name ({var_0}, …).",
+        }])
+    );
     assert_eq!(template["output"], serde_json::json!(["STRING"]));
     let pairs = &info["ConceptPairs"];
     assert_eq!(
@@ -44,25 +54,30 @@ fn the_examples_load_as_template_nodes() {
         pairs["input"]["required"]["seed"][1]["control_after_generate"],
         true
     );
+    assert_eq!(pairs["input"]["optional"]["exclude"][0], "STRING");
+    assert_eq!(pairs["input"]["optional"]["exclude"][1]["forceInput"], true);
+}
+
+/// Template's inputs: `template`, then `vars.var_N` as the editor names them.
+fn template_inputs(template: &str, vars: &[&str]) -> Inputs {
+    vars.iter().enumerate().fold(
+        Inputs::new().with("template", Value::String(template.into())),
+        |inputs, (n, var)| inputs.with(&format!("vars.var_{n}"), Value::String((*var).into())),
+    )
 }
 
 #[test]
-fn template_fills_placeholders_from_extra_inputs() {
+fn template_fills_placeholders_from_its_variadic_inputs() {
     let node = load(&host(), "template");
-    let inputs = Inputs::new()
-        .with(
-            "template",
-            Value::String("a photo of a {adj} mixture of {a} and {b}, {{v{n}}}".into()),
-        )
-        .with("a", Value::String("owl".into()))
-        .with("b", Value::String("teapot".into()))
-        .with("adj", Value::String("whimsical".into()))
-        .with("n", Value::Int(2));
+    let inputs = template_inputs(
+        "a photo of a {var_2} mixture of {var_0} and {var_1}, {{v{var_0}}}",
+        &["owl", "teapot", "whimsical"],
+    );
     let out = run(&node, &inputs).unwrap();
     assert_eq!(out.values.len(), 1);
     assert_eq!(
         text(&out.values[0]),
-        "a photo of a whimsical mixture of owl and teapot, {v2}"
+        "a photo of a whimsical mixture of owl and teapot, {vowl}"
     );
 }
 
@@ -70,20 +85,15 @@ fn template_fills_placeholders_from_extra_inputs() {
 fn template_uses_its_default_and_names_a_missing_variable() {
     let node = load(&host(), "template");
     let inputs = Inputs::new()
-        .with("a", Value::String("owl".into()))
-        .with("b", Value::StringList(vec!["cat".into(), "fox".into()]));
+        .with("vars.var_0", Value::String("owl".into()))
+        .with("vars.var_1", Value::String("cat".into()));
     let out = run(&node, &inputs).unwrap();
-    assert_eq!(
-        text(&out.values[0]),
-        "a photo of a owl mixed with a cat, fox"
-    );
+    assert_eq!(text(&out.values[0]), "a photo of a owl mixed with a cat");
 
-    let inputs = Inputs::new()
-        .with("template", Value::String("{a} and {adj}".into()))
-        .with("a", Value::String("owl".into()));
+    let inputs = template_inputs("{var_0} and {var_3}", &["owl"]);
     match run(&node, &inputs) {
         Err(NodeError::InvalidInput { input, reason }) => {
-            assert_eq!(input, "adj");
+            assert_eq!(input, "var_3");
             assert_eq!(reason, "missing (custom node 'Template')");
         }
         other => panic!(
@@ -91,11 +101,50 @@ fn template_uses_its_default_and_names_a_missing_variable() {
             other.map(|o| o.values)
         ),
     }
-    let inputs = Inputs::new().with("template", Value::String("oops {a".into()));
+    let inputs = template_inputs("oops {var_0", &["owl"]);
     assert_eq!(
         failure(run(&node, &inputs)),
         "input 'template': unclosed '{' at byte 5 (custom node 'Template')"
     );
+}
+
+#[test]
+fn the_host_checks_variadic_inputs_before_the_guest_sees_them() {
+    let node = load(&host(), "template");
+    let with = |name: &str, value: Value| template_inputs("{var_0}", &[]).with(name, value);
+    for (name, value, problem) in [
+        (
+            "a",
+            Value::String("x".into()),
+            "input 'a': not an input of this node",
+        ),
+        (
+            "vars.var_16",
+            Value::String("x".into()),
+            "input 'vars.var_16': not an input of this node",
+        ),
+        (
+            "vars.var_01",
+            Value::String("x".into()),
+            "input 'vars.var_01': not an input of this node",
+        ),
+        (
+            "other.var_0",
+            Value::String("x".into()),
+            "input 'other.var_0': not an input of this node",
+        ),
+        (
+            "vars.var_0",
+            Value::Int(1),
+            "input 'vars.var_0': expected STRING, got INT",
+        ),
+    ] {
+        assert_eq!(failure(run(&node, &with(name, value))), problem, "{name}");
+    }
+    let inputs =
+        template_inputs("{var_15}!", &[]).with("vars.var_15", Value::String("last".into()));
+    let out = run(&node, &inputs).unwrap();
+    assert_eq!(text(&out.values[0]), "last!");
 }
 
 #[test]
@@ -166,10 +215,8 @@ fn a_node_serves_concurrent_calls() {
             let node = &node;
             scope.spawn(move || {
                 for j in 0..25 {
-                    let inputs = Inputs::new()
-                        .with("template", Value::String("{i}-{j}".into()))
-                        .with("i", Value::Int(i))
-                        .with("j", Value::Int(j));
+                    let inputs =
+                        template_inputs("{var_0}-{var_1}", &[&i.to_string(), &j.to_string()]);
                     let out = run(node, &inputs).unwrap();
                     assert_eq!(text(&out.values[0]), format!("{i}-{j}"));
                 }

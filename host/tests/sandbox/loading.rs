@@ -70,8 +70,8 @@ fn bad_components_are_load_errors_naming_the_file() {
     let out = run(
         nodes[0].as_ref(),
         &Inputs::new()
-            .with("a", Value::String("x".into()))
-            .with("b", Value::String("y".into())),
+            .with("vars.var_0", Value::String("x".into()))
+            .with("vars.var_1", Value::String("y".into())),
     )
     .unwrap();
     assert!(matches!(&out.values[..], [Value::String(s)] if s == "a photo of a x mixed with a y"));
@@ -184,8 +184,8 @@ fn compiled_components_are_cached_and_reused() {
     let out = run(
         template.as_ref(),
         &Inputs::new()
-            .with("template", Value::String("{x}!".into()))
-            .with("x", Value::Int(3)),
+            .with("template", Value::String("{var_0}!".into()))
+            .with("vars.var_0", Value::String("3".into())),
     )
     .unwrap();
     assert!(matches!(&out.values[..], [Value::String(s)] if s == "3!"));

@@ -8,4 +8,5 @@ mod forge;
 mod hostile;
 mod loading;
 mod support;
+mod versions;
 mod workflow;

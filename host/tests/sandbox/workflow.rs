@@ -1,6 +1,7 @@
-//! `workflows/template_blend.json`: sandboxed nodes feed a native node. The
-//! prompt is run here in dependency order with links resolved, as the
-//! executor does, to show the workflow works with today's nodes.
+//! `workflows/template_blend.json`: a sandboxed node feeds another through
+//! its variadic inputs, next to a native one. The prompt's string nodes are
+//! run here in dependency order with links resolved, as the executor does;
+//! the whole workflow (SD3 included) runs in the gallery test.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -11,7 +12,7 @@ use serde_json::Value as Json;
 use crate::support::{folder, host};
 
 #[test]
-fn the_template_blend_workflow_saves_the_blend_prompt() {
+fn the_template_blend_workflow_builds_the_blend_prompt() {
     let path = concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/../workflows/template_blend.json"
@@ -31,8 +32,13 @@ fn the_template_blend_workflow_saves_the_blend_prompt() {
     let mut outputs: HashMap<String, Vec<Value>> = HashMap::new();
     let cancel = CancelToken::new();
     // Node ids are in dependency order in this workflow.
+    let string_nodes = ["ConceptPairs", "PrimitiveString", "Template"];
+    let mut template = None;
     for (id, node) in prompt.as_object().unwrap() {
         let class = node["class_type"].as_str().unwrap();
+        if !string_nodes.contains(&class) {
+            continue;
+        }
         let mut inputs = Inputs::new();
         for (name, input) in node["inputs"].as_object().unwrap() {
             let value = match input {
@@ -50,17 +56,14 @@ fn the_template_blend_workflow_saves_the_blend_prompt() {
             .unwrap_or_else(|| panic!("no node {class}"))
             .run(&inputs, &ctx)
             .unwrap();
+        if let (true, [Value::String(text)]) = (class == "Template", &out.values[..]) {
+            template = Some(text.clone());
+        }
         outputs.insert(id.clone(), out.values);
     }
     // Pairs of 4 concepts: seed 4 selects pair 4, (teapot, lighthouse).
-    let saved = paths.output_dir().join("blends");
-    let files: Vec<_> = std::fs::read_dir(&saved)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
-    assert_eq!(files.len(), 1);
     assert_eq!(
-        std::fs::read_to_string(&files[0]).unwrap(),
-        "a photo of a whimsical creature, half teapot and half lighthouse"
+        template.as_deref(),
+        Some("a photo of a whimsical <CreTok> creature, half teapot and half lighthouse")
     );
 }

@@ -1,13 +1,14 @@
 //! The versions of the `cretok:node` WIT package this host speaks, behind
 //! version-independent types.
 //!
-//! Each version has its own module (`since_v0_1_0`) with its own `bindgen!`
+//! Each version has its own module (`since_v0_1_0`, `since_v0_2_0`) with its own `bindgen!`
 //! and a `MIN_VERSION`. The host reads the version a component was built
 //! against from the name of its `cretok:node/node@X.Y.Z` export before it
 //! instantiates anything, and picks the bindings for it. New versions add a
 //! module and a [`GuestPre`] variant; older versions keep working.
 
 mod since_v0_1_0;
+mod since_v0_2_0;
 
 use wasmtime::component::{Component, ComponentType, Lift, Linker, WasmStr};
 use wasmtime::{Engine, Store, StoreContextMut};
@@ -17,7 +18,7 @@ use super::state::StoreState;
 /// The interface name prefix every node component exports.
 const NODE_EXPORT: &str = "cretok:node/node@";
 /// The versions these bindings speak, for messages.
-pub(crate) const SUPPORTED_VERSIONS: &str = "0.1.x";
+pub(crate) const SUPPORTED_VERSIONS: &str = "0.1.x, 0.2.x";
 /// The imports a component may have (with any version suffix).
 const ALLOWED_IMPORTS: [&str; 2] = ["cretok:node/host@", "cretok:node/types@"];
 
@@ -60,6 +61,20 @@ pub(crate) struct GuestPort {
     pub kind: PortType,
     pub description: String,
     pub default: Option<GuestValue>,
+    /// An input without a default that may be left out (0.2).
+    pub optional: bool,
+}
+
+/// A group of inputs the user grows in the editor (0.2), as `describe`
+/// returned it (not yet validated).
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct GuestVariadic {
+    pub name: String,
+    pub prefix: String,
+    pub kind: PortType,
+    pub description: String,
+    pub min: u32,
+    pub max: u32,
 }
 
 /// A schema as `describe` returned it (not yet validated).
@@ -72,6 +87,7 @@ pub(crate) struct GuestSchema {
     pub inputs: Vec<GuestPort>,
     pub outputs: Vec<GuestPort>,
     pub extra_inputs: bool,
+    pub variadic: Vec<GuestVariadic>,
 }
 
 /// The error a guest's `run` returned.
@@ -110,6 +126,7 @@ pub(crate) enum Incompatible {
 /// ready to be instantiated in a fresh store per call.
 pub(crate) enum GuestPre {
     V0_1(since_v0_1_0::GuestPre),
+    V0_2(since_v0_2_0::GuestPre),
 }
 
 impl GuestPre {
@@ -133,6 +150,10 @@ impl GuestPre {
             Ok(Ok(GuestPre::V0_1(since_v0_1_0::GuestPre::new(
                 engine, component,
             )?)))
+        } else if since_v0_2_0::speaks(version) {
+            Ok(Ok(GuestPre::V0_2(since_v0_2_0::GuestPre::new(
+                engine, component,
+            )?)))
         } else {
             Ok(Err(Incompatible::UnsupportedVersion(version.to_owned())))
         }
@@ -142,6 +163,7 @@ impl GuestPre {
     pub(crate) fn describe(&self, store: &mut Store<StoreState>) -> wasmtime::Result<GuestSchema> {
         match self {
             GuestPre::V0_1(pre) => pre.describe(store),
+            GuestPre::V0_2(pre) => pre.describe(store),
         }
     }
 
@@ -153,6 +175,7 @@ impl GuestPre {
     ) -> wasmtime::Result<Result<NamedValues, GuestError>> {
         match self {
             GuestPre::V0_1(pre) => pre.run(store, inputs),
+            GuestPre::V0_2(pre) => pre.run(store, inputs),
         }
     }
 }

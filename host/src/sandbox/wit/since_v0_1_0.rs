@@ -65,6 +65,7 @@ impl GuestPre {
             inputs: schema.inputs.into_iter().map(port).collect(),
             outputs: schema.outputs.into_iter().map(port).collect(),
             extra_inputs: schema.extra_inputs,
+            variadic: Vec::new(),
         })
     }
 
@@ -113,6 +114,7 @@ fn port(port: types::Port) -> GuestPort {
         },
         description: port.description,
         default: port.default.map(from_wit),
+        optional: false,
     }
 }
 

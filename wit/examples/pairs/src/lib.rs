@@ -4,9 +4,10 @@
 //!
 //! Concepts are separated by commas or new lines; blanks and repeats are
 //! dropped. Pairs are ordered `(0,1), (0,2), …, (1,2), …`; the selected pair
-//! is `seed mod count`.
+//! is `seed mod count`. The optional `exclude` link (`cretok:node@0.2.0`)
+//! drops concepts before pairing.
 
-wit_bindgen::generate!({ path: "../../since_v0.1.0", world: "prompt-node" });
+wit_bindgen::generate!({ path: "../../since_v0.2.0", world: "prompt-node" });
 
 use cretok::node::host::{log, LogLevel};
 use cretok::node::types::{
@@ -22,6 +23,7 @@ fn port(name: &str, kind: ValueType, description: &str, default: Option<Value>) 
         kind,
         description: description.into(),
         default,
+        optional: false,
     }
 }
 
@@ -53,6 +55,15 @@ impl Guest for Pairs {
                     "Selects pair number seed mod count.",
                     Some(Value::Int(0)),
                 ),
+                Port {
+                    optional: true,
+                    ..port(
+                        "exclude",
+                        ValueType::Str,
+                        "Concepts to leave out, separated like `concepts` (optional link).",
+                        None,
+                    )
+                },
             ],
             outputs: vec![
                 port(
@@ -75,7 +86,7 @@ impl Guest for Pairs {
                 ),
                 port("count", ValueType::Int, "How many pairs there are.", None),
             ],
-            extra_inputs: false,
+            variadic: Vec::new(),
         }
     }
 
@@ -83,15 +94,19 @@ impl Guest for Pairs {
         std::panic::set_hook(Box::new(|info| log(LogLevel::Error, &info.to_string())));
         let mut concepts = None;
         let mut seed = None;
+        let mut exclude = "";
         for input in &inputs {
             match (input.name.as_str(), &input.value) {
                 ("concepts", Value::Str(s)) => concepts = Some(s.as_str()),
                 ("seed", Value::Int(i)) => seed = Some(*i),
+                ("exclude", Value::Str(s)) => exclude = s.as_str(),
                 _ => {}
             }
         }
-        let concepts =
+        let excluded = split_concepts(exclude);
+        let mut concepts =
             split_concepts(concepts.ok_or_else(|| NodeError::MissingInput("concepts".into()))?);
+        concepts.retain(|c| !excluded.contains(c));
         let seed = seed.ok_or_else(|| NodeError::MissingInput("seed".into()))?;
         if concepts.len() < 2 {
             return Err(NodeError::InvalidInput(InputProblem {

@@ -1,15 +1,17 @@
-//! `Template`: fills `{name}` placeholders in a template string from the
-//! node's other inputs ("a photo of a {adj} mixture of {a} and {b}").
+//! `Template`: fills `{var_N}` placeholders in a template string from the
+//! node's variadic `vars` inputs ("a photo of a {var_2} mixture of {var_0}
+//! and {var_1}").
 //!
-//! Every input besides `template` is a variable (the schema sets
-//! `extra-inputs`). `{{` and `}}` stand for literal braces. A placeholder with
-//! no input of that name fails with `missing-input`, naming it.
+//! The variables are a variadic group (`cretok:node@0.2.0`): the editor
+//! shows `var_0` and adds `var_1`, `var_2`, … as the user connects them.
+//! `{{` and `}}` stand for literal braces. A placeholder with no input of
+//! that name fails with `missing-input`, naming it.
 
-wit_bindgen::generate!({ path: "../../since_v0.1.0", world: "prompt-node" });
+wit_bindgen::generate!({ path: "../../since_v0.2.0", world: "prompt-node" });
 
 use cretok::node::host::{log, LogLevel};
 use cretok::node::types::{
-    InputProblem, NamedValue, NodeError, NodeSchema, Port, Value, ValueType,
+    InputProblem, NamedValue, NodeError, NodeSchema, Port, Value, ValueType, Variadic,
 };
 use exports::cretok::node::node::Guest;
 
@@ -23,20 +25,29 @@ impl Guest for Template {
             id: "Template".into(),
             display_name: "Prompt Template".into(),
             category: "prompt".into(),
-            description: "Fills {name} placeholders from the node's other inputs; {{ and }} are literal braces.".into(),
+            description: "Fills {var_0}, {var_1}, … placeholders from the vars inputs, which grow as you connect them; {{ and }} are literal braces.".into(),
             inputs: vec![Port {
                 name: TEMPLATE.into(),
                 kind: ValueType::Str,
                 description: "The text with {name} placeholders.".into(),
-                default: Some(Value::Str("a photo of a {a} mixed with a {b}".into())),
+                default: Some(Value::Str("a photo of a {var_0} mixed with a {var_1}".into())),
+                optional: false,
             }],
             outputs: vec![Port {
                 name: "text".into(),
                 kind: ValueType::Str,
                 description: "The filled-in text.".into(),
                 default: None,
+                optional: false,
             }],
-            extra_inputs: true,
+            variadic: vec![Variadic {
+                name: "vars".into(),
+                prefix: "var_".into(),
+                kind: ValueType::Str,
+                description: "A text for the placeholder of its name ({var_0}, …).".into(),
+                min: 0,
+                max: 16,
+            }],
         }
     }
 
