@@ -1,7 +1,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use crate::{NodeError, Paths};
+use crate::{NodeError, Paths, PreviewMethod};
 
 /// A per-prompt cancellation flag, checked cooperatively by long-running nodes.
 #[derive(Debug, Clone, Default)]
@@ -59,6 +59,8 @@ pub struct RunContext<'a> {
     pub prompt: Option<&'a serde_json::Value>,
     /// The client's `extra_data.extra_pnginfo` (the UI workflow, embedded in saved images).
     pub extra_pnginfo: Option<&'a serde_json::Value>,
+    /// Whether (and how) samplers send latent previews; none by default.
+    pub previews: PreviewMethod,
 }
 
 impl<'a> RunContext<'a> {
@@ -75,7 +77,13 @@ impl<'a> RunContext<'a> {
             sink,
             prompt: None,
             extra_pnginfo: None,
+            previews: PreviewMethod::None,
         }
+    }
+
+    pub fn with_previews(mut self, previews: PreviewMethod) -> Self {
+        self.previews = previews;
+        self
     }
 
     pub fn with_prompt(

@@ -13,7 +13,8 @@ use cretok_nodes::sd3::sampling::{seeded_noise, DiffusionModel};
 use cretok_nodes::sd3::types::{Conditioning, Image, Latent};
 use cretok_nodes::sd3::vae::AutoEncoder;
 use cretok_nodes::{
-    CancelToken, EventSink, Inputs, Node, NodeError, Paths, PreviewFormat, RunContext, Value,
+    CancelToken, EventSink, Inputs, Node, NodeError, Paths, PreviewFormat, PreviewMethod,
+    RunContext, Value,
 };
 
 #[derive(Default)]
@@ -62,6 +63,7 @@ fn setup() -> Setup {
     let model = DiffusionModel {
         mmdit: Arc::new(ckpt.load_mmdit(DType::F32, &dev).unwrap()),
         shift: 3.0,
+        shift_from_model_sampling: false,
     };
     let vae = ckpt.load_vae(DType::F32, &dev).unwrap();
     let positive = Conditioning {
@@ -85,7 +87,7 @@ fn run(
     sink: &Recorder,
     cancel: &CancelToken,
 ) -> Result<cretok_nodes::NodeOutput, NodeError> {
-    let ctx = RunContext::new("7", &s.paths, cancel, sink);
+    let ctx = RunContext::new("7", &s.paths, cancel, sink).with_previews(PreviewMethod::Latent2Rgb);
     node.run(inputs, &ctx)
 }
 
@@ -301,6 +303,59 @@ fn ksampler_img2img_keeps_more_of_the_input_at_low_denoise() {
             .unwrap()
     };
     assert!(distance(0.25) < distance(1.0));
+    assert_eq!(distance(0.0), 0.0, "denoise 0 returns the latent unchanged");
+}
+
+#[test]
+fn samplers_send_no_previews_unless_switched_on() {
+    let s = setup();
+    let sink = Recorder::default();
+    let cancel = CancelToken::new();
+    let ctx = RunContext::new("7", &s.paths, &cancel, &sink);
+    assert_eq!(ctx.previews, PreviewMethod::None);
+    Sample.run(&sampler_inputs(&s, &s.positive), &ctx).unwrap();
+    assert_eq!(sink.progress.lock().unwrap().len(), 4);
+    assert!(sink.previews.lock().unwrap().is_empty());
+}
+
+#[test]
+fn sample_takes_the_shift_of_a_linked_model_sampling_sd3() {
+    let s = setup();
+    let sink = Recorder::default();
+    let cancel = CancelToken::new();
+    let latent = |model: Value, widget_shift: f64| -> Tensor {
+        let inputs = sampler_inputs(&s, &s.positive)
+            .with("model", model)
+            .with("shift", Value::Float(widget_shift))
+            .with("steps", Value::Int(2));
+        let out = run(&Sample, &inputs, &s, &sink, &cancel).unwrap();
+        handle::<Latent>(&out.values[0]).samples.clone()
+    };
+    let shifted = run(
+        &ModelSamplingSd3,
+        &Inputs::new()
+            .with("model", Value::handle(s.model.clone()))
+            .with("shift", Value::Float(1.5)),
+        &s,
+        &sink,
+        &cancel,
+    )
+    .unwrap();
+    let plain = Value::handle(s.model.clone());
+    let max_diff = |a: &Tensor, b: &Tensor| -> f32 {
+        (a - b)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar()
+            .unwrap()
+    };
+    let via_node = latent(shifted.values[0].clone(), 3.0);
+    assert!(!sink.previews.lock().unwrap().is_empty());
+    assert_eq!(max_diff(&via_node, &latent(plain.clone(), 1.5)), 0.0);
+    assert!(max_diff(&via_node, &latent(plain, 3.0)) > 0.0);
 }
 
 #[test]

@@ -4,7 +4,7 @@ use candle_core::{Device, Tensor};
 
 use crate::sd3::latent_preview::preview;
 use crate::sd3::sampling::{
-    denoise_sigmas, noise_latent, seeded_noise, DiffusionModel, EulerSampler, Scheduler,
+    denoise_sigmas, noise_latent, DiffusionModel, EulerSampler, NoiseSource, Scheduler,
     SkipLayerGuidance, MAX_SCHEDULE_STEPS,
 };
 use crate::sd3::types::{Conditioning, Latent};
@@ -27,6 +27,7 @@ pub(crate) struct SamplingJob<'a> {
     pub cfg: f64,
     pub skip_layer_guidance: Option<SkipLayerGuidance>,
     pub seed: u64,
+    pub noise: NoiseSource,
     /// `[b, 16, h, w]`: the noise shape.
     pub shape: [usize; 4],
     /// The img2img start, when given.
@@ -40,13 +41,25 @@ fn on_device(cond: &Conditioning, device: &Device) -> candle_core::Result<Condit
     })
 }
 
-/// Runs the Euler sampler with progress (honouring cancel) and PNG previews.
-/// Noise comes from [`seeded_noise`] on the CPU, so a seed gives the same
-/// image on every device.
+/// Runs the Euler sampler with progress (honouring cancel) and, when
+/// switched on, PNG previews.
+/// Noise is drawn on the CPU, so a seed gives the same image on every device.
+/// No sigmas (`denoise` 0): the latent comes back unchanged, as in ComfyUI.
 pub(crate) fn run_sampling(job: SamplingJob<'_>, ctx: &RunContext) -> Result<Latent, NodeError> {
+    if job.sigmas.len() < 2 {
+        let samples = match job.latent {
+            Some(latent) => latent.clone(),
+            None => Tensor::zeros(&job.shape, candle_core::DType::F32, &Device::Cpu)
+                .map_err(anyhow::Error::from)?,
+        };
+        return Ok(Latent { samples });
+    }
     let device = job.model.mmdit.device().clone();
     let prepare = || -> candle_core::Result<(Tensor, Conditioning, Conditioning)> {
-        let noise = seeded_noise(job.seed, &job.shape, &Device::Cpu)?.to_device(&device)?;
+        let noise = job
+            .noise
+            .noise(job.seed, &job.shape, &Device::Cpu)?
+            .to_device(&device)?;
         let latent = job.latent.map(|l| l.to_device(&device)).transpose()?;
         let x = noise_latent(&noise, latent.as_ref(), job.sigmas[0])?;
         Ok((
@@ -69,7 +82,7 @@ pub(crate) fn run_sampling(job: SamplingJob<'_>, ctx: &RunContext) -> Result<Lat
                 return ControlFlow::Break(());
             }
             let done = step.index + 1;
-            if done % PREVIEW_EVERY == 0 || done == step.total {
+            if ctx.previews.is_on() && (done % PREVIEW_EVERY == 0 || done == step.total) {
                 // A preview that fails to render is skipped, never fatal.
                 if let Ok(p) = preview(step.denoised) {
                     if let Ok(png) = encode_png(p.width, p.height, &p.rgb, &[]) {
@@ -135,8 +148,8 @@ pub(crate) fn latent_shape(latent: &Tensor) -> Result<[usize; 4], NodeError> {
     Ok([b, c, h, w])
 }
 
-/// ComfyUI's `KSampler` for SD3: sampler `euler`, schedulers `simple` and
-/// `sgm_uniform`, with the model's shift (see `ModelSamplingSD3`).
+/// ComfyUI's `KSampler` for SD3: sampler `euler`, ComfyUI's schedulers, with the model's shift (see `ModelSamplingSD3`), from
+/// ComfyUI's own initial noise for the seed (torch's CPU generator).
 pub struct KSampler;
 
 impl Node for KSampler {
@@ -160,7 +173,7 @@ impl Node for KSampler {
             ))
             .input(InputSpec::required(
                 "scheduler",
-                InputKind::combo(["simple", "sgm_uniform"]),
+                InputKind::combo(Scheduler::COMFY_NAMES),
             ))
             .input(InputSpec::required(
                 "positive",
@@ -186,16 +199,10 @@ impl Node for KSampler {
         let positive = inputs.handle::<Conditioning>("positive")?;
         let negative = inputs.handle::<Conditioning>("negative")?;
         let latent = inputs.handle::<Latent>("latent_image")?;
-        let scheduler = match inputs.string("scheduler")? {
-            "simple" => Scheduler::Simple,
-            "sgm_uniform" => Scheduler::SgmUniform,
-            other => {
-                return Err(NodeError::invalid_input(
-                    "scheduler",
-                    format!("unknown '{other}'"),
-                ))
-            }
-        };
+        let name = inputs.string("scheduler")?;
+        let scheduler = Scheduler::from_comfy_name(name).ok_or_else(|| {
+            NodeError::invalid_input("scheduler", format!("unknown scheduler '{name}'"))
+        })?;
         if inputs.string("sampler_name")? != "euler" {
             return Err(NodeError::invalid_input(
                 "sampler_name",
@@ -212,6 +219,7 @@ impl Node for KSampler {
             cfg: inputs.float("cfg")?,
             skip_layer_guidance: None,
             seed: inputs.int("seed")? as u64,
+            noise: NoiseSource::Torch,
             shape: latent_shape(&latent.samples)?,
             latent: Some(&latent.samples),
         };

@@ -100,6 +100,7 @@ impl Node for CheckpointLoader {
         let model = DiffusionModel {
             mmdit: Arc::new(ckpt.load_mmdit(dtype, &device)?),
             shift: ckpt.shift,
+            shift_from_model_sampling: false,
         };
         ctx.progress(1, 3)?;
         let (clip_l, clip_g) = ckpt.clip_var_builders(dtype, &device)?;

@@ -32,6 +32,7 @@ impl Node for ModelSamplingSd3 {
         let model = DiffusionModel {
             mmdit: model.mmdit.clone(),
             shift,
+            shift_from_model_sampling: true,
         };
         Ok(NodeOutput::values(vec![Value::handle(model)]))
     }

@@ -1,4 +1,6 @@
-use crate::sd3::sampling::{denoise_sigmas, DiffusionModel, Scheduler, SkipLayerGuidance};
+use crate::sd3::sampling::{
+    denoise_sigmas, DiffusionModel, NoiseSource, Scheduler, SkipLayerGuidance,
+};
 use crate::sd3::types::{Conditioning, Latent};
 use crate::{
     data_type, Estimate, EstimateInputs, InputKind, InputSpec, Inputs, Node, NodeError, NodeOutput,
@@ -130,14 +132,21 @@ impl Node for Sample {
             _ => 1.0,
         };
         let steps = inputs.int("steps")?.max(1) as usize;
+        // A linked ModelSamplingSD3 wins over the widget, as its name promises.
+        let shift = if model.shift_from_model_sampling {
+            model.shift
+        } else {
+            inputs.float("shift")?
+        };
         let job = SamplingJob {
             model: &model,
             positive: &positive,
             negative: &negative,
-            sigmas: denoise_sigmas(Scheduler::Diffusers, steps, inputs.float("shift")?, denoise),
+            sigmas: denoise_sigmas(Scheduler::Diffusers, steps, shift, denoise),
             cfg: inputs.float("cfg")?,
             skip_layer_guidance: skip_layer_guidance(inputs, model.mmdit.config().depth)?,
             seed: inputs.int("seed")? as u64,
+            noise: NoiseSource::SplitMix64,
             shape,
             latent: latent.as_ref().map(|l| &l.samples),
         };

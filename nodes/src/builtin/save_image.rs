@@ -1,6 +1,7 @@
 use std::path::Path;
 
 use anyhow::Context;
+use png::text_metadata::{ITXtChunk, TEXtChunk};
 use serde_json::json;
 
 use crate::fsutil::{safe_join, split_filename_prefix, write_numbered};
@@ -9,7 +10,8 @@ use crate::{
     data_type, InputKind, InputSpec, Inputs, Node, NodeError, NodeOutput, NodeSchema, RunContext,
 };
 
-/// Encodes 8-bit RGB as PNG with `tEXt` chunks.
+/// Encodes 8-bit RGB as PNG with the text chunks in order, before the image
+/// data, written as PIL writes them for ComfyUI (see [`write_text_chunk`]).
 pub(crate) fn encode_png(
     width: usize,
     height: usize,
@@ -20,13 +22,27 @@ pub(crate) fn encode_png(
     let mut encoder = png::Encoder::new(&mut bytes, width as u32, height as u32);
     encoder.set_color(png::ColorType::Rgb);
     encoder.set_depth(png::BitDepth::Eight);
-    for (key, value) in text {
-        encoder.add_text_chunk(key.clone(), value.clone())?;
-    }
     let mut writer = encoder.write_header()?;
+    for (key, value) in text {
+        write_text_chunk(&mut writer, key, value)?;
+    }
     writer.write_image_data(rgb)?;
     writer.finish()?;
     Ok(bytes)
+}
+
+/// `tEXt` when the text is Latin-1, else an uncompressed UTF-8 `iTXt`
+/// (PIL's `PngInfo.add_text`), so any prompt or note can be saved.
+fn write_text_chunk<W: std::io::Write>(
+    writer: &mut png::Writer<W>,
+    keyword: &str,
+    text: &str,
+) -> Result<(), png::EncodingError> {
+    if text.chars().all(|c| u32::from(c) <= 0xFF) {
+        writer.write_text_chunk(&TEXtChunk::new(keyword, text))
+    } else {
+        writer.write_text_chunk(&ITXtChunk::new(keyword, text))
+    }
 }
 
 /// ComfyUI's metadata: `prompt`, then each `extra_pnginfo` entry (`workflow`), as JSON.
@@ -89,7 +105,7 @@ pub(crate) fn save_images(
 }
 
 /// Saves images as PNG in the output folder, with the prompt and workflow
-/// embedded as ComfyUI does (`tEXt` chunks `prompt` and `workflow`).
+/// embedded as ComfyUI does (text chunks `prompt` and `workflow`).
 pub struct SaveImage;
 
 impl Node for SaveImage {
@@ -113,5 +129,51 @@ impl Node for SaveImage {
         let prefix = inputs.string("filename_prefix")?;
         let ui = save_images(&images, &ctx.paths.output_dir(), prefix, "output", ctx)?;
         Ok(NodeOutput::default().with_ui(ui))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::encode_png;
+
+    /// `(keyword, text, is_itxt)` of every text chunk, in file order.
+    fn chunks(png: &[u8]) -> Vec<(String, String, bool)> {
+        let mut decoder = png::Decoder::new(std::io::Cursor::new(png));
+        decoder.set_ignore_text_chunk(false);
+        let reader = decoder.read_info().unwrap();
+        let info = reader.info();
+        let latin1 = info
+            .uncompressed_latin1_text
+            .iter()
+            .map(|c| (c.keyword.clone(), c.text.clone(), false));
+        let utf8 = info
+            .utf8_text
+            .iter()
+            .map(|c| (c.keyword.clone(), c.get_text().unwrap(), true));
+        latin1.chain(utf8).collect()
+    }
+
+    #[test]
+    fn latin1_text_is_text_and_the_rest_is_uncompressed_itxt() {
+        let text = [
+            ("prompt", "caf\u{e9} \u{b5}"),
+            (
+                "workflow",
+                "\u{2014} \u{201c}quoted\u{201d} \u{732b} \u{1f98a}",
+            ),
+        ]
+        .map(|(k, v)| (k.to_string(), v.to_string()));
+        let png = encode_png(1, 1, &[0, 0, 0], &text).unwrap();
+        let found = chunks(&png);
+        assert_eq!(
+            found,
+            [
+                (text[0].0.clone(), text[0].1.clone(), false),
+                (text[1].0.clone(), text[1].1.clone(), true),
+            ]
+        );
+        // Uncompressed: the UTF-8 bytes stand in the file as they are.
+        let raw = text[1].1.as_bytes();
+        assert!(png.windows(raw.len()).any(|w| w == raw));
     }
 }

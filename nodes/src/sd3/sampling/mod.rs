@@ -18,111 +18,49 @@ use std::ops::ControlFlow;
 
 use candle_core::{DType, Device, Result, Tensor};
 
+mod schedulers;
+pub mod torch_rng;
+
+pub use schedulers::{denoise_sigmas, shift_sigma, Scheduler, MAX_SCHEDULE_STEPS};
+
 use super::mmdit::MMDiT;
 use super::rng::SplitMix64;
 use super::types::Conditioning;
+use torch_rng::TorchGenerator;
 
 /// SD3's default schedule shift.
 pub const DEFAULT_SHIFT: f64 = 3.0;
-
-/// `shift·σ / (1 + (shift − 1)·σ)` (`time_snr_shift`).
-pub fn shift_sigma(shift: f64, sigma: f64) -> f64 {
-    shift * sigma / (1.0 + (shift - 1.0) * sigma)
-}
-
-/// `numpy.linspace(start, stop, n)` in f64 (arange·step + start, last = stop).
-fn linspace(start: f64, stop: f64, n: usize) -> Vec<f64> {
-    match n {
-        0 => Vec::new(),
-        1 => vec![start],
-        _ => {
-            let step = (stop - start) / (n - 1) as f64;
-            let mut v: Vec<f64> = (0..n).map(|i| i as f64 * step + start).collect();
-            v[n - 1] = stop;
-            v
-        }
-    }
-}
-
-/// How the sigmas of a run are spaced.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Scheduler {
-    /// diffusers `FlowMatchEulerDiscreteScheduler` (the pipeline default).
-    Diffusers,
-    /// ComfyUI `simple`: evenly strided entries of the 1000 shifted training sigmas.
-    Simple,
-    /// ComfyUI `sgm_uniform`: timesteps linearly from σ_max to σ_min, last dropped.
-    SgmUniform,
-}
-
-impl Scheduler {
-    /// `steps + 1` sigmas from 1 down to 0 (`steps = 0` gives just `[0]`).
-    pub fn sigmas(self, steps: usize, shift: f64) -> Vec<f32> {
-        let mut sigmas: Vec<f32> = match self {
-            Self::Diffusers => {
-                // diffusers: sigma_min comes from the f32 training table.
-                let sigma_min = shift_f32(shift, 1.0 / 1000.0) as f64;
-                linspace(1000.0, 1000.0 * sigma_min, steps)
-                    .into_iter()
-                    .map(|t| shift_sigma(shift, t / 1000.0) as f32)
-                    .collect()
-            }
-            Self::Simple => {
-                let table = training_sigmas(shift);
-                let stride = table.len() as f64 / steps as f64;
-                (0..steps)
-                    .map(|x| table[table.len() - 1 - (x as f64 * stride) as usize])
-                    .collect()
-            }
-            Self::SgmUniform => {
-                let table = training_sigmas(shift);
-                let (max, min) = (table[table.len() - 1] as f64, table[0] as f64);
-                let ts = linspace(max * 1000.0, min * 1000.0, steps + 1);
-                ts[..steps]
-                    .iter()
-                    .map(|t| shift_sigma(shift, t / 1000.0) as f32)
-                    .collect()
-            }
-        };
-        sigmas.push(0.0);
-        sigmas
-    }
-}
-
-/// `time_snr_shift` evaluated in f32, as torch does on the f32 training table.
-fn shift_f32(shift: f64, sigma: f32) -> f32 {
-    let shift = shift as f32;
-    shift * sigma / (1.0 + (shift - 1.0) * sigma)
-}
-
-/// ComfyUI's `ModelSamplingDiscreteFlow.sigmas`: `shift(t/1000)` for t = 1..=1000, ascending.
-fn training_sigmas(shift: f64) -> Vec<f32> {
-    (1..=1000)
-        .map(|t| shift_f32(shift, t as f32 / 1000.0))
-        .collect()
-}
-
-/// The longest schedule `denoise` may ask for: ComfyUI's most steps (10000) at
-/// its smallest denoise widget step (0.01).
-pub const MAX_SCHEDULE_STEPS: usize = 1_000_000;
-
-/// The sigmas for `steps` steps at `denoise` ∈ (0, 1]: the last `steps + 1`
-/// of a `⌊steps / denoise⌋`-step schedule (ComfyUI `KSampler.set_steps`).
-pub fn denoise_sigmas(scheduler: Scheduler, steps: usize, shift: f64, denoise: f64) -> Vec<f32> {
-    if denoise >= 1.0 || denoise <= 0.0 {
-        return scheduler.sigmas(steps, shift);
-    }
-    // Validation refuses longer schedules; the bound keeps any other caller's allocation sane.
-    let total = ((steps as f64 / denoise) as usize).clamp(steps, MAX_SCHEDULE_STEPS.max(steps));
-    let all = scheduler.sigmas(total, shift);
-    all[all.len() - (steps + 1)..].to_vec()
-}
 
 /// Seeded Gaussian noise of `shape` (row-major fill from one SplitMix64
 /// stream), f32 on `device`. Identical on every platform.
 pub fn seeded_noise(seed: u64, shape: &[usize], device: &Device) -> Result<Tensor> {
     let n = shape.iter().product();
     Tensor::from_vec(SplitMix64::new(seed).normals(n), shape, device)
+}
+
+/// ComfyUI's initial noise (`comfy/sample.py` `prepare_noise`): one
+/// `torch.randn(shape)` from `torch.manual_seed(seed)` on the CPU, f32 on `device`.
+pub fn comfy_noise(seed: u64, shape: &[usize], device: &Device) -> Result<Tensor> {
+    let n = shape.iter().product();
+    Tensor::from_vec(TorchGenerator::manual_seed(seed).randn(n), shape, device)
+}
+
+/// Where a run's initial noise comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NoiseSource {
+    /// [`seeded_noise`]: this project's own (`Sample`, and the goldens made with it).
+    SplitMix64,
+    /// [`comfy_noise`]: a ComfyUI workflow's seed gives its author's noise.
+    Torch,
+}
+
+impl NoiseSource {
+    pub fn noise(self, seed: u64, shape: &[usize], device: &Device) -> Result<Tensor> {
+        match self {
+            Self::SplitMix64 => seeded_noise(seed, shape, device),
+            Self::Torch => comfy_noise(seed, shape, device),
+        }
+    }
 }
 
 /// The start of sampling: `σ₀·noise + (1 − σ₀)·latent`, a zero latent when
@@ -141,6 +79,8 @@ pub fn noise_latent(noise: &Tensor, latent: Option<&Tensor>, sigma0: f32) -> Res
 pub struct DiffusionModel {
     pub mmdit: std::sync::Arc<MMDiT>,
     pub shift: f64,
+    /// Set by `ModelSamplingSD3`: its shift then also overrides `Sample`'s own.
+    pub shift_from_model_sampling: bool,
 }
 
 /// Skip-layer guidance (SD3.5): `v += s·(v_cond − v_cond_skipping_layers)`
@@ -266,54 +206,6 @@ fn expand_batch(cond: &Conditioning, batch: usize) -> Result<Conditioning> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn assert_close(got: &[f32], want: &[f32], tol: f32) {
-        assert_eq!(got.len(), want.len(), "{got:?} vs {want:?}");
-        for (g, w) in got.iter().zip(want) {
-            assert!((g - w).abs() <= tol, "{got:?} vs {want:?}");
-        }
-    }
-
-    #[test]
-    fn diffusers_schedule_matches_parity_values() {
-        // docs/parity.md, "Pipeline conventions", printed by diffusers 0.42.1 to 8 digits (bit-exact equality
-        // with diffusers' f32 sigmas is checked against the goldens in tests/image_parity.rs).
-        let s = Scheduler::Diffusers.sigmas(4, 3.0);
-        assert_close(
-            &s,
-            &[1.0, 0.857_692_3, 0.602_150_56, 0.008_928_572, 0.0],
-            1e-7,
-        );
-        let s = Scheduler::Diffusers.sigmas(28, 3.0);
-        assert_eq!(s.len(), 29);
-        assert_close(&s[..3], &[1.0, 0.987_380_6, 0.974_107_7], 1e-7);
-        assert_close(&s[26..], &[0.110_905_73, 0.008_928_572, 0.0], 1e-7);
-    }
-
-    #[test]
-    fn comfy_schedules_start_at_one_and_descend() {
-        for sched in [Scheduler::Simple, Scheduler::SgmUniform] {
-            let s = sched.sigmas(10, 3.0);
-            assert_eq!(s.len(), 11);
-            assert_eq!(s[0], 1.0);
-            assert_eq!(s[10], 0.0);
-            assert!(s.windows(2).all(|w| w[0] > w[1]), "{sched:?}: {s:?}");
-        }
-        // simple with 1000 steps walks the whole training table.
-        let s = Scheduler::Simple.sigmas(1000, 3.0);
-        assert_eq!(s[999], shift_f32(3.0, 0.001));
-    }
-
-    #[test]
-    fn denoise_takes_the_tail_of_a_longer_schedule() {
-        let full = Scheduler::Diffusers.sigmas(8, 3.0);
-        let half = denoise_sigmas(Scheduler::Diffusers, 4, 3.0, 0.5);
-        assert_eq!(half, full[4..].to_vec());
-        assert_eq!(
-            denoise_sigmas(Scheduler::Diffusers, 4, 3.0, 1.0),
-            Scheduler::Diffusers.sigmas(4, 3.0)
-        );
-    }
 
     #[test]
     fn img2img_start_mixes_noise_and_latent() -> Result<()> {
