@@ -1,4 +1,5 @@
-//! File writing that never leaves partial files, and safe user-given paths.
+//! File writing that never leaves partial files, and user-given paths that stay
+//! inside their folder.
 
 use std::io::Write;
 use std::path::{Component, Path, PathBuf};
@@ -69,7 +70,10 @@ fn parent_dir(path: &Path) -> &Path {
 
 /// Checks a user-given relative path (a subfolder, a filename prefix) and
 /// returns it joined under `root`. Refuses absolute paths, `..`, and anything
-/// else that could leave `root`.
+/// else that could leave `root` by name. Links are not followed: this is for
+/// folders the user curates by hand (model checkpoints may be links to another
+/// disk, the frontend's files); every folder the server or a node writes into,
+/// or serves to clients, goes through [`confined_join`].
 pub fn safe_join(root: &Path, relative: &str) -> Result<PathBuf> {
     if relative.contains('\0') {
         bail!("path contains a NUL byte");
@@ -87,6 +91,52 @@ pub fn safe_join(root: &Path, relative: &str) -> Result<PathBuf> {
         bail!("path '{relative}' has a forbidden character");
     }
     Ok(out)
+}
+
+/// [`safe_join`], then follows links: the deepest part of the result that exists
+/// is resolved (`canonicalize`) and must still lie inside `root` (resolved the same
+/// way), so a link in the folder cannot lead a read, write, delete or listing out
+/// of it. Returns the resolved path (existing part canonical, the rest as given).
+/// A dangling link on the way is refused: what it would create is unknown.
+pub fn confined_join(root: &Path, relative: &str) -> Result<PathBuf> {
+    let joined = safe_join(root, relative)?;
+    let resolved = resolve_links(&joined)?;
+    if !resolved.starts_with(resolve_links(root)?) {
+        bail!("path '{relative}' leads out of its folder through a link");
+    }
+    Ok(resolved)
+}
+
+/// `path` with its longest existing prefix canonicalized.
+fn resolve_links(path: &Path) -> Result<PathBuf> {
+    let mut rest = Vec::new();
+    let mut existing = path;
+    loop {
+        match std::fs::canonicalize(existing) {
+            Ok(mut resolved) => {
+                resolved.extend(rest.iter().rev());
+                return Ok(resolved);
+            }
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(e).with_context(|| format!("resolving {}", existing.display()));
+            }
+            Err(_) if existing.symlink_metadata().is_ok() => {
+                bail!("'{}' is a link to nothing", existing.display());
+            }
+            Err(_) => {}
+        }
+        match (existing.parent(), existing.file_name()) {
+            (Some(parent), Some(name)) => {
+                rest.push(name);
+                existing = if parent.as_os_str().is_empty() {
+                    Path::new(".")
+                } else {
+                    parent
+                };
+            }
+            _ => bail!("no part of {} exists", path.display()),
+        }
+    }
 }
 
 /// Splits a ComfyUI-style `filename_prefix` (`"blends/pair"`) into its
@@ -111,6 +161,48 @@ mod tests {
         for bad in ["../x", "/etc/passwd", "a/../../x", "..", "a\\..\\b", "c:x"] {
             assert!(safe_join(root, bad).is_err(), "{bad} accepted");
         }
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn confined_join_refuses_links_out_of_the_folder() {
+        use std::os::unix::fs::symlink;
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::write(outside.path().join("secret"), b"s").unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("out");
+        std::fs::create_dir_all(root.join("real")).unwrap();
+        symlink(outside.path().join("secret"), root.join("file_link")).unwrap();
+        symlink(outside.path(), root.join("dir_link")).unwrap();
+        symlink(root.join("loop"), root.join("loop")).unwrap();
+        symlink(outside.path().join("none"), root.join("dangling")).unwrap();
+        symlink(root.join("real"), root.join("inner_link")).unwrap();
+        for bad in [
+            "file_link",
+            "dir_link",
+            "dir_link/secret",
+            "dir_link/new/file",
+            "loop",
+            "loop/x",
+            "dangling",
+            "dangling/x",
+        ] {
+            assert!(confined_join(&root, bad).is_err(), "{bad} accepted");
+        }
+        let canonical = root.canonicalize().unwrap();
+        assert_eq!(
+            confined_join(&root, "inner_link/a.png").unwrap(),
+            canonical.join("real/a.png")
+        );
+        assert_eq!(
+            confined_join(&root, "new/sub/b.txt").unwrap(),
+            canonical.join("new/sub/b.txt")
+        );
+        let missing_root = dir.path().join("not/yet");
+        assert_eq!(
+            confined_join(&missing_root, "x").unwrap(),
+            dir.path().canonicalize().unwrap().join("not/yet/x")
+        );
     }
 
     #[test]

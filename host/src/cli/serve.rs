@@ -8,7 +8,7 @@ use clap::Args;
 use super::{CustomNodeArgs, DataArgs, NodeSource};
 use crate::app::AppState;
 use crate::redis_queue::{spawn_relay, RedisQueue};
-use crate::server::{self, find_frontend, ServerState};
+use crate::server::{self, find_frontend, Access, ServerState};
 
 #[derive(Args)]
 pub struct ServeArgs {
@@ -25,6 +25,14 @@ pub struct ServeArgs {
     /// of running them here (e.g. redis://127.0.0.1:6379/0; see docs/scaleout.md).
     #[arg(long, env = "CRETOK_REDIS")]
     redis: Option<String>,
+    /// Also answer requests whose Host header is NAME (a reverse proxy's public
+    /// name); repeatable. Loopback names and the listen address always work.
+    #[arg(long = "allow-host", value_name = "NAME")]
+    allow_hosts: Vec<String>,
+    /// Let the web page at URL (scheme://host[:port]) use the server, with CORS;
+    /// repeatable. Other cross-origin requests are refused.
+    #[arg(long = "allow-origin", value_name = "URL")]
+    allow_origins: Vec<String>,
     #[command(flatten)]
     data: DataArgs,
     #[command(flatten)]
@@ -74,9 +82,14 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         .then(|| state.spawn_worker())
         .transpose()?;
     let runtime = tokio::runtime::Runtime::new()?;
+    let access = Access {
+        allow_hosts: args.allow_hosts,
+        allow_origins: args.allow_origins,
+    };
     let result = runtime.block_on(server::serve(
         server_state,
         SocketAddr::new(args.listen, args.port),
+        &access,
     ));
     if let Some(worker) = worker {
         worker.stop();

@@ -6,9 +6,9 @@ use std::path::{Path, PathBuf};
 use axum::body::Body;
 use axum::extract::{Multipart, Query, State};
 use axum::http::header;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use axum::Json;
-use cretok_nodes::fsutil::{atomic_write, safe_join};
+use cretok_nodes::fsutil::{atomic_write, confined_join};
 use serde_json::{json, Value as Json_};
 
 use super::error::ApiError;
@@ -42,27 +42,88 @@ fn check_file_name(name: &str) -> Result<&str, ApiError> {
     Ok(name)
 }
 
-fn resolve(s: &Shared, kind: &str, subfolder: &str, filename: &str) -> Result<PathBuf, ApiError> {
-    let root = folder(s, kind)?;
-    let dir = safe_join(&root, subfolder).map_err(|e| ApiError::forbidden(e.to_string()))?;
-    Ok(dir.join(check_file_name(filename)?))
+/// `relative` under the folder of `kind`, links followed and confined to it.
+fn confined(s: &Shared, kind: &str, relative: &str) -> Result<PathBuf, ApiError> {
+    confined_join(&folder(s, kind)?, relative).map_err(|e| ApiError::forbidden(format!("{e:#}")))
 }
 
-fn content_type(path: &Path) -> &'static str {
-    match path
+/// The file `subfolder/filename` in the folder of `kind`.
+fn resolve(s: &Shared, kind: &str, subfolder: &str, filename: &str) -> Result<PathBuf, ApiError> {
+    let name = check_file_name(filename)?;
+    if subfolder.is_empty() {
+        confined(s, kind, name)
+    } else {
+        confined(s, kind, &format!("{subfolder}/{name}"))
+    }
+}
+
+/// The type a served file is sent as, and whether a browser may show it inline.
+/// Only media, JSON and plain text are inline; anything that could run script in
+/// our origin (HTML, SVG, unknown types) is an attachment.
+fn content_type(path: &Path) -> (&'static str, bool) {
+    let ext = path
         .extension()
         .and_then(|e| e.to_str())
-        .map(str::to_ascii_lowercase)
-        .as_deref()
-    {
+        .map(str::to_ascii_lowercase);
+    let inline = match ext.as_deref() {
         Some("png") => "image/png",
         Some("jpg" | "jpeg") => "image/jpeg",
         Some("webp") => "image/webp",
+        Some("gif") => "image/gif",
+        Some("avif") => "image/avif",
+        Some("bmp") => "image/bmp",
+        Some("mp3") => "audio/mpeg",
+        Some("wav") => "audio/wav",
+        Some("flac") => "audio/flac",
+        Some("ogg" | "opus") => "audio/ogg",
+        Some("mp4") => "video/mp4",
+        Some("webm") => "video/webm",
         Some("json") => "application/json",
         Some("txt") => "text/plain; charset=utf-8",
-        Some("safetensors") => "application/octet-stream",
-        _ => "application/octet-stream",
-    }
+        _ => return ("application/octet-stream", false),
+    };
+    (inline, true)
+}
+
+/// `Content-Disposition` for `name`: a quoted ASCII fallback (control characters,
+/// quotes and non-ASCII replaced, so CR/LF cannot break the header) plus the
+/// exact name percent-encoded (RFC 6266).
+fn disposition(name: &str, inline: bool) -> String {
+    let fallback: String = name
+        .chars()
+        .map(|c| match c {
+            ' '..='~' if c != '"' && c != '\\' => c,
+            _ => '_',
+        })
+        .collect();
+    let encoded: String = name
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'.' | b'-' | b'_' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect();
+    let kind = if inline { "inline" } else { "attachment" };
+    format!("{kind}; filename=\"{fallback}\"; filename*=UTF-8''{encoded}")
+}
+
+/// A stored file as a response: typed by its extension, never sniffed, and
+/// active content downloaded rather than rendered.
+pub(super) fn file_response(path: &Path, bytes: Vec<u8>) -> Response {
+    let (content_type, inline) = content_type(path);
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy())
+        .unwrap_or_default();
+    (
+        [
+            (header::CONTENT_TYPE, content_type.to_owned()),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff".to_owned()),
+            (header::CONTENT_DISPOSITION, disposition(&name, inline)),
+        ],
+        Body::from(bytes),
+    )
+        .into_response()
 }
 
 pub async fn view(
@@ -78,14 +139,7 @@ pub async fn view(
     let bytes = tokio::fs::read(&path)
         .await
         .map_err(|_| ApiError::not_found(format!("{kind}/{subfolder}/{filename}")))?;
-    Response::builder()
-        .header(header::CONTENT_TYPE, content_type(&path))
-        .header(
-            header::CONTENT_DISPOSITION,
-            format!("filename=\"{filename}\""),
-        )
-        .body(Body::from(bytes))
-        .map_err(ApiError::internal)
+    Ok(file_response(&path, bytes))
 }
 
 /// A name not taken yet in `dir`: `name.png`, `name (1).png`, ...
@@ -141,15 +195,15 @@ pub async fn upload_image(
     }
     let (file_name, bytes) =
         image.ok_or_else(|| ApiError::bad_request("Missing the 'image' field", ""))?;
-    let root = folder(&s, &kind)?;
-    let dir = safe_join(&root, &subfolder).map_err(|e| ApiError::forbidden(e.to_string()))?;
+    let dir = confined(&s, &kind, &subfolder)?;
     let file_name = check_file_name(&file_name)?;
     let name = if overwrite {
         file_name.to_owned()
     } else {
         free_name(&dir, file_name)
     };
-    atomic_write(&dir.join(&name), &bytes).map_err(ApiError::internal)?;
+    let path = resolve(&s, &kind, &subfolder, &name)?;
+    atomic_write(&path, &bytes).map_err(ApiError::internal)?;
     Ok(Json(
         json!({"name": name, "subfolder": subfolder, "type": kind}),
     ))

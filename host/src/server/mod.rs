@@ -6,6 +6,7 @@ mod files;
 mod frontend;
 mod info;
 mod jobs;
+mod origin;
 mod prompts;
 mod templates;
 mod userdata;
@@ -16,11 +17,13 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use axum::extract::DefaultBodyLimit;
+use axum::middleware;
 use axum::routing::{get, post};
 use axum::Router;
 
 pub use error::ApiError;
 pub use frontend::find_frontend;
+pub use origin::OriginPolicy;
 
 use crate::app::AppState;
 
@@ -101,26 +104,41 @@ fn api_routes() -> Router<Shared> {
         .route("/workflow_templates", get(templates::custom_node_templates))
 }
 
-/// The whole application router.
-pub fn router(state: Shared) -> Router {
+/// The whole application router, every route behind the origin policy.
+pub fn router(state: Shared, policy: Arc<OriginPolicy>) -> Router {
     let api = api_routes();
     Router::new()
         .merge(api.clone())
         .nest("/api", api)
         .fallback(frontend::serve)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(middleware::from_fn_with_state(policy, origin::enforce))
         .with_state(state)
 }
 
+/// Who may reach the server besides its own pages and clients without `Origin`.
+pub struct Access {
+    /// Extra `Host` names (`--allow-host`).
+    pub allow_hosts: Vec<String>,
+    /// Web front ends served elsewhere (`--allow-origin`).
+    pub allow_origins: Vec<String>,
+}
+
 /// Serves until Ctrl-C.
-pub async fn serve(state: Shared, addr: SocketAddr) -> anyhow::Result<()> {
+pub async fn serve(state: Shared, addr: SocketAddr, access: &Access) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
-    tracing::info!("listening on http://{}", listener.local_addr()?);
-    println!(
-        "CreTok Studio is serving on http://{}",
-        listener.local_addr()?
-    );
-    axum::serve(listener, router(state))
+    let local = listener.local_addr()?;
+    let policy = OriginPolicy::new(local, &access.allow_hosts, &access.allow_origins)?;
+    tracing::info!("listening on http://{local}");
+    if !local.ip().is_loopback() {
+        tracing::warn!(
+            "listening on {local}, reachable from other machines: the server has NO \
+             authentication, anyone who can reach this address can run prompts and read \
+             and write its files (see docs/security.md for a reverse proxy set-up)"
+        );
+    }
+    println!("CreTok Studio is serving on http://{local}");
+    axum::serve(listener, router(state, Arc::new(policy)))
         .with_graceful_shutdown(async {
             let _ = tokio::signal::ctrl_c().await;
         })

@@ -4,15 +4,16 @@
 use std::collections::HashMap;
 use std::path::{Path as FsPath, PathBuf};
 
-use axum::body::{Body, Bytes};
+use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use cretok_nodes::fsutil::{atomic_write, safe_join};
+use cretok_nodes::fsutil::{atomic_write, confined_join};
 use serde_json::{json, Map, Value as Json_};
 
 use super::error::{ApiError, JsonBody};
+use super::files::file_response;
 use super::Shared;
 
 const SETTINGS_FILE: &str = "comfy.settings.json";
@@ -21,11 +22,12 @@ fn user_root(s: &Shared) -> PathBuf {
     s.app.paths.user_dir().join("default")
 }
 
+/// A user-given path in the user folder, links followed and confined to it.
 fn user_path(s: &Shared, relative: &str) -> Result<PathBuf, ApiError> {
     if relative.is_empty() {
         return Err(ApiError::forbidden("empty path"));
     }
-    safe_join(&user_root(s), relative).map_err(|e| ApiError::forbidden(e.to_string()))
+    confined_join(&user_root(s), relative).map_err(|e| ApiError::forbidden(format!("{e:#}")))
 }
 
 pub async fn users() -> Json<Json_> {
@@ -38,18 +40,18 @@ pub fn has_settings(s: &Shared) -> bool {
 }
 
 fn load_settings(s: &Shared) -> Map<String, Json_> {
-    let path = user_root(s).join(SETTINGS_FILE);
     // None yet on first start: the frontend then opens the template it is sent
     // to (see `templates`) or its templates dialog, and saves its settings.
-    std::fs::read(&path)
+    user_path(s, SETTINGS_FILE)
         .ok()
+        .and_then(|path| std::fs::read(path).ok())
         .and_then(|bytes| serde_json::from_slice(&bytes).ok())
         .unwrap_or_default()
 }
 
 fn save_settings(s: &Shared, settings: &Map<String, Json_>) -> Result<(), ApiError> {
     let bytes = serde_json::to_vec_pretty(settings).map_err(ApiError::internal)?;
-    atomic_write(&user_root(s).join(SETTINGS_FILE), &bytes).map_err(ApiError::internal)
+    atomic_write(&user_path(s, SETTINGS_FILE)?, &bytes).map_err(ApiError::internal)
 }
 
 pub async fn get_settings(State(s): State<Shared>) -> Json<Json_> {
@@ -109,18 +111,22 @@ fn relative(root: &FsPath, path: &FsPath) -> String {
         .replace('\\', "/")
 }
 
+/// The files under `dir`. Links are skipped, not followed: a listing never
+/// leaves the folder and never loops.
 fn walk(dir: &FsPath, recurse: bool, out: &mut Vec<PathBuf>) {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return;
     };
     for entry in entries.flatten() {
-        let path = entry.path();
-        if path.is_dir() {
+        let Ok(kind) = entry.file_type() else {
+            continue;
+        };
+        if kind.is_dir() {
             if recurse {
-                walk(&path, recurse, out);
+                walk(&entry.path(), recurse, out);
             }
-        } else if !entry.file_name().to_string_lossy().starts_with(".tmp") {
-            out.push(path);
+        } else if kind.is_file() && !entry.file_name().to_string_lossy().starts_with(".tmp") {
+            out.push(entry.path());
         }
     }
 }
@@ -163,7 +169,7 @@ pub async fn read(State(s): State<Shared>, Path(file): Path<String>) -> Result<R
     let bytes = tokio::fs::read(&path)
         .await
         .map_err(|_| ApiError::not_found(file.clone()))?;
-    Ok(Response::new(Body::from(bytes)))
+    Ok(file_response(&path, bytes))
 }
 
 pub async fn write(
@@ -190,7 +196,7 @@ fn respond_written(
     path: &FsPath,
     params: &HashMap<String, String>,
 ) -> Result<Response, ApiError> {
-    let root = user_root(s);
+    let root = confined_join(&user_root(s), "").map_err(ApiError::internal)?;
     if flag(params, "full_info", false) {
         Ok(Json(file_info(&root, path)).into_response())
     } else {

@@ -8,7 +8,7 @@ use std::path::Path;
 use crate::builtin::EMBEDDINGS;
 use crate::cretok::inference::{encode_pieces, split_embeddings, Piece};
 use crate::cretok::CreTokToken;
-use crate::fsutil::safe_join;
+use crate::fsutil::confined_join;
 use crate::sd3::text_encoders::Sd3TextEncoders;
 use crate::{
     data_type, Estimate, EstimateInputs, InputKind, InputSpec, Inputs, Node, NodeError, NodeOutput,
@@ -97,7 +97,7 @@ fn load_embedding(folder: &Path, name: &str) -> anyhow::Result<CreTokToken> {
         format!("{name}.safetensors"),
         format!("{name}.sft"),
     ] {
-        let path = safe_join(folder, &candidate)?;
+        let path = confined_join(folder, &candidate)?;
         if path.is_file() {
             return CreTokToken::load(&path);
         }

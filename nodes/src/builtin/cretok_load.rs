@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use crate::cretok::CreTokToken;
-use crate::fsutil::safe_join;
+use crate::fsutil::confined_join;
 use crate::{
     data_type, InputKind, InputSpec, Inputs, Node, NodeError, NodeOutput, NodeSchema, OutputSpec,
     Paths, RunContext, Value,
@@ -32,7 +32,7 @@ impl Node for CreTokLoad {
 
     fn run(&self, inputs: &Inputs, ctx: &RunContext) -> Result<NodeOutput, NodeError> {
         let name = inputs.string("token_name")?;
-        let path = safe_join(&ctx.paths.model_folder(EMBEDDINGS), name)
+        let path = confined_join(&ctx.paths.model_folder(EMBEDDINGS), name)
             .map_err(|e| NodeError::invalid_input("token_name", format!("{e:#}")))?;
         let token = CreTokToken::load(&path)
             .map_err(|e| NodeError::invalid_input("token_name", format!("{e:#}")))?;
@@ -41,7 +41,7 @@ impl Node for CreTokLoad {
 
     fn fingerprint(&self, literal_inputs: &Inputs) -> Option<String> {
         let name = literal_inputs.string("token_name").ok()?;
-        let path = safe_join(&self.paths.model_folder(EMBEDDINGS), name).ok()?;
+        let path = confined_join(&self.paths.model_folder(EMBEDDINGS), name).ok()?;
         let modified = std::fs::metadata(path).ok()?.modified().ok()?;
         Some(format!("{modified:?}"))
     }

@@ -8,7 +8,7 @@ use crate::cretok::{
     Control, EncoderId, EncoderRef, EncoderSet, EvalReport, PairSet, Reporter, RunEnd, RunOptions,
     StartReport, StepReport, Target, TrainConfig, Trainer,
 };
-use crate::fsutil::{safe_join, write_numbered};
+use crate::fsutil::{confined_join, write_numbered};
 use crate::sd3::text_encoders::Sd3TextEncoders;
 use crate::{
     data_type, InputKind, InputSpec, Inputs, Node, NodeError, NodeOutput, NodeSchema, OutputSpec,
@@ -71,7 +71,7 @@ fn read_pairs(input_dir: &Path, name: &str) -> Result<PairSet, NodeError> {
     if name.trim().is_empty() {
         return PairSet::cangjie().map_err(NodeError::Failed);
     }
-    let path = safe_join(input_dir, name.trim()).map_err(invalid("pairs_file"))?;
+    let path = confined_join(input_dir, name.trim()).map_err(invalid("pairs_file"))?;
     PairSet::from_file(&path).map_err(invalid("pairs_file"))
 }
 
@@ -149,7 +149,7 @@ impl Node for CreTokTrain {
         };
         let prefix = inputs.string("filename_prefix")?;
         let out_base =
-            safe_join(&ctx.paths.output_dir(), prefix).map_err(invalid("filename_prefix"))?;
+            confined_join(&ctx.paths.output_dir(), prefix).map_err(invalid("filename_prefix"))?;
         let (Some(dir), Some(stem)) = (
             out_base.parent(),
             out_base.file_name().and_then(|s| s.to_str()),

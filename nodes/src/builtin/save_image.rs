@@ -4,7 +4,7 @@ use anyhow::Context;
 use png::text_metadata::{ITXtChunk, TEXtChunk};
 use serde_json::json;
 
-use crate::fsutil::{safe_join, split_filename_prefix, write_numbered};
+use crate::fsutil::{confined_join, split_filename_prefix, write_numbered};
 use crate::sd3::types::Image;
 use crate::{
     data_type, InputKind, InputSpec, Inputs, Node, NodeError, NodeOutput, NodeSchema, RunContext,
@@ -70,7 +70,7 @@ pub(crate) fn save_images(
 ) -> Result<serde_json::Value, NodeError> {
     let (subfolder, stem) = split_filename_prefix(filename_prefix)
         .map_err(|e| NodeError::invalid_input("filename_prefix", e.to_string()))?;
-    let dir = safe_join(root, subfolder)
+    let dir = confined_join(root, subfolder)
         .map_err(|e| NodeError::invalid_input("filename_prefix", e.to_string()))?;
     let (batch, height, width, channels) = images
         .pixels

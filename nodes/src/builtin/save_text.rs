@@ -1,7 +1,7 @@
 use anyhow::Context;
 use serde_json::json;
 
-use crate::fsutil::{safe_join, split_filename_prefix, write_numbered};
+use crate::fsutil::{confined_join, split_filename_prefix, write_numbered};
 use crate::{InputKind, InputSpec, Inputs, Node, NodeError, NodeOutput, NodeSchema, RunContext};
 
 /// Writes text to a numbered `.txt` file in the output folder (a prompt log, a
@@ -26,7 +26,7 @@ impl Node for SaveText {
         let prefix = inputs.string("filename_prefix")?;
         let (subfolder, stem) = split_filename_prefix(prefix)
             .map_err(|e| NodeError::invalid_input("filename_prefix", e.to_string()))?;
-        let dir = safe_join(&ctx.paths.output_dir(), subfolder)
+        let dir = confined_join(&ctx.paths.output_dir(), subfolder)
             .map_err(|e| NodeError::invalid_input("filename_prefix", e.to_string()))?;
         let filename =
             write_numbered(&dir, stem, "txt", text.as_bytes()).context("saving the text file")?;
