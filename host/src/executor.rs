@@ -6,8 +6,8 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 
 use cretok_nodes::{
-    CancelToken, EventSink, Inputs, NodeError, NodeOutput, Paths, PreviewFormat, Registry,
-    RunContext, Value,
+    with_cancel_token, CancelToken, EventSink, Inputs, NodeError, NodeOutput, Paths, PreviewFormat,
+    Registry, RunContext, Value,
 };
 use serde_json::{json, Value as Json};
 
@@ -245,15 +245,23 @@ impl PromptRun<'_> {
             Some(&self.job.prompt),
             self.job.extra_data.get("extra_pnginfo"),
         );
-        let result = catch_unwind(AssertUnwindSafe(|| implementation.run(&inputs, &ctx)))
-            .unwrap_or_else(|panic| {
-                let msg = panic
-                    .downcast_ref::<String>()
-                    .cloned()
-                    .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-                    .unwrap_or_else(|| "unknown panic".to_owned());
-                Err(NodeError::Failed(anyhow::anyhow!("node panicked: {msg}")))
-            });
+        let run = || with_cancel_token(self.cancel, || implementation.run(&inputs, &ctx));
+        let result = catch_unwind(AssertUnwindSafe(run)).unwrap_or_else(|panic| {
+            let msg = panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_else(|| "unknown panic".to_owned());
+            Err(NodeError::Failed(anyhow::anyhow!("node panicked: {msg}")))
+        });
+        // A model stopped between blocks fails with its own error: it was interrupted.
+        let result = result.map_err(|e| {
+            if self.cancel.is_cancelled() {
+                NodeError::Interrupted
+            } else {
+                e
+            }
+        });
         match result.and_then(|out| check_output_count(out, implementation.schema().outputs.len()))
         {
             Ok(out) => Some(Arc::new(CachedOutput {

@@ -9,7 +9,10 @@ use cretok_host::executor::{ExecutionObserver, Executor, Outcome, PromptJob};
 use cretok_host::protocol::ServerMessage;
 use cretok_host::validation::{validate, ValidationFailure};
 use cretok_nodes::sd3::sampling::{denoise_sigmas, Scheduler};
-use cretok_nodes::{CancelToken, Paths, PreviewFormat, PromptLimits, Registry};
+use cretok_nodes::{
+    check_interrupted, CancelToken, Inputs, Node, NodeError, NodeOutput, NodeSchema, Paths,
+    PreviewFormat, PromptLimits, Registry, RunContext,
+};
 use serde_json::{json, Map, Value};
 
 const GB: u64 = 1_000_000_000;
@@ -238,4 +241,53 @@ fn a_tiny_denoise_is_refused_and_the_schedule_stays_bounded() {
     let sigmas = denoise_sigmas(Scheduler::Simple, 20, 3.0, 1e-12);
     assert_eq!(sigmas.len(), 21);
     assert!(sigmas.iter().all(|s| s.is_finite()));
+}
+
+/// Stands for model code: no RunContext, only `check_interrupted` between blocks.
+struct BlockLoop;
+
+impl Node for BlockLoop {
+    fn schema(&self) -> NodeSchema {
+        NodeSchema::new("BlockLoop", "test").output_node()
+    }
+
+    fn run(&self, _: &Inputs, _: &RunContext) -> Result<NodeOutput, NodeError> {
+        let blocks = || -> candle_core::Result<()> {
+            loop {
+                check_interrupted()?;
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+        };
+        blocks().map_err(anyhow::Error::from)?;
+        Ok(NodeOutput::default())
+    }
+}
+
+#[test]
+fn model_code_stops_within_a_block_of_an_interrupt() {
+    let setup = Setup::new();
+    let mut registry = setup.registry(limits(10, GB));
+    registry.register(Arc::new(BlockLoop));
+    let prompt = json!({"1": {"class_type": "BlockLoop", "inputs": {}}});
+    let job = PromptJob {
+        prompt_id: "loop".into(),
+        number: 0,
+        valid: validate(&prompt, &registry).unwrap(),
+        prompt,
+        client_id: None,
+        extra_data: json!({}),
+    };
+    let cancel = CancelToken::new();
+    let canceller = cancel.clone();
+    let interrupt = std::thread::spawn(move || {
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        canceller.cancel();
+        std::time::Instant::now()
+    });
+    let mut executor = Executor::new(Arc::clone(&setup.paths));
+    let record = executor.run(&job, &registry, &cancel, &Quiet);
+    let stopped = std::time::Instant::now();
+    let interrupted_at = interrupt.join().unwrap();
+    assert_eq!(record.outcome, Outcome::Interrupted);
+    assert!(stopped.duration_since(interrupted_at) < std::time::Duration::from_secs(1));
 }

@@ -22,7 +22,10 @@ mod schema;
 pub mod sd3;
 mod value;
 
-pub use context::{CancelToken, EventSink, NullSink, PreviewFormat, RunContext};
+pub use context::{
+    check_interrupted, with_cancel_token, CancelToken, EventSink, NullSink, PreviewFormat,
+    RunContext,
+};
 pub use error::NodeError;
 pub use estimate::{
     default_memory_budget, f32_bytes, Estimate, EstimateInputs, PromptLimits, ValueEstimate,

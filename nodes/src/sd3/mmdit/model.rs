@@ -245,6 +245,7 @@ impl MMDiT {
         let c = (self.t_embedder.forward(t)? + self.y_embedder.forward(&y.to_dtype(dtype)?)?)?;
         let mut context = Some(self.context_embedder.forward(&context.to_dtype(dtype)?)?);
         for (i, block) in self.joint_blocks.iter().enumerate() {
+            crate::check_interrupted()?;
             if skip_layers.contains(&i) {
                 continue;
             }

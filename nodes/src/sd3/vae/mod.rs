@@ -251,6 +251,7 @@ impl Module for Encoder {
         let mut h = x.apply(&self.conv_in)?;
         for level in &self.down {
             for block in &level.block {
+                crate::check_interrupted()?;
                 h = h.apply(block)?;
             }
             if let Some(downsample) = &level.resample {
@@ -315,6 +316,7 @@ impl Module for Decoder {
         let mut h = z.apply(&self.conv_in)?.apply(&self.mid)?;
         for level in self.up.iter().rev() {
             for block in &level.block {
+                crate::check_interrupted()?;
                 h = h.apply(block)?;
             }
             if let Some(upsample) = &level.resample {
