@@ -56,6 +56,14 @@ fn main() -> ExitCode {
                     .map_or_else(|| PathBuf::from("target"), PathBuf::from)
                     .join("wasm-guests")
             });
+            // Cargo runs in the guest workspace: a relative folder means ours.
+            let target_dir = match std::path::absolute(&target_dir) {
+                Ok(absolute) => absolute,
+                Err(e) => {
+                    eprintln!("error: {}: {e}", target_dir.display());
+                    return ExitCode::FAILURE;
+                }
+            };
             cretok_componentize::build_workspace(&dir, &target_dir, &out, &packages).map(|built| {
                 for component in built {
                     println!("{}", component.display());
