@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use clap::Args;
 
-use super::{CustomNodeArgs, DataArgs, NodeSource};
+use super::{CustomNodeArgs, DataArgs, NodeSource, PreviewArgs};
 use crate::app::AppState;
 use crate::redis_queue::{spawn_relay, RedisQueue};
 use crate::server::{self, find_frontend, ServerState};
@@ -25,6 +25,8 @@ pub struct ServeArgs {
     /// of running them here (e.g. redis://127.0.0.1:6379/0; see docs/scaleout.md).
     #[arg(long, env = "CRETOK_REDIS")]
     redis: Option<String>,
+    #[command(flatten)]
+    previews: PreviewArgs,
     #[command(flatten)]
     data: DataArgs,
     #[command(flatten)]
@@ -75,7 +77,7 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let worker = args
         .redis
         .is_none()
-        .then(|| state.spawn_worker())
+        .then(|| state.spawn_worker(args.previews.preview_method))
         .transpose()?;
     let runtime = tokio::runtime::Runtime::new()?;
     let result = runtime.block_on(server::serve(

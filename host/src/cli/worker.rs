@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use clap::Args;
 
-use super::{CustomNodeArgs, DataArgs, NodeSource};
+use super::{CustomNodeArgs, DataArgs, NodeSource, PreviewArgs};
 use crate::redis_queue::{RedisWorker, WorkerSettings};
 
 #[derive(Args)]
@@ -19,6 +19,8 @@ pub struct WorkerArgs {
     /// A prompt whose worker stopped answering this long (ms) is run by another worker.
     #[arg(long, default_value_t = 30_000)]
     claim_after_ms: u64,
+    #[command(flatten)]
+    previews: PreviewArgs,
     /// The data directory must be the fronts' one (or share its output/, input/ and temp/).
     #[command(flatten)]
     data: DataArgs,
@@ -34,6 +36,7 @@ pub fn worker(args: WorkerArgs) -> anyhow::Result<ExitCode> {
     let settings = WorkerSettings {
         name: args.name.unwrap_or_else(default_name),
         claim_after: Duration::from_millis(args.claim_after_ms.max(100)),
+        previews: args.previews.preview_method,
     };
     let worker = RedisWorker::connect(&args.redis, settings, paths, registry)?;
     let stop = Arc::new(AtomicBool::new(false));

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use cretok_nodes::{CancelToken, Paths, Registry};
+use cretok_nodes::{CancelToken, Paths, PreviewMethod, Registry};
 use redis::streams::{
     StreamAutoClaimOptions, StreamAutoClaimReply, StreamId, StreamReadOptions, StreamReadReply,
 };
@@ -68,6 +68,8 @@ pub struct WorkerSettings {
     pub name: String,
     /// A prompt whose worker went silent this long is claimed by another worker.
     pub claim_after: Duration,
+    /// Previews for prompts that do not choose (`--preview-method`).
+    pub previews: PreviewMethod,
 }
 
 /// The prompt being run, as the heartbeat and control threads see it.
@@ -112,7 +114,8 @@ impl RedisWorker {
     pub fn run(&self, stop: &AtomicBool) -> anyhow::Result<()> {
         self.spawn_control_listener()?;
         self.spawn_heartbeat()?;
-        let mut executor = Executor::new(Arc::clone(&self.paths));
+        let mut executor =
+            Executor::new(Arc::clone(&self.paths)).with_previews(self.settings.previews);
         println!(
             "cretok worker {} is waiting for prompts",
             self.settings.name
