@@ -53,6 +53,14 @@ async fn comfy_api_simplified_gets_the_saved_image() -> anyhow::Result<()> {
         &["--models", models.to_str().unwrap()],
     )
     .await?;
+    // Load the checkpoint first: its summary goes out as a binary text frame,
+    // which this client would take for an image if it connected in time.
+    let workflow_json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(
+        repo_root().join("workflows/sd3_txt2img.json"),
+    )?)?;
+    let warm_up = server.queue(&workflow_json, "warm-up").await?;
+    server.wait_history(&warm_up).await?;
+
     let received = dir.path().join("received.png");
     let script = repo_root().join("tests/clients/comfy_api_simplified_txt2img.py");
     let workflow = repo_root().join("workflows/sd3_txt2img.json");
