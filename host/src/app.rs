@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
-use cretok_nodes::{Paths, PreviewFormat, Registry};
+use cretok_nodes::{Paths, PreviewFormat, PreviewMethod, Registry};
 use serde_json::Value as Json;
 use tokio::sync::broadcast;
 
@@ -215,7 +215,11 @@ impl AppState {
     }
 
     /// Starts the embedded executor thread; it runs until stopped.
-    pub fn spawn_worker(self: &Arc<Self>) -> std::io::Result<EmbeddedWorker> {
+    /// `previews`: for prompts whose `extra_data` does not choose.
+    pub fn spawn_worker(
+        self: &Arc<Self>,
+        previews: PreviewMethod,
+    ) -> std::io::Result<EmbeddedWorker> {
         let Some((queue, history)) = self.embedded.clone() else {
             return Err(std::io::Error::other(
                 "this queue is run by other processes",
@@ -225,12 +229,12 @@ impl AppState {
         let worker_queue = Arc::clone(&queue);
         let thread = std::thread::Builder::new()
             .name("executor".into())
-            .spawn(move || state.worker_loop(&worker_queue, &history))?;
+            .spawn(move || state.worker_loop(&worker_queue, &history, previews))?;
         Ok(EmbeddedWorker { queue, thread })
     }
 
-    fn worker_loop(&self, queue: &PromptQueue, history: &History) {
-        let mut executor = Executor::new(Arc::clone(&self.paths));
+    fn worker_loop(&self, queue: &PromptQueue, history: &History, previews: PreviewMethod) {
+        let mut executor = Executor::new(Arc::clone(&self.paths)).with_previews(previews);
         while let Some(running) = queue.pop() {
             if queue.take_cache_clear() {
                 executor.clear_cache();

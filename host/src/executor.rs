@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use cretok_nodes::{
     with_cancel_token, CancelToken, EventSink, Inputs, NodeError, NodeOutput, Paths, PreviewFormat,
+    PreviewMethod,
     Registry, RunContext, Value,
 };
 use serde_json::{json, Value as Json};
@@ -59,6 +60,8 @@ pub struct ExecutionRecord {
 pub struct Executor {
     paths: Arc<Paths>,
     cache: OutputCache,
+    /// Previews for prompts that do not choose (`--preview-method`).
+    previews: PreviewMethod,
 }
 
 impl Executor {
@@ -66,7 +69,14 @@ impl Executor {
         Executor {
             paths,
             cache: OutputCache::default(),
+            previews: PreviewMethod::None,
         }
+    }
+
+    /// Sends latent previews for prompts whose `extra_data` does not choose.
+    pub fn with_previews(mut self, previews: PreviewMethod) -> Self {
+        self.previews = previews;
+        self
     }
 
     /// Forgets every cached output (`POST /free`) and returns the memory.
@@ -88,6 +98,7 @@ impl Executor {
             cancel,
             observer,
             paths: &self.paths,
+            previews: PreviewMethod::for_prompt(&job.extra_data, self.previews),
             record: ExecutionRecord {
                 outcome: Outcome::Success,
                 outputs: BTreeMap::new(),
@@ -183,6 +194,7 @@ struct PromptRun<'a> {
     cancel: &'a CancelToken,
     observer: &'a dyn ExecutionObserver,
     paths: &'a Paths,
+    previews: PreviewMethod,
     record: ExecutionRecord,
 }
 
@@ -241,10 +253,12 @@ impl PromptRun<'_> {
             observer: self.observer,
             prompt_id: &self.job.prompt_id,
         };
-        let ctx = RunContext::new(id, self.paths, self.cancel, &sink).with_prompt(
-            Some(&self.job.prompt),
-            self.job.extra_data.get("extra_pnginfo"),
-        );
+        let ctx = RunContext::new(id, self.paths, self.cancel, &sink)
+            .with_prompt(
+                Some(&self.job.prompt),
+                self.job.extra_data.get("extra_pnginfo"),
+            )
+            .with_previews(self.previews);
         let run = || with_cancel_token(self.cancel, || implementation.run(&inputs, &ctx));
         let result = catch_unwind(AssertUnwindSafe(run)).unwrap_or_else(|panic| {
             let msg = panic

@@ -248,6 +248,9 @@ test('SD3 text to image with ComfyUI node names runs in the editor with per-step
     async () => (await page.evaluate(() => window.app.graph.nodes.map((n) => n.type))).includes('KSampler'),
     'the sd3_txt2img graph on the canvas',
   );
+  // Previews are off unless asked for, as in ComfyUI: the editor's "Live
+  // preview method" setting sends extra_data.preview_method with the prompt.
+  await page.evaluate(() => window.app.ui.settings.setSettingValueAsync('Comfy.Execution.PreviewMethod', 'latent2rgb'));
   await page.evaluate(() => {
     window.__previews = [];
     window.app.api.addEventListener('b_preview_with_metadata', (e) =>

@@ -5,7 +5,7 @@ use std::path::Path;
 use std::process::Command;
 
 use cretok_tests::{cretok_bin, repo_root, Frame, Server};
-use serde_json::Value;
+use serde_json::{json, Value};
 
 const WORKFLOW: &str = "workflows/sd3_txt2img.json";
 
@@ -97,8 +97,60 @@ fn sd3_txt2img_runs_headless_on_the_tiny_checkpoint() {
     assert_eq!(size, requested_size(&expected));
 }
 
+/// What the websocket showed of one prompt.
+struct Seen {
+    progress: Vec<u64>,
+    previews: usize,
+    executed: Option<Value>,
+}
+
+/// Queues `body` (a `POST /prompt` body for client `gallery`) and follows it to the end.
+async fn queue_and_follow(
+    server: &Server,
+    ws: &mut cretok_tests::WsClient,
+    body: Value,
+) -> anyhow::Result<Seen> {
+    let (status, answer) = server.post("/prompt", &body).await?;
+    anyhow::ensure!(status == 200, "POST /prompt: {status} {answer}");
+    let id = answer["prompt_id"].as_str().unwrap().to_owned();
+    let mut seen = Seen {
+        progress: Vec::new(),
+        previews: 0,
+        executed: None,
+    };
+    loop {
+        match ws.next_frame().await? {
+            // Type 1: a preview image (the loader's summary comes as type 3, text).
+            Frame::Binary(bytes) if bytes[..4] == 1u32.to_be_bytes() => {
+                assert_eq!(&bytes[4..8], &2u32.to_be_bytes(), "PNG");
+                assert!(bytes[8..].starts_with(b"\x89PNG"));
+                seen.previews += 1;
+            }
+            Frame::Binary(_) => {}
+            Frame::Json(m) => {
+                assert_ne!(m["type"], "execution_error", "{m}");
+                if m["type"] == "progress" && m["data"]["node"] == "3" {
+                    seen.progress.push(m["data"]["value"].as_u64().unwrap());
+                    assert_eq!(m["data"]["max"], 4);
+                    assert_eq!(m["data"]["prompt_id"], id.as_str());
+                }
+                if m["type"] == "executed" && m["data"]["node"] == "9" {
+                    seen.executed = Some(m["data"]["output"].clone());
+                }
+                if m["type"] == "executing"
+                    && m["data"]["node"].is_null()
+                    && m["data"]["prompt_id"] == id.as_str()
+                {
+                    return Ok(seen);
+                }
+            }
+        }
+    }
+}
+
 #[tokio::test]
-async fn sd3_txt2img_through_the_server_sends_progress_and_previews() -> anyhow::Result<()> {
+async fn sd3_txt2img_through_the_server_sends_progress_and_previews_when_asked(
+) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let models = dir.path().join("models");
     tiny_checkpoint(&models);
@@ -108,43 +160,22 @@ async fn sd3_txt2img_through_the_server_sends_progress_and_previews() -> anyhow:
     )
     .await?;
     let mut ws = server.connect("gallery").await?;
-    let prompt = workflow();
-    let id = server.queue(&prompt, "gallery").await?;
+    let mut prompt = workflow();
 
-    let mut progress = Vec::new();
-    let mut previews = 0;
-    let mut executed = None;
-    loop {
-        match ws.next_frame().await? {
-            // Type 1: a preview image (the loader's summary comes as type 3, text).
-            Frame::Binary(bytes) if bytes[..4] == 1u32.to_be_bytes() => {
-                assert_eq!(&bytes[4..8], &2u32.to_be_bytes(), "PNG");
-                assert!(bytes[8..].starts_with(b"\x89PNG"));
-                previews += 1;
-            }
-            Frame::Binary(_) => {}
-            Frame::Json(m) => {
-                assert_ne!(m["type"], "execution_error", "{m}");
-                if m["type"] == "progress" && m["data"]["node"] == "3" {
-                    progress.push(m["data"]["value"].as_u64().unwrap());
-                    assert_eq!(m["data"]["max"], 4);
-                    assert_eq!(m["data"]["prompt_id"], id.as_str());
-                }
-                if m["type"] == "executed" && m["data"]["node"] == "9" {
-                    executed = Some(m["data"]["output"].clone());
-                }
-                if m["type"] == "executing"
-                    && m["data"]["node"].is_null()
-                    && m["data"]["prompt_id"] == id.as_str()
-                {
-                    break;
-                }
-            }
-        }
-    }
-    assert_eq!(progress, [1, 2, 3, 4], "one progress event per step");
-    assert!(previews >= 1, "at least one latent preview");
-    let image = &executed.expect("SaveImage executed")["images"][0];
+    // As ComfyUI: no previews unless switched on, so API clients get only the saved image.
+    let plain = json!({"prompt": prompt, "client_id": "gallery"});
+    let seen = queue_and_follow(&server, &mut ws, plain).await?;
+    assert_eq!(seen.progress, [1, 2, 3, 4], "one progress event per step");
+    assert_eq!(seen.previews, 0, "no previews by default");
+
+    // The editor's "Live preview method" setting, sent per prompt.
+    prompt["3"]["inputs"]["seed"] = 43.into();
+    let body = json!({"prompt": prompt, "client_id": "gallery",
+                      "extra_data": {"preview_method": "latent2rgb"}});
+    let seen = queue_and_follow(&server, &mut ws, body).await?;
+    assert_eq!(seen.progress, [1, 2, 3, 4]);
+    assert!(seen.previews >= 1, "at least one latent preview");
+    let image = &seen.executed.expect("SaveImage executed")["images"][0];
     let path = server
         .data_dir
         .join(image["type"].as_str().unwrap())
@@ -153,6 +184,32 @@ async fn sd3_txt2img_through_the_server_sends_progress_and_previews() -> anyhow:
     let (saved, size) = read_png(&path);
     assert_eq!(saved, prompt);
     assert_eq!(size, requested_size(&prompt));
+    server.stop().await
+}
+
+#[tokio::test]
+async fn serve_preview_method_switches_previews_on_for_every_prompt() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let models = dir.path().join("models");
+    tiny_checkpoint(&models);
+    let server = Server::start(
+        &dir.path().join("data"),
+        &[
+            "--models",
+            models.to_str().unwrap(),
+            "--preview-method",
+            "auto",
+        ],
+    )
+    .await?;
+    let mut ws = server.connect("gallery").await?;
+    let body = json!({"prompt": workflow(), "client_id": "gallery"});
+    assert!(queue_and_follow(&server, &mut ws, body).await?.previews >= 1);
+    let mut prompt = workflow();
+    prompt["3"]["inputs"]["seed"] = 43.into();
+    let off = json!({"prompt": prompt, "client_id": "gallery",
+                     "extra_data": {"preview_method": "none"}});
+    assert_eq!(queue_and_follow(&server, &mut ws, off).await?.previews, 0);
     server.stop().await
 }
 

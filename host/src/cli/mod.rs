@@ -14,7 +14,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use cretok_nodes::{default_memory_budget, Paths, PromptLimits, Registry, DEFAULT_MAX_NODES};
+use cretok_nodes::{
+    default_memory_budget, Paths, PreviewMethod, PromptLimits, Registry, DEFAULT_MAX_NODES,
+};
 
 use crate::sandbox::{SandboxHost, SandboxLimits};
 
@@ -64,6 +66,20 @@ impl DataArgs {
         let data_dir = self.data_dir.clone().unwrap_or_else(default_data_dir);
         Arc::new(Paths::new(data_dir, self.models.clone()))
     }
+}
+
+/// ComfyUI's `--preview-method`: latent previews while sampling.
+#[derive(Args, Clone)]
+pub struct PreviewArgs {
+    /// Latent previews while sampling: none, latent2rgb or auto (auto and taesd
+    /// give latent2rgb). A prompt's `extra_data.preview_method` overrides it.
+    #[arg(long, default_value = "none", value_parser = parse_preview_method)]
+    pub preview_method: PreviewMethod,
+}
+
+fn parse_preview_method(name: &str) -> Result<PreviewMethod, String> {
+    PreviewMethod::parse(name)
+        .ok_or_else(|| format!("expected one of {}", PreviewMethod::NAMES.join(", ")))
 }
 
 /// `$XDG_DATA_HOME/cretok`, or `~/.local/share/cretok`, or `./cretok-data`.

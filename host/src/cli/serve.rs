@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use clap::Args;
 
-use super::{CustomNodeArgs, DataArgs, NodeSource};
+use super::{CustomNodeArgs, DataArgs, NodeSource, PreviewArgs};
 use crate::app::AppState;
 use crate::redis_queue::{spawn_relay, RedisQueue};
 use crate::server::{self, find_frontend, Access, ServerState};
@@ -33,6 +33,8 @@ pub struct ServeArgs {
     /// repeatable. Other cross-origin requests are refused.
     #[arg(long = "allow-origin", value_name = "URL")]
     allow_origins: Vec<String>,
+    #[command(flatten)]
+    previews: PreviewArgs,
     #[command(flatten)]
     data: DataArgs,
     #[command(flatten)]
@@ -79,7 +81,7 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let worker = args
         .redis
         .is_none()
-        .then(|| state.spawn_worker())
+        .then(|| state.spawn_worker(args.previews.preview_method))
         .transpose()?;
     let runtime = tokio::runtime::Runtime::new()?;
     let access = Access {

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use clap::Args;
 
-use super::{CustomNodeArgs, DataArgs, NodeSource};
+use super::{CustomNodeArgs, DataArgs, NodeSource, PreviewArgs};
 use crate::redis_queue::{RedisWorker, WorkerSettings};
 
 #[derive(Args)]
@@ -24,6 +24,8 @@ pub struct WorkerArgs {
     /// finished as an error, so one poisonous prompt cannot take down every worker.
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
     max_deliveries: u32,
+    #[command(flatten)]
+    previews: PreviewArgs,
     /// The data directory must be the fronts' one (or share its output/, input/ and temp/).
     #[command(flatten)]
     data: DataArgs,
@@ -40,6 +42,7 @@ pub fn worker(args: WorkerArgs) -> anyhow::Result<ExitCode> {
         name: args.name.unwrap_or_else(default_name),
         claim_after: Duration::from_millis(args.claim_after_ms.max(100)),
         max_deliveries: args.max_deliveries as usize,
+        previews: args.previews.preview_method,
     };
     let worker = RedisWorker::connect(&args.redis, settings, paths, registry)?;
     let stop = Arc::new(AtomicBool::new(false));

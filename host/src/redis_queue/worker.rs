@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use cretok_nodes::{CancelToken, Paths, Registry};
+use cretok_nodes::{CancelToken, Paths, PreviewMethod, Registry};
 use redis::streams::{
     StreamAutoClaimOptions, StreamAutoClaimReply, StreamId, StreamPendingCountReply,
     StreamReadOptions, StreamReadReply,
@@ -74,6 +74,8 @@ pub struct WorkerSettings {
     /// A prompt delivered this many times without finishing (its workers
     /// died running it) goes to the dead-letter stream instead of running again.
     pub max_deliveries: usize,
+    /// Previews for prompts that do not choose (`--preview-method`).
+    pub previews: PreviewMethod,
 }
 
 /// A stream entry handed to this worker, and how often it has been handed out.
@@ -124,7 +126,8 @@ impl RedisWorker {
     pub fn run(&self, stop: &AtomicBool) -> anyhow::Result<()> {
         self.spawn_control_listener()?;
         self.spawn_heartbeat()?;
-        let mut executor = Executor::new(Arc::clone(&self.paths));
+        let mut executor =
+            Executor::new(Arc::clone(&self.paths)).with_previews(self.settings.previews);
         println!(
             "cretok worker {} is waiting for prompts",
             self.settings.name

@@ -24,8 +24,8 @@ fn linspace(start: f64, stop: f64, n: usize) -> Vec<f64> {
 
 /// `torch.linspace(start, end, n)` in f32: from both ends towards the middle.
 fn linspace_f32(start: f32, end: f32, n: usize) -> Vec<f32> {
-    if n == 1 {
-        return vec![start];
+    if n <= 1 {
+        return vec![start; n];
     }
     let step = (end - start) / (n - 1) as f32;
     (0..n)

@@ -148,6 +148,7 @@ fn box_muller_16(data: &mut [f32]) {
 /// one lane at a time with the same IEEE operations in the same order, fused
 /// where torch's compiled kernel fuses them (GCC contracts the intrinsics'
 /// multiply-adds into FMA instructions: read from its disassembly).
+#[allow(clippy::excessive_precision)] // the C source's literals, as written there
 mod cephes {
     // The C source's double literals, rounded to f32 as its float tables are.
     const SQRT_HALF: f32 = 0.707106781186547524_f64 as f32;
