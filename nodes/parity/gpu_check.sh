@@ -75,6 +75,13 @@ if [[ ! -d "$PACK" ]]; then
     exit 2
 fi
 command -v nvcc > /dev/null || { echo "nvcc not found: the cuda feature compiles kernels" >&2; exit 2; }
+# cudarc 0.19.10 (candle's CUDA binding) knows toolkits up to 13.4 and its build script panics on
+# newer ones; the 13.4 API is what the code uses, so a newer nvcc builds against it.
+nvcc_release="$(nvcc --version | sed -n 's/.*release \([0-9]*\)\.\([0-9]*\).*/\1 \2/p')"
+read -r nvcc_major nvcc_minor <<< "$nvcc_release"
+if [[ -z "${CUDARC_CUDA_VERSION:-}" ]] && (( nvcc_major * 100 + nvcc_minor > 1304 )); then
+    export CUDARC_CUDA_VERSION=13040
+fi
 
 # candle's kernels are compiled for this compute capability (needed when the
 # build cannot query the GPU).
@@ -86,7 +93,7 @@ fi
     date -u
     nvidia-smi || true
     nvcc --version
-    echo "CUDA_COMPUTE_CAP=${CUDA_COMPUTE_CAP:-unset}"
+    echo "CUDA_COMPUTE_CAP=${CUDA_COMPUTE_CAP:-unset} CUDARC_CUDA_VERSION=${CUDARC_CUDA_VERSION:-from nvcc}"
     git -C "$ROOT" rev-parse HEAD 2> /dev/null || true
 } > "$OUT/machine.txt" 2>&1
 
