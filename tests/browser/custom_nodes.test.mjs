@@ -95,6 +95,8 @@ test('the example WASM nodes are installed, Template with a growing vars input g
 
 test('template_blend opens from the templates dialog with its placeholders connected', async () => {
   await openEditor(page, server.base + '/');
+  // On first start the editor opens blend_pair; let it, then start blank.
+  await until(async () => (await page.evaluate(() => window.app.graph.nodes.length)) > 0, 'the first-start workflow');
   const index = await getJson(server.base, '/templates/index.json');
   const card = index[0].templates.find((t) => t.name === 'template_blend');
   assert.ok(card, JSON.stringify(index));
