@@ -9,8 +9,9 @@ use tokio::sync::broadcast;
 
 use crate::backend::{HistoryStore, PushError, QueueBackend, QueuedPrompt};
 use crate::catalog::NodeCatalog;
-use crate::executor::{ExecutionObserver, Executor, PromptJob};
+use crate::executor::{ExecutionObserver, ExecutionRecord, Executor, PromptJob};
 use crate::history::{history_entry, History};
+use crate::prompt_worker::{run_prompts, Task, Work, WorkQueue};
 use crate::protocol::ServerMessage;
 use crate::queue::PromptQueue;
 use crate::validation::{validate, ErrorInfo, NodeErrors, ValidationFailure};
@@ -225,40 +226,65 @@ impl AppState {
                 "this queue is run by other processes",
             ));
         };
-        let state = Arc::clone(self);
-        let worker_queue = Arc::clone(&queue);
+        let embedded = EmbeddedQueue {
+            state: Arc::clone(self),
+            queue: Arc::clone(&queue),
+            history,
+        };
+        let executor = Executor::new(Arc::clone(&self.paths)).with_previews(previews);
         let thread = std::thread::Builder::new()
             .name("executor".into())
-            .spawn(move || state.worker_loop(&worker_queue, &history, previews))?;
+            .spawn(move || run_prompts(&embedded, executor))?;
         Ok(EmbeddedWorker { queue, thread })
     }
+}
 
-    fn worker_loop(&self, queue: &PromptQueue, history: &History, previews: PreviewMethod) {
-        let mut executor = Executor::new(Arc::clone(&self.paths)).with_previews(previews);
-        while let Some(running) = queue.pop() {
-            if queue.take_cache_clear() {
-                executor.clear_cache();
-            }
-            let job = &running.job;
-            let observer = OutboundObserver {
-                sink: self,
+/// The in-process queue as the executor loop takes from it.
+struct EmbeddedQueue {
+    state: Arc<AppState>,
+    queue: Arc<PromptQueue>,
+    history: Arc<History>,
+}
+
+impl WorkQueue for EmbeddedQueue {
+    type Ticket = Arc<PromptJob>;
+    type Sink = Arc<AppState>;
+
+    fn take(&self) -> Option<Work<Arc<PromptJob>, Arc<AppState>>> {
+        let running = self.queue.pop()?;
+        let job = running.job;
+        Some(Work {
+            events: OutboundObserver {
+                sink: Arc::clone(&self.state),
                 target: job.client_id.clone(),
                 prompt_id: job.prompt_id.clone(),
-            };
-            let registry = self.catalog.snapshot();
-            let record = executor.run(job, &registry, &running.cancel, &observer);
-            history.insert(
-                &job.prompt_id,
-                history_entry(&QueuedPrompt::of(job), &record),
-            );
-            queue.finish();
-            self.broadcast_status();
-            observer.message(ServerMessage::Executing {
-                node: None,
-                display_node: None,
-                prompt_id: job.prompt_id.clone(),
-            });
-        }
+            },
+            task: Task::Run {
+                job: Arc::clone(&job),
+                registry: self.state.catalog.snapshot(),
+                cancel: running.cancel,
+            },
+            ticket: job,
+        })
+    }
+
+    fn take_cache_clear(&self) -> bool {
+        self.queue.take_cache_clear()
+    }
+
+    fn finish(
+        &self,
+        job: Arc<PromptJob>,
+        record: &ExecutionRecord,
+        _events: &OutboundObserver<Arc<AppState>>,
+    ) -> bool {
+        self.history.insert(
+            &job.prompt_id,
+            history_entry(&QueuedPrompt::of(&job), record),
+        );
+        self.queue.finish();
+        self.state.broadcast_status();
+        true
     }
 }
 
@@ -283,7 +309,7 @@ pub trait OutboundSink: Send + Sync {
     fn send(&self, outbound: Outbound);
 }
 
-impl OutboundSink for &AppState {
+impl OutboundSink for Arc<AppState> {
     fn send(&self, outbound: Outbound) {
         AppState::send(self, outbound);
     }

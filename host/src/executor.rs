@@ -201,9 +201,7 @@ struct PromptRun<'a> {
 impl PromptRun<'_> {
     fn emit(&mut self, message: ServerMessage, keep_in_history: bool) {
         if keep_in_history {
-            self.record
-                .messages
-                .push((message.event_name(), message.data()));
+            self.record.messages.push(message.name_and_data());
         }
         self.observer.message(message);
     }

@@ -127,21 +127,21 @@ impl ServerMessage {
         }
     }
 
-    /// The event name (`"execution_start"`, ...), as used in history messages.
-    pub fn event_name(&self) -> String {
-        self.to_json()["type"]
-            .as_str()
-            .unwrap_or_default()
-            .to_owned()
-    }
-
     pub fn to_json(&self) -> Json {
         serde_json::to_value(self).unwrap_or_default()
     }
 
-    /// The `data` part alone.
-    pub fn data(&self) -> Json {
-        self.to_json()["data"].clone()
+    /// The event name (`"execution_start"`, ...) and the `data` part, as
+    /// history messages keep them; serialised once.
+    pub fn name_and_data(&self) -> (String, Json) {
+        let Json::Object(mut message) = self.to_json() else {
+            return (String::new(), Json::Null);
+        };
+        let name = match message.remove("type") {
+            Some(Json::String(name)) => name,
+            _ => String::new(),
+        };
+        (name, message.remove("data").unwrap_or(Json::Null))
     }
 }
 
@@ -224,8 +224,9 @@ mod tests {
             },
             timestamp: 5,
         };
-        assert_eq!(m.event_name(), "execution_interrupted");
-        assert_eq!(m.data()["node_type"], "Delay");
+        let (name, data) = m.name_and_data();
+        assert_eq!(name, "execution_interrupted");
+        assert_eq!(data["node_type"], "Delay");
     }
 
     #[test]

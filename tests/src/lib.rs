@@ -17,20 +17,59 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 /// How long any single wait in a test may take before it fails.
 pub const TIMEOUT: Duration = Duration::from_secs(30);
 
-/// The `cretok` binary built by `cargo test --workspace` next to the test executables.
+/// The `cretok` binary built by `cargo test --workspace` next to the test
+/// executables; fails when it is missing or older than the sources it is
+/// built from (an end-to-end test must not run a stale binary).
 pub fn cretok_bin() -> PathBuf {
+    static CHECKED: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    CHECKED.get_or_init(fresh_binary).clone()
+}
+
+fn fresh_binary() -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
     let dir = exe
         .parent()
         .and_then(Path::parent)
         .expect("target directory");
     let bin = dir.join(format!("cretok{}", std::env::consts::EXE_SUFFIX));
-    assert!(
-        bin.is_file(),
-        "{} is missing: run `cargo test --workspace` (or `cargo build -p cretok-host`) first",
-        bin.display()
-    );
+    let build = "run `cargo build -p cretok-host` (or `cargo test --workspace`) first";
+    let built = std::fs::metadata(&bin)
+        .and_then(|m| m.modified())
+        .unwrap_or_else(|_| panic!("{} is missing: {build}", bin.display()));
+    let root = repo_root();
+    let sources = [
+        "host/src",
+        "host/Cargo.toml",
+        "nodes/src",
+        "nodes/Cargo.toml",
+        "wit/since_v0.1.0",
+    ];
+    let newer = sources
+        .iter()
+        .find_map(|s| changed_after(&root.join(s), built));
+    if let Some(source) = newer {
+        panic!(
+            "{} is older than {}: {build}",
+            bin.display(),
+            source.display()
+        );
+    }
     bin
+}
+
+/// A file at or under `path` changed after `time`, if any.
+fn changed_after(path: &Path, time: std::time::SystemTime) -> Option<PathBuf> {
+    let meta = std::fs::metadata(path).ok()?;
+    if !meta.is_dir() {
+        return meta
+            .modified()
+            .is_ok_and(|m| m > time)
+            .then(|| path.to_path_buf());
+    }
+    std::fs::read_dir(path)
+        .ok()?
+        .flatten()
+        .find_map(|entry| changed_after(&entry.path(), time))
 }
 
 /// Builds example guest components from `wit/examples` (shared with the host's
@@ -402,6 +441,21 @@ impl RedisServer {
     /// Kills the server (Redis going down under a running deployment).
     pub async fn stop(&mut self) -> Result<()> {
         self.child.kill().await?;
+        Ok(())
+    }
+
+    /// Sends `SIGNAL` (`STOP`, `CONT`) to the server: a stopped Redis accepts
+    /// connections and never answers, as a hung one does.
+    pub fn signal(&self, signal: &str) -> Result<()> {
+        let pid = self.child.id().context("redis-server has exited")?;
+        let status = std::process::Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(pid.to_string())
+            .status()
+            .context("running kill")?;
+        if !status.success() {
+            bail!("kill -{signal} {pid} failed");
+        }
         Ok(())
     }
 

@@ -407,3 +407,50 @@ async fn a_prompt_whose_workers_keep_dying_is_dead_lettered_after_three_deliveri
     assert_eq!(queue, json!({"queue_running": [], "queue_pending": []}));
     Ok(())
 }
+
+#[tokio::test]
+async fn while_redis_hangs_prompts_get_503_and_other_routes_keep_answering() -> Result<()> {
+    let Some(redis) = RedisServer::start().await? else {
+        return Ok(());
+    };
+    let dir = tempfile::tempdir()?;
+    let front = Server::start(dir.path(), &["--redis", &redis.url]).await?;
+    redis.signal("STOP")?;
+    // More waiting submissions than the runtime has worker threads.
+    let waiting: Vec<_> = (0..8)
+        .map(|i| {
+            let (http, url) = (front.http.clone(), front.url("/prompt"));
+            let body = json!({"prompt": delayed_text(&format!("hung {i}"), 0, "hung")});
+            tokio::spawn(async move {
+                let response = http.post(url).body(body.to_string()).send().await?;
+                let status = response.status().as_u16();
+                anyhow::Ok((status, response.json::<Value>().await?))
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for _ in 0..5 {
+        let asked = tokio::time::Instant::now();
+        let (status, _) = front.get("/object_info/Delay").await?;
+        assert_eq!(status, 200);
+        assert!(
+            asked.elapsed() < Duration::from_secs(2),
+            "a route waited {:?} behind the hung queue",
+            asked.elapsed()
+        );
+    }
+    for answer in waiting {
+        let (status, body) = answer.await??;
+        assert_eq!(status, 503, "{body}");
+        assert_eq!(body["error"]["type"], "queue_unavailable", "{body}");
+    }
+    redis.signal("CONT")?;
+    let (status, body) = front
+        .post(
+            "/prompt",
+            &json!({"prompt": delayed_text("back", 0, "back")}),
+        )
+        .await?;
+    assert_eq!(status, 200, "{body}");
+    Ok(())
+}

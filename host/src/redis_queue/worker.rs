@@ -24,6 +24,7 @@ use crate::app::{Outbound, OutboundObserver, OutboundSink};
 use crate::backend::QueuedPrompt;
 use crate::executor::{ExecutionObserver, ExecutionRecord, Executor, Outcome, PromptJob};
 use crate::history::{history_entry, MAX_HISTORY};
+use crate::prompt_worker::{run_prompts, Task, Work, WorkQueue};
 use crate::protocol::{now_ms, FailedNode, ServerMessage};
 use crate::validation::validate;
 
@@ -98,9 +99,23 @@ pub struct RedisWorker {
     pool: Arc<Pool>,
     settings: Arc<WorkerSettings>,
     paths: Arc<Paths>,
-    registry: Registry,
+    registry: Arc<Registry>,
     current: Arc<Mutex<Option<Current>>>,
     clear_cache: Arc<AtomicBool>,
+}
+
+/// The worker taking prompts until `stop` is set: the executor loop's queue.
+struct Taking<'a> {
+    worker: &'a RedisWorker,
+    stop: &'a AtomicBool,
+}
+
+/// A prompt this worker took, as `finish` needs it.
+struct Ticket {
+    entry_id: String,
+    queued: QueuedPrompt,
+    /// The run's claim state; `None` when it was not run.
+    current: Option<Current>,
 }
 
 impl RedisWorker {
@@ -116,7 +131,7 @@ impl RedisWorker {
             pool: Arc::new(pool),
             settings: Arc::new(settings),
             paths,
-            registry,
+            registry: Arc::new(registry),
             current: Arc::default(),
             clear_cache: Arc::default(),
         })
@@ -126,29 +141,13 @@ impl RedisWorker {
     pub fn run(&self, stop: &AtomicBool) -> anyhow::Result<()> {
         self.spawn_control_listener()?;
         self.spawn_heartbeat()?;
-        let mut executor =
-            Executor::new(Arc::clone(&self.paths)).with_previews(self.settings.previews);
         println!(
             "cretok worker {} is waiting for prompts",
             self.settings.name
         );
-        while !stop.load(Ordering::SeqCst) {
-            match self.next_entry() {
-                Ok(Some(delivery)) => {
-                    if let Err(e) = self.process(&mut executor, &delivery) {
-                        let id = &delivery.entry.id;
-                        tracing::error!("prompt entry {id}: {e}; it will be claimed again");
-                        std::thread::sleep(Duration::from_secs(1));
-                    }
-                }
-                Ok(None) => {}
-                Err(e) => {
-                    tracing::warn!("reading the queue: {e}; retrying in 1 s");
-                    std::thread::sleep(Duration::from_secs(1));
-                    let _ = self.pool.with(ensure_group);
-                }
-            }
-        }
+        let executor =
+            Executor::new(Arc::clone(&self.paths)).with_previews(self.settings.previews);
+        run_prompts(&Taking { worker: self, stop }, executor);
         Ok(())
     }
 
@@ -186,10 +185,13 @@ impl RedisWorker {
         })
     }
 
-    fn process(&self, executor: &mut Executor, delivery: &Delivery) -> RedisResult<()> {
-        let entry = &delivery.entry;
-        let Some(queued) = entry_prompt(entry) else {
-            return self.acknowledge(&entry.id, None);
+    /// The work of a delivered entry, or `None` when there is nothing to run
+    /// (a malformed entry, a prompt already finished).
+    fn accept(&self, delivery: Delivery) -> RedisResult<Option<Work<Ticket, RedisEvents>>> {
+        let entry = delivery.entry;
+        let Some(queued) = entry_prompt(&entry) else {
+            self.acknowledge(&entry.id, None)?;
+            return Ok(None);
         };
         let prompt_id = queued.prompt_id.clone();
         let (finished, interrupted): (bool, bool) = self.pool.with(|con| {
@@ -200,11 +202,12 @@ impl RedisWorker {
         })?;
         if finished {
             println!("skipped {prompt_id}: already finished");
-            return self.acknowledge(&entry.id, Some(&prompt_id));
+            self.acknowledge(&entry.id, Some(&prompt_id))?;
+            return Ok(None);
         }
-        let observer = OutboundObserver {
+        let events = OutboundObserver {
             sink: RedisEvents {
-                pool: &self.pool,
+                pool: Arc::clone(&self.pool),
                 prompt_id: prompt_id.clone(),
                 held: Mutex::default(),
             },
@@ -212,8 +215,16 @@ impl RedisWorker {
             prompt_id: prompt_id.clone(),
         };
         if delivery.deliveries > self.settings.max_deliveries {
-            let record = self.dead_letter(entry, &queued, delivery.deliveries - 1, &observer)?;
-            return self.report(&entry.id, &queued, &record, &observer);
+            let record = self.dead_letter(&entry, &queued, delivery.deliveries - 1, &events)?;
+            return Ok(Some(Work {
+                ticket: Ticket {
+                    entry_id: entry.id,
+                    queued,
+                    current: None,
+                },
+                events,
+                task: Task::Refused(record),
+            }));
         }
         let current = Current {
             entry_id: entry.id.clone(),
@@ -227,21 +238,19 @@ impl RedisWorker {
         *self.lock_current() = Some(current.clone());
         println!("started {prompt_id}");
         self.publish_status();
-        if self.clear_cache.swap(false, Ordering::SeqCst) {
-            executor.clear_cache();
-        }
-        let record = match validate(&queued.prompt, &self.registry) {
-            Ok(valid) => {
-                let job = PromptJob {
+        let task = match validate(&queued.prompt, self.registry.as_ref()) {
+            Ok(valid) => Task::Run {
+                job: Arc::new(PromptJob {
                     prompt_id: prompt_id.clone(),
                     number: queued.number,
                     prompt: queued.prompt.clone(),
                     valid,
                     client_id: queued.client_id.clone(),
                     extra_data: queued.extra_data.clone(),
-                };
-                executor.run(&job, &self.registry, &current.cancel, &observer)
-            }
+                }),
+                registry: Arc::clone(&self.registry),
+                cancel: current.cancel.clone(),
+            },
             Err(failure) => {
                 let (node_id, node_type) = failure
                     .node_errors
@@ -260,15 +269,23 @@ impl RedisWorker {
                     node_type,
                     executed: vec![],
                 };
-                error_record(failed, "prompt_invalid_on_worker", message, &observer)
+                Task::Refused(error_record(
+                    failed,
+                    "prompt_invalid_on_worker",
+                    message,
+                    &events,
+                ))
             }
         };
-        *self.lock_current() = None;
-        if current.lost.load(Ordering::SeqCst) {
-            println!("lost {prompt_id} to another worker");
-            return Ok(());
-        }
-        self.report(&entry.id, &queued, &record, &observer)
+        Ok(Some(Work {
+            ticket: Ticket {
+                entry_id: entry.id,
+                queued,
+                current: Some(current),
+            },
+            events,
+            task,
+        }))
     }
 
     /// Moves a prompt that was delivered `runs` times without finishing to the
@@ -317,7 +334,7 @@ impl RedisWorker {
         entry_id: &str,
         queued: &QueuedPrompt,
         record: &ExecutionRecord,
-        observer: &OutboundObserver<RedisEvents<'_>>,
+        observer: &OutboundObserver<RedisEvents>,
     ) -> RedisResult<()> {
         let prompt_id = &queued.prompt_id;
         let held =
@@ -335,11 +352,6 @@ impl RedisWorker {
             println!("skipped {prompt_id}: finished elsewhere meanwhile");
         }
         self.publish_status();
-        observer.message(ServerMessage::Executing {
-            node: None,
-            display_node: None,
-            prompt_id: prompt_id.clone(),
-        });
         Ok(())
     }
 
@@ -459,6 +471,60 @@ impl RedisWorker {
     }
 }
 
+impl WorkQueue for Taking<'_> {
+    type Ticket = Ticket;
+    type Sink = RedisEvents;
+
+    fn take(&self) -> Option<Work<Ticket, RedisEvents>> {
+        let worker = self.worker;
+        while !self.stop.load(Ordering::SeqCst) {
+            let accepted = worker
+                .next_entry()
+                .and_then(|delivery| delivery.map_or(Ok(None), |d| worker.accept(d)));
+            match accepted {
+                Ok(Some(work)) => return Some(work),
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::warn!("taking a prompt: {e}; retrying in 1 s");
+                    std::thread::sleep(Duration::from_secs(1));
+                    let _ = worker.pool.with(ensure_group);
+                }
+            }
+        }
+        None
+    }
+
+    fn take_cache_clear(&self) -> bool {
+        self.worker.clear_cache.swap(false, Ordering::SeqCst)
+    }
+
+    fn finish(
+        &self,
+        ticket: Ticket,
+        record: &ExecutionRecord,
+        events: &OutboundObserver<RedisEvents>,
+    ) -> bool {
+        let worker = self.worker;
+        *worker.lock_current() = None;
+        let prompt_id = &ticket.queued.prompt_id;
+        if ticket
+            .current
+            .is_some_and(|c| c.lost.load(Ordering::SeqCst))
+        {
+            println!("lost {prompt_id} to another worker");
+            return false;
+        }
+        match worker.report(&ticket.entry_id, &ticket.queued, record, events) {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::error!("finishing prompt {prompt_id}: {e}; it will be claimed again");
+                std::thread::sleep(Duration::from_secs(1));
+                false
+            }
+        }
+    }
+}
+
 fn listen_for_control(
     client: &redis::Client,
     current: &Mutex<Option<Current>>,
@@ -506,20 +572,20 @@ fn error_record(
     ExecutionRecord {
         outcome: Outcome::Error,
         outputs: Default::default(),
-        messages: vec![(message.event_name(), message.data())],
+        messages: vec![message.name_and_data()],
         failure: Some(message),
     }
 }
 
 /// Publishes a prompt's events; holds back the final one (success, error or
 /// interruption) for [`RedisWorker::finish`], which publishes it only once.
-struct RedisEvents<'a> {
-    pool: &'a Pool,
+struct RedisEvents {
+    pool: Arc<Pool>,
     prompt_id: String,
     held: Mutex<Vec<Vec<u8>>>,
 }
 
-impl OutboundSink for RedisEvents<'_> {
+impl OutboundSink for RedisEvents {
     fn send(&self, outbound: Outbound) {
         let is_final = matches!(
             &outbound,

@@ -9,8 +9,9 @@ use axum::Json;
 use serde_json::{json, Value as Json_};
 
 use super::error::{ApiError, JsonBody};
-use super::prompts::number_param;
+use super::prompts::{number_param, off_runtime};
 use super::Shared;
+use crate::app::AppState;
 use crate::backend::QueuedPrompt;
 
 /// Output kinds the frontend can preview (ComfyUI's `PREVIEWABLE_MEDIA_TYPES`).
@@ -146,15 +147,15 @@ fn outputs_summary(outputs: &Json_) -> (usize, Option<Json_>) {
 }
 
 /// Running, pending in queue order, then finished prompts newest first.
-fn all_jobs(s: &Shared) -> Vec<Job> {
+fn all_jobs(app: &AppState) -> Vec<Job> {
     let mut jobs = Vec::new();
-    for r in s.app.queue.running() {
+    for r in app.queue.running() {
         jobs.push(Job::queued(&r, "in_progress"));
     }
-    for j in s.app.queue.pending() {
+    for j in app.queue.pending() {
         jobs.push(Job::queued(&j, "pending"));
     }
-    let history = s.app.history.list(None, None);
+    let history = app.history.list(None, None);
     for (id, entry) in history.iter().rev() {
         jobs.push(Job::finished(id, entry));
     }
@@ -173,7 +174,7 @@ pub async fn list(
         .filter(|s| !s.is_empty())
         .map(|s| s.split(',').collect());
 
-    let mut jobs = all_jobs(&s);
+    let mut jobs = off_runtime(&s, all_jobs).await;
     jobs.retain(|j| wanted.as_ref().is_none_or(|w| w.contains(&j.status())));
     let total = jobs.len();
     let page: Vec<Json_> = jobs
@@ -199,7 +200,8 @@ pub async fn detail(
     State(s): State<Shared>,
     Path(id): Path<String>,
 ) -> Result<Json<Json_>, ApiError> {
-    all_jobs(&s)
+    off_runtime(&s, all_jobs)
+        .await
         .into_iter()
         .find(|j| j.summary["id"] == id.as_str())
         .map(|j| Json(j.detail()))
@@ -207,17 +209,23 @@ pub async fn detail(
 }
 
 /// Removes a pending job or interrupts the running one; whether it was found.
-fn cancel_one(s: &Shared, id: &str) -> bool {
-    s.app.queue.delete(&[id.to_owned()]) > 0 || s.app.queue.interrupt(Some(id))
+fn cancel_one(app: &AppState, id: &str) -> bool {
+    app.queue.delete(&[id.to_owned()]) > 0 || app.queue.interrupt(Some(id))
+}
+
+/// Cancels each job it can; returns those it found.
+async fn cancel_jobs(s: &Shared, ids: Vec<String>) -> Vec<String> {
+    off_runtime(s, move |app| {
+        let cancelled: Vec<String> = ids.into_iter().filter(|id| cancel_one(app, id)).collect();
+        app.broadcast_status();
+        cancelled
+    })
+    .await
 }
 
 /// `POST /jobs/{id}/cancel`.
 pub async fn cancel(State(s): State<Shared>, Path(id): Path<String>) -> Json<Json_> {
-    let cancelled: Vec<&str> = cancel_one(&s, &id)
-        .then_some(id.as_str())
-        .into_iter()
-        .collect();
-    s.app.broadcast_status();
+    let cancelled = cancel_jobs(&s, vec![id]).await;
     Json(json!({ "cancelled": cancelled }))
 }
 
@@ -226,14 +234,13 @@ pub async fn cancel_many(
     State(s): State<Shared>,
     JsonBody(body): JsonBody,
 ) -> Result<Json<Json_>, ApiError> {
-    let ids: Vec<&str> = body["job_ids"]
+    let ids: Vec<String> = body["job_ids"]
         .as_array()
         .ok_or_else(|| ApiError::bad_request("job_ids must be a list of ids", ""))?
         .iter()
-        .filter_map(Json_::as_str)
+        .filter_map(|id| id.as_str().map(str::to_owned))
         .collect();
-    let cancelled: Vec<&str> = ids.into_iter().filter(|id| cancel_one(&s, id)).collect();
-    s.app.broadcast_status();
+    let cancelled = cancel_jobs(&s, ids).await;
     Ok(Json(json!({ "cancelled": cancelled })))
 }
 

@@ -1,6 +1,7 @@
 //! Prompt, queue, history and interrupt routes.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
@@ -10,7 +11,8 @@ use serde_json::{json, Map, Value as Json_};
 
 use super::error::{ApiError, JsonBody};
 use super::Shared;
-use crate::app::{PromptRequest, SubmitError};
+use crate::app::{AppState, PromptRequest, SubmitError};
+use crate::backend::QueuedPrompt;
 
 /// Reads the `POST /prompt` body (also used by the websocket's `queue_prompt`).
 pub fn prompt_request(body: &Json_) -> Result<PromptRequest, ApiError> {
@@ -49,7 +51,7 @@ pub async fn post_prompt(State(s): State<Shared>, JsonBody(body): JsonBody) -> R
         Ok(r) => r,
         Err(e) => return e.into_response(),
     };
-    match s.app.submit(request) {
+    match off_runtime(&s, move |app| app.submit(request)).await {
         Ok(sub) => Json(json!({"prompt_id": sub.prompt_id, "number": sub.number, "node_errors": sub.node_errors}))
             .into_response(),
         Err(refused) => {
@@ -63,13 +65,17 @@ pub async fn post_prompt(State(s): State<Shared>, JsonBody(body): JsonBody) -> R
 }
 
 pub async fn get_prompt(State(s): State<Shared>) -> Json<Json_> {
-    Json(json!({"exec_info": {"queue_remaining": s.app.queue.remaining()}}))
+    let remaining = off_runtime(&s, |app| app.queue.remaining()).await;
+    Json(json!({"exec_info": {"queue_remaining": remaining}}))
 }
 
 pub async fn get_queue(State(s): State<Shared>) -> Json<Json_> {
-    let running: Vec<Json_> = s.app.queue.running().iter().map(|q| q.tuple()).collect();
-    let pending: Vec<Json_> = s.app.queue.pending().iter().map(|q| q.tuple()).collect();
-    Json(json!({"queue_running": running, "queue_pending": pending}))
+    let (running, pending) =
+        off_runtime(&s, |app| (app.queue.running(), app.queue.pending())).await;
+    let tuples = |prompts: Vec<QueuedPrompt>| -> Vec<Json_> {
+        prompts.iter().map(QueuedPrompt::tuple).collect()
+    };
+    Json(json!({"queue_running": tuples(running), "queue_pending": tuples(pending)}))
 }
 
 fn id_list(body: &Json_, key: &str) -> Vec<String> {
@@ -84,11 +90,16 @@ fn id_list(body: &Json_, key: &str) -> Vec<String> {
 }
 
 pub async fn post_queue(State(s): State<Shared>, JsonBody(body): JsonBody) -> StatusCode {
-    if body.get("clear").and_then(Json_::as_bool) == Some(true) {
-        s.app.queue.clear();
-    }
-    s.app.queue.delete(&id_list(&body, "delete"));
-    s.app.broadcast_status();
+    let clear = body.get("clear").and_then(Json_::as_bool) == Some(true);
+    let delete = id_list(&body, "delete");
+    off_runtime(&s, move |app| {
+        if clear {
+            app.queue.clear();
+        }
+        app.queue.delete(&delete);
+        app.broadcast_status();
+    })
+    .await;
     StatusCode::OK
 }
 
@@ -111,7 +122,8 @@ pub async fn get_history(
 ) -> Result<Json<Json_>, ApiError> {
     let max_items = number_param(&params, "max_items")?;
     let offset = number_param(&params, "offset")?;
-    Ok(Json(Json_::Object(s.app.history.list(max_items, offset))))
+    let page = off_runtime(&s, move |app| app.history.list(max_items, offset)).await;
+    Ok(Json(Json_::Object(page)))
 }
 
 pub async fn get_history_item(
@@ -119,28 +131,49 @@ pub async fn get_history_item(
     Path(prompt_id): Path<String>,
 ) -> Json<Json_> {
     let mut out = Map::new();
-    if let Some(entry) = s.app.history.get(&prompt_id) {
+    let id = prompt_id.clone();
+    if let Some(entry) = off_runtime(&s, move |app| app.history.get(&id)).await {
         out.insert(prompt_id, entry);
     }
     Json(Json_::Object(out))
 }
 
 pub async fn post_history(State(s): State<Shared>, JsonBody(body): JsonBody) -> StatusCode {
-    if body.get("clear").and_then(Json_::as_bool) == Some(true) {
-        s.app.history.clear();
-    }
-    s.app.history.delete(&id_list(&body, "delete"));
+    let clear = body.get("clear").and_then(Json_::as_bool) == Some(true);
+    let delete = id_list(&body, "delete");
+    off_runtime(&s, move |app| {
+        if clear {
+            app.history.clear();
+        }
+        app.history.delete(&delete);
+    })
+    .await;
     StatusCode::OK
 }
 
 pub async fn interrupt(State(s): State<Shared>, JsonBody(body): JsonBody) -> StatusCode {
-    s.app
-        .queue
-        .interrupt(body.get("prompt_id").and_then(Json_::as_str));
+    let prompt_id = body
+        .get("prompt_id")
+        .and_then(Json_::as_str)
+        .map(str::to_owned);
+    off_runtime(&s, move |app| app.queue.interrupt(prompt_id.as_deref())).await;
     StatusCode::OK
 }
 
 pub async fn free(State(s): State<Shared>) -> StatusCode {
-    s.app.request_cache_clear();
+    off_runtime(&s, |app| app.request_cache_clear()).await;
     StatusCode::OK
+}
+
+/// Runs queue and history calls on the blocking pool: a backend may wait on
+/// the network (Redis), and the async workers must keep serving meanwhile.
+pub(super) async fn off_runtime<T: Send + 'static>(
+    s: &Shared,
+    call: impl FnOnce(&AppState) -> T + Send + 'static,
+) -> T {
+    let app = Arc::clone(&s.app);
+    match tokio::task::spawn_blocking(move || call(app.as_ref())).await {
+        Ok(value) => value,
+        Err(e) => std::panic::resume_unwind(e.into_panic()),
+    }
 }

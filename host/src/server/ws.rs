@@ -14,9 +14,9 @@ use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value as Json};
 use tokio::sync::{broadcast, mpsc};
 
-use super::prompts::prompt_request;
+use super::prompts::{off_runtime, prompt_request};
 use super::{Shared, MAX_UPLOAD_BYTES};
-use crate::app::Outbound;
+use crate::app::{AppState, Outbound};
 use crate::protocol::{preview_frame, preview_frame_with_metadata, text_frame, ServerMessage};
 
 /// How long a closing connection may take to send what it owes and its close frame.
@@ -41,7 +41,8 @@ async fn connection(s: Shared, socket: WebSocket, sid: String) {
     let (direct_tx, mut direct_rx) = mpsc::unbounded_channel::<ServerMessage>();
     let metadata_previews = Arc::new(AtomicBool::new(false));
 
-    let hello = ServerMessage::status(s.app.queue.remaining(), Some(sid.clone()));
+    let remaining = off_runtime(&s, |app| app.queue.remaining()).await;
+    let hello = ServerMessage::status(remaining, Some(sid.clone()));
     if sink
         .send(Message::Text(hello.to_json().to_string().into()))
         .await
@@ -96,9 +97,12 @@ async fn connection(s: Shared, socket: WebSocket, sid: String) {
                 ));
                 continue;
             };
-            if let Some(answer) =
-                handle_command(&recv_state, &recv_sid, &command, first, &metadata_previews)
-            {
+            let (sid, flags) = (recv_sid.clone(), Arc::clone(&metadata_previews));
+            let answer = off_runtime(&recv_state, move |app| {
+                handle_command(app, &sid, &command, first, &flags)
+            })
+            .await;
+            if let Some(answer) = answer {
                 let _ = direct_tx.send(answer);
             }
             first = false;
@@ -158,7 +162,7 @@ fn reply(request_id: Json, result: Result<Json, Json>) -> ServerMessage {
 }
 
 fn handle_command(
-    s: &Shared,
+    app: &AppState,
     sid: &str,
     command: &Json,
     first: bool,
@@ -182,16 +186,14 @@ fn handle_command(
         Some("queue_prompt") => {
             let result = prompt_request(&data).map_err(|e| e.body).and_then(|mut request| {
                 request.client_id.get_or_insert_with(|| sid.to_owned());
-                s.app
-                    .submit(request)
+                app.submit(request)
                     .map(|sub| json!({"prompt_id": sub.prompt_id, "number": sub.number, "node_errors": sub.node_errors}))
                     .map_err(|refused| refused.failure().to_json())
             });
             Some(reply(request_id, result))
         }
         Some("interrupt") => {
-            let interrupted = s
-                .app
+            let interrupted = app
                 .queue
                 .interrupt(data.get("prompt_id").and_then(Json::as_str));
             Some(reply(request_id, Ok(json!({"interrupted": interrupted}))))
