@@ -253,6 +253,19 @@ impl Server {
     }
 
     /// Whether the process is still running.
+    /// The server's resident memory in bytes (`VmRSS` of /proc/PID/status).
+    pub fn rss_bytes(&self) -> Result<u64> {
+        let pid = self.child.id().context("the server has exited")?;
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+        let kib = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse::<u64>().ok())
+            .context("no VmRSS in /proc/PID/status")?;
+        Ok(kib * 1024)
+    }
+
     pub fn alive(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
     }
