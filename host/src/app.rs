@@ -341,6 +341,9 @@ impl<S: OutboundSink> ExecutionObserver for OutboundObserver<S> {
     }
 
     fn text(&self, node_id: &str, text: &str) {
+        for line in text.lines() {
+            tracing::info!("[{node_id}] {line}");
+        }
         self.sink.send(Outbound::Text {
             target: self.target.clone(),
             node_id: node_id.to_owned(),

@@ -113,6 +113,18 @@ impl ValidationFailure {
     }
 }
 
+/// How to get a node type this install lacks: the custom (WASM) nodes are built into the
+/// custom-nodes folder, then the server reloads them.
+fn install_hint(class: &str) -> String {
+    format!(
+        "if {class} is a custom (WASM) node, build it into the custom-nodes folder \
+         (<data dir>/custom_nodes, or --custom-nodes DIR), e.g. for the examples: \
+         `cargo run -p cretok-componentize -- workspace wit/examples -p template -p pairs \
+         -p weighted-choice --out <data dir>/custom_nodes`; then restart the server or reload \
+         (POST /api/custom_nodes/reload); see wit/README.md"
+    )
+}
+
 /// An input after validation: a link to check at run time, or a typed literal.
 #[derive(Debug, Clone)]
 pub enum ResolvedInput {
@@ -409,7 +421,7 @@ fn known_schemas(
                 None => ErrorInfo::new(
                     "invalid_prompt",
                     &format!("Cannot execute because node {class} does not exist."),
-                    format!("Node ID '#{id}'"),
+                    format!("Node ID '#{id}'; {}", install_hint(class)),
                 ),
             },
         };

@@ -11,7 +11,7 @@ use anyhow::{bail, Context, Result};
 pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<()> {
     let dir = parent_dir(path);
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let mut tmp = tempfile::NamedTempFile::new_in(dir)
+    let mut tmp = temp_file_in(dir)
         .with_context(|| format!("creating a temporary file in {}", dir.display()))?;
     tmp.write_all(bytes)?;
     tmp.as_file().sync_all()?;
@@ -25,7 +25,7 @@ pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<()> {
 /// several writers share the folder). Returns the file name.
 pub fn write_numbered(dir: &Path, stem: &str, ext: &str, bytes: &[u8]) -> Result<String> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
+    let mut tmp = temp_file_in(dir)?;
     tmp.write_all(bytes)?;
     tmp.as_file().sync_all()?;
     let mut counter = next_counter(dir, stem, ext);
@@ -40,6 +40,19 @@ pub fn write_numbered(dir: &Path, stem: &str, ext: &str, bytes: &[u8]) -> Result
             Err(e) => return Err(e.error).context(format!("writing {name}")),
         }
     }
+}
+
+/// A temporary file in `dir` with the mode a plain `File::create` gets (0666 less the umask)
+/// instead of tempfile's 0600, so that the file it is renamed into is as readable as the user
+/// expects.
+fn temp_file_in(dir: &Path) -> std::io::Result<tempfile::NamedTempFile> {
+    let mut builder = tempfile::Builder::new();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        builder.permissions(std::fs::Permissions::from_mode(0o666));
+    }
+    builder.tempfile_in(dir)
 }
 
 /// One past the highest counter already used for `stem` in `dir`.

@@ -8,7 +8,7 @@
 #   npm ci --prefix tests/browser                        # playwright-core, pinned; never downloads browsers
 #   cargo build -p cretok-host                           # target/debug/cretok
 #
-# Then: bash tests/browser/run.sh            # frontend.test.mjs, editor.test.mjs, custom_nodes.test.mjs
+# Then: bash tests/browser/run.sh            # frontend.test.mjs, editor.test.mjs, custom_nodes.test.mjs newcomer.test.mjs
 #       bash tests/browser/run.sh --export-ui-workflows   # rewrite workflows/ui/ (export_ui_workflows.mjs)
 #
 # Environment (all optional):
@@ -52,4 +52,4 @@ if [[ "${1:-}" == "--export-ui-workflows" ]]; then
   exec node export_ui_workflows.mjs
 fi
 exec node --test --test-concurrency=1 --test-reporter=spec --test-reporter-destination=stdout \
-  frontend.test.mjs editor.test.mjs custom_nodes.test.mjs
+  frontend.test.mjs editor.test.mjs custom_nodes.test.mjs newcomer.test.mjs

@@ -1,5 +1,6 @@
 //! `cretok run` and `cretok nodes` as a user runs them.
 
+use std::path::Path;
 use std::process::Command;
 
 use cretok_tests::{cretok_bin, repo_root};
@@ -96,4 +97,147 @@ fn nodes_json_is_the_object_info() {
         info["Delay"]["input"]["required"]["milliseconds"][1]["max"],
         3_600_000
     );
+}
+
+/// `cretok ARGS --data-dir DIR` under `umask MASK` (a shell sets it, then runs the binary).
+fn cretok_under_umask(mask: &str, args: &[&str], data_dir: &Path) -> std::process::Output {
+    Command::new("sh")
+        .arg("-c")
+        .arg(format!("umask {mask} && exec \"$0\" \"$@\""))
+        .arg(cretok_bin())
+        .args(args)
+        .arg("--data-dir")
+        .arg(data_dir)
+        .current_dir(repo_root())
+        .output()
+        .expect("sh runs")
+}
+
+#[cfg(unix)]
+#[test]
+fn written_files_follow_the_umask() {
+    use std::os::unix::fs::PermissionsExt;
+    for (mask, mode) in [("022", 0o644), ("077", 0o600)] {
+        let dir = tempfile::tempdir().unwrap();
+        let out = cretok_under_umask(mask, &["run", "workflows/hello_text.json"], dir.path());
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let path = stdout
+            .trim()
+            .strip_prefix("wrote ")
+            .expect("a written file");
+        let written = std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(written, mode, "umask {mask}: {path}");
+
+        let out = cretok_under_umask(mask, &["dev", "tiny-checkpoint"], dir.path());
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let ckpt = dir.path().join("models/checkpoints/tiny-sd3.safetensors");
+        let written = std::fs::metadata(&ckpt).unwrap().permissions().mode() & 0o777;
+        assert_eq!(written, mode, "umask {mask}: {}", ckpt.display());
+    }
+}
+
+#[test]
+fn run_prints_node_messages_once_as_plain_lines_when_not_a_terminal() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = cretok(&["dev", "tiny-checkpoint"], dir.path());
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // `output()` pipes stdout and stderr: neither is a terminal.
+    let out = cretok(
+        &["run", "workflows/cretok_train_and_blend.json"],
+        dir.path(),
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let lines: Vec<&str> = stderr.lines().collect();
+    let training: Vec<&str> = lines
+        .iter()
+        .copied()
+        .filter(|l| l.starts_with("[2] step "))
+        .collect();
+    assert!(
+        training.iter().any(|l| l.contains(": loss ")),
+        "no training loss lines:\n{stderr}"
+    );
+    assert!(
+        training.iter().any(|l| l.contains("held-out loss")),
+        "no held-out loss lines:\n{stderr}"
+    );
+    for line in &training {
+        let times = lines.iter().filter(|l| l == &line).count();
+        assert_eq!(times, 1, "printed {times} times: {line}\n{stderr}");
+    }
+    let saved = "[2] saved models/embeddings/cretok.safetensors";
+    assert_eq!(
+        lines.iter().filter(|l| l.starts_with(saved)).count(),
+        1,
+        "{stderr}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("[1] ") && l.contains("layout") && l.contains("text encoders")),
+        "no loader summary:\n{stderr}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("[1] ") && l.contains("T5 dropped")),
+        "the loader does not say that T5 is dropped, and why:\n{stderr}"
+    );
+}
+
+#[test]
+fn every_option_is_described_and_the_data_dir_default_named() {
+    let dir = tempfile::tempdir().unwrap();
+    for command in [
+        "serve",
+        "run",
+        "convert",
+        "nodes",
+        "train",
+        "dev tiny-checkpoint",
+        "worker",
+    ] {
+        let mut args: Vec<&str> = command.split(' ').collect();
+        args.push("--help");
+        let out = cretok(&args, dir.path());
+        let help = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{command}: {help}");
+        let options: Vec<&str> = help
+            .lines()
+            .map(str::trim_start)
+            .filter(|l| l.starts_with('-'))
+            .collect();
+        assert!(!options.is_empty(), "{command}: {help}");
+        let mut lines = help.lines().map(str::trim).peekable();
+        while let Some(line) = lines.next() {
+            let is_option = line.starts_with("--") || line.get(2..4) == Some(", ");
+            if !line.starts_with('-') || !is_option {
+                continue;
+            }
+            // Short help: the text after the flag; long help: the next line.
+            let described = line.split("  ").filter(|p| !p.trim().is_empty()).count() > 1
+                || lines
+                    .peek()
+                    .is_some_and(|next| !next.is_empty() && !next.starts_with('-'));
+            assert!(described, "{command}: `{line}` is not described:\n{help}");
+        }
+        assert!(
+            help.contains("~/.local/share/cretok"),
+            "{command} --help does not say where data lives:\n{help}"
+        );
+    }
 }

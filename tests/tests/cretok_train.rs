@@ -1,5 +1,6 @@
 //! `cretok train --tiny` end to end: trains in seconds, writes a token file that CreTokEncode
-//! and `embedding:NAME` both load, checkpoints, stops cleanly on Ctrl-C and resumes.
+//! and `embedding:NAME` both load and the loss plot next to it, checkpoints, stops cleanly on
+//! Ctrl-C and resumes, extends a run with `--resume --steps` and refuses changed settings.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -203,4 +204,98 @@ fn ctrl_c_leaves_a_checkpoint_that_resumes() {
     let token =
         CreTokToken::load(&dir.path().join("models/embeddings/cretok.safetensors")).unwrap();
     assert_eq!(token.metadata["trained_steps"], "200");
+}
+
+#[test]
+fn resume_extends_to_a_larger_steps_and_refuses_changed_settings() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = train(dir.path(), &["--steps", "6", "--eval-every", "3"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        !dir.path()
+            .join("models/checkpoints/cretok_tiny_text.safetensors")
+            .exists(),
+        "the tiny fixture must stay out of the checkpoint loaders' folder"
+    );
+
+    let out = train(dir.path(), &["--resume", "--steps", "10"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("extending the run from 6 to 10 steps"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("the cosine schedule is recomputed"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("resuming at step 6 of 10"), "{stderr}");
+    let token =
+        CreTokToken::load(&dir.path().join("models/embeddings/cretok.safetensors")).unwrap();
+    assert_eq!(token.metadata["trained_steps"], "10");
+    assert_eq!(token.metadata["steps"], "10");
+
+    for (flag, value) in [("--seed", "3"), ("--lr", "0.02"), ("--word", "odd")] {
+        let out = train(dir.path(), &["--resume", "--steps", "12", flag, value]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{flag}: {stderr}");
+        assert!(
+            stderr.contains(&format!("{flag} disagree")),
+            "{flag}: {stderr}"
+        );
+    }
+    let out = train(dir.path(), &["--resume"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("has finished its 10 steps"), "{stderr}");
+}
+
+/// Pixels of `color` in 8-bit RGB.
+fn count(rgb: &[u8], color: [u8; 3]) -> usize {
+    rgb.chunks(3).filter(|p| *p == color).count()
+}
+
+#[test]
+fn train_draws_the_loss_curves_next_to_the_token() {
+    use cretok_nodes::cretok::plot::{
+        HELD_OUT_COLOR, PLOT_HEIGHT, PLOT_WIDTH, SHARE_COLOR, TRAIN_COLOR,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let out = train(dir.path(), &["--steps", "12", "--eval-every", "3"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let plot = dir.path().join("models/embeddings/cretok.loss.png");
+    assert!(
+        stdout.contains(&format!("wrote {}", plot.display())),
+        "{stdout}"
+    );
+    let bytes = std::fs::read(&plot).unwrap();
+    let mut reader = png::Decoder::new(std::io::Cursor::new(&bytes))
+        .read_info()
+        .unwrap();
+    let mut rgb = vec![0; reader.output_buffer_size().unwrap()];
+    let frame = reader.next_frame(&mut rgb).unwrap();
+    assert_eq!(
+        (frame.width as usize, frame.height as usize),
+        (PLOT_WIDTH, PLOT_HEIGHT)
+    );
+    assert_eq!(frame.color_type, png::ColorType::Rgb);
+    let white = count(&rgb, [255, 255, 255]);
+    assert!(white < PLOT_WIDTH * PLOT_HEIGHT * 99 / 100, "blank plot");
+    for (name, c) in [
+        ("train", TRAIN_COLOR),
+        ("held-out", HELD_OUT_COLOR),
+        ("share above theta", SHARE_COLOR),
+    ] {
+        let n = count(&rgb, [c.0, c.1, c.2]);
+        assert!(n > 200, "the {name} curve has {n} pixels");
+    }
 }

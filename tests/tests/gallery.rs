@@ -47,7 +47,7 @@ fn grid_size(workflow: &str) -> Option<(u32, u32)> {
     Some((columns * (96 + 4) + 4, 4 + 64 + 11 + 4))
 }
 
-/// Every node is titled and one node describes the workflow.
+/// Every node is titled and one node titles and describes the workflow.
 fn check_meta(path: &Path) {
     let text = std::fs::read_to_string(path).unwrap();
     let prompt: serde_json::Value = serde_json::from_str(&text).unwrap();
@@ -63,8 +63,11 @@ fn check_meta(path: &Path) {
     assert!(
         nodes.values().any(|n| n["_meta"]["description"]
             .as_str()
-            .is_some_and(|d| d.len() > 20)),
-        "{} has no description",
+            .is_some_and(|d| d.len() > 20)
+            && n["_meta"]["workflow_title"]
+                .as_str()
+                .is_some_and(|t| !t.is_empty())),
+        "{} has no workflow_title and description",
         path.display()
     );
 }
@@ -161,4 +164,47 @@ fn every_workflow_runs_headless() {
             assert_eq!(sizes, [size], "{name}: one captioned grid");
         }
     }
+}
+
+/// The README's "try the whole pipeline" commands, taken from the README itself, over an empty
+/// data directory; then blend_pair, the workflow `cretok serve` opens in the editor, runs with
+/// the token they trained.
+#[test]
+fn the_readme_pipeline_trains_the_token_blend_pair_loads() {
+    let readme = std::fs::read_to_string(repo_root().join("README.md")).unwrap();
+    let block = readme
+        .split("Try the whole pipeline")
+        .nth(1)
+        .and_then(|rest| rest.split("```sh").nth(1))
+        .and_then(|rest| rest.split("```").next())
+        .expect("the README's pipeline block");
+    let commands: Vec<Vec<&str>> = block
+        .lines()
+        .filter_map(|l| l.strip_prefix("target/release/cretok "))
+        .map(|l| l.split('#').next().unwrap().split_whitespace().collect())
+        .collect();
+    assert_eq!(
+        commands.last().map(|c| c.as_slice()),
+        Some(&["serve"][..]),
+        "{block}"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    for args in &commands[..commands.len() - 1] {
+        let out = cretok(args, dir.path());
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let token = dir.path().join("models/embeddings/cretok.safetensors");
+    assert!(token.is_file(), "no token where blend_pair loads it");
+    let out = cretok(&["run", "workflows/blend_pair.json"], dir.path());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("blend_pair_00001_.png"), "{stdout}");
 }

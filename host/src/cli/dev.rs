@@ -42,11 +42,13 @@ enum LayoutArg {
 
 #[derive(Args)]
 struct TinyCheckpointArgs {
+    /// Which model's structure the tiny weights have.
     #[arg(long, value_enum, default_value = "sd3")]
     variant: Variant,
+    /// How the checkpoint is stored.
     #[arg(long, value_enum, default_value = "single")]
     layout: LayoutArg,
-    /// The file (or folder) name in checkpoints/. Defaults to `tiny-sd3.safetensors`,
+    /// The file (or folder) name in checkpoints/. Default: `tiny-sd3.safetensors`,
     /// `tiny-sd3.5-medium.safetensors`, or without the extension for diffusers folders.
     #[arg(long)]
     name: Option<String>,

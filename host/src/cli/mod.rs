@@ -1,5 +1,6 @@
 //! The `cretok` subcommands.
 
+mod console;
 mod convert;
 mod dev;
 mod nodes;
@@ -52,11 +53,13 @@ enum Command {
 /// Where data and models live; shared by every subcommand.
 #[derive(Args, Clone)]
 pub struct DataArgs {
-    /// Data directory: outputs, inputs, user settings and saved workflows.
+    /// Data directory: outputs, inputs, user settings, saved workflows, caches and (by default)
+    /// models. Default: $XDG_DATA_HOME/cretok, else ~/.local/share/cretok (Linux and macOS),
+    /// else ./cretok-data (Windows, or without HOME).
     #[arg(long, env = "CRETOK_DATA_DIR")]
     data_dir: Option<PathBuf>,
     /// Models directory with ComfyUI-style subfolders (checkpoints/, text_encoders/, embeddings/).
-    /// Defaults to <data dir>/models.
+    /// Default: <data dir>/models.
     #[arg(long, env = "CRETOK_MODELS_DIR")]
     models: Option<PathBuf>,
 }
@@ -100,7 +103,7 @@ pub fn native_registry(paths: &Arc<Paths>) -> Registry {
 /// Sandboxed custom nodes: where they are and the limits they run under.
 #[derive(Args, Clone)]
 pub struct CustomNodeArgs {
-    /// Folder of custom nodes (`*.wasm` components). Defaults to <data dir>/custom_nodes.
+    /// Folder of custom nodes (`*.wasm` components). Default: <data dir>/custom_nodes.
     #[arg(long)]
     custom_nodes: Option<PathBuf>,
     /// Memory cap of one custom-node call, in MiB.

@@ -8,9 +8,10 @@ use std::sync::Arc;
 use anyhow::{bail, Context};
 use clap::Args;
 use cretok_nodes::{CancelToken, PreviewFormat};
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::ProgressStyle;
 use serde_json::Value as Json;
 
+use super::console::Console;
 use super::{CustomNodeArgs, DataArgs, NodeSource};
 use crate::executor::{ExecutionObserver, Executor, Outcome, PromptJob};
 use crate::protocol::ServerMessage;
@@ -70,20 +71,20 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         client_id: None,
         extra_data,
     };
+    let observer = CliObserver::new(classes, args.quiet);
     let cancel = CancelToken::new();
-    let on_ctrl_c = cancel.clone();
+    let (on_ctrl_c, console) = (cancel.clone(), observer.console.clone());
     ctrlc::set_handler(move || {
         if on_ctrl_c.is_cancelled() {
             std::process::exit(130);
         }
-        eprintln!("interrupting (Ctrl-C again to quit at once)");
+        console.line("interrupting (Ctrl-C again to quit at once)");
         on_ctrl_c.cancel();
     })
     .context("installing the Ctrl-C handler")?;
 
-    let observer = CliObserver::new(classes, args.quiet);
     let record = Executor::new(Arc::clone(&paths)).run(&job, &registry, &cancel, &observer);
-    observer.bar.finish_and_clear();
+    observer.console.bar().finish_and_clear();
     for ui in record.outputs.values() {
         for path in output_files(&paths.data_dir, ui) {
             println!("wrote {}", path.display());
@@ -148,45 +149,42 @@ fn output_files(data_dir: &Path, ui: &Json) -> Vec<PathBuf> {
         .collect()
 }
 
-/// Shows execution as a progress bar on stderr.
+/// Shows execution as a progress bar on stderr, and node messages as lines (see [`Console`]).
 struct CliObserver {
-    bar: ProgressBar,
+    console: Console,
     classes: HashMap<String, String>,
 }
 
 impl CliObserver {
     fn new(classes: HashMap<String, String>, quiet: bool) -> Self {
-        let bar = if quiet {
-            ProgressBar::hidden()
-        } else {
-            ProgressBar::new(0)
-        };
-        bar.set_style(
+        let console = Console::new(quiet, 0);
+        console.bar().set_style(
             ProgressStyle::with_template("{msg:28} [{bar:40}] {pos}/{len} {elapsed}")
                 .unwrap_or_else(|_| ProgressStyle::default_bar())
                 .progress_chars("=> "),
         );
-        CliObserver { bar, classes }
+        CliObserver { console, classes }
     }
 }
 
 impl ExecutionObserver for CliObserver {
     fn message(&self, message: ServerMessage) {
+        let bar = self.console.bar();
         match message {
             ServerMessage::Executing {
                 node: Some(node), ..
             } => {
                 let class = self.classes.get(&node).cloned().unwrap_or_default();
-                self.bar.set_message(format!("{node} {class}"));
-                self.bar.set_length(0);
-                self.bar.set_position(0);
+                bar.set_message(format!("{node} {class}"));
+                bar.set_length(0);
+                bar.set_position(0);
             }
             ServerMessage::Progress { value, max, .. } => {
-                self.bar.set_length(max);
-                self.bar.set_position(value);
+                bar.set_length(max);
+                bar.set_position(value);
             }
             ServerMessage::ExecutionCached { nodes, .. } if !nodes.is_empty() => {
-                self.bar.println(format!("cached: {}", nodes.join(", ")));
+                self.console.line(&format!("cached: {}", nodes.join(", ")));
             }
             _ => {}
         }
@@ -195,6 +193,8 @@ impl ExecutionObserver for CliObserver {
     fn preview(&self, _node_id: &str, _format: PreviewFormat, _image: Vec<u8>) {}
 
     fn text(&self, node_id: &str, text: &str) {
-        self.bar.println(format!("[{node_id}] {text}"));
+        for line in text.lines() {
+            self.console.line(&format!("[{node_id}] {line}"));
+        }
     }
 }

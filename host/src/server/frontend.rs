@@ -1,5 +1,9 @@
 //! Static files: the ComfyUI web frontend when one is installed, else a small
 //! built-in page that can queue a workflow file and show its progress and images.
+//! With the frontend comes our one extension ([`DEFAULT_WORKFLOW_JS`]): the
+//! editor opens a gallery workflow (setting `CreTok.DefaultWorkflow`) wherever
+//! it would open ComfyUI's default graph, in every browser without a workflow
+//! of its own.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -10,11 +14,19 @@ use axum::http::{header, StatusCode, Uri};
 use axum::response::{Html, IntoResponse, Response};
 use cretok_nodes::fsutil::safe_join;
 
-use super::templates::first_start_redirect;
-use super::userdata::has_settings;
+use super::templates;
 use super::Shared;
 
 const BUILTIN_PAGE: &str = include_str!("builtin_page.html");
+
+/// Where the frontend imports our extension from (listed by `/api/extensions`).
+pub const DEFAULT_WORKFLOW_JS: &str = "/extensions/cretok/default_workflow.js";
+
+/// The extension's source, with the gallery's names put in.
+fn default_workflow_js() -> String {
+    let names = serde_json::to_string(&templates::names()).unwrap_or_else(|_| "[]".into());
+    include_str!("default_workflow.js").replace("__WORKFLOWS__", &names)
+}
 
 /// The frontend folder: `--front-end-root` if given, else the `static/` folder of
 /// an installed `comfyui_frontend_package` (a `.venv` in the working directory
@@ -71,8 +83,9 @@ pub async fn serve(State(s): State<Shared>, uri: Uri) -> Response {
             StatusCode::NOT_FOUND.into_response()
         };
     };
-    if let Some(redirect) = first_start_redirect(&uri, !has_settings(&s)) {
-        return redirect;
+    if uri.path() == DEFAULT_WORKFLOW_JS {
+        let js = "text/javascript; charset=utf-8";
+        return ([(header::CONTENT_TYPE, js)], default_workflow_js()).into_response();
     }
     let relative = if path.is_empty() { "index.html" } else { path };
     let Ok(file) = safe_join(root, relative) else {
@@ -85,5 +98,18 @@ pub async fn serve(State(s): State<Shared>, uri: Uri) -> Response {
         )
             .into_response(),
         Err(_) => StatusCode::NOT_FOUND.into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_extension_names_the_gallery_with_the_default_first() {
+        let js = default_workflow_js();
+        assert!(!js.contains("__WORKFLOWS__"));
+        assert!(js.contains(r#"const WORKFLOWS = ["blend_pair","#), "{js}");
+        assert!(js.contains("\"hello_text\""));
     }
 }

@@ -78,8 +78,9 @@ pub async fn embeddings(State(s): State<Shared>) -> Json<Json_> {
     Json(json!(names))
 }
 
+/// Our one editor extension (`frontend.rs`), whatever the page: the frontend imports each.
 pub async fn extensions() -> Json<Json_> {
-    Json(json!([]))
+    Json(json!([super::frontend::DEFAULT_WORKFLOW_JS]))
 }
 
 pub async fn features() -> Json<Json_> {

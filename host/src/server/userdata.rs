@@ -18,6 +18,11 @@ use super::Shared;
 
 const SETTINGS_FILE: &str = "comfy.settings.json";
 
+/// Settings served until the editor saves its own. With the tutorial marked done, a browser
+/// without a workflow of its own opens the default workflow (our extension replaces ComfyUI's
+/// default graph, see `frontend.rs`) instead of ComfyUI's first-run screen.
+const SETTING_DEFAULTS: &[(&str, bool)] = &[("Comfy.TutorialCompleted", true)];
+
 fn user_root(s: &Shared) -> PathBuf {
     s.app.paths.user_dir().join("default")
 }
@@ -34,19 +39,16 @@ pub async fn users() -> Json<Json_> {
     Json(json!({"storage": "server", "migrated": true}))
 }
 
-/// Whether the editor has saved settings yet (it does on its first start).
-pub fn has_settings(s: &Shared) -> bool {
-    user_root(s).join(SETTINGS_FILE).is_file()
-}
-
 fn load_settings(s: &Shared) -> Map<String, Json_> {
-    // None yet on first start: the frontend then opens the template it is sent
-    // to (see `templates`) or its templates dialog, and saves its settings.
-    user_path(s, SETTINGS_FILE)
+    let mut settings: Map<String, Json_> = user_path(s, SETTINGS_FILE)
         .ok()
         .and_then(|path| std::fs::read(path).ok())
         .and_then(|bytes| serde_json::from_slice(&bytes).ok())
-        .unwrap_or_default()
+        .unwrap_or_default();
+    for (id, value) in SETTING_DEFAULTS {
+        settings.entry(*id).or_insert(Json_::Bool(*value));
+    }
+    settings
 }
 
 fn save_settings(s: &Shared, settings: &Map<String, Json_>) -> Result<(), ApiError> {

@@ -4,16 +4,21 @@
 
 use std::path::Path;
 
+use crate::builtin::EMBEDDINGS;
+use crate::cretok::plot::{PLOT_HEIGHT, PLOT_WIDTH};
 use crate::cretok::{
-    Control, EncoderId, EncoderRef, EncoderSet, EvalReport, PairSet, Reporter, RunEnd, RunOptions,
-    StartReport, StepReport, Target, TrainConfig, Trainer,
+    Control, EncoderId, EncoderRef, EncoderSet, EvalReport, LossHistory, PairSet, Reporter, RunEnd,
+    RunOptions, StartReport, StepReport, Target, TrainConfig, Trainer,
 };
-use crate::fsutil::{confined_join, write_numbered};
+use crate::fsutil::confined_join;
 use crate::sd3::text_encoders::Sd3TextEncoders;
+use crate::sd3::types::Image;
 use crate::{
     data_type, InputKind, InputSpec, Inputs, Node, NodeError, NodeOutput, NodeSchema, OutputSpec,
-    RunContext, Value,
+    PreviewFormat, RunContext, Value,
 };
+
+use super::save_image::save_images;
 
 /// Trains a token; see the module docs.
 pub struct CreTokTrain;
@@ -37,6 +42,7 @@ pub fn encoder_refs(enc: &Sd3TextEncoders) -> [EncoderRef<'_>; 2] {
 struct NodeReporter<'c, 'p> {
     ctx: &'c RunContext<'p>,
     every: u64,
+    history: LossHistory,
 }
 
 impl Reporter for NodeReporter<'_, '_> {
@@ -57,8 +63,14 @@ impl Reporter for NodeReporter<'_, '_> {
         }
     }
 
+    /// The losses as a line, and the loss plot so far as the node's preview.
     fn eval(&mut self, report: &EvalReport) {
         self.ctx.text(&report.line());
+        self.history.record(report);
+        match self.history.png() {
+            Ok(png) => self.ctx.preview(PreviewFormat::Png, png),
+            Err(e) => self.ctx.text(&format!("warning: no loss plot: {e:#}")),
+        }
     }
 }
 
@@ -73,6 +85,11 @@ fn read_pairs(input_dir: &Path, name: &str) -> Result<PairSet, NodeError> {
     }
     let path = confined_join(input_dir, name.trim()).map_err(invalid("pairs_file"))?;
     PairSet::from_file(&path).map_err(invalid("pairs_file"))
+}
+
+/// The last component of a `/`-separated prefix.
+fn file_stem(prefix: &str) -> &str {
+    prefix.rsplit('/').next().unwrap_or(prefix)
 }
 
 impl Node for CreTokTrain {
@@ -118,15 +135,18 @@ impl Node for CreTokTrain {
                 "target",
                 InputKind::combo(["pooled", "sequence"]),
             ))
-            .input(InputSpec::required(
-                "filename_prefix",
-                InputKind::string("cretok/cretok"),
-            ))
+            .input(
+                InputSpec::required("filename_prefix", InputKind::string("cretok")).with_tooltip(
+                    "the token is saved as models/embeddings/<filename_prefix>.safetensors \
+                     (replacing an older one), where CreTokLoad lists it",
+                ),
+            )
             .input(InputSpec::required(
                 "report_every",
                 InputKind::int(100, 1, 1_000_000),
             ))
             .output(OutputSpec::new(data_type::CRETOK))
+            .output(OutputSpec::named("loss_plot", data_type::IMAGE))
     }
 
     fn run(&self, inputs: &Inputs, ctx: &RunContext) -> Result<NodeOutput, NodeError> {
@@ -147,40 +167,59 @@ impl Node for CreTokTrain {
             target: Target::parse(inputs.string("target")?).map_err(invalid("target"))?,
             ..TrainConfig::default()
         };
-        let prefix = inputs.string("filename_prefix")?;
-        let out_base =
-            confined_join(&ctx.paths.output_dir(), prefix).map_err(invalid("filename_prefix"))?;
-        let (Some(dir), Some(stem)) = (
-            out_base.parent(),
-            out_base.file_name().and_then(|s| s.to_str()),
-        ) else {
+        let embeddings = ctx.paths.model_folder(EMBEDDINGS);
+        let prefix = inputs.string("filename_prefix")?.trim();
+        if file_stem(prefix).is_empty() {
             return Err(NodeError::invalid_input(
                 "filename_prefix",
                 "needs a file name",
             ));
-        };
+        }
+        let token_path = confined_join(&embeddings, &format!("{prefix}.safetensors"))
+            .map_err(invalid("filename_prefix"))?;
+        let checkpoint =
+            token_path.with_file_name(format!("{}.ckpt.safetensors", file_stem(prefix)));
         let cache = ctx.paths.data_dir.join("cache").join("cretok");
         let refs = encoder_refs(&encoders);
         let mut trainer =
             Trainer::new(&refs, pairs, config, Some(&cache)).map_err(NodeError::Failed)?;
+        let every = int("report_every")?.max(1);
         let opts = RunOptions {
-            checkpoint: Some(dir.join(format!("{stem}.ckpt.safetensors"))),
+            checkpoint: Some(checkpoint),
             checkpoint_every: 500,
-            eval_every: 1000,
+            eval_every: every,
         };
         let mut reporter = NodeReporter {
             ctx,
-            every: int("report_every")?.max(1),
+            every,
+            history: LossHistory::default(),
         };
         let losses = match trainer.run(&opts, &mut reporter)? {
             RunEnd::Finished(losses) => losses,
             RunEnd::Stopped { .. } => return Err(NodeError::Interrupted),
         };
         let token = trainer.token_file(Some(&losses))?;
-        let name = write_numbered(dir, stem, "safetensors", &token.to_bytes()?)?;
-        ctx.text(&format!("{}; saved {name}", losses.line()));
-        Ok(NodeOutput::values(vec![Value::handle(token)]))
+        token.save(&token_path)?;
+        ctx.text(&format!(
+            "saved models/{EMBEDDINGS}/{prefix}.safetensors (CreTokLoad: {prefix}.safetensors)"
+        ));
+        let plot = plot_image(&reporter.history)?;
+        let ui = save_images(&plot, &ctx.paths.temp_dir(), "cretok_loss", "temp", ctx)?;
+        Ok(NodeOutput::values(vec![Value::handle(token), Value::handle(plot)]).with_ui(ui))
     }
+}
+
+/// The loss plot as an `IMAGE` value.
+fn plot_image(history: &LossHistory) -> Result<Image, NodeError> {
+    let rgb: Vec<f32> = history
+        .render()?
+        .into_iter()
+        .map(|v| f32::from(v) / 255.0)
+        .collect();
+    let shape = (1, PLOT_HEIGHT, PLOT_WIDTH, 3);
+    let pixels = candle_core::Tensor::from_vec(rgb, shape, &candle_core::Device::Cpu)
+        .map_err(anyhow::Error::from)?;
+    Ok(Image { pixels })
 }
 
 #[cfg(test)]

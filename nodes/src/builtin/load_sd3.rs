@@ -54,16 +54,28 @@ impl CheckpointLoader {
             .map_err(|e| NodeError::invalid_input("ckpt_name", e.to_string()))
     }
 
-    fn t5_tokenizer(&self, ckpt: &Sd3Checkpoint, path: &std::path::Path) -> Option<PathBuf> {
-        let candidates = match ckpt.layout {
-            Layout::Diffusers => vec![path.join("tokenizer_3").join("tokenizer.json")],
-            Layout::SingleFile => vec![self
+    /// Where the T5 tokenizer of this checkpoint must be.
+    fn t5_tokenizer_path(&self, ckpt: &Sd3Checkpoint, path: &std::path::Path) -> PathBuf {
+        match ckpt.layout {
+            Layout::Diffusers => path.join("tokenizer_3").join("tokenizer.json"),
+            Layout::SingleFile => self
                 .paths
                 .model_folder(TEXT_ENCODERS)
                 .join("t5_tokenizer")
-                .join("tokenizer.json")],
-        };
-        candidates.into_iter().find(|p| p.is_file())
+                .join("tokenizer.json"),
+        }
+    }
+}
+
+/// The loader's note on T5, when it is dropped: why, as a warning when weights are wasted.
+fn t5_note(has_weights: bool, tokenizer: &std::path::Path) -> Option<String> {
+    match (has_weights, tokenizer.is_file()) {
+        (true, true) => None,
+        (true, false) => Some(format!(
+            "warning: T5 dropped (zeros in its place): T5 weights found but no T5 tokenizer at {}",
+            tokenizer.display()
+        )),
+        (false, _) => Some("T5 dropped: no T5 weights (prompts use CLIP-L and CLIP-G only)".into()),
     }
 }
 
@@ -104,13 +116,15 @@ impl Node for CheckpointLoader {
         };
         ctx.progress(1, 3)?;
         let (clip_l, clip_g) = ckpt.clip_var_builders(dtype, &device)?;
-        let t5_tokenizer = match self.t5_tokenizer(&ckpt, &path) {
-            Some(file) => Some(T5Tokenizer::from_file(&file)?),
-            None => None,
+        let tokenizer_path = self.t5_tokenizer_path(&ckpt, &path);
+        let has_t5 = ckpt.text_encoder(TextEncoderKind::T5Xxl).is_some();
+        let t5_tokenizer = match t5_note(has_t5, &tokenizer_path) {
+            Some(note) => {
+                ctx.text(&note);
+                None
+            }
+            None => Some(T5Tokenizer::from_file(&tokenizer_path)?),
         };
-        if ckpt.text_encoder(TextEncoderKind::T5Xxl).is_some() && t5_tokenizer.is_none() {
-            ctx.text("T5 weights found but no T5 tokenizer: T5 is dropped (zeros)");
-        }
         let vbs = EncoderVarBuilders {
             clip_l,
             clip_g,

@@ -1,6 +1,6 @@
 //! Native nodes, one file per node (or per family of trivial ones).
 
-mod bitmap_font;
+pub(crate) mod bitmap_font;
 mod clip_text_encode;
 mod conditioning_zero_out;
 mod cretok_encode;

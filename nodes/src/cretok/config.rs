@@ -130,6 +130,35 @@ impl TrainConfig {
         Ok(())
     }
 
+    /// The names of the settings (as in the metadata) that differ from `other`'s, apart from
+    /// `steps`, which a resumed run may extend.
+    pub fn differences(&self, other: &TrainConfig) -> Vec<&'static str> {
+        let pairs = [
+            ("word", self.word != other.word),
+            (
+                "restrictive_template",
+                self.restrictive_template != other.restrictive_template,
+            ),
+            (
+                "adaptive_template",
+                self.adaptive_template != other.adaptive_template,
+            ),
+            ("theta", self.theta != other.theta),
+            (
+                "pairs_per_step",
+                self.pairs_per_step != other.pairs_per_step,
+            ),
+            ("lr", self.lr != other.lr),
+            ("seed", self.seed != other.seed),
+            ("encoders", self.encoders != other.encoders),
+            ("target", self.target != other.target),
+        ];
+        pairs
+            .into_iter()
+            .filter_map(|(name, differs)| differs.then_some(name))
+            .collect()
+    }
+
     /// The `__metadata__` entries of token files and checkpoints.
     pub fn to_metadata(&self) -> BTreeMap<String, String> {
         let mut m = BTreeMap::new();
@@ -202,6 +231,14 @@ mod tests {
         };
         assert!(bad.validate().unwrap_err().to_string().contains("theta"));
         assert!(EncoderSet::parse("clip_x").is_err());
+        let other = TrainConfig {
+            theta: 0.9,
+            steps: 5,
+            target: Target::Sequence,
+            ..c.clone()
+        };
+        assert_eq!(c.differences(&other), ["theta", "target"]);
+        assert!(c.differences(&c).is_empty());
         assert_eq!(
             EncoderSet::parse("clip_g").unwrap().ids(),
             [EncoderId::ClipG]

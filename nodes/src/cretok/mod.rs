@@ -6,7 +6,8 @@
 //! One concept per module: [`dataset`] (pairs files), [`prompts`] (templates and ids),
 //! [`encoder`] (`E(P_a)` with the exact speed-ups), [`cache`] (restrictive embeddings),
 //! [`loss`], [`optim`] (AdamW, cosine schedule), [`sampler`], [`trainer`], [`report`],
-//! [`token_file`] and [`inference`] (putting a token into a prompt).
+//! [`token_file`], [`inference`] (putting a token into a prompt) and [`plot`] (the loss curves
+//! as an image).
 
 pub mod cache;
 pub mod config;
@@ -15,6 +16,7 @@ pub mod encoder;
 pub mod inference;
 pub mod loss;
 pub mod optim;
+pub mod plot;
 pub mod prompts;
 pub mod report;
 pub mod sampler;
@@ -24,6 +26,7 @@ pub mod trainer;
 pub use config::{EncoderSet, Target, TrainConfig};
 pub use dataset::{Pair, PairSet};
 pub use encoder::{EncoderId, EncoderRef};
+pub use plot::LossHistory;
 pub use report::{Control, EvalReport, Reporter, Silent, StartReport, StepReport};
 pub use token_file::CreTokToken;
 pub use trainer::{PathChoice, RunEnd, RunOptions, Trainer};

@@ -72,17 +72,22 @@ pub struct EvalReport {
     pub train_loss: f64,
     /// `None` without test pairs.
     pub test_loss: Option<f64>,
+    /// The share of training pair-orders at or above θ (they no longer pull), mean over encoders.
+    pub share_above: f64,
 }
 
 impl EvalReport {
     pub fn line(&self) -> String {
-        match self.test_loss {
-            Some(t) => format!(
-                "step {}: train loss {:.5}, held-out loss {t:.5}",
-                self.step, self.train_loss
-            ),
-            None => format!("step {}: train loss {:.5}", self.step, self.train_loss),
-        }
+        let held_out = self
+            .test_loss
+            .map(|t| format!(", held-out loss {t:.5}"))
+            .unwrap_or_default();
+        format!(
+            "step {}: train loss {:.5}{held_out}, {:.1}% of pairs at or above theta",
+            self.step,
+            self.train_loss,
+            100.0 * self.share_above
+        )
     }
 }
 

@@ -50,7 +50,8 @@ pub struct RunOptions {
     pub checkpoint: Option<PathBuf>,
     /// Checkpoint every this many steps (0: only at the end or when stopped).
     pub checkpoint_every: u64,
-    /// Evaluate train and held-out losses every this many steps (0: only at the end).
+    /// Evaluate train and held-out losses at the start and every this many steps (0: only at
+    /// the end).
     pub eval_every: u64,
 }
 
@@ -195,6 +196,24 @@ impl<'a> Trainer<'a> {
         Ok(trainer)
     }
 
+    /// Sets a new total for a resumed run. The cosine schedule is recomputed over the new total
+    /// (the rule for extension: step `s` of `N` uses `cosine_lr(lr, s, N)`, so the rate at the
+    /// resume step becomes what an N-step run would have used there).
+    pub fn set_steps(&mut self, steps: u64) -> Result<()> {
+        ensure!(
+            steps > self.step,
+            "the checkpoint is at step {}: --steps must be larger to continue (got {steps})",
+            self.step
+        );
+        self.config.steps = steps;
+        Ok(())
+    }
+
+    /// The rate the next step will use.
+    pub fn next_lr(&self) -> f64 {
+        cosine_lr(self.config.lr, self.step, self.config.steps)
+    }
+
     pub fn config(&self) -> &TrainConfig {
         &self.config
     }
@@ -322,9 +341,15 @@ impl<'a> Trainer<'a> {
             sum / cos.len() as f64
         };
         let share = 1.0 / self.encoders.len() as f64;
-        let (mut train, mut test) = (0.0, 0.0);
+        let (mut train, mut test, mut above) = (0.0, 0.0, 0.0);
         for state in &self.encoders {
-            train += share * mean_loss(&self.cosines(state, false)?);
+            let cos = self.cosines(state, false)?;
+            train += share * mean_loss(&cos);
+            let at_theta = cos
+                .iter()
+                .filter(|&&c| f64::from(c) >= self.config.theta)
+                .count();
+            above += share * at_theta as f64 / cos.len() as f64;
             if !self.pairs.test.is_empty() {
                 test += share * mean_loss(&self.cosines(state, true)?);
             }
@@ -333,6 +358,7 @@ impl<'a> Trainer<'a> {
             step: self.step,
             train_loss: train,
             test_loss: (!self.pairs.test.is_empty()).then_some(test),
+            share_above: above,
         })
     }
 
@@ -398,6 +424,9 @@ impl<'a> Trainer<'a> {
     pub fn run(&mut self, opts: &RunOptions, reporter: &mut dyn Reporter) -> Result<RunEnd> {
         if self.step == 0 {
             reporter.start(&self.start_report()?);
+            if opts.eval_every > 0 {
+                reporter.eval(&self.evaluate()?);
+            }
         }
         let save = |trainer: &Self, reporter: &mut dyn Reporter| -> Result<()> {
             if let Some(path) = &opts.checkpoint {
