@@ -7,8 +7,7 @@ use std::sync::Arc;
 
 use cretok_nodes::{
     with_cancel_token, CancelToken, EventSink, Inputs, NodeError, NodeOutput, Paths, PreviewFormat,
-    PreviewMethod,
-    Registry, RunContext, Value,
+    PreviewMethod, Registry, RunContext, Value,
 };
 use serde_json::{json, Value as Json};
 

@@ -145,8 +145,7 @@ impl RedisWorker {
             "cretok worker {} is waiting for prompts",
             self.settings.name
         );
-        let executor =
-            Executor::new(Arc::clone(&self.paths)).with_previews(self.settings.previews);
+        let executor = Executor::new(Arc::clone(&self.paths)).with_previews(self.settings.previews);
         run_prompts(&Taking { worker: self, stop }, executor);
         Ok(())
     }

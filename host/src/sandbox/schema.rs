@@ -382,19 +382,34 @@ mod tests {
             variadic: groups,
             ..schema("X", vec![port("a", PortType::Str, None)])
         };
-        let (info, _) = node_schema(with(vec![group("vars", 1, 4)]), "x").unwrap();
+        let (info, _) = node_schema(
+            with(vec![group("vars", 1, 4)]),
+            "x",
+            &SandboxLimits::default(),
+        )
+        .unwrap();
         assert!(info.extra_inputs);
         assert_eq!(
             info.to_object_info()["input"]["optional"]["vars"][1]["template"]["max"],
             4
         );
         assert_eq!(
-            node_schema(with(vec![group("a", 0, 4)]), "x").unwrap_err(),
+            node_schema(with(vec![group("a", 0, 4)]), "x", &SandboxLimits::default()).unwrap_err(),
             "two inputs are named 'a'"
         );
         for (min, max) in [(0, 0), (0, 65), (5, 4)] {
-            assert!(node_schema(with(vec![group("vars", min, max)]), "x").is_err());
+            assert!(node_schema(
+                with(vec![group("vars", min, max)]),
+                "x",
+                &SandboxLimits::default()
+            )
+            .is_err());
         }
-        assert!(node_schema(with(vec![group("va.rs", 0, 4)]), "x").is_err());
+        assert!(node_schema(
+            with(vec![group("va.rs", 0, 4)]),
+            "x",
+            &SandboxLimits::default()
+        )
+        .is_err());
     }
 }
