@@ -29,7 +29,7 @@ pub enum Task {
     },
     /// It cannot run here (dead-lettered, or invalid on this worker); its
     /// error was reported: only record it.
-    Refused(ExecutionRecord),
+    Refused(Box<ExecutionRecord>),
 }
 
 /// The worker side of a queue.
@@ -62,7 +62,7 @@ pub fn run_prompts<Q: WorkQueue>(queue: &Q, mut executor: Executor) {
                 registry,
                 cancel,
             } => executor.run(&job, &registry, &cancel, &work.events),
-            Task::Refused(record) => record,
+            Task::Refused(record) => *record,
         };
         if queue.finish(work.ticket, &record, &work.events) {
             work.events.message(ServerMessage::Executing {

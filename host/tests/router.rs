@@ -5,13 +5,16 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
-use axum::http::{Request, StatusCode};
+use axum::http::{header, Request, StatusCode};
 use cretok_host::app::{AppState, EmbeddedWorker};
-use cretok_host::server::{router, ServerState};
-use cretok_nodes::{Paths, Registry};
+use cretok_host::server::{router, OriginPolicy, ServerState};
+use cretok_nodes::{Paths, PreviewMethod, Registry};
 use http_body_util::BodyExt;
 use serde_json::{json, Value};
 use tower::ServiceExt;
+
+/// The address the routes are told they are served on.
+const LISTEN: &str = "127.0.0.1:8188";
 
 /// An embedded host on a temporary data directory, its executor loop running.
 struct Host {
@@ -28,7 +31,9 @@ impl Host {
         let mut registry = Registry::new();
         cretok_nodes::builtin::register_all(&mut registry, Arc::clone(&paths));
         let app = AppState::new(paths, registry);
-        let worker = app.spawn_worker().expect("executor thread");
+        let worker = app
+            .spawn_worker(PreviewMethod::None)
+            .expect("executor thread");
         let server = Arc::new(ServerState {
             app,
             frontend_dir: None,
@@ -46,9 +51,12 @@ impl Host {
         let request = Request::builder()
             .method(method)
             .uri(path)
+            .header(header::HOST, LISTEN)
             .body(body)
             .expect("request");
-        let response = router(Arc::clone(&self.server))
+        let policy = OriginPolicy::new(LISTEN.parse().expect("address"), &[], &[])
+            .expect("the default policy");
+        let response = router(Arc::clone(&self.server), Arc::new(policy))
             .oneshot(request)
             .await
             .expect("the router answers");

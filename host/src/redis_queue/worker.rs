@@ -222,7 +222,7 @@ impl RedisWorker {
                     current: None,
                 },
                 events,
-                task: Task::Refused(record),
+                task: Task::Refused(Box::new(record)),
             }));
         }
         let current = Current {
@@ -268,12 +268,12 @@ impl RedisWorker {
                     node_type,
                     executed: vec![],
                 };
-                Task::Refused(error_record(
+                Task::Refused(Box::new(error_record(
                     failed,
                     "prompt_invalid_on_worker",
                     message,
                     &events,
-                ))
+                )))
             }
         };
         Ok(Some(Work {

@@ -20,7 +20,6 @@ pub struct Str {
 
 /// The kinds of `value-type`, by discriminant.
 pub const STR: u8 = 0;
-pub const INT: u8 = 1;
 
 /// A port record.
 pub struct Port {

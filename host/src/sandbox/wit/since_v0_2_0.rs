@@ -21,22 +21,24 @@ mod bindings {
 }
 
 use bindings::cretok::node::{host, types};
-use bindings::{PromptNode, PromptNodePre};
+use bindings::PromptNodePre;
 
 /// Whether a guest built against `version` can use these bindings.
 pub(crate) fn speaks(version: &str) -> bool {
     super::compatible(version, MIN_VERSION)
 }
 
-impl host::Host for StoreState {
-    fn log(&mut self, level: host::LogLevel, message: String) {
-        let level = match level {
+/// The interface whose `log` [`super::add_log`] defines.
+const HOST_INTERFACE: &str = "cretok:node/host@0.2.0";
+
+impl From<host::LogLevel> for LogLevel {
+    fn from(level: host::LogLevel) -> Self {
+        match level {
             host::LogLevel::Debug => LogLevel::Debug,
             host::LogLevel::Info => LogLevel::Info,
             host::LogLevel::Warn => LogLevel::Warn,
             host::LogLevel::Error => LogLevel::Error,
-        };
-        self.log.push(level, message);
+        }
     }
 }
 
@@ -48,7 +50,8 @@ pub(crate) struct GuestPre(PromptNodePre<StoreState>);
 impl GuestPre {
     pub(crate) fn new(engine: &Engine, component: &Component) -> wasmtime::Result<Self> {
         let mut linker = Linker::new(engine);
-        PromptNode::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state)?;
+        types::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state)?;
+        super::add_log::<host::LogLevel>(&mut linker, HOST_INTERFACE)?;
         Ok(GuestPre(PromptNodePre::new(
             linker.instantiate_pre(component)?,
         )?))

@@ -246,7 +246,7 @@ mod tests {
         for i in 1..=1000 {
             let x = i as f32 / 1000.0;
             assert!(close(cephes::log(x), x.ln()), "log {x}");
-            let theta = x * 6.283_185;
+            let theta = x * std::f32::consts::TAU;
             let (s, c) = cephes::sincos(theta);
             assert!(close(s, theta.sin()), "sin {theta}");
             assert!(close(c, theta.cos()), "cos {theta}");
