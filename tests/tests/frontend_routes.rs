@@ -164,7 +164,11 @@ async fn start_up_routes_answer_what_the_frontend_expects() -> anyhow::Result<()
     let (_, users) = server.get("/api/users").await?;
     assert_eq!(users, json!({"storage": "server", "migrated": true}));
     let (_, settings) = server.get("/api/settings").await?;
-    assert_eq!(settings, json!({}));
+    assert_eq!(
+        settings,
+        json!({"Comfy.TutorialCompleted": true}),
+        "only the defaults we serve"
+    );
     let (_, info) = server.get("/api/object_info").await?;
     assert_eq!(info["SaveText"]["output_node"], true);
     assert!(info["SaveText"]["category"]

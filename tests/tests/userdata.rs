@@ -10,8 +10,8 @@ async fn settings_and_workflows_survive_a_restart() -> anyhow::Result<()> {
     let (_, settings) = server.get("/api/settings").await?;
     assert_eq!(
         settings,
-        json!({}),
-        "first start: no settings, so the editor opens a template"
+        json!({"Comfy.TutorialCompleted": true}),
+        "first start: only the defaults we serve"
     );
     let (status, _) = server
         .post("/api/settings/Comfy.ColorPalette", &json!("light"))
