@@ -221,7 +221,9 @@ fn train_node_reports_saves_and_honours_cancel() {
     assert!(text.contains("step 0: clip_l"), "{text}");
     assert!(text.contains("step 2/4: loss"), "{text}");
     assert!(text.contains("held-out loss"), "{text}");
-    let saved = paths.model_folder("embeddings").join("cretok/test.safetensors");
+    let saved = paths
+        .model_folder("embeddings")
+        .join("cretok/test.safetensors");
     let back = CreTokToken::load(&saved).unwrap();
     assert_eq!(back.metadata["train_loss"], token.metadata["train_loss"]);
 
