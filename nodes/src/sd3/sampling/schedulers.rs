@@ -244,7 +244,7 @@ mod tests {
 
     #[test]
     fn diffusers_schedule_matches_parity_values() {
-        // PARITY.md §3, printed by diffusers 0.42.1 to 8 digits (bit-exact equality
+        // docs/parity.md, "Pipeline conventions", printed by diffusers 0.42.1 to 8 digits (bit-exact equality
         // with diffusers' f32 sigmas is checked against the goldens in tests/image_parity.rs).
         let s = Scheduler::Diffusers.sigmas(4, 3.0);
         assert_close(
