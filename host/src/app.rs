@@ -105,7 +105,7 @@ impl SubmitError {
 /// Everything the server's routes and the worker share.
 pub struct AppState {
     pub paths: Arc<Paths>,
-    pub catalog: NodeCatalog,
+    pub catalog: Arc<NodeCatalog>,
     pub queue: Arc<dyn QueueBackend>,
     pub history: Arc<dyn HistoryStore>,
     pub bus: broadcast::Sender<Outbound>,
@@ -115,6 +115,10 @@ pub struct AppState {
 
 const BUS_CAPACITY: usize = 4096;
 
+/// How long a request waits for custom nodes still compiling at start-up
+/// before it is answered with the node types loaded so far.
+pub const CATALOG_PATIENCE: std::time::Duration = std::time::Duration::from_secs(60);
+
 impl AppState {
     /// The default: an in-process queue run by [`AppState::spawn_worker`].
     pub fn new(paths: Arc<Paths>, registry: Registry) -> Arc<Self> {
@@ -122,7 +126,7 @@ impl AppState {
         let history = Arc::new(History::new());
         Arc::new(AppState {
             paths,
-            catalog: NodeCatalog::new(registry),
+            catalog: Arc::new(NodeCatalog::new(registry)),
             queue: Arc::clone(&queue) as _,
             history: Arc::clone(&history) as _,
             bus: broadcast::channel(BUS_CAPACITY).0,
@@ -139,7 +143,7 @@ impl AppState {
     ) -> Arc<Self> {
         Arc::new(AppState {
             paths,
-            catalog: NodeCatalog::new(registry),
+            catalog: Arc::new(NodeCatalog::new(registry)),
             queue,
             history,
             bus: broadcast::channel(BUS_CAPACITY).0,
@@ -165,7 +169,7 @@ impl AppState {
 
     /// Validates and queues a prompt.
     pub fn submit(&self, request: PromptRequest) -> Result<Submitted, SubmitError> {
-        let registry = self.catalog.snapshot();
+        let registry = self.catalog.settled_snapshot(CATALOG_PATIENCE);
         let valid = validate(&request.prompt, registry.as_ref()).map_err(SubmitError::Invalid)?;
         let prompt_id = match request.prompt_id {
             Some(id) if self.history.get(&id).is_some() => {

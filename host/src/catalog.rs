@@ -1,7 +1,8 @@
 //! The node types a running host knows: native nodes plus whatever custom
 //! nodes are loaded, swapped atomically on reload.
 
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Condvar, Mutex, RwLock};
+use std::time::Duration;
 
 use cretok_nodes::Registry;
 
@@ -10,6 +11,9 @@ pub struct NodeCatalog {
     rebuilds: Mutex<Rebuilds>,
     /// Held while a rebuild runs.
     turn: Mutex<()>,
+    /// Whether a background load is still under way, and the signal of its end.
+    loading: Mutex<bool>,
+    loaded: Condvar,
 }
 
 /// The rebuilds asked for and done, so that requests that wait for a running
@@ -30,7 +34,55 @@ impl NodeCatalog {
             current: RwLock::new(Arc::new(registry)),
             rebuilds: Mutex::new(Rebuilds::default()),
             turn: Mutex::new(()),
+            loading: Mutex::new(false),
+            loaded: Condvar::new(),
         }
+    }
+
+    /// Serves the registry it has now while `build` makes the full one on a
+    /// thread of its own (custom nodes compiling at start-up); the result is
+    /// swapped in as by [`NodeCatalog::rebuild`].
+    pub fn rebuild_in_background(
+        self: &Arc<Self>,
+        build: impl FnOnce() -> (Registry, Vec<String>) + Send + 'static,
+    ) -> std::io::Result<()> {
+        *self.lock_loading() = true;
+        let catalog = Arc::clone(self);
+        let spawned = std::thread::Builder::new()
+            .name("node-catalog".into())
+            .spawn(move || {
+                let problems = catalog.rebuild(build);
+                let count = catalog.snapshot().names().count();
+                tracing::info!(
+                    "node catalog ready: {count} node types ({} custom node files refused)",
+                    problems.len()
+                );
+            });
+        if spawned.is_err() {
+            self.finish_loading();
+        }
+        spawned.map(drop)
+    }
+
+    /// The registry once a background load has finished, waiting for it at
+    /// most `patience` (then the registry as it is).
+    pub fn settled_snapshot(&self, patience: Duration) -> Arc<Registry> {
+        let loading = self.lock_loading();
+        drop(
+            self.loaded
+                .wait_timeout_while(loading, patience, |loading| *loading)
+                .unwrap_or_else(|p| p.into_inner()),
+        );
+        self.snapshot()
+    }
+
+    fn finish_loading(&self) {
+        *self.lock_loading() = false;
+        self.loaded.notify_all();
+    }
+
+    fn lock_loading(&self) -> std::sync::MutexGuard<'_, bool> {
+        self.loading.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The registry as it is now; a prompt keeps using its snapshot even if a reload happens.
@@ -63,6 +115,7 @@ impl NodeCatalog {
         };
         let (registry, problems) = build();
         self.replace(registry);
+        self.finish_loading();
         let mut rebuilds = self.lock_rebuilds();
         rebuilds.covered = started_at;
         rebuilds.problems.clone_from(&problems);
@@ -79,6 +132,30 @@ mod tests {
     use super::*;
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::time::Duration;
+
+    fn registry_with_delay() -> Registry {
+        let mut registry = Registry::default();
+        registry.register(Arc::new(cretok_nodes::builtin::Delay));
+        registry
+    }
+
+    #[test]
+    fn a_background_load_serves_the_old_registry_and_settles_on_the_new() {
+        let catalog = Arc::new(NodeCatalog::new(Registry::default()));
+        let (release, released) = std::sync::mpsc::channel::<()>();
+        catalog
+            .rebuild_in_background(move || {
+                released.recv().ok();
+                (registry_with_delay(), Vec::new())
+            })
+            .unwrap();
+        assert_eq!(catalog.snapshot().names().count(), 0, "served while loading");
+        let impatient = catalog.settled_snapshot(Duration::from_millis(20));
+        assert_eq!(impatient.names().count(), 0, "patience is bounded");
+        release.send(()).unwrap();
+        let settled = catalog.settled_snapshot(Duration::from_secs(10));
+        assert!(settled.get("Delay").is_some(), "waited for the load");
+    }
 
     #[test]
     fn concurrent_rebuilds_run_one_at_a_time_and_coalesce() {

@@ -118,6 +118,10 @@ pub struct CustomNodeArgs {
     /// Guest time one prompt may spend across all its custom-node calls, in milliseconds.
     #[arg(long, default_value_t = 10_000)]
     wasm_prompt_budget_ms: u64,
+    /// Time compiling one custom-node file may take, in milliseconds; a file
+    /// that takes longer is refused until it changes.
+    #[arg(long, default_value_t = 20_000)]
+    wasm_compile_budget_ms: u64,
     #[command(flatten)]
     limits: PromptLimitArgs,
 }
@@ -167,6 +171,7 @@ impl NodeSource {
             deadline: Duration::from_millis(args.wasm_deadline_ms),
             file_bytes: args.wasm_max_file_mib << 20,
             prompt_budget: Duration::from_millis(args.wasm_prompt_budget_ms),
+            compile_time: Duration::from_millis(args.wasm_compile_budget_ms),
             ..SandboxLimits::with_memory(args.wasm_memory_mib << 20)
         };
         let cache_dir = paths.data_dir.join("cache/custom_nodes");
@@ -185,6 +190,14 @@ impl NodeSource {
 
     pub fn custom_nodes_dir(&self) -> &std::path::Path {
         &self.custom_nodes_dir
+    }
+
+    /// The native nodes alone, under the prompt limits: what a server offers
+    /// while its custom nodes compile.
+    pub fn native(&self) -> Registry {
+        let mut registry = native_registry(&self.paths);
+        registry.set_limits(self.limits);
+        registry
     }
 
     /// Loads (or reloads) everything, under the prompt limits; problems with custom nodes are logged and

@@ -49,7 +49,8 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         "custom nodes folder: {}",
         nodes.custom_nodes_dir().display()
     );
-    let (registry, _) = nodes.registry();
+    let nodes = Arc::new(nodes);
+    let registry = nodes.native();
     let state = match &args.redis {
         None => AppState::new(Arc::clone(&paths), registry),
         Some(url) => {
@@ -70,11 +71,15 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         Some(dir) => tracing::info!("serving the web frontend from {}", dir.display()),
         None => tracing::info!("no web frontend found: serving the built-in page (see README)"),
     }
-    let catalog_state = Arc::clone(&state);
+    let loader = Arc::clone(&nodes);
+    state
+        .catalog
+        .rebuild_in_background(move || loader.registry())?;
+    let catalog = Arc::clone(&state.catalog);
     let server_state = Arc::new(ServerState {
         app: Arc::clone(&state),
         frontend_dir,
-        reload_nodes: Box::new(move || catalog_state.catalog.rebuild(|| nodes.registry())),
+        reload_nodes: Box::new(move || catalog.rebuild(|| nodes.registry())),
     });
     tracing::info!("data directory: {}", paths.data_dir.display());
     // With Redis, `cretok worker` processes run the prompts.

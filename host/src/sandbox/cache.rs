@@ -3,8 +3,12 @@
 //! Compiling a component with Cranelift takes about 100 ms; loading a
 //! compiled artifact takes well under a millisecond. Artifacts are keyed by
 //! the wasm's SHA-256 and the engine's precompile compatibility hash (the
-//! wasmtime version and the code-generation settings), and are only ever read
-//! from a directory this host created and wrote itself.
+//! wasmtime version and the code-generation settings), written atomically
+//! (temporary file + rename) and end with the SHA-256 of their own bytes,
+//! checked before use: several hosts sharing one data directory (scale-out
+//! workers) may write the same entry at once, and a torn, truncated or
+//! altered file is compiled again, never deserialized. The directory is
+//! created private to the user the hosts run as.
 
 use std::fs;
 use std::hash::{Hash, Hasher};
@@ -45,16 +49,21 @@ impl CompileCache {
     pub(crate) fn get(&self, engine: &Engine, wasm_sha256: &str) -> Option<Component> {
         let path = self.artifact_path(wasm_sha256);
         // Read, not mapped: a file changed under a mapping would crash the host.
-        let bytes = fs::read(&path).ok()?;
+        let stored = fs::read(&path).ok()?;
+        let Some(artifact) = verified(&stored) else {
+            tracing::warn!(path = %path.display(), "recompiling, cache entry fails its checksum");
+            return None;
+        };
         // SAFETY: `deserialize` trusts the bytes to be an artifact that
         // `Component::serialize` produced with a compatible engine, as a
-        // corrupt or forged one could run arbitrary native code. Only this
-        // host writes into `self.dir` (created private to this user in
-        // `open`, filled through `put` by an atomic rename), the name carries
-        // the engine's compatibility hash, and wasmtime still checks the
-        // header's version and settings and fails cleanly on a mismatch.
+        // corrupt or forged one could run arbitrary native code. Only hosts
+        // of this user write into `self.dir` (created private to them in
+        // `open`, filled through `put` by an atomic rename), the bytes match
+        // the checksum written with them, the name carries the engine's
+        // compatibility hash, and wasmtime still checks the header's version
+        // and settings and fails cleanly on a mismatch.
         #[allow(unsafe_code)]
-        let component = unsafe { Component::deserialize(engine, &bytes) };
+        let component = unsafe { Component::deserialize(engine, artifact) };
         match component {
             Ok(component) => Some(component),
             Err(e) => {
@@ -73,6 +82,7 @@ impl CompileCache {
             .and_then(|bytes| {
                 let mut file = tempfile::NamedTempFile::new_in(&self.dir)?;
                 file.write_all(&bytes)?;
+                file.write_all(&Sha256::digest(&bytes))?;
                 file.persist(&path).map_err(|e| e.error)?;
                 Ok(())
             });
@@ -81,6 +91,15 @@ impl CompileCache {
         }
     }
 }
+
+/// The artifact of a stored entry (artifact + its SHA-256), if the checksum holds.
+fn verified(stored: &[u8]) -> Option<&[u8]> {
+    let split = stored.len().checked_sub(CHECKSUM_BYTES)?;
+    let (artifact, checksum) = stored.split_at(split);
+    (Sha256::digest(artifact).as_slice() == checksum).then_some(artifact)
+}
+
+const CHECKSUM_BYTES: usize = 32;
 
 /// The SHA-256 of `bytes`, in lowercase hex.
 pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
@@ -120,6 +139,18 @@ impl Hasher for Sha256Hasher {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn entries_are_used_only_when_their_checksum_holds() {
+        let mut stored = b"artifact bytes".to_vec();
+        stored.extend_from_slice(&Sha256::digest(b"artifact bytes"));
+        assert_eq!(verified(&stored), Some(&b"artifact bytes"[..]));
+        let mut flipped = stored.clone();
+        flipped[3] ^= 1;
+        assert_eq!(verified(&flipped), None);
+        assert_eq!(verified(&stored[..stored.len() - 1]), None, "truncated");
+        assert_eq!(verified(&stored[..10]), None, "shorter than a checksum");
+    }
 
     #[test]
     fn sha256_matches_the_standard_vector() {

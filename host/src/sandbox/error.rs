@@ -32,6 +32,14 @@ pub enum LoadError {
         functions: u32,
         max: u32,
     },
+    #[error(
+        "{}: compiling took longer than {} ms (--wasm-compile-budget-ms); abandoned",
+        path.display(), budget.as_millis()
+    )]
+    CompileBudget {
+        path: PathBuf,
+        budget: std::time::Duration,
+    },
     #[error("{reason} (unchanged since; not loaded again until the file changes)")]
     FailedBefore { path: PathBuf, reason: String },
     #[error("{}: not a valid WebAssembly component: {reason}", path.display())]
@@ -88,6 +96,7 @@ impl LoadError {
             LoadError::Read { path, .. }
             | LoadError::TooLarge { path, .. }
             | LoadError::TooManyFunctions { path, .. }
+            | LoadError::CompileBudget { path, .. }
             | LoadError::FailedBefore { path, .. }
             | LoadError::Invalid { path, .. }
             | LoadError::ForbiddenImport { path, .. }
@@ -109,6 +118,7 @@ impl LoadError {
                 !matches!(fault, Fault::Busy(_) | Fault::Deadline(_))
             }
             LoadError::TooManyFunctions { .. }
+            | LoadError::CompileBudget { .. }
             | LoadError::Invalid { .. }
             | LoadError::ForbiddenImport { .. }
             | LoadError::NotANode { .. }

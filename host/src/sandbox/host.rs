@@ -3,10 +3,12 @@
 use std::collections::HashMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::Duration;
 
 use cretok_nodes::{Node, Registry};
 use wasmtime::component::Component;
+use wasmtime::Engine;
 
 use super::cache::{sha256_hex, CompileCache};
 use super::error::{HostError, LoadError};
@@ -204,12 +206,42 @@ impl SandboxHost {
                 max,
             });
         }
-        let component = Component::new(engine, bytes).map_err(|e| invalid(format!("{e:#}")))?;
+        let budget = self.runtime.limits.compile_time;
+        let component = compile_within(engine, bytes, budget)
+            .ok_or_else(|| LoadError::CompileBudget {
+                path: path.to_owned(),
+                budget,
+            })?
+            .map_err(|e| invalid(format!("{e:#}")))?;
         if let Some(cache) = &self.cache {
             cache.put(sha256, &component);
         }
         Ok(component)
     }
+}
+
+/// Compiles on a thread of its own, waiting at most `budget`: `None` when the
+/// compile overran. Cranelift cannot be stopped midway, so an overrunning
+/// compile finishes in the background and its result is dropped; the caller
+/// remembers the file as failed, so each file costs at most one such thread.
+fn compile_within(
+    engine: &Engine,
+    bytes: &[u8],
+    budget: Duration,
+) -> Option<wasmtime::Result<Component>> {
+    let (done, result) = mpsc::sync_channel(1);
+    let (engine, bytes) = (engine.clone(), bytes.to_vec());
+    let spawned = std::thread::Builder::new()
+        .name("wasm-compile".into())
+        .spawn(move || {
+            let _ = done.send(Component::new(&engine, &bytes));
+        });
+    if let Err(e) = spawned {
+        return Some(Err(wasmtime::Error::msg(format!(
+            "cannot start a compile thread: {e}"
+        ))));
+    }
+    result.recv_timeout(budget).ok()
 }
 
 /// Reads a file of at most `max` bytes; a larger one is refused before any

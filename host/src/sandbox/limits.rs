@@ -40,6 +40,9 @@ pub struct SandboxLimits {
     pub file_bytes: u64,
     /// Functions a component may define (compiling is linear in them).
     pub functions: u32,
+    /// Wall-clock time compiling one component may take; a compile that
+    /// overruns is abandoned and the file refused until it changes.
+    pub compile_time: Duration,
     /// Guest time one prompt may spend across all its custom-node calls.
     pub prompt_budget: Duration,
 }
@@ -61,6 +64,7 @@ impl Default for SandboxLimits {
             ports: 64,
             file_bytes: 16 << 20,
             functions: 10_000,
+            compile_time: Duration::from_secs(20),
             prompt_budget: Duration::from_secs(10),
         }
     }

@@ -1,22 +1,35 @@
 //! Read-only information routes: node schemas, system, models, features.
 
+use std::sync::Arc;
+
 use axum::extract::{Path, State};
 use axum::Json;
+use cretok_nodes::Registry;
 use serde_json::{json, Value as Json_};
 
 use super::error::ApiError;
+use crate::app::CATALOG_PATIENCE;
 use super::{Shared, MAX_UPLOAD_BYTES};
 
 pub async fn object_info(State(s): State<Shared>) -> Json<Json_> {
-    Json(s.app.catalog.snapshot().object_info())
+    Json(settled_registry(&s).await.object_info())
 }
 
 pub async fn object_info_class(State(s): State<Shared>, Path(class): Path<String>) -> Json<Json_> {
-    let registry = s.app.catalog.snapshot();
+    let registry = settled_registry(&s).await;
     Json(match registry.get(&class) {
         Some(node) => json!({ class: node.schema().to_object_info() }),
         None => json!({}),
     })
+}
+
+/// The node types once custom nodes compiling at start-up are ready (the
+/// editor reads them once, when it opens).
+async fn settled_registry(s: &Shared) -> Arc<Registry> {
+    let catalog = Arc::clone(&s.app.catalog);
+    tokio::task::spawn_blocking(move || catalog.settled_snapshot(CATALOG_PATIENCE))
+        .await
+        .unwrap_or_else(|_| s.app.catalog.snapshot())
 }
 
 /// Reloads custom nodes without a restart.

@@ -190,6 +190,15 @@ fn compiled_components_are_cached_and_reused() {
     .unwrap();
     assert!(matches!(&out.values[..], [Value::String(s)] if s == "3!"));
 
+    // An artifact altered in place (one byte of its code, which wasmtime's own
+    // header check would not notice) is compiled again, not run.
+    let original = std::fs::read(&cached[0]).unwrap();
+    let mut altered = original.clone();
+    altered[original.len() / 2] ^= 0x40;
+    std::fs::write(&cached[0], &altered).unwrap();
+    assert_eq!(load().len(), 2);
+    assert_eq!(std::fs::read(&cached[0]).unwrap(), original, "rewritten");
+
     // A damaged artifact is replaced by a fresh compilation.
     for path in &cached {
         std::fs::write(path, b"damaged").unwrap();
@@ -198,4 +207,35 @@ fn compiled_components_are_cached_and_reused() {
     assert!(artifacts()
         .iter()
         .all(|p| std::fs::metadata(p).unwrap().len() > 1000));
+}
+
+#[test]
+fn a_compile_over_its_time_budget_is_abandoned_and_remembered() {
+    let hasty = SandboxHost::new(
+        SandboxLimits {
+            compile_time: std::time::Duration::ZERO,
+            ..SandboxLimits::default()
+        },
+        None,
+    )
+    .unwrap();
+    let path = component("template");
+    let Err(error) = hasty.load_file(&path) else {
+        panic!("compiled within a zero budget")
+    };
+    assert!(
+        matches!(error, LoadError::CompileBudget { .. }),
+        "{error}"
+    );
+    assert!(
+        error
+            .to_string()
+            .ends_with("compiling took longer than 0 ms (--wasm-compile-budget-ms); abandoned"),
+        "{error}"
+    );
+    let Err(again) = hasty.load_file(&path) else {
+        panic!("loaded after failing")
+    };
+    assert!(matches!(again, LoadError::FailedBefore { .. }), "{again}");
+    assert!(host().load_file(&path).is_ok(), "the default budget suffices");
 }
