@@ -149,7 +149,11 @@ mod tests {
                 (registry_with_delay(), Vec::new())
             })
             .unwrap();
-        assert_eq!(catalog.snapshot().names().count(), 0, "served while loading");
+        assert_eq!(
+            catalog.snapshot().names().count(),
+            0,
+            "served while loading"
+        );
         let impatient = catalog.settled_snapshot(Duration::from_millis(20));
         assert_eq!(impatient.names().count(), 0, "patience is bounded");
         release.send(()).unwrap();

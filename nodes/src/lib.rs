@@ -18,6 +18,7 @@ mod node;
 mod paths;
 mod preview_method;
 mod registry;
+pub mod resample;
 mod schema;
 pub mod sd3;
 mod value;

@@ -14,6 +14,7 @@ pub mod data_type {
     pub const CONDITIONING: &str = "CONDITIONING";
     pub const LATENT: &str = "LATENT";
     pub const IMAGE: &str = "IMAGE";
+    pub const MASK: &str = "MASK";
     pub const CRETOK: &str = "CRETOK";
 }
 
@@ -44,6 +45,8 @@ pub enum InputKind {
     Combo {
         options: Vec<String>,
         default: Option<String>,
+        /// The editor adds an upload button and a preview (ComfyUI's `image_upload`).
+        image_upload: bool,
     },
     /// A value produced by another node's output of this type.
     Link(String),
@@ -108,6 +111,16 @@ impl InputKind {
         InputKind::Combo {
             options: options.into_iter().map(Into::into).collect(),
             default: None,
+            image_upload: false,
+        }
+    }
+
+    /// A choice of pictures the editor can add to with its upload button.
+    pub fn image_upload(options: Vec<String>) -> Self {
+        InputKind::Combo {
+            options,
+            default: None,
+            image_upload: true,
         }
     }
 
@@ -169,10 +182,17 @@ impl InputKind {
                 json!({"default": default, "multiline": multiline}),
             ),
             InputKind::Bool { default } => (json!(data_type::BOOLEAN), json!({"default": default})),
-            InputKind::Combo { options, default } => {
+            InputKind::Combo {
+                options,
+                default,
+                image_upload,
+            } => {
                 let mut o = json!({});
                 if let Some(d) = default.as_ref().or(options.first()) {
                     o["default"] = json!(d);
+                }
+                if *image_upload {
+                    o["image_upload"] = json!(true);
                 }
                 (json!(options), o)
             }

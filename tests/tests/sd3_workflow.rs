@@ -257,3 +257,56 @@ fn tiny_sd35_diffusers_folder_runs_the_same_workflow() {
     assert_eq!(prompt["4"]["inputs"]["ckpt_name"], "tiny-sd3.5-medium");
     assert_eq!(size, (32, 64));
 }
+
+/// Writes an RGBA gradient picture (its alpha too) of `width × height`.
+fn write_picture(path: &Path, width: u32, height: u32) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let file = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
+    let mut encoder = png::Encoder::new(file, width, height);
+    encoder.set_color(png::ColorType::Rgba);
+    let pixels: Vec<u8> = (0..width * height)
+        .flat_map(|i| {
+            let (x, y) = (i % width, i / width);
+            [(x * 255 / width) as u8, (y * 255 / height) as u8, 128, 200]
+        })
+        .collect();
+    encoder
+        .write_header()
+        .unwrap()
+        .write_image_data(&pixels)
+        .unwrap();
+}
+
+#[test]
+fn comfyui_img2img_of_an_uploaded_picture_runs_headless() {
+    let dir = tempfile::tempdir().unwrap();
+    let (models, data) = (dir.path().join("models"), dir.path().join("data"));
+    tiny_checkpoint(&models);
+    write_picture(&data.join("input/pasted/photo.png"), 80, 50);
+    let mut prompt = workflow();
+    prompt["10"] = json!({"class_type": "LoadImage", "inputs": {"image": "pasted/photo.png"}});
+    prompt["11"] = json!({"class_type": "ImageScale", "inputs": {
+        "image": ["10", 0], "upscale_method": "bicubic", "width": 96, "height": 64, "crop": "center"}});
+    prompt["5"] =
+        json!({"class_type": "VAEEncode", "inputs": {"pixels": ["11", 0], "vae": ["4", 2]}});
+    prompt["3"]["inputs"]["denoise"] = json!(0.6);
+    let file = dir.path().join("img2img.json");
+    std::fs::write(&file, prompt.to_string()).unwrap();
+    let out = cretok(&[
+        "run",
+        file.to_str().unwrap(),
+        "--quiet",
+        "--models",
+        models.to_str().unwrap(),
+        "--data-dir",
+        data.to_str().unwrap(),
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let path = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("wrote "))
+        .unwrap_or_else(|| panic!("prints the image path: {stdout}"));
+    let (saved, size) = read_png(Path::new(path));
+    assert_eq!(saved, prompt);
+    assert_eq!(size, (96, 64));
+}

@@ -8,8 +8,8 @@ use cretok_nodes::Registry;
 use serde_json::{json, Value as Json_};
 
 use super::error::ApiError;
-use crate::app::CATALOG_PATIENCE;
 use super::{Shared, MAX_UPLOAD_BYTES};
+use crate::app::CATALOG_PATIENCE;
 
 pub async fn object_info(State(s): State<Shared>) -> Json<Json_> {
     Json(settled_registry(&s).await.object_info())

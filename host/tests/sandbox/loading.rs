@@ -223,10 +223,7 @@ fn a_compile_over_its_time_budget_is_abandoned_and_remembered() {
     let Err(error) = hasty.load_file(&path) else {
         panic!("compiled within a zero budget")
     };
-    assert!(
-        matches!(error, LoadError::CompileBudget { .. }),
-        "{error}"
-    );
+    assert!(matches!(error, LoadError::CompileBudget { .. }), "{error}");
     assert!(
         error
             .to_string()
@@ -237,5 +234,8 @@ fn a_compile_over_its_time_budget_is_abandoned_and_remembered() {
         panic!("loaded after failing")
     };
     assert!(matches!(again, LoadError::FailedBefore { .. }), "{again}");
-    assert!(host().load_file(&path).is_ok(), "the default budget suffices");
+    assert!(
+        host().load_file(&path).is_ok(),
+        "the default budget suffices"
+    );
 }

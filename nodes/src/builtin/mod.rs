@@ -9,8 +9,12 @@ mod cretok_train;
 mod delay;
 mod empty_sd3_latent_image;
 mod image_batch;
+mod image_edit;
 mod image_grid;
+mod image_scale;
 mod ksampler;
+mod latent_scale;
+mod load_image;
 mod load_sd3;
 mod model_sampling_sd3;
 mod preview_image;
@@ -37,8 +41,12 @@ pub use cretok_train::{encoder_refs, CreTokTrain};
 pub use delay::Delay;
 pub use empty_sd3_latent_image::EmptySd3LatentImage;
 pub use image_batch::ImageBatch;
+pub use image_edit::{ImageCrop, ImageInvert};
 pub use image_grid::ImageGrid;
+pub use image_scale::{ImageScale, ImageScaleBy, ImageScaleToTotalPixels};
 pub use ksampler::KSampler;
+pub use latent_scale::{LatentUpscale, LatentUpscaleBy};
+pub use load_image::{LoadImage, LoadImageMask};
 pub use load_sd3::CheckpointLoader;
 pub use model_sampling_sd3::ModelSamplingSd3;
 pub use preview_image::PreviewImage;
@@ -78,9 +86,22 @@ pub fn register_all(registry: &mut Registry, paths: Arc<Paths>) {
     registry.register(Arc::new(SaveImage));
     registry.register(Arc::new(PreviewImage));
     registry.register(Arc::new(CreTokTrain));
-    registry.register(Arc::new(CreTokLoad { paths }));
+    registry.register(Arc::new(CreTokLoad {
+        paths: Arc::clone(&paths),
+    }));
     registry.register(Arc::new(CreTokEncode));
     registry.register(Arc::new(StyleModifier));
     registry.register(Arc::new(ImageGrid));
     registry.register(Arc::new(ImageBatch));
+    registry.register(Arc::new(LoadImage {
+        paths: Arc::clone(&paths),
+    }));
+    registry.register(Arc::new(LoadImageMask { paths }));
+    registry.register(Arc::new(ImageScale));
+    registry.register(Arc::new(ImageScaleBy));
+    registry.register(Arc::new(ImageScaleToTotalPixels));
+    registry.register(Arc::new(ImageInvert));
+    registry.register(Arc::new(ImageCrop));
+    registry.register(Arc::new(LatentUpscale));
+    registry.register(Arc::new(LatentUpscaleBy));
 }

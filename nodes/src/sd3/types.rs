@@ -23,3 +23,9 @@ pub struct Latent {
 pub struct Image {
     pub pixels: Tensor,
 }
+
+/// A `MASK` value: `[batch, height, width]`, f32 in 0..=1 (ComfyUI's layout).
+#[derive(Debug, Clone)]
+pub struct Mask {
+    pub values: Tensor,
+}
