@@ -259,7 +259,7 @@ impl Geometry {
                 rows,
                 self.head_dim,
                 width,
-                out.ptr(out_offset),
+                out.block(out_offset, (rows, self.head_dim), (out_row_stride, 1)),
                 1,
                 out_row_stride as isize,
                 false,

@@ -321,7 +321,7 @@ fn band_gemm(
             pixels,
             c_out,
             depth,
-            out.ptr(offset),
+            out.block(offset, (pixels, c_out), (1, plane)),
             plane as isize,
             1,
             false,
