@@ -13,6 +13,7 @@ mod image_edit;
 mod image_grid;
 mod image_scale;
 mod ksampler;
+mod latent_file;
 mod latent_scale;
 mod load_image;
 mod load_sd3;
@@ -45,6 +46,7 @@ pub use image_edit::{ImageCrop, ImageInvert};
 pub use image_grid::ImageGrid;
 pub use image_scale::{ImageScale, ImageScaleBy, ImageScaleToTotalPixels};
 pub use ksampler::KSampler;
+pub use latent_file::{LoadLatent, SaveLatent};
 pub use latent_scale::{LatentUpscale, LatentUpscaleBy};
 pub use load_image::{LoadImage, LoadImageMask};
 pub use load_sd3::CheckpointLoader;
@@ -96,7 +98,11 @@ pub fn register_all(registry: &mut Registry, paths: Arc<Paths>) {
     registry.register(Arc::new(LoadImage {
         paths: Arc::clone(&paths),
     }));
-    registry.register(Arc::new(LoadImageMask { paths }));
+    registry.register(Arc::new(LoadImageMask {
+        paths: Arc::clone(&paths),
+    }));
+    registry.register(Arc::new(SaveLatent));
+    registry.register(Arc::new(LoadLatent { paths }));
     registry.register(Arc::new(ImageScale));
     registry.register(Arc::new(ImageScaleBy));
     registry.register(Arc::new(ImageScaleToTotalPixels));
