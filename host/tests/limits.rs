@@ -252,14 +252,10 @@ impl Node for BlockLoop {
     }
 
     fn run(&self, _: &Inputs, _: &RunContext) -> Result<NodeOutput, NodeError> {
-        let blocks = || -> candle_core::Result<()> {
-            loop {
-                check_interrupted()?;
-                std::thread::sleep(std::time::Duration::from_millis(5));
-            }
-        };
-        blocks().map_err(anyhow::Error::from)?;
-        Ok(NodeOutput::default())
+        loop {
+            check_interrupted().map_err(anyhow::Error::from)?;
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
     }
 }
 

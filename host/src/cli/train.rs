@@ -6,25 +6,20 @@
 //! them, or from the seeded tiny text fixture (`--tiny`, kept in the cache folder so that no
 //! loader lists it as a checkpoint).
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use anyhow::{ensure, Context, Result};
-use candle_core::{DType, Device, Tensor};
-use candle_nn::VarBuilder;
 use clap::Args;
 use cretok_nodes::builtin::{encoder_refs, EMBEDDINGS};
+use cretok_nodes::cretok::text_source::{checkpoint_clip_encoders, tiny_clip_encoders};
 use cretok_nodes::cretok::{
     Control, CreTokToken, EncoderRef, EncoderSet, EvalReport, LossHistory, PairSet, Reporter,
     RunEnd, RunOptions, StartReport, StepReport, Target, TrainConfig, Trainer,
 };
 use cretok_nodes::fsutil::atomic_write;
-use cretok_nodes::sd3::checkpoint::Sd3Checkpoint;
-use cretok_nodes::sd3::text_encoders::{EncoderVarBuilders, Sd3TextConfig, Sd3TextEncoders};
-use cretok_nodes::sd3::text_tiny::{tiny_clip_g_weights, tiny_clip_l_weights, TINY_SEED};
 use indicatif::ProgressStyle;
 
 use super::console::Console;
@@ -127,53 +122,6 @@ impl TrainArgs {
     }
 }
 
-/// Loads CLIP-L and CLIP-G (no T5) of an SD3 checkpoint the way LoadSD3 finds them: a single
-/// file (memory-mapped), a diffusers folder, or separate files in `models/text_encoders/`; on
-/// the GPU in a `--features cuda` build.
-fn load_text_encoders(path: &Path, text_encoder_dirs: &[PathBuf]) -> Result<Sd3TextEncoders> {
-    let ckpt = Sd3Checkpoint::open(path, text_encoder_dirs)?;
-    // f32 arithmetic on every device (the token trains in f32); on the CPU, weights stored in
-    // f16 stay in f16 (`sd3::clip::half_weights`).
-    let device = Device::cuda_if_available(0)?;
-    let (clip_l, clip_g) = ckpt.clip_var_builders(DType::F32, &device)?;
-    let cfg = Sd3TextConfig::for_context_width(ckpt.mmdit_config.context_embed_size)?;
-    let vbs = EncoderVarBuilders {
-        clip_l,
-        clip_g,
-        t5: None,
-    };
-    Sd3TextEncoders::new(&cfg, None, vbs)
-}
-
-/// The tiny fixture's text encoders, written as a single file (once) and loaded back.
-fn tiny_text_encoders(path: &Path) -> Result<Sd3TextEncoders> {
-    write_tiny(path)?;
-    let tensors = candle_core::safetensors::load(path, &Device::Cpu)?;
-    let vb = VarBuilder::from_tensors(tensors, DType::F32, &Device::Cpu);
-    let vbs = EncoderVarBuilders {
-        t5: None,
-        ..EncoderVarBuilders::single_file(&vb)
-    };
-    Sd3TextEncoders::new(&Sd3TextConfig::tiny(), None, vbs)
-}
-
-/// Writes the tiny fixture as a single-file checkpoint (once).
-fn write_tiny(path: &Path) -> Result<()> {
-    if path.is_file() {
-        return Ok(());
-    }
-    let mut map: HashMap<String, Tensor> = HashMap::new();
-    for (enc, weights) in [
-        ("clip_l", tiny_clip_l_weights(TINY_SEED)?),
-        ("clip_g", tiny_clip_g_weights(TINY_SEED)?),
-    ] {
-        for (k, t) in weights {
-            map.insert(format!("text_encoders.{enc}.transformer.{k}"), t);
-        }
-    }
-    atomic_write(path, &safetensors::serialize(map.iter(), None)?)
-}
-
 struct CliReporter {
     console: Console,
     stop: Arc<AtomicBool>,
@@ -261,13 +209,13 @@ fn resume<'a>(
 pub fn train(args: TrainArgs) -> Result<ExitCode> {
     let paths = args.data.paths();
     let encoders = if args.tiny {
-        tiny_text_encoders(&paths.data_dir.join("cache").join(TINY_FILE))
+        tiny_clip_encoders(&paths.data_dir.join("cache").join(TINY_FILE))
     } else {
         let name = args
             .checkpoint
             .as_deref()
             .context("--checkpoint is required")?;
-        load_text_encoders(
+        checkpoint_clip_encoders(
             &paths.model_folder("checkpoints").join(name),
             &[paths.model_folder("text_encoders")],
         )

@@ -6,7 +6,7 @@
 //! One concept per module: [`dataset`] (pairs files), [`prompts`] (templates and ids),
 //! [`encoder`] (`E(P_a)` with the exact speed-ups), [`cache`] (restrictive embeddings),
 //! [`loss`], [`optim`] (AdamW, cosine schedule), [`sampler`], [`trainer`], [`report`],
-//! [`token_file`], [`inference`] (putting a token into a prompt) and [`plot`] (the loss curves
+//! [`token_file`], [`text_source`] (the encoders `cretok train` uses), [`inference`] (putting a token into a prompt) and [`plot`] (the loss curves
 //! as an image).
 
 pub mod cache;
@@ -20,6 +20,7 @@ pub mod plot;
 pub mod prompts;
 pub mod report;
 pub mod sampler;
+pub mod text_source;
 pub mod token_file;
 pub mod trainer;
 
