@@ -18,6 +18,7 @@ fn options(t5: bool) -> TinyOptions {
         seed: 7,
         clips: true,
         t5,
+        positions: None,
     }
 }
 

@@ -56,6 +56,7 @@ fn setup() -> Setup {
         seed: 3,
         clips: false,
         t5: false,
+        positions: None,
     };
     write_single_file(&file, &opts).unwrap();
     let ckpt = Sd3Checkpoint::open(&file, &[]).unwrap();
@@ -371,6 +372,7 @@ fn load_sd3_lists_and_loads_both_layouts_then_generates() {
         seed: 11,
         clips: true,
         t5: false,
+        positions: None,
     };
     write_single_file(&checkpoints.join("tiny.safetensors"), &opts).unwrap();
     write_diffusers(&checkpoints.join("tiny_diffusers"), &opts).unwrap();

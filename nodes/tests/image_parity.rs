@@ -39,6 +39,7 @@ fn parity_options(variant: TinyVariant) -> TinyOptions {
         seed: 2026,
         clips: false,
         t5: false,
+        positions: None,
     }
 }
 

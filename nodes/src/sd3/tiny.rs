@@ -55,6 +55,20 @@ pub struct TinyOptions {
     pub clips: bool,
     /// Include a tiny T5 (about 33 MB in f32).
     pub t5: bool,
+    /// Side of the MMDiT's position table, in patches (16 px each). `None`: the variant's
+    /// 24, enough for 384 px; 64 runs workflows made for 1024 px.
+    pub positions: Option<usize>,
+}
+
+impl TinyOptions {
+    /// The MMDiT configuration these options describe.
+    pub fn mmdit_config(&self) -> mmdit::Config {
+        let mut cfg = self.variant.mmdit_config();
+        if let Some(positions) = self.positions {
+            cfg.pos_embed_max_size = positions;
+        }
+        cfg
+    }
 }
 
 /// Deterministic values for `name`: norm scales near 1, biases and tables
@@ -162,7 +176,7 @@ fn text_encoder_kinds(opts: &TinyOptions) -> Vec<TextEncoderKind> {
 
 /// The tiny MMDiT tensors, original names relative to `model.diffusion_model.`.
 pub fn mmdit_tensors(opts: &TinyOptions) -> Result<BTreeMap<String, Tensor>> {
-    let cfg = opts.variant.mmdit_config();
+    let cfg = opts.mmdit_config();
     record(opts.seed, |vb| MMDiT::new(&cfg, vb).map(|_| ()))
 }
 
@@ -206,7 +220,7 @@ fn write_json(path: &Path, value: &serde_json::Value) -> Result<()> {
 /// Writes a diffusers folder with the same weights and the configs
 /// `from_pretrained` needs (tokenizers are not included).
 pub fn write_diffusers(dir: &Path, opts: &TinyOptions) -> Result<()> {
-    let cfg = opts.variant.mmdit_config();
+    let cfg = opts.mmdit_config();
     let sub = |name: &str| -> Result<std::path::PathBuf> {
         let p = dir.join(name);
         std::fs::create_dir_all(&p).with_context(|| format!("creating {}", p.display()))?;
@@ -392,6 +406,7 @@ mod tests {
             seed: 0,
             clips: false,
             t5: false,
+            positions: None,
         };
         let sd3 = mmdit_tensors(&opts(TinyVariant::Sd3Medium))?;
         assert!(sd3.contains_key("joint_blocks.1.context_block.attn.qkv.weight"));
