@@ -1,5 +1,6 @@
 //! Rectified-flow sampling for SD3: the shifted sigma schedules, seeded initial
-//! noise, and the Euler sampler with classifier-free and skip-layer guidance.
+//! noise, diffusers' Euler sampler and ComfyUI's samplers, with classifier-free
+//! and skip-layer guidance.
 //!
 //! References (numerics in docs/parity.md, "Pipeline conventions"):
 //! - diffusers 0.42.1 `schedulers/scheduling_flow_match_euler_discrete.py`
@@ -18,10 +19,14 @@ use std::ops::ControlFlow;
 
 use candle_core::{DType, Device, Result, Tensor};
 
+mod samplers;
 mod schedulers;
 pub mod torch_rng;
 
-pub use schedulers::{denoise_sigmas, shift_sigma, Scheduler, MAX_SCHEDULE_STEPS};
+pub use samplers::{sample, Denoiser, Run, Sampler, StepNoise};
+pub use schedulers::{
+    denoise_sigmas, ksampler_sigmas, shift_sigma, step_window, Scheduler, MAX_SCHEDULE_STEPS,
+};
 
 use super::mmdit::MMDiT;
 use super::rng::SplitMix64;
@@ -52,6 +57,8 @@ pub enum NoiseSource {
     SplitMix64,
     /// [`comfy_noise`]: a ComfyUI workflow's seed gives its author's noise.
     Torch,
+    /// No noise (KSamplerAdvanced with `add_noise` off: a latent that is already noisy).
+    Zeros,
 }
 
 impl NoiseSource {
@@ -59,6 +66,7 @@ impl NoiseSource {
         match self {
             Self::SplitMix64 => seeded_noise(seed, shape, device),
             Self::Torch => comfy_noise(seed, shape, device),
+            Self::Zeros => Tensor::zeros(shape, DType::F32, device),
         }
     }
 }
@@ -105,7 +113,7 @@ pub struct Step<'a> {
     pub denoised: &'a Tensor,
 }
 
-/// The flow-matching Euler sampler.
+/// The flow-matching Euler sampler (diffusers' step `x + (σ[i+1] − σ[i])·v`).
 #[derive(Debug, Clone)]
 pub struct EulerSampler {
     /// Descending sigmas, ending at 0.
@@ -126,46 +134,17 @@ impl EulerSampler {
         x: &Tensor,
         callback: &mut dyn FnMut(&Step<'_>) -> ControlFlow<()>,
     ) -> Result<Option<Tensor>> {
-        let batch = x.dim(0)?;
-        let guided = self.cfg > 1.0;
-        let pos = expand_batch(positive, batch)?;
-        let neg = expand_batch(negative, batch)?;
-        let (context, pooled) = if guided {
-            (
-                Tensor::cat(&[&neg.context, &pos.context], 0)?,
-                Tensor::cat(&[&neg.pooled, &pos.pooled], 0)?,
-            )
-        } else {
-            (pos.context.clone(), pos.pooled.clone())
-        };
         let total = self.sigmas.len().saturating_sub(1);
+        let guide = Guidance {
+            cfg: self.cfg,
+            skip_layer_guidance: self.skip_layer_guidance.as_ref(),
+            total,
+        };
+        let guided = GuidedModel::new(model, positive, negative, x.dim(0)?, guide)?;
         let mut x = x.to_dtype(DType::F32)?;
         for index in 0..total {
             let (sigma, sigma_next) = (self.sigmas[index], self.sigmas[index + 1]);
-            let timestep = sigma * 1000.0;
-            let v = if guided {
-                let input = Tensor::cat(&[&x, &x], 0)?;
-                let t = Tensor::full(timestep, 2 * batch, x.device())?;
-                let out = model.forward(&input, &t, &pooled, &context, &[])?;
-                let out = out.to_dtype(DType::F32)?;
-                let (uncond, cond) = (out.narrow(0, 0, batch)?, out.narrow(0, batch, batch)?);
-                let v = (&uncond + ((&cond - &uncond)? * self.cfg)?)?;
-                match &self.skip_layer_guidance {
-                    Some(slg) if slg_active(slg, index, total) => {
-                        let t = Tensor::full(timestep, batch, x.device())?;
-                        let skipped = model
-                            .forward(&x, &t, &pos.pooled, &pos.context, &slg.layers)?
-                            .to_dtype(DType::F32)?;
-                        (v + ((cond - skipped)? * slg.scale)?)?
-                    }
-                    _ => v,
-                }
-            } else {
-                let t = Tensor::full(timestep, batch, x.device())?;
-                model
-                    .forward(&x, &t, &pos.pooled, &pos.context, &[])?
-                    .to_dtype(DType::F32)?
-            };
+            let v = guided.velocity(&x, sigma, index)?;
             let denoised = (&x - v.affine(sigma as f64, 0.0)?)?;
             x = (&x + v.affine((sigma_next - sigma) as f64, 0.0)?)?;
             let step = Step {
@@ -179,6 +158,140 @@ impl EulerSampler {
             }
         }
         Ok(Some(x))
+    }
+}
+
+/// ComfyUI's `KSampler`: one of its samplers on its schedule, with per-step
+/// noise drawn as ComfyUI does on the CPU for `seed`.
+#[derive(Debug, Clone)]
+pub struct ComfySampler {
+    pub sampler: Sampler,
+    /// Descending sigmas (ending at 0 for a full denoise).
+    pub sigmas: Vec<f32>,
+    pub cfg: f64,
+    /// The model's shift (`ModelSamplingSD3`).
+    pub shift: f64,
+    pub seed: u64,
+}
+
+impl ComfySampler {
+    /// As [`EulerSampler::sample`].
+    pub fn sample(
+        &self,
+        model: &MMDiT,
+        positive: &Conditioning,
+        negative: &Conditioning,
+        x: &Tensor,
+        callback: &mut dyn FnMut(&Step<'_>) -> ControlFlow<()>,
+    ) -> Result<Option<Tensor>> {
+        let guide = Guidance {
+            cfg: self.cfg,
+            skip_layer_guidance: None,
+            total: self.sigmas.len().saturating_sub(1),
+        };
+        let mut guided = GuidedModel::new(model, positive, negative, x.dim(0)?, guide)?;
+        let run = Run {
+            sampler: self.sampler,
+            sigmas: &self.sigmas,
+            shift: self.shift,
+        };
+        let mut noise = StepNoise::comfy(self.seed);
+        sample(
+            &run,
+            &mut guided,
+            x.to_dtype(DType::F32)?,
+            &mut noise,
+            callback,
+        )
+    }
+}
+
+/// The guidance settings of a run.
+struct Guidance<'a> {
+    /// Classifier-free guidance scale; guidance applies only when > 1.
+    cfg: f64,
+    skip_layer_guidance: Option<&'a SkipLayerGuidance>,
+    /// The run's step count (skip-layer guidance is set in fractions of it).
+    total: usize,
+}
+
+/// The MMDiT with classifier-free and skip-layer guidance, on a latent batch.
+struct GuidedModel<'a> {
+    model: &'a MMDiT,
+    guidance: Guidance<'a>,
+    positive: Conditioning,
+    /// `[negative, positive]` when guided, else the positive alone.
+    context: Tensor,
+    pooled: Tensor,
+}
+
+impl<'a> GuidedModel<'a> {
+    /// Conditioning with batch 1 is broadcast over the latent `batch`.
+    fn new(
+        model: &'a MMDiT,
+        positive: &Conditioning,
+        negative: &Conditioning,
+        batch: usize,
+        guidance: Guidance<'a>,
+    ) -> Result<Self> {
+        let positive = expand_batch(positive, batch)?;
+        let (context, pooled) = if guidance.cfg > 1.0 {
+            let negative = expand_batch(negative, batch)?;
+            (
+                Tensor::cat(&[&negative.context, &positive.context], 0)?,
+                Tensor::cat(&[&negative.pooled, &positive.pooled], 0)?,
+            )
+        } else {
+            (positive.context.clone(), positive.pooled.clone())
+        };
+        Ok(GuidedModel {
+            model,
+            guidance,
+            positive,
+            context,
+            pooled,
+        })
+    }
+
+    /// The guided velocity `v` at `(x, σ)` on step `index`.
+    fn velocity(&self, x: &Tensor, sigma: f32, index: usize) -> Result<Tensor> {
+        let batch = x.dim(0)?;
+        let timestep = sigma * 1000.0;
+        if self.guidance.cfg <= 1.0 {
+            let t = Tensor::full(timestep, batch, x.device())?;
+            return self
+                .model
+                .forward(x, &t, &self.pooled, &self.context, &[])?
+                .to_dtype(DType::F32);
+        }
+        let input = Tensor::cat(&[x, x], 0)?;
+        let t = Tensor::full(timestep, 2 * batch, x.device())?;
+        let out = self
+            .model
+            .forward(&input, &t, &self.pooled, &self.context, &[])?
+            .to_dtype(DType::F32)?;
+        let (uncond, cond) = (out.narrow(0, 0, batch)?, out.narrow(0, batch, batch)?);
+        let v = (&uncond + ((&cond - &uncond)? * self.guidance.cfg)?)?;
+        match self.guidance.skip_layer_guidance {
+            Some(slg) if slg_active(slg, index, self.guidance.total) => {
+                let t = Tensor::full(timestep, batch, x.device())?;
+                let pos = &self.positive;
+                let skipped = self
+                    .model
+                    .forward(x, &t, &pos.pooled, &pos.context, &slg.layers)?
+                    .to_dtype(DType::F32)?;
+                v + ((cond - skipped)? * slg.scale)?
+            }
+            _ => Ok(v),
+        }
+    }
+}
+
+impl Denoiser for GuidedModel<'_> {
+    /// `CONST.calculate_denoised`: `x − σ·v`.
+    fn denoise(&mut self, x: &Tensor, sigma: f32, step: usize) -> Result<Tensor> {
+        let v = self.velocity(x, sigma, step)?;
+        x - v.affine(f64::from(sigma), 0.0)?
     }
 }
 
