@@ -5,8 +5,8 @@ use std::sync::{Arc, Mutex};
 
 use candle_core::{DType, Device, Tensor};
 use cretok_nodes::builtin::{
-    ConditioningZeroOut, EmptySd3LatentImage, KSampler, ModelSamplingSd3, PreviewImage, Sample,
-    SaveImage, VaeDecode, VaeEncode,
+    ConditioningZeroOut, EmptySd3LatentImage, KSampler, KSamplerAdvanced, ModelSamplingSd3,
+    PreviewImage, Sample, SaveImage, VaeDecode, VaeEncode,
 };
 use cretok_nodes::sd3::checkpoint::Sd3Checkpoint;
 use cretok_nodes::sd3::sampling::{seeded_noise, DiffusionModel};
@@ -304,6 +304,93 @@ fn ksampler_img2img_keeps_more_of_the_input_at_low_denoise() {
     };
     assert!(distance(0.25) < distance(1.0));
     assert_eq!(distance(0.0), 0.0, "denoise 0 returns the latent unchanged");
+}
+
+/// KSampler's inputs for `sampler` on a 1×16×8×8 latent of zeros.
+fn ksampler_inputs(s: &Setup, sampler: &str) -> Inputs {
+    let latent = Latent {
+        samples: Tensor::zeros(&[1, 16, 8, 8], DType::F32, &Device::Cpu).unwrap(),
+    };
+    Inputs::new()
+        .with("model", Value::handle(s.model.clone()))
+        .with("positive", Value::handle(s.positive.clone()))
+        .with("negative", Value::handle(s.positive.clone()))
+        .with("seed", Value::Int(7))
+        .with("noise_seed", Value::Int(7))
+        .with("steps", Value::Int(4))
+        .with("cfg", Value::Float(1.0))
+        .with("sampler_name", Value::String(sampler.into()))
+        .with("scheduler", Value::String("sgm_uniform".into()))
+        .with("latent_image", Value::handle(latent))
+        .with("denoise", Value::Float(1.0))
+}
+
+fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
+    (a - b)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap()
+}
+
+#[test]
+fn ksampler_runs_every_comfy_sampler() {
+    use cretok_nodes::sd3::sampling::Sampler;
+    let s = setup();
+    let (sink, cancel) = (Recorder::default(), CancelToken::new());
+    for name in Sampler::COMFY_NAMES {
+        let out = run(&KSampler, &ksampler_inputs(&s, name), &s, &sink, &cancel).unwrap();
+        let samples = &handle::<Latent>(&out.values[0]).samples;
+        assert_eq!(samples.dims(), &[1, 16, 8, 8], "{name}");
+        let finite = samples.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        assert!(finite.iter().all(|v| v.is_finite()), "{name}");
+    }
+    let unknown = ksampler_inputs(&s, "uni_pc_bh2");
+    assert!(run(&KSampler, &unknown, &s, &sink, &cancel).is_err());
+}
+
+#[test]
+fn ksampler_advanced_in_two_stages_equals_one_ksampler() {
+    let s = setup();
+    let (sink, cancel) = (Recorder::default(), CancelToken::new());
+    let whole = run(&KSampler, &ksampler_inputs(&s, "euler"), &s, &sink, &cancel).unwrap();
+    let whole = handle::<Latent>(&whole.values[0]);
+    let stage = |latent: Value, add_noise: &str, start: i64, end: i64, leftover: &str| {
+        let inputs = ksampler_inputs(&s, "euler")
+            .with("latent_image", latent)
+            .with("add_noise", Value::String(add_noise.into()))
+            .with("start_at_step", Value::Int(start))
+            .with("end_at_step", Value::Int(end))
+            .with("return_with_leftover_noise", Value::String(leftover.into()));
+        run(&KSamplerAdvanced, &inputs, &s, &sink, &cancel)
+            .unwrap()
+            .values[0]
+            .clone()
+    };
+    let zeros = ksampler_inputs(&s, "euler")
+        .get("latent_image")
+        .unwrap()
+        .clone();
+    let first = stage(zeros.clone(), "enable", 0, 2, "enable");
+    let second = stage(first.clone(), "disable", 2, 10000, "disable");
+    let staged = handle::<Latent>(&second);
+    assert!(max_abs_diff(&staged.samples, &whole.samples) < 1e-4);
+
+    // Adding noise again in the second stage, or denoising fully in the first, is another run.
+    let renoised = handle::<Latent>(&stage(first, "enable", 2, 10000, "disable"));
+    assert!(max_abs_diff(&renoised.samples, &whole.samples) > 1e-2);
+    let full_first = stage(zeros, "enable", 0, 2, "disable");
+    let restarted = handle::<Latent>(&stage(full_first, "disable", 2, 10000, "disable"));
+    assert!(max_abs_diff(&restarted.samples, &whole.samples) > 1e-2);
+    // A window past the last step returns the latent unchanged.
+    let past = stage(second.clone(), "enable", 4, 10000, "disable");
+    assert_eq!(
+        max_abs_diff(&handle::<Latent>(&past).samples, &staged.samples),
+        0.0
+    );
 }
 
 #[test]

@@ -4,8 +4,8 @@ use candle_core::{Device, Tensor};
 
 use crate::sd3::latent_preview::preview;
 use crate::sd3::sampling::{
-    denoise_sigmas, noise_latent, DiffusionModel, EulerSampler, NoiseSource, Scheduler,
-    SkipLayerGuidance, MAX_SCHEDULE_STEPS,
+    ksampler_sigmas, noise_latent, ComfySampler, DiffusionModel, EulerSampler, NoiseSource,
+    Sampler, Scheduler, SkipLayerGuidance, Step, MAX_SCHEDULE_STEPS,
 };
 use crate::sd3::types::{Conditioning, Latent};
 use crate::{
@@ -24,6 +24,8 @@ pub(crate) struct SamplingJob<'a> {
     pub positive: &'a Conditioning,
     pub negative: &'a Conditioning,
     pub sigmas: Vec<f32>,
+    /// ComfyUI's sampler; `None` is diffusers' Euler step (`Sample`).
+    pub sampler: Option<Sampler>,
     pub cfg: f64,
     pub skip_layer_guidance: Option<SkipLayerGuidance>,
     pub seed: u64,
@@ -41,7 +43,7 @@ fn on_device(cond: &Conditioning, device: &Device) -> candle_core::Result<Condit
     })
 }
 
-/// Runs the Euler sampler with progress (honouring cancel) and, when
+/// Runs the job's sampler with progress (honouring cancel) and, when
 /// switched on, PNG previews.
 /// Noise is drawn on the CPU, so a seed gives the same image on every device.
 /// No sigmas (`denoise` 0): the latent comes back unchanged, as in ComfyUI.
@@ -69,30 +71,41 @@ pub(crate) fn run_sampling(job: SamplingJob<'_>, ctx: &RunContext) -> Result<Lat
         ))
     };
     let (x, positive, negative) = prepare().map_err(anyhow::Error::from)?;
-    let sampler = EulerSampler {
-        sigmas: job.sigmas,
-        cfg: job.cfg,
-        skip_layer_guidance: job.skip_layer_guidance,
-    };
     let mut failure = None;
-    let out = sampler
-        .sample(&job.model.mmdit, &positive, &negative, &x, &mut |step| {
-            if let Err(e) = ctx.progress(step.index as u64 + 1, step.total as u64) {
-                failure = Some(e);
-                return ControlFlow::Break(());
-            }
-            let done = step.index + 1;
-            if ctx.previews.is_on() && (done % PREVIEW_EVERY == 0 || done == step.total) {
-                // A preview that fails to render is skipped, never fatal.
-                if let Ok(p) = preview(step.denoised) {
-                    if let Ok(png) = encode_png(p.width, p.height, &p.rgb, &[]) {
-                        ctx.preview(PreviewFormat::Png, png);
-                    }
+    let mut on_step = |step: &Step<'_>| {
+        if let Err(e) = ctx.progress(step.index as u64 + 1, step.total as u64) {
+            failure = Some(e);
+            return ControlFlow::Break(());
+        }
+        let done = step.index + 1;
+        if ctx.previews.is_on() && (done.is_multiple_of(PREVIEW_EVERY) || done == step.total) {
+            // A preview that fails to render is skipped, never fatal.
+            if let Ok(p) = preview(step.denoised) {
+                if let Ok(png) = encode_png(p.width, p.height, &p.rgb, &[]) {
+                    ctx.preview(PreviewFormat::Png, png);
                 }
             }
-            ControlFlow::Continue(())
-        })
-        .map_err(anyhow::Error::from)?;
+        }
+        ControlFlow::Continue(())
+    };
+    let mmdit = &job.model.mmdit;
+    let out = match job.sampler {
+        Some(sampler) => ComfySampler {
+            sampler,
+            sigmas: job.sigmas,
+            cfg: job.cfg,
+            shift: job.model.shift,
+            seed: job.seed,
+        }
+        .sample(mmdit, &positive, &negative, &x, &mut on_step),
+        None => EulerSampler {
+            sigmas: job.sigmas,
+            cfg: job.cfg,
+            skip_layer_guidance: job.skip_layer_guidance,
+        }
+        .sample(mmdit, &positive, &negative, &x, &mut on_step),
+    }
+    .map_err(anyhow::Error::from)?;
     match out {
         Some(samples) => {
             let samples = samples
@@ -148,8 +161,22 @@ pub(crate) fn latent_shape(latent: &Tensor) -> Result<[usize; 4], NodeError> {
     Ok([b, c, h, w])
 }
 
-/// ComfyUI's `KSampler` for SD3: sampler `euler`, ComfyUI's schedulers, with the model's shift (see `ModelSamplingSD3`), from
-/// ComfyUI's own initial noise for the seed (torch's CPU generator).
+/// The `sampler_name` and `scheduler` inputs of the KSampler nodes.
+pub(crate) fn sampler_and_scheduler(inputs: &Inputs) -> Result<(Sampler, Scheduler), NodeError> {
+    let name = inputs.string("sampler_name")?;
+    let sampler = Sampler::from_comfy_name(name).ok_or_else(|| {
+        NodeError::invalid_input("sampler_name", format!("unknown sampler '{name}'"))
+    })?;
+    let name = inputs.string("scheduler")?;
+    let scheduler = Scheduler::from_comfy_name(name).ok_or_else(|| {
+        NodeError::invalid_input("scheduler", format!("unknown scheduler '{name}'"))
+    })?;
+    Ok((sampler, scheduler))
+}
+
+/// ComfyUI's `KSampler` for SD3: ComfyUI's samplers and schedulers, with the
+/// model's shift (see `ModelSamplingSD3`), from ComfyUI's own initial noise for
+/// the seed (torch's CPU generator) and its per-step noise on the CPU.
 pub struct KSampler;
 
 impl Node for KSampler {
@@ -169,7 +196,7 @@ impl Node for KSampler {
             ))
             .input(InputSpec::required(
                 "sampler_name",
-                InputKind::combo(["euler"]),
+                InputKind::combo(Sampler::COMFY_NAMES),
             ))
             .input(InputSpec::required(
                 "scheduler",
@@ -199,23 +226,16 @@ impl Node for KSampler {
         let positive = inputs.handle::<Conditioning>("positive")?;
         let negative = inputs.handle::<Conditioning>("negative")?;
         let latent = inputs.handle::<Latent>("latent_image")?;
-        let name = inputs.string("scheduler")?;
-        let scheduler = Scheduler::from_comfy_name(name).ok_or_else(|| {
-            NodeError::invalid_input("scheduler", format!("unknown scheduler '{name}'"))
-        })?;
-        if inputs.string("sampler_name")? != "euler" {
-            return Err(NodeError::invalid_input(
-                "sampler_name",
-                "only euler is available",
-            ));
-        }
+        let (sampler, scheduler) = sampler_and_scheduler(inputs)?;
         let steps = inputs.int("steps")?.max(1) as usize;
         let denoise = inputs.float("denoise")?;
+        let discard = sampler.discards_penultimate_sigma();
         let job = SamplingJob {
             model: &model,
             positive: &positive,
             negative: &negative,
-            sigmas: denoise_sigmas(scheduler, steps, model.shift, denoise),
+            sigmas: ksampler_sigmas(scheduler, steps, model.shift, denoise, discard),
+            sampler: Some(sampler),
             cfg: inputs.float("cfg")?,
             skip_layer_guidance: None,
             seed: inputs.int("seed")? as u64,

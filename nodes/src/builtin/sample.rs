@@ -143,6 +143,7 @@ impl Node for Sample {
             positive: &positive,
             negative: &negative,
             sigmas: denoise_sigmas(Scheduler::Diffusers, steps, shift, denoise),
+            sampler: None,
             cfg: inputs.float("cfg")?,
             skip_layer_guidance: skip_layer_guidance(inputs, model.mmdit.config().depth)?,
             seed: inputs.int("seed")? as u64,
