@@ -5,14 +5,16 @@ The sampler functions are read out of a ComfyUI checkout given with --comfyui (n
 committed here) and run with torch alone, without importing the rest of ComfyUI:
 `comfy/k_diffusion/sampling.py` (the `sample_*` functions and their helpers),
 `comfy/model_sampling.py` (CONST, ModelSamplingDiscreteFlow), `comfy/samplers.py`
-(simple_scheduler).
+(simple_scheduler) and `comfy/extra_samplers/uni_pc.py` (sample_unipc and what it runs).
 What `comfy/samplers.py` does around a sampler is done here the same way:
 
 - `KSampler.calculate_sigmas`: the `simple` schedule, with one step more and the
-  penultimate sigma dropped for dpm_2 and dpm_2_ancestral;
-- `sampler_object`: ddim is euler (its inpaint option only matters with a mask);
+  penultimate sigma dropped for dpm_2, dpm_2_ancestral, uni_pc and uni_pc_bh2;
+- `sampler_object`: ddim is euler (its inpaint option only matters with a mask), uni_pc
+  and uni_pc_bh2 are `sample_unipc` and `sample_unipc_bh2`;
 - `KSAMPLER.sample`: `noise_scaling(sigmas[0], noise, latent)` before the sampler,
-  `inverse_noise_scaling(sigmas[-1], samples)` after it, `extra_args = {"seed": seed}`;
+  `inverse_noise_scaling(sigmas[-1], samples)` after it on the same sigmas tensor (which
+  sample_unipc edits in place: its last sigma becomes 0.001), `extra_args = {"seed": seed}`;
 - `comfy/sample.py` `prepare_noise`: `torch.randn(shape, generator=torch.manual_seed(seed))`.
 
 The toy model is `CONST.calculate_denoised(sigma, v, x)` with the velocity
@@ -56,9 +58,13 @@ SAMPLERS = [
     "dpmpp_2m_sde",
     "dpmpp_3m_sde",
     "ddim",
+    "uni_pc",
+    "uni_pc_bh2",
     "lcm",
 ]
-DISCARD_PENULTIMATE_SIGMA = {"dpm_2", "dpm_2_ancestral"}
+# `sampler_object`: the samplers that are not `sample_<name>`.
+FUNCTIONS = {"ddim": "sample_euler", "uni_pc": "sample_unipc", "uni_pc_bh2": "sample_unipc_bh2"}
+DISCARD_PENULTIMATE_SIGMA = {"dpm_2", "dpm_2_ancestral", "uni_pc", "uni_pc_bh2"}
 BROWNIAN_TREE = {"dpmpp_sde", "dpmpp_2m_sde", "dpmpp_3m_sde"}
 K_DIFFUSION = [
     "to_d",
@@ -92,6 +98,15 @@ WANTED = {
     "comfy/model_sampling.py": ["reshape_sigma", "time_snr_shift", "CONST", "ModelSamplingDiscreteFlow"],
     "comfy/samplers.py": ["simple_scheduler"],
     "comfy/k_diffusion/sampling.py": K_DIFFUSION,
+    "comfy/extra_samplers/uni_pc.py": [
+        "model_wrapper",
+        "UniPC",
+        "expand_dims",
+        "SigmaConvert",
+        "predict_eps_sigma",
+        "sample_unipc",
+        "sample_unipc_bh2",
+    ],
 }
 
 
@@ -150,7 +165,7 @@ def run(ns, ms, name):
     if name in DISCARD_PENULTIMATE_SIGMA:
         sigmas = torch.cat([sigmas[:-2], sigmas[-1:]])
     used_sigmas = sigmas.tolist()
-    function = ns["sample_" + ("euler" if name == "ddim" else name)]
+    function = ns[FUNCTIONS.get(name, "sample_" + name)]
     noise = torch.randn(SHAPE, generator=torch.manual_seed(SEED))
     latent = torch.zeros(SHAPE)
     x = ms.noise_scaling(sigmas[0], noise, latent)

@@ -348,7 +348,7 @@ fn ksampler_runs_every_comfy_sampler() {
         let finite = samples.flatten_all().unwrap().to_vec1::<f32>().unwrap();
         assert!(finite.iter().all(|v| v.is_finite()), "{name}");
     }
-    let unknown = ksampler_inputs(&s, "uni_pc_bh2");
+    let unknown = ksampler_inputs(&s, "dpm_fast");
     assert!(run(&KSampler, &unknown, &s, &sink, &cancel).is_err());
 }
 

@@ -9,6 +9,8 @@
 
 use candle_core::{Result, Tensor};
 
+mod uni_pc;
+
 use super::schedulers::shift_sigma;
 use super::torch_rng::TorchGenerator;
 use super::Step;
@@ -30,11 +32,13 @@ pub enum Sampler {
     /// ComfyUI's `ddim` is `euler` (its random inpaint noise only matters with a mask).
     Ddim,
     Lcm,
+    UniPc,
+    UniPcBh2,
 }
 
 impl Sampler {
     /// In ComfyUI's order (`KSAMPLER_NAMES` then the extra samplers).
-    pub const COMFY_NAMES: [&'static str; 13] = [
+    pub const COMFY_NAMES: [&'static str; 15] = [
         "euler",
         "euler_ancestral",
         "heun",
@@ -48,6 +52,8 @@ impl Sampler {
         "dpmpp_3m_sde",
         "lcm",
         "ddim",
+        "uni_pc",
+        "uni_pc_bh2",
     ];
 
     pub fn from_comfy_name(name: &str) -> Option<Self> {
@@ -65,6 +71,8 @@ impl Sampler {
             "dpmpp_3m_sde" => Self::Dpmpp3mSde,
             "ddim" => Self::Ddim,
             "lcm" => Self::Lcm,
+            "uni_pc" => Self::UniPc,
+            "uni_pc_bh2" => Self::UniPcBh2,
             _ => return None,
         })
     }
@@ -72,7 +80,10 @@ impl Sampler {
     /// `KSampler.DISCARD_PENULTIMATE_SIGMA_SAMPLERS`: these run on a schedule
     /// of one step more with its penultimate sigma dropped.
     pub fn discards_penultimate_sigma(self) -> bool {
-        matches!(self, Self::Dpm2 | Self::Dpm2Ancestral)
+        matches!(
+            self,
+            Self::Dpm2 | Self::Dpm2Ancestral | Self::UniPc | Self::UniPcBh2
+        )
     }
 }
 
@@ -117,7 +128,8 @@ pub struct Run<'a> {
 type Callback<'c> = dyn FnMut(&Step<'_>) -> std::ops::ControlFlow<()> + 'c;
 
 /// Samples from `x` (already at `sigmas[0]`, ComfyUI's `noise_scaling`), then
-/// applies `inverse_noise_scaling`. `None` when `callback` breaks.
+/// applies `inverse_noise_scaling`; fewer than 2 sigmas leave `x` as it is.
+/// `None` when `callback` breaks.
 pub fn sample(
     run: &Run<'_>,
     model: &mut dyn Denoiser,
@@ -125,7 +137,7 @@ pub fn sample(
     noise: &mut StepNoise,
     callback: &mut Callback<'_>,
 ) -> Result<Option<Tensor>> {
-    let Some(&last) = run.sigmas.last() else {
+    let (Some(&last), true) = (run.sigmas.last(), run.sigmas.len() >= 2) else {
         return Ok(Some(x));
     };
     let mut state = Sampling {
@@ -145,6 +157,8 @@ pub fn sample(
         Sampler::Dpmpp2sAncestral => state.dpmpp_2s_ancestral(x)?,
         Sampler::Dpmpp2m => state.dpmpp_2m(x)?,
         Sampler::Lcm => state.lcm(x)?,
+        Sampler::UniPc => state.uni_pc(x, uni_pc::Variant::Bh1)?,
+        Sampler::UniPcBh2 => state.uni_pc(x, uni_pc::Variant::Bh2)?,
         Sampler::DpmppSde | Sampler::Dpmpp2mSde | Sampler::Dpmpp3mSde => {
             state.offset_first_sigma(run.shift);
             match run.sampler {
@@ -154,8 +168,14 @@ pub fn sample(
             }
         }
     };
+    // sample_unipc sets a last sigma of 0 to 0.001 in ComfyUI's own sigmas,
+    // which KSAMPLER then hands to inverse_noise_scaling.
+    let last = match run.sampler {
+        Sampler::UniPc | Sampler::UniPcBh2 if last == 0.0 => uni_pc::LAST_SIGMA,
+        _ => last,
+    };
     // CONST.inverse_noise_scaling: x / (1 − σ_last), the identity after a full denoise.
-    out.map(|x| x.affine(1.0 / (1.0 - f64::from(last)), 0.0))
+    out.map(|x| x.affine(1.0 / f64::from(1.0 - last), 0.0))
         .transpose()
 }
 
@@ -642,7 +662,46 @@ mod tests {
         for name in Sampler::COMFY_NAMES {
             assert!(Sampler::from_comfy_name(name).is_some(), "{name}");
         }
-        assert_eq!(Sampler::from_comfy_name("uni_pc_bh2"), None);
+        assert_eq!(Sampler::from_comfy_name("dpm_fast"), None);
+    }
+
+    struct Shrink;
+
+    impl Denoiser for Shrink {
+        fn denoise(&mut self, x: &Tensor, sigma: f32, _step: usize) -> Result<Tensor> {
+            x.affine(1.0 - f64::from(sigma) * 0.5, 0.0)
+        }
+    }
+
+    #[test]
+    fn every_sampler_runs_short_schedules() -> Result<()> {
+        let dev = candle_core::Device::Cpu;
+        for name in Sampler::COMFY_NAMES {
+            let sampler = Sampler::from_comfy_name(name).unwrap();
+            for sigmas in [
+                vec![1.0],
+                vec![1.0, 0.0],
+                vec![1.0, 0.5, 0.0],
+                vec![0.9, 0.6, 0.3, 0.1],
+            ] {
+                let x = Tensor::ones((1, 2, 2, 2), candle_core::DType::F32, &dev)?;
+                let run = Run {
+                    sampler,
+                    sigmas: &sigmas,
+                    shift: 3.0,
+                };
+                let mut steps = 0;
+                let out = sample(&run, &mut Shrink, x, &mut StepNoise::comfy(1), &mut |_| {
+                    steps += 1;
+                    std::ops::ControlFlow::Continue(())
+                })?
+                .unwrap();
+                assert_eq!(steps, sigmas.len().saturating_sub(1), "{name} {sigmas:?}");
+                let values = out.flatten_all()?.to_vec1::<f32>()?;
+                assert!(values.iter().all(|v| v.is_finite()), "{name} {sigmas:?}");
+            }
+        }
+        Ok(())
     }
 
     #[test]
