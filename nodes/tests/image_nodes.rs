@@ -353,6 +353,25 @@ fn ksampler_runs_every_comfy_sampler() {
 }
 
 #[test]
+fn ksampler_guides_below_cfg_1_as_comfyui_does() {
+    let s = setup();
+    let (sink, cancel) = (Recorder::default(), CancelToken::new());
+    let negative = Conditioning {
+        context: seeded_noise(8, &[1, 12, 128], &Device::Cpu).unwrap(),
+        pooled: seeded_noise(9, &[1, 96], &Device::Cpu).unwrap(),
+    };
+    let at = |cfg: f64| {
+        let inputs = ksampler_inputs(&s, "euler")
+            .with("negative", Value::handle(negative.clone()))
+            .with("cfg", Value::Float(cfg));
+        let out = run(&KSampler, &inputs, &s, &sink, &cancel).unwrap();
+        handle::<Latent>(&out.values[0]).samples.clone()
+    };
+    // cfg 1 is the positive alone; 0.5 blends in the negative (diffusers would not guide).
+    assert!(max_abs_diff(&at(0.5), &at(1.0)) > 1e-3);
+}
+
+#[test]
 fn ksampler_advanced_in_two_stages_equals_one_ksampler() {
     let s = setup();
     let (sink, cancel) = (Recorder::default(), CancelToken::new());

@@ -137,6 +137,7 @@ impl EulerSampler {
         let total = self.sigmas.len().saturating_sub(1);
         let guide = Guidance {
             cfg: self.cfg,
+            guided: self.cfg > 1.0,
             skip_layer_guidance: self.skip_layer_guidance.as_ref(),
             total,
         };
@@ -168,6 +169,7 @@ pub struct ComfySampler {
     pub sampler: Sampler,
     /// Descending sigmas (ending at 0 for a full denoise).
     pub sigmas: Vec<f32>,
+    /// Classifier-free guidance scale; as in ComfyUI, only 1 skips the negative.
     pub cfg: f64,
     /// The model's shift (`ModelSamplingSD3`).
     pub shift: f64,
@@ -186,6 +188,8 @@ impl ComfySampler {
     ) -> Result<Option<Tensor>> {
         let guide = Guidance {
             cfg: self.cfg,
+            // ComfyUI skips the negative only at cfg 1 (`math.isclose`).
+            guided: (self.cfg - 1.0).abs() > 1e-9 * self.cfg.abs().max(1.0),
             skip_layer_guidance: None,
             total: self.sigmas.len().saturating_sub(1),
         };
@@ -208,8 +212,10 @@ impl ComfySampler {
 
 /// The guidance settings of a run.
 struct Guidance<'a> {
-    /// Classifier-free guidance scale; guidance applies only when > 1.
+    /// Classifier-free guidance scale.
     cfg: f64,
+    /// Whether the negative runs: diffusers above 1, ComfyUI at anything but 1.
+    guided: bool,
     skip_layer_guidance: Option<&'a SkipLayerGuidance>,
     /// The run's step count (skip-layer guidance is set in fractions of it).
     total: usize,
@@ -235,7 +241,7 @@ impl<'a> GuidedModel<'a> {
         guidance: Guidance<'a>,
     ) -> Result<Self> {
         let positive = expand_batch(positive, batch)?;
-        let (context, pooled) = if guidance.cfg > 1.0 {
+        let (context, pooled) = if guidance.guided {
             let negative = expand_batch(negative, batch)?;
             (
                 Tensor::cat(&[&negative.context, &positive.context], 0)?,
@@ -257,7 +263,7 @@ impl<'a> GuidedModel<'a> {
     fn velocity(&self, x: &Tensor, sigma: f32, index: usize) -> Result<Tensor> {
         let batch = x.dim(0)?;
         let timestep = sigma * 1000.0;
-        if self.guidance.cfg <= 1.0 {
+        if !self.guidance.guided {
             let t = Tensor::full(timestep, batch, x.device())?;
             return self
                 .model
