@@ -21,9 +21,10 @@ The toy model is `CONST.calculate_denoised(sigma, v, x)` with the velocity
 `v = x - 0.8 * tanh(x) + 0.3 * sigma`; the Rust test implements the same.
 
 Noise drawn during sampling: ancestral samplers and lcm use ComfyUI's own
-`default_noise_sampler` (a CPU generator seeded with seed + 1). dpmpp_sde, dpmpp_2m_sde and
-dpmpp_3m_sde draw from a torchsde Brownian tree in ComfyUI, which cannot be reproduced;
-here they are given `default_noise_sampler(x, seed)` instead, the noise our port uses.
+`default_noise_sampler` (a CPU generator seeded with seed + 1). the SDE samplers
+(dpmpp_sde, dpmpp_2m_sde, dpmpp_2m_sde_heun, dpmpp_3m_sde and their _gpu twins) draw from a
+torchsde Brownian tree in ComfyUI, which cannot be reproduced; here they are given
+`default_noise_sampler(x, seed)` instead, the noise our port uses.
 
 Writes goldens/comfy_samplers.json. Run from the repository root:
 `python nodes/parity/comfy_sampler_goldens.py --comfyui ../ComfyUI`.
@@ -54,9 +55,14 @@ SAMPLERS = [
     "lms",
     "dpmpp_2s_ancestral",
     "dpmpp_sde",
+    "dpmpp_sde_gpu",
     "dpmpp_2m",
     "dpmpp_2m_sde",
+    "dpmpp_2m_sde_gpu",
+    "dpmpp_2m_sde_heun",
+    "dpmpp_2m_sde_heun_gpu",
     "dpmpp_3m_sde",
+    "dpmpp_3m_sde_gpu",
     "ddim",
     "uni_pc",
     "uni_pc_bh2",
@@ -65,7 +71,7 @@ SAMPLERS = [
 # `sampler_object`: the samplers that are not `sample_<name>`.
 FUNCTIONS = {"ddim": "sample_euler", "uni_pc": "sample_unipc", "uni_pc_bh2": "sample_unipc_bh2"}
 DISCARD_PENULTIMATE_SIGMA = {"dpm_2", "dpm_2_ancestral", "uni_pc", "uni_pc_bh2"}
-BROWNIAN_TREE = {"dpmpp_sde", "dpmpp_2m_sde", "dpmpp_3m_sde"}
+BROWNIAN_TREE = {name for name in SAMPLERS if "_sde" in name}
 K_DIFFUSION = [
     "to_d",
     "get_ancestral_step",
@@ -88,9 +94,14 @@ K_DIFFUSION = [
         "dpmpp_2s_ancestral",
         "dpmpp_2s_ancestral_RF",
         "dpmpp_sde",
+        "dpmpp_sde_gpu",
         "dpmpp_2m",
         "dpmpp_2m_sde",
+        "dpmpp_2m_sde_gpu",
+        "dpmpp_2m_sde_heun",
+        "dpmpp_2m_sde_heun_gpu",
         "dpmpp_3m_sde",
+        "dpmpp_3m_sde_gpu",
         "lcm",
     ]
 ]

@@ -28,6 +28,8 @@ pub enum Sampler {
     DpmppSde,
     Dpmpp2m,
     Dpmpp2mSde,
+    /// dpmpp_2m_sde with the Heun correction instead of the midpoint one.
+    Dpmpp2mSdeHeun,
     Dpmpp3mSde,
     /// ComfyUI's `ddim` is `euler` (its random inpaint noise only matters with a mask).
     Ddim,
@@ -37,8 +39,10 @@ pub enum Sampler {
 }
 
 impl Sampler {
-    /// In ComfyUI's order (`KSAMPLER_NAMES` then the extra samplers).
-    pub const COMFY_NAMES: [&'static str; 15] = [
+    /// In ComfyUI's order (`KSAMPLER_NAMES` then the extra samplers). The
+    /// `_gpu` names only move ComfyUI's Brownian tree to the GPU: here they
+    /// are their CPU twins.
+    pub const COMFY_NAMES: [&'static str; 20] = [
         "euler",
         "euler_ancestral",
         "heun",
@@ -47,9 +51,14 @@ impl Sampler {
         "lms",
         "dpmpp_2s_ancestral",
         "dpmpp_sde",
+        "dpmpp_sde_gpu",
         "dpmpp_2m",
         "dpmpp_2m_sde",
+        "dpmpp_2m_sde_gpu",
+        "dpmpp_2m_sde_heun",
+        "dpmpp_2m_sde_heun_gpu",
         "dpmpp_3m_sde",
+        "dpmpp_3m_sde_gpu",
         "lcm",
         "ddim",
         "uni_pc",
@@ -65,10 +74,11 @@ impl Sampler {
             "dpm_2_ancestral" => Self::Dpm2Ancestral,
             "lms" => Self::Lms,
             "dpmpp_2s_ancestral" => Self::Dpmpp2sAncestral,
-            "dpmpp_sde" => Self::DpmppSde,
+            "dpmpp_sde" | "dpmpp_sde_gpu" => Self::DpmppSde,
             "dpmpp_2m" => Self::Dpmpp2m,
-            "dpmpp_2m_sde" => Self::Dpmpp2mSde,
-            "dpmpp_3m_sde" => Self::Dpmpp3mSde,
+            "dpmpp_2m_sde" | "dpmpp_2m_sde_gpu" => Self::Dpmpp2mSde,
+            "dpmpp_2m_sde_heun" | "dpmpp_2m_sde_heun_gpu" => Self::Dpmpp2mSdeHeun,
+            "dpmpp_3m_sde" | "dpmpp_3m_sde_gpu" => Self::Dpmpp3mSde,
             "ddim" => Self::Ddim,
             "lcm" => Self::Lcm,
             "uni_pc" => Self::UniPc,
@@ -159,13 +169,18 @@ pub fn sample(
         Sampler::Lcm => state.lcm(x)?,
         Sampler::UniPc => state.uni_pc(x, uni_pc::Variant::Bh1)?,
         Sampler::UniPcBh2 => state.uni_pc(x, uni_pc::Variant::Bh2)?,
-        Sampler::DpmppSde | Sampler::Dpmpp2mSde | Sampler::Dpmpp3mSde => {
+        Sampler::DpmppSde => {
             state.offset_first_sigma(run.shift);
-            match run.sampler {
-                Sampler::DpmppSde => state.dpmpp_sde(x)?,
-                Sampler::Dpmpp2mSde => state.dpmpp_2m_sde(x)?,
-                _ => state.dpmpp_3m_sde(x)?,
-            }
+            state.dpmpp_sde(x)?
+        }
+        Sampler::Dpmpp2mSde | Sampler::Dpmpp2mSdeHeun => {
+            state.offset_first_sigma(run.shift);
+            let heun = run.sampler == Sampler::Dpmpp2mSdeHeun;
+            state.dpmpp_2m_sde(x, heun)?
+        }
+        Sampler::Dpmpp3mSde => {
+            state.offset_first_sigma(run.shift);
+            state.dpmpp_3m_sde(x)?
         }
     };
     // sample_unipc sets a last sigma of 0 to 0.001 in ComfyUI's own sigmas,
@@ -529,7 +544,8 @@ impl Sampling<'_, '_> {
         ))
     }
 
-    fn dpmpp_2m_sde(&mut self, mut x: Tensor) -> Result<Option<Tensor>> {
+    /// DPM-Solver++(2M) SDE with the midpoint correction, or Heun's with `heun`.
+    fn dpmpp_2m_sde(&mut self, mut x: Tensor, heun: bool) -> Result<Option<Tensor>> {
         let mut old: Option<(Tensor, f64)> = None;
         for i in 0..self.steps() {
             let denoised = self.denoise_at(&x, i)?;
@@ -540,9 +556,13 @@ impl Sampling<'_, '_> {
                 let (mut x, step) = self.sde_base(&x, &denoised, i)?;
                 h = step.h;
                 if let Some((old_denoised, h_last)) = &old {
-                    // The midpoint solver.
                     let r = h_last / step.h;
-                    let scale = 0.5 * step.alpha_t * -(-step.h_eta).exp_m1() / r;
+                    let phi_1 = -(-step.h_eta).exp_m1();
+                    let scale = if heun {
+                        step.alpha_t * (phi_1 / -step.h_eta + 1.0) / r
+                    } else {
+                        0.5 * step.alpha_t * phi_1 / r
+                    };
                     x = (x + (&denoised - old_denoised)?.affine(scale, 0.0)?)?;
                 }
                 let noise = self.noise.like(&x)?;
