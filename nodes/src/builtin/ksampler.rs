@@ -4,15 +4,16 @@ use candle_core::{Device, Tensor};
 
 use crate::sd3::latent_preview::preview;
 use crate::sd3::sampling::{
-    ksampler_sigmas, noise_latent, ComfySampler, DiffusionModel, EulerSampler, NoiseSource,
+    ksampler_sigmas, noise_latent, ComfySampler, DiffusionModel, EulerSampler, NoiseSource, Prompt,
     Sampler, Scheduler, SkipLayerGuidance, Step, MAX_SCHEDULE_STEPS,
 };
-use crate::sd3::types::{Conditioning, Latent};
+use crate::sd3::types::{ConditioningList, Latent};
 use crate::{
     data_type, Estimate, EstimateInputs, InputKind, InputSpec, Inputs, Node, NodeError, NodeOutput,
     NodeSchema, OutputSpec, PreviewFormat, RunContext, Value, ValueEstimate,
 };
 
+use super::conditioning_list::conditioning_input;
 use super::save_image::encode_png;
 
 /// Send a latent preview every this many steps (and after the last).
@@ -21,9 +22,11 @@ const PREVIEW_EVERY: usize = 3;
 /// One sampling run, shared by `KSampler` and `Sample`.
 pub(crate) struct SamplingJob<'a> {
     pub model: &'a DiffusionModel,
-    pub positive: &'a Conditioning,
-    pub negative: &'a Conditioning,
+    pub positive: &'a ConditioningList,
+    pub negative: &'a ConditioningList,
     pub sigmas: Vec<f32>,
+    /// The shift the sigmas were made with (timestep ranges are read with it).
+    pub shift: f64,
     /// ComfyUI's sampler; `None` is diffusers' Euler step (`Sample`).
     pub sampler: Option<Sampler>,
     pub cfg: f64,
@@ -34,13 +37,6 @@ pub(crate) struct SamplingJob<'a> {
     pub shape: [usize; 4],
     /// The img2img start, when given.
     pub latent: Option<&'a Tensor>,
-}
-
-fn on_device(cond: &Conditioning, device: &Device) -> candle_core::Result<Conditioning> {
-    Ok(Conditioning {
-        context: cond.context.to_device(device)?,
-        pooled: cond.pooled.to_device(device)?,
-    })
 }
 
 /// Runs the job's sampler with progress (honouring cancel) and, when
@@ -57,20 +53,17 @@ pub(crate) fn run_sampling(job: SamplingJob<'_>, ctx: &RunContext) -> Result<Lat
         return Ok(Latent { samples });
     }
     let device = job.model.mmdit.device().clone();
-    let prepare = || -> candle_core::Result<(Tensor, Conditioning, Conditioning)> {
+    let prepare = || -> candle_core::Result<Tensor> {
         let noise = job
             .noise
             .noise(job.seed, &job.shape, &Device::Cpu)?
             .to_device(&device)?;
         let latent = job.latent.map(|l| l.to_device(&device)).transpose()?;
-        let x = noise_latent(&noise, latent.as_ref(), job.sigmas[0])?;
-        Ok((
-            x,
-            on_device(job.positive, &device)?,
-            on_device(job.negative, &device)?,
-        ))
+        noise_latent(&noise, latent.as_ref(), job.sigmas[0])
     };
-    let (x, positive, negative) = prepare().map_err(anyhow::Error::from)?;
+    let x = prepare().map_err(anyhow::Error::from)?;
+    let positive = Prompt::resolve(job.positive, job.shift);
+    let negative = Prompt::resolve(job.negative, job.shift);
     let mut failure = None;
     let mut on_step = |step: &Step<'_>| {
         if let Err(e) = ctx.progress(step.index as u64 + 1, step.total as u64) {
@@ -94,7 +87,7 @@ pub(crate) fn run_sampling(job: SamplingJob<'_>, ctx: &RunContext) -> Result<Lat
             sampler,
             sigmas: job.sigmas,
             cfg: job.cfg,
-            shift: job.model.shift,
+            shift: job.shift,
             seed: job.seed,
         }
         .sample(mmdit, &positive, &negative, &x, &mut on_step),
@@ -223,8 +216,8 @@ impl Node for KSampler {
 
     fn run(&self, inputs: &Inputs, ctx: &RunContext) -> Result<NodeOutput, NodeError> {
         let model = inputs.handle::<DiffusionModel>("model")?;
-        let positive = inputs.handle::<Conditioning>("positive")?;
-        let negative = inputs.handle::<Conditioning>("negative")?;
+        let positive = conditioning_input(inputs, "positive")?;
+        let negative = conditioning_input(inputs, "negative")?;
         let latent = inputs.handle::<Latent>("latent_image")?;
         let (sampler, scheduler) = sampler_and_scheduler(inputs)?;
         let steps = inputs.int("steps")?.max(1) as usize;
@@ -235,6 +228,7 @@ impl Node for KSampler {
             positive: &positive,
             negative: &negative,
             sigmas: ksampler_sigmas(scheduler, steps, model.shift, denoise, discard),
+            shift: model.shift,
             sampler: Some(sampler),
             cfg: inputs.float("cfg")?,
             skip_layer_guidance: None,

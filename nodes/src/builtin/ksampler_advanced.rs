@@ -1,12 +1,13 @@
 use crate::sd3::sampling::{
     ksampler_sigmas, step_window, DiffusionModel, NoiseSource, Sampler, Scheduler,
 };
-use crate::sd3::types::{Conditioning, Latent};
+use crate::sd3::types::Latent;
 use crate::{
     data_type, Estimate, EstimateInputs, InputKind, InputSpec, Inputs, Node, NodeError, NodeOutput,
     NodeSchema, OutputSpec, RunContext, Value,
 };
 
+use super::conditioning_list::conditioning_input;
 use super::ksampler::{
     latent_shape, run_sampling, sampler_and_scheduler, sampling_estimate, SamplingJob,
 };
@@ -74,8 +75,8 @@ impl Node for KSamplerAdvanced {
 
     fn run(&self, inputs: &Inputs, ctx: &RunContext) -> Result<NodeOutput, NodeError> {
         let model = inputs.handle::<DiffusionModel>("model")?;
-        let positive = inputs.handle::<Conditioning>("positive")?;
-        let negative = inputs.handle::<Conditioning>("negative")?;
+        let positive = conditioning_input(inputs, "positive")?;
+        let negative = conditioning_input(inputs, "negative")?;
         let latent = inputs.handle::<Latent>("latent_image")?;
         let (sampler, scheduler) = sampler_and_scheduler(inputs)?;
         let steps = inputs.int("steps")?.max(1) as usize;
@@ -103,6 +104,7 @@ impl Node for KSamplerAdvanced {
             positive: &positive,
             negative: &negative,
             sigmas,
+            shift: model.shift,
             sampler: Some(sampler),
             cfg: inputs.float("cfg")?,
             skip_layer_guidance: None,

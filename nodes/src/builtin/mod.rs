@@ -2,6 +2,7 @@
 
 pub(crate) mod bitmap_font;
 mod clip_text_encode;
+mod conditioning_list;
 mod conditioning_zero_out;
 mod cretok_encode;
 mod cretok_load;
@@ -31,6 +32,9 @@ use std::sync::Arc;
 use crate::{Paths, Registry};
 
 pub use clip_text_encode::ClipTextEncode;
+pub use conditioning_list::{
+    ConditioningAverage, ConditioningCombine, ConditioningConcat, ConditioningSetTimestepRange,
+};
 pub use conditioning_zero_out::ConditioningZeroOut;
 pub use cretok_encode::CreTokEncode;
 pub use cretok_load::{CreTokLoad, EMBEDDINGS};
@@ -76,6 +80,10 @@ pub fn register_all(registry: &mut Registry, paths: Arc<Paths>) {
     registry.register(Arc::new(KSamplerAdvanced));
     registry.register(Arc::new(ModelSamplingSd3));
     registry.register(Arc::new(ConditioningZeroOut));
+    registry.register(Arc::new(ConditioningSetTimestepRange));
+    registry.register(Arc::new(ConditioningCombine));
+    registry.register(Arc::new(ConditioningConcat));
+    registry.register(Arc::new(ConditioningAverage));
     registry.register(Arc::new(VaeDecode));
     registry.register(Arc::new(VaeEncode));
     registry.register(Arc::new(SaveImage));

@@ -19,10 +19,12 @@ use std::ops::ControlFlow;
 
 use candle_core::{DType, Device, Result, Tensor};
 
+mod prompt;
 mod samplers;
 mod schedulers;
 pub mod torch_rng;
 
+pub use prompt::{percent_to_sigma, Prompt};
 pub use samplers::{sample, Denoiser, Run, Sampler, StepNoise};
 pub use schedulers::{
     denoise_sigmas, ksampler_sigmas, shift_sigma, step_window, Scheduler, MAX_SCHEDULE_STEPS,
@@ -125,12 +127,13 @@ pub struct EulerSampler {
 
 impl EulerSampler {
     /// Runs from `x` (already at `sigmas[0]`). Conditioning with batch 1 is
-    /// broadcast over the latent batch. Returns `None` when `callback` breaks.
+    /// broadcast over the latent batch; it moves to the model's device.
+    /// Returns `None` when `callback` breaks.
     pub fn sample(
         &self,
         model: &MMDiT,
-        positive: &Conditioning,
-        negative: &Conditioning,
+        positive: &Prompt,
+        negative: &Prompt,
         x: &Tensor,
         callback: &mut dyn FnMut(&Step<'_>) -> ControlFlow<()>,
     ) -> Result<Option<Tensor>> {
@@ -181,8 +184,8 @@ impl ComfySampler {
     pub fn sample(
         &self,
         model: &MMDiT,
-        positive: &Conditioning,
-        negative: &Conditioning,
+        positive: &Prompt,
+        negative: &Prompt,
         x: &Tensor,
         callback: &mut dyn FnMut(&Step<'_>) -> ControlFlow<()>,
     ) -> Result<Option<Tensor>> {
@@ -225,71 +228,108 @@ struct Guidance<'a> {
 struct GuidedModel<'a> {
     model: &'a MMDiT,
     guidance: Guidance<'a>,
-    positive: Conditioning,
-    /// `[negative, positive]` when guided, else the positive alone.
-    context: Tensor,
-    pooled: Tensor,
+    positive: Prompt,
+    negative: Prompt,
 }
 
 impl<'a> GuidedModel<'a> {
     /// Conditioning with batch 1 is broadcast over the latent `batch`.
     fn new(
         model: &'a MMDiT,
-        positive: &Conditioning,
-        negative: &Conditioning,
+        positive: &Prompt,
+        negative: &Prompt,
         batch: usize,
         guidance: Guidance<'a>,
     ) -> Result<Self> {
-        let positive = expand_batch(positive, batch)?;
-        let (context, pooled) = if guidance.guided {
-            let negative = expand_batch(negative, batch)?;
-            (
-                Tensor::cat(&[&negative.context, &positive.context], 0)?,
-                Tensor::cat(&[&negative.pooled, &positive.pooled], 0)?,
-            )
-        } else {
-            (positive.context.clone(), positive.pooled.clone())
-        };
+        let device = model.device();
         Ok(GuidedModel {
             model,
             guidance,
-            positive,
-            context,
-            pooled,
+            positive: positive.prepared(batch, device)?,
+            negative: negative.prepared(batch, device)?,
         })
     }
 
-    /// The guided velocity `v` at `(x, σ)` on step `index`.
+    /// The guided velocity `v` at `(x, σ)` on step `index`: each side's
+    /// active prompts averaged (ComfyUI's `calc_cond_batch`), then CFG.
     fn velocity(&self, x: &Tensor, sigma: f32, index: usize) -> Result<Tensor> {
-        let batch = x.dim(0)?;
-        let timestep = sigma * 1000.0;
+        let positive = self.positive.active(sigma);
+        let negative = match self.guidance.guided {
+            true => self.negative.active(sigma),
+            false => Vec::new(),
+        };
+        let all: Vec<&Conditioning> = negative.iter().chain(&positive).copied().collect();
+        let outputs = self.forward_each(x, sigma, &all, &[])?;
+        let (uncond, cond) = outputs.split_at(negative.len());
+        let cond = mean_velocity(x, sigma, cond)?;
         if !self.guidance.guided {
-            let t = Tensor::full(timestep, batch, x.device())?;
-            return self
-                .model
-                .forward(x, &t, &self.pooled, &self.context, &[])?
-                .to_dtype(DType::F32);
+            return Ok(cond);
         }
-        let input = Tensor::cat(&[x, x], 0)?;
-        let t = Tensor::full(timestep, 2 * batch, x.device())?;
-        let out = self
-            .model
-            .forward(&input, &t, &self.pooled, &self.context, &[])?
-            .to_dtype(DType::F32)?;
-        let (uncond, cond) = (out.narrow(0, 0, batch)?, out.narrow(0, batch, batch)?);
+        let uncond = mean_velocity(x, sigma, uncond)?;
         let v = (&uncond + ((&cond - &uncond)? * self.guidance.cfg)?)?;
         match self.guidance.skip_layer_guidance {
             Some(slg) if slg_active(slg, index, self.guidance.total) => {
-                let t = Tensor::full(timestep, batch, x.device())?;
-                let pos = &self.positive;
-                let skipped = self
-                    .model
-                    .forward(x, &t, &pos.pooled, &pos.context, &slg.layers)?
-                    .to_dtype(DType::F32)?;
+                let skipped = self.forward_each(x, sigma, &positive, &slg.layers)?;
+                let skipped = mean_velocity(x, sigma, &skipped)?;
                 v + ((cond - skipped)? * slg.scale)?
             }
             _ => Ok(v),
         }
+    }
+
+    /// The model's velocity for `x` under each conditioning: one batched
+    /// forward when their shapes agree (the usual case), else one each.
+    fn forward_each(
+        &self,
+        x: &Tensor,
+        sigma: f32,
+        conds: &[&Conditioning],
+        skip_layers: &[usize],
+    ) -> Result<Vec<Tensor>> {
+        let batch = x.dim(0)?;
+        let timestep = sigma * 1000.0;
+        let forward = |conds: &[&Conditioning]| -> Result<Tensor> {
+            let n = conds.len();
+            let (input, context, pooled) = match conds {
+                [one] => (x.clone(), one.context.clone(), one.pooled.clone()),
+                _ => {
+                    let contexts: Vec<&Tensor> = conds.iter().map(|c| &c.context).collect();
+                    let pooled: Vec<&Tensor> = conds.iter().map(|c| &c.pooled).collect();
+                    (
+                        Tensor::cat(&vec![x; n], 0)?,
+                        Tensor::cat(&contexts, 0)?,
+                        Tensor::cat(&pooled, 0)?,
+                    )
+                }
+            };
+            let t = Tensor::full(timestep, n * batch, x.device())?;
+            self.model
+                .forward(&input, &t, &pooled, &context, skip_layers)?
+                .to_dtype(DType::F32)
+        };
+        let same_shape = conds
+            .windows(2)
+            .all(|w| w[0].context.dims() == w[1].context.dims());
+        if conds.is_empty() {
+            return Ok(Vec::new());
+        }
+        if !same_shape {
+            return conds.iter().map(|c| forward(&[c])).collect();
+        }
+        let out = forward(conds)?;
+        (0..conds.len())
+            .map(|i| out.narrow(0, i * batch, batch))
+            .collect()
+    }
+}
+
+/// The average of a side's velocities; with none active, the velocity of a
+/// zero denoised latent (`x / σ`), as ComfyUI's `calc_cond_batch` returns 0.
+fn mean_velocity(x: &Tensor, sigma: f32, velocities: &[Tensor]) -> Result<Tensor> {
+    match velocities {
+        [] => x.affine(1.0 / f64::from(sigma), 0.0),
+        [one] => Ok(one.clone()),
+        _ => Tensor::stack(velocities, 0)?.mean(0),
     }
 }
 
@@ -305,21 +345,6 @@ impl Denoiser for GuidedModel<'_> {
 fn slg_active(slg: &SkipLayerGuidance, index: usize, total: usize) -> bool {
     let i = index as f64;
     i > total as f64 * slg.start && i < total as f64 * slg.stop
-}
-
-/// Repeats a batch-1 conditioning to `batch` rows; other sizes must match.
-fn expand_batch(cond: &Conditioning, batch: usize) -> Result<Conditioning> {
-    let have = cond.context.dim(0)?;
-    if have == batch {
-        return Ok(cond.clone());
-    }
-    if have != 1 {
-        candle_core::bail!("conditioning batch {have} does not match latent batch {batch}");
-    }
-    Ok(Conditioning {
-        context: cond.context.repeat((batch, 1, 1))?,
-        pooled: cond.pooled.repeat((batch, 1))?,
-    })
 }
 
 #[cfg(test)]
