@@ -5,9 +5,11 @@ use std::sync::{Arc, Mutex};
 
 use candle_core::{DType, Device, Tensor};
 use cretok_nodes::builtin::{
-    ConditioningAverage, ConditioningCombine, ConditioningConcat, ConditioningSetTimestepRange,
-    ConditioningZeroOut, EmptySd3LatentImage, KSampler, KSamplerAdvanced, ModelSamplingSd3,
-    PreviewImage, Sample, SaveImage, VaeDecode, VaeEncode,
+    BasicGuider, BasicScheduler, CfgGuider, ConditioningAverage, ConditioningCombine,
+    ConditioningConcat, ConditioningSetTimestepRange, ConditioningZeroOut, DisableNoise,
+    EmptySd3LatentImage, KSampler, KSamplerAdvanced, KSamplerSelect, ModelSamplingSd3,
+    PreviewImage, RandomNoise, Sample, SamplerCustomAdvanced, SaveImage, SplitSigmas, VaeDecode,
+    VaeEncode,
 };
 use cretok_nodes::sd3::checkpoint::Sd3Checkpoint;
 use cretok_nodes::sd3::sampling::{seeded_noise, DiffusionModel};
@@ -782,4 +784,112 @@ fn lists_stay_lists_and_zero_out_zeros_every_entry() {
         let sum = entry.cond.pooled.abs().unwrap().sum_all().unwrap();
         assert_eq!(sum.to_scalar::<f32>().unwrap(), 0.0);
     }
+}
+
+#[test]
+fn sampler_custom_advanced_equals_ksampler_and_chains_over_split_sigmas() {
+    let s = setup();
+    let negative = Value::handle(noise_conditioning(8));
+    let ksampler_in = ksampler_inputs(&s, "dpmpp_2m")
+        .with("negative", negative.clone())
+        .with("cfg", Value::Float(4.5));
+    let whole = handle::<Latent>(&node_output(&KSampler, ksampler_in.clone(), &s));
+    let model = ksampler_in.get("model").unwrap().clone();
+    let latent = ksampler_in.get("latent_image").unwrap().clone();
+
+    let noise = node_output(
+        &RandomNoise,
+        Inputs::new().with("noise_seed", Value::Int(7)),
+        &s,
+    );
+    let guider = node_output(
+        &CfgGuider,
+        Inputs::new()
+            .with("model", model.clone())
+            .with("positive", Value::handle(s.positive.clone()))
+            .with("negative", negative)
+            .with("cfg", Value::Float(4.5)),
+        &s,
+    );
+    let select = |name: &str| {
+        let inputs = Inputs::new().with("sampler_name", Value::String(name.into()));
+        node_output(&KSamplerSelect, inputs, &s)
+    };
+    let (dpmpp_2m, euler) = (select("dpmpp_2m"), select("euler"));
+    let sigmas = node_output(
+        &BasicScheduler,
+        Inputs::new()
+            .with("model", model.clone())
+            .with("scheduler", Value::String("sgm_uniform".into()))
+            .with("steps", Value::Int(4))
+            .with("denoise", Value::Float(1.0)),
+        &s,
+    );
+    let custom = |sampler: &Value, noise: &Value, guider: &Value, sigmas: Value, latent: Value| {
+        let inputs = Inputs::new()
+            .with("noise", noise.clone())
+            .with("guider", guider.clone())
+            .with("sampler", sampler.clone())
+            .with("sigmas", sigmas)
+            .with("latent_image", latent);
+        let (sink, cancel) = (Recorder::default(), CancelToken::new());
+        let out = run(&SamplerCustomAdvanced, &inputs, &s, &sink, &cancel).unwrap();
+        (out.values[0].clone(), out.values[1].clone())
+    };
+    let (out, _) = custom(&dpmpp_2m, &noise, &guider, sigmas.clone(), latent.clone());
+    assert_eq!(
+        max_abs_diff(&handle::<Latent>(&out).samples, &whole.samples),
+        0.0
+    );
+
+    // Split at step 2: the second half without new noise finishes the run.
+    let ksampler_in = ksampler_in.with("sampler_name", Value::String("euler".into()));
+    let whole = handle::<Latent>(&node_output(&KSampler, ksampler_in, &s));
+    let split = run(
+        &SplitSigmas,
+        &Inputs::new()
+            .with("sigmas", sigmas)
+            .with("step", Value::Int(2)),
+        &s,
+        &Recorder::default(),
+        &CancelToken::new(),
+    )
+    .unwrap();
+    let (high, low) = (split.values[0].clone(), split.values[1].clone());
+    let (first, first_denoised) = custom(&euler, &noise, &guider, high, latent);
+    let no_noise = node_output(&DisableNoise, Inputs::new(), &s);
+    let (second, _) = custom(&euler, &no_noise, &guider, low, first.clone());
+    let second = handle::<Latent>(&second);
+    assert!(max_abs_diff(&second.samples, &whole.samples) < 1e-4);
+    let first_denoised = handle::<Latent>(&first_denoised);
+    assert!(max_abs_diff(&first_denoised.samples, &handle::<Latent>(&first).samples) > 1e-2);
+
+    // BasicGuider is CFGGuider at cfg 1.
+    let basic = node_output(
+        &BasicGuider,
+        Inputs::new()
+            .with("model", model.clone())
+            .with("conditioning", Value::handle(s.positive.clone())),
+        &s,
+    );
+    let cfg1 = node_output(
+        &CfgGuider,
+        Inputs::new()
+            .with("model", model)
+            .with("positive", Value::handle(s.positive.clone()))
+            .with("negative", Value::handle(noise_conditioning(30)))
+            .with("cfg", Value::Float(1.0)),
+        &s,
+    );
+    let latent = ksampler_inputs(&s, "euler")
+        .get("latent_image")
+        .unwrap()
+        .clone();
+    let sigmas = Value::handle(cretok_nodes::sd3::types::Sigmas(vec![1.0, 0.5, 0.0]));
+    let (a, _) = custom(&euler, &noise, &basic, sigmas.clone(), latent.clone());
+    let (b, _) = custom(&euler, &noise, &cfg1, sigmas, latent);
+    assert_eq!(
+        max_abs_diff(&handle::<Latent>(&a).samples, &handle::<Latent>(&b).samples),
+        0.0
+    );
 }

@@ -39,18 +39,28 @@ pub(crate) struct SamplingJob<'a> {
     pub latent: Option<&'a Tensor>,
 }
 
+/// What a sampling run returns.
+pub(crate) struct Sampled {
+    pub latent: Latent,
+    /// The model's clean-image estimate at the last step (none when no step ran).
+    pub denoised: Option<Latent>,
+}
+
 /// Runs the job's sampler with progress (honouring cancel) and, when
 /// switched on, PNG previews.
 /// Noise is drawn on the CPU, so a seed gives the same image on every device.
 /// No sigmas (`denoise` 0): the latent comes back unchanged, as in ComfyUI.
-pub(crate) fn run_sampling(job: SamplingJob<'_>, ctx: &RunContext) -> Result<Latent, NodeError> {
+pub(crate) fn run_sampling(job: SamplingJob<'_>, ctx: &RunContext) -> Result<Sampled, NodeError> {
     if job.sigmas.len() < 2 {
         let samples = match job.latent {
             Some(latent) => latent.clone(),
             None => Tensor::zeros(&job.shape, candle_core::DType::F32, &Device::Cpu)
                 .map_err(anyhow::Error::from)?,
         };
-        return Ok(Latent { samples });
+        return Ok(Sampled {
+            latent: Latent { samples },
+            denoised: None,
+        });
     }
     let device = job.model.mmdit.device().clone();
     let prepare = || -> candle_core::Result<Tensor> {
@@ -65,7 +75,9 @@ pub(crate) fn run_sampling(job: SamplingJob<'_>, ctx: &RunContext) -> Result<Lat
     let positive = Prompt::resolve(job.positive, job.shift);
     let negative = Prompt::resolve(job.negative, job.shift);
     let mut failure = None;
+    let mut last_denoised = None;
     let mut on_step = |step: &Step<'_>| {
+        last_denoised = Some(step.denoised.clone());
         if let Err(e) = ctx.progress(step.index as u64 + 1, step.total as u64) {
             failure = Some(e);
             return ControlFlow::Break(());
@@ -99,13 +111,17 @@ pub(crate) fn run_sampling(job: SamplingJob<'_>, ctx: &RunContext) -> Result<Lat
         .sample(mmdit, &positive, &negative, &x, &mut on_step),
     }
     .map_err(anyhow::Error::from)?;
+    let to_cpu = |samples: Tensor| -> Result<Latent, NodeError> {
+        let samples = samples
+            .to_device(&Device::Cpu)
+            .map_err(anyhow::Error::from)?;
+        Ok(Latent { samples })
+    };
     match out {
-        Some(samples) => {
-            let samples = samples
-                .to_device(&Device::Cpu)
-                .map_err(anyhow::Error::from)?;
-            Ok(Latent { samples })
-        }
+        Some(samples) => Ok(Sampled {
+            latent: to_cpu(samples)?,
+            denoised: last_denoised.map(to_cpu).transpose()?,
+        }),
         None => Err(failure.unwrap_or(NodeError::Interrupted)),
     }
 }
@@ -131,7 +147,7 @@ pub(crate) fn sampling_estimate(
 
 /// Refuses a `denoise` so small that its schedule (`steps / denoise` steps, of
 /// which the last `steps` run) would be absurdly long.
-fn check_schedule(steps: i64, denoise: f64) -> Result<(), String> {
+pub(crate) fn check_schedule(steps: i64, denoise: f64) -> Result<(), String> {
     if denoise <= 0.0 || denoise >= 1.0 {
         return Ok(());
     }
@@ -237,7 +253,7 @@ impl Node for KSampler {
             shape: latent_shape(&latent.samples)?,
             latent: Some(&latent.samples),
         };
-        let out = run_sampling(job, ctx)?;
+        let out = run_sampling(job, ctx)?.latent;
         Ok(NodeOutput::values(vec![Value::handle(out)]))
     }
 

@@ -113,7 +113,7 @@ impl Node for KSamplerAdvanced {
             shape: latent_shape(&latent.samples)?,
             latent: Some(&latent.samples),
         };
-        let out = run_sampling(job, ctx)?;
+        let out = run_sampling(job, ctx)?.latent;
         Ok(NodeOutput::values(vec![Value::handle(out)]))
     }
 

@@ -153,7 +153,7 @@ impl Node for Sample {
             shape,
             latent: latent.as_ref().map(|l| &l.samples),
         };
-        let out = run_sampling(job, ctx)?;
+        let out = run_sampling(job, ctx)?.latent;
         Ok(NodeOutput::values(vec![Value::handle(out)]))
     }
 

@@ -2,6 +2,8 @@
 
 use candle_core::Tensor;
 
+use super::sampling::{DiffusionModel, NoiseSource};
+
 /// A `CONDITIONING` value: what the MMDiT attends to for one prompt.
 #[derive(Debug, Clone)]
 pub struct Conditioning {
@@ -76,4 +78,25 @@ pub struct Latent {
 #[derive(Debug, Clone)]
 pub struct Image {
     pub pixels: Tensor,
+}
+
+/// A `SIGMAS` value: a descending schedule (ComfyUI's custom sampling).
+#[derive(Debug, Clone)]
+pub struct Sigmas(pub Vec<f32>);
+
+/// A `NOISE` value: the initial noise and the seed of the per-step noise.
+#[derive(Debug, Clone, Copy)]
+pub struct Noise {
+    pub source: NoiseSource,
+    pub seed: u64,
+}
+
+/// A `GUIDER` value: the model and the prompts it is guided by.
+#[derive(Debug, Clone)]
+pub struct Guider {
+    pub model: DiffusionModel,
+    pub positive: ConditioningList,
+    /// Empty for `BasicGuider` (cfg 1 never reads it).
+    pub negative: ConditioningList,
+    pub cfg: f64,
 }

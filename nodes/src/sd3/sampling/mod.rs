@@ -307,12 +307,12 @@ impl<'a> GuidedModel<'a> {
                 .forward(&input, &t, &pooled, &context, skip_layers)?
                 .to_dtype(DType::F32)
         };
-        let same_shape = conds
-            .windows(2)
-            .all(|w| w[0].context.dims() == w[1].context.dims());
         if conds.is_empty() {
             return Ok(Vec::new());
         }
+        let same_shape = conds
+            .windows(2)
+            .all(|w| w[0].context.dims() == w[1].context.dims());
         if !same_shape {
             return conds.iter().map(|c| forward(&[c])).collect();
         }
