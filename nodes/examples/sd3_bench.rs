@@ -16,7 +16,7 @@ use anyhow::Result;
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
 use cretok_nodes::sd3::mmdit::{self, MMDiT};
-use cretok_nodes::sd3::sampling::{seeded_noise, EulerSampler, Scheduler};
+use cretok_nodes::sd3::sampling::{seeded_noise, EulerSampler, Prompt, Scheduler};
 use cretok_nodes::sd3::types::Conditioning;
 use cretok_nodes::sd3::vae::{self, AutoEncoder};
 use serde_json::json;
@@ -107,7 +107,7 @@ fn main() -> Result<()> {
             pooled: randn(seed + 1, &[1, cfg.adm_in_channels])?,
         })
     };
-    let (positive, negative) = (cond(10)?, cond(20)?);
+    let (positive, negative) = (Prompt::plain(cond(10)?), Prompt::plain(cond(20)?));
     let noise = randn(5, &[1, cfg.in_channels, latent, latent])?;
     let sampler = EulerSampler {
         sigmas: Scheduler::Diffusers.sigmas(STEPS, 3.0),

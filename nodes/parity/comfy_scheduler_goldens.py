@@ -6,7 +6,7 @@ The scheduler functions are read out of a ComfyUI checkout given with
 the rest of ComfyUI: `comfy/model_sampling.py` (time_snr_shift,
 ModelSamplingDiscreteFlow), `comfy/k_diffusion/sampling.py` (append_zero,
 get_sigmas_karras, get_sigmas_exponential) and `comfy/samplers.py` (the
-scheduler functions, called as its `calculate_sigmas` does).
+scheduler functions, `beta_scheduler` with scipy's `beta.ppf`, called as its `calculate_sigmas` does).
 
 Writes goldens/comfy_schedulers.json. Run from the repository root:
 `python nodes/parity/comfy_scheduler_goldens.py --comfyui ../ComfyUI`.
@@ -19,6 +19,8 @@ import math
 import os
 from functools import partial
 
+import numpy
+import scipy.stats
 import torch
 
 SHIFT = 3.0
@@ -31,6 +33,7 @@ WANTED = {
         "simple_scheduler",
         "ddim_scheduler",
         "normal_scheduler",
+        "beta_scheduler",
         "linear_quadratic_schedule",
         "kl_optimal_scheduler",
     ],
@@ -39,7 +42,7 @@ WANTED = {
 
 def load(checkout):
     """The wanted top-level definitions, executed in one namespace."""
-    namespace = {"torch": torch, "math": math}
+    namespace = {"torch": torch, "math": math, "numpy": numpy, "scipy": scipy}
     for rel, names in WANTED.items():
         with open(os.path.join(checkout, rel)) as f:
             source = f.read()
@@ -69,6 +72,7 @@ def main():
         "sgm_uniform": partial(ns["normal_scheduler"], sgm=True),
         "ddim_uniform": ns["ddim_scheduler"],
         "normal": ns["normal_scheduler"],
+        "beta": ns["beta_scheduler"],
         "linear_quadratic": ns["linear_quadratic_schedule"],
     }
     with_range = {
@@ -84,7 +88,8 @@ def main():
             str(n): f(n=n, sigma_min=lo, sigma_max=hi).float().tolist() for n in STEPS
         }
     with open(OUT, "w") as f:
-        json.dump({"torch": torch.__version__, "shift": SHIFT, "sigmas": schedules}, f, indent=1)
+        versions = {"torch": torch.__version__, "scipy": scipy.__version__}
+        json.dump({**versions, "shift": SHIFT, "sigmas": schedules}, f, indent=1)
         f.write("\n")
     print(f"wrote {OUT}")
 

@@ -16,6 +16,10 @@ pub mod data_type {
     pub const IMAGE: &str = "IMAGE";
     pub const MASK: &str = "MASK";
     pub const CRETOK: &str = "CRETOK";
+    pub const SAMPLER: &str = "SAMPLER";
+    pub const SIGMAS: &str = "SIGMAS";
+    pub const NOISE: &str = "NOISE";
+    pub const GUIDER: &str = "GUIDER";
 }
 
 /// What an input accepts: a widget with its constraints, or a link of a type.

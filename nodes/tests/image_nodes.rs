@@ -5,8 +5,11 @@ use std::sync::{Arc, Mutex};
 
 use candle_core::{DType, Device, Tensor};
 use cretok_nodes::builtin::{
-    ConditioningZeroOut, EmptySd3LatentImage, KSampler, ModelSamplingSd3, PreviewImage, Sample,
-    SaveImage, VaeDecode, VaeEncode,
+    BasicGuider, BasicScheduler, CfgGuider, ConditioningAverage, ConditioningCombine,
+    ConditioningConcat, ConditioningSetTimestepRange, ConditioningZeroOut, DisableNoise,
+    EmptySd3LatentImage, KSampler, KSamplerAdvanced, KSamplerSelect, ModelSamplingSd3,
+    PreviewImage, RandomNoise, Sample, SamplerCustomAdvanced, SaveImage, SplitSigmas, VaeDecode,
+    VaeEncode,
 };
 use cretok_nodes::sd3::checkpoint::Sd3Checkpoint;
 use cretok_nodes::sd3::sampling::{seeded_noise, DiffusionModel};
@@ -307,6 +310,112 @@ fn ksampler_img2img_keeps_more_of_the_input_at_low_denoise() {
     assert_eq!(distance(0.0), 0.0, "denoise 0 returns the latent unchanged");
 }
 
+/// KSampler's inputs for `sampler` on a 1×16×8×8 latent of zeros.
+fn ksampler_inputs(s: &Setup, sampler: &str) -> Inputs {
+    let latent = Latent {
+        samples: Tensor::zeros(&[1, 16, 8, 8], DType::F32, &Device::Cpu).unwrap(),
+    };
+    Inputs::new()
+        .with("model", Value::handle(s.model.clone()))
+        .with("positive", Value::handle(s.positive.clone()))
+        .with("negative", Value::handle(s.positive.clone()))
+        .with("seed", Value::Int(7))
+        .with("noise_seed", Value::Int(7))
+        .with("steps", Value::Int(4))
+        .with("cfg", Value::Float(1.0))
+        .with("sampler_name", Value::String(sampler.into()))
+        .with("scheduler", Value::String("sgm_uniform".into()))
+        .with("latent_image", Value::handle(latent))
+        .with("denoise", Value::Float(1.0))
+}
+
+fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
+    (a - b)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap()
+}
+
+#[test]
+fn ksampler_runs_every_comfy_sampler() {
+    use cretok_nodes::sd3::sampling::Sampler;
+    let s = setup();
+    let (sink, cancel) = (Recorder::default(), CancelToken::new());
+    for name in Sampler::COMFY_NAMES {
+        let out = run(&KSampler, &ksampler_inputs(&s, name), &s, &sink, &cancel).unwrap();
+        let samples = &handle::<Latent>(&out.values[0]).samples;
+        assert_eq!(samples.dims(), &[1, 16, 8, 8], "{name}");
+        let finite = samples.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        assert!(finite.iter().all(|v| v.is_finite()), "{name}");
+    }
+    let unknown = ksampler_inputs(&s, "dpm_fast");
+    assert!(run(&KSampler, &unknown, &s, &sink, &cancel).is_err());
+}
+
+#[test]
+fn ksampler_guides_below_cfg_1_as_comfyui_does() {
+    let s = setup();
+    let (sink, cancel) = (Recorder::default(), CancelToken::new());
+    let negative = Conditioning {
+        context: seeded_noise(8, &[1, 12, 128], &Device::Cpu).unwrap(),
+        pooled: seeded_noise(9, &[1, 96], &Device::Cpu).unwrap(),
+    };
+    let at = |cfg: f64| {
+        let inputs = ksampler_inputs(&s, "euler")
+            .with("negative", Value::handle(negative.clone()))
+            .with("cfg", Value::Float(cfg));
+        let out = run(&KSampler, &inputs, &s, &sink, &cancel).unwrap();
+        handle::<Latent>(&out.values[0]).samples.clone()
+    };
+    // cfg 1 is the positive alone; 0.5 blends in the negative (diffusers would not guide).
+    assert!(max_abs_diff(&at(0.5), &at(1.0)) > 1e-3);
+}
+
+#[test]
+fn ksampler_advanced_in_two_stages_equals_one_ksampler() {
+    let s = setup();
+    let (sink, cancel) = (Recorder::default(), CancelToken::new());
+    let whole = run(&KSampler, &ksampler_inputs(&s, "euler"), &s, &sink, &cancel).unwrap();
+    let whole = handle::<Latent>(&whole.values[0]);
+    let stage = |latent: Value, add_noise: &str, start: i64, end: i64, leftover: &str| {
+        let inputs = ksampler_inputs(&s, "euler")
+            .with("latent_image", latent)
+            .with("add_noise", Value::String(add_noise.into()))
+            .with("start_at_step", Value::Int(start))
+            .with("end_at_step", Value::Int(end))
+            .with("return_with_leftover_noise", Value::String(leftover.into()));
+        run(&KSamplerAdvanced, &inputs, &s, &sink, &cancel)
+            .unwrap()
+            .values[0]
+            .clone()
+    };
+    let zeros = ksampler_inputs(&s, "euler")
+        .get("latent_image")
+        .unwrap()
+        .clone();
+    let first = stage(zeros.clone(), "enable", 0, 2, "enable");
+    let second = stage(first.clone(), "disable", 2, 10000, "disable");
+    let staged = handle::<Latent>(&second);
+    assert!(max_abs_diff(&staged.samples, &whole.samples) < 1e-4);
+
+    // Adding noise again in the second stage, or denoising fully in the first, is another run.
+    let renoised = handle::<Latent>(&stage(first, "enable", 2, 10000, "disable"));
+    assert!(max_abs_diff(&renoised.samples, &whole.samples) > 1e-2);
+    let full_first = stage(zeros, "enable", 0, 2, "disable");
+    let restarted = handle::<Latent>(&stage(full_first, "disable", 2, 10000, "disable"));
+    assert!(max_abs_diff(&restarted.samples, &whole.samples) > 1e-2);
+    // A window past the last step returns the latent unchanged.
+    let past = stage(second.clone(), "enable", 4, 10000, "disable");
+    assert_eq!(
+        max_abs_diff(&handle::<Latent>(&past).samples, &staged.samples),
+        0.0
+    );
+}
+
 #[test]
 fn samplers_send_no_previews_unless_switched_on() {
     let s = setup();
@@ -472,4 +581,317 @@ fn sample_skip_layer_guidance_inputs() {
         let err = sample(&[("skip_layers", Value::String(bad.into()))]).unwrap_err();
         assert!(matches!(err, NodeError::InvalidInput { .. }), "{err}");
     }
+}
+
+/// A conditioning of the tiny model's shape from seeded noise.
+fn noise_conditioning(seed: u64) -> Conditioning {
+    Conditioning {
+        context: seeded_noise(seed, &[1, 12, 128], &Device::Cpu).unwrap(),
+        pooled: seeded_noise(seed + 1, &[1, 96], &Device::Cpu).unwrap(),
+    }
+}
+
+fn node_output(node: &dyn Node, inputs: Inputs, s: &Setup) -> Value {
+    let (sink, cancel) = (Recorder::default(), CancelToken::new());
+    run(node, &inputs, s, &sink, &cancel).unwrap().values[0].clone()
+}
+
+/// `conditioning` limited to `start..end` (ConditioningSetTimestepRange).
+fn in_range(s: &Setup, conditioning: Value, start: f64, end: f64) -> Value {
+    let inputs = Inputs::new()
+        .with("conditioning", conditioning)
+        .with("start", Value::Float(start))
+        .with("end", Value::Float(end));
+    node_output(&ConditioningSetTimestepRange, inputs, s)
+}
+
+fn combined(s: &Setup, a: Value, b: Value) -> Value {
+    let inputs = Inputs::new()
+        .with("conditioning_1", a)
+        .with("conditioning_2", b);
+    node_output(&ConditioningCombine, inputs, s)
+}
+
+#[test]
+fn an_entry_whose_range_covers_no_step_changes_nothing() {
+    let s = setup();
+    let (sink, cancel) = (Recorder::default(), CancelToken::new());
+    let (a, b) = (
+        Value::handle(noise_conditioning(8)),
+        Value::handle(noise_conditioning(20)),
+    );
+    let sample = |negative: Value| {
+        let inputs = ksampler_inputs(&s, "dpmpp_2m")
+            .with("negative", negative)
+            .with("cfg", Value::Float(4.5));
+        let out = run(&KSampler, &inputs, &s, &sink, &cancel).unwrap();
+        handle::<Latent>(&out.values[0]).samples.clone()
+    };
+    let alone = sample(a.clone());
+    // 1..1 is σ = 0 only: never a sampling step.
+    let never = combined(&s, a.clone(), in_range(&s, b.clone(), 1.0, 1.0));
+    assert_eq!(max_abs_diff(&sample(never), &alone), 0.0);
+    // Over the whole run, both negatives guide (averaged).
+    let both = sample(combined(&s, a.clone(), b.clone()));
+    assert!(max_abs_diff(&both, &alone) > 1e-3);
+    assert!(max_abs_diff(&both, &sample(b)) > 1e-3);
+    // Two identical entries average to the one.
+    assert!(max_abs_diff(&sample(combined(&s, a.clone(), a)), &alone) < 1e-5);
+}
+
+#[test]
+fn timestep_ranges_switch_the_negative_where_the_schedule_crosses_them() {
+    use cretok_nodes::sd3::sampling::{ksampler_sigmas, Scheduler};
+    let s = setup();
+    let (sink, cancel) = (Recorder::default(), CancelToken::new());
+    let (a, b) = (
+        Value::handle(noise_conditioning(8)),
+        Value::handle(noise_conditioning(20)),
+    );
+    // The percent whose sigma lies between steps 1 and 2 of the schedule.
+    let scheduler = Scheduler::from_comfy_name("sgm_uniform").unwrap();
+    let sigmas = ksampler_sigmas(scheduler, 4, 3.0, 1.0, false);
+    let sigma = f64::from(sigmas[1] + sigmas[2]) / 2.0;
+    let percent = 1.0 - sigma / (3.0 - 2.0 * sigma);
+    let switched = combined(
+        &s,
+        in_range(&s, a.clone(), 0.0, percent),
+        in_range(&s, b.clone(), percent, 1.0),
+    );
+    let inputs = ksampler_inputs(&s, "euler")
+        .with("negative", switched)
+        .with("cfg", Value::Float(4.5));
+    let out = run(&KSampler, &inputs, &s, &sink, &cancel).unwrap();
+    let ranged = handle::<Latent>(&out.values[0]).samples.clone();
+
+    // The same as negative `a` for steps 0..2, then `b` (two KSamplerAdvanced).
+    let stage = |latent: Value, negative: &Value, add_noise: &str, start: i64, end: i64| {
+        let leftover = if end < 4 { "enable" } else { "disable" };
+        let inputs = ksampler_inputs(&s, "euler")
+            .with("negative", negative.clone())
+            .with("cfg", Value::Float(4.5))
+            .with("latent_image", latent)
+            .with("add_noise", Value::String(add_noise.into()))
+            .with("start_at_step", Value::Int(start))
+            .with("end_at_step", Value::Int(end))
+            .with("return_with_leftover_noise", Value::String(leftover.into()));
+        run(&KSamplerAdvanced, &inputs, &s, &sink, &cancel)
+            .unwrap()
+            .values[0]
+            .clone()
+    };
+    let zeros = ksampler_inputs(&s, "euler")
+        .get("latent_image")
+        .unwrap()
+        .clone();
+    let first = stage(zeros, &a, "enable", 0, 2);
+    let staged = handle::<Latent>(&stage(first, &b, "disable", 2, 4));
+    assert!(max_abs_diff(&staged.samples, &ranged) < 1e-4);
+
+    let only_a = {
+        let inputs = ksampler_inputs(&s, "euler")
+            .with("negative", a)
+            .with("cfg", Value::Float(4.5));
+        let out = run(&KSampler, &inputs, &s, &sink, &cancel).unwrap();
+        handle::<Latent>(&out.values[0]).samples.clone()
+    };
+    assert!(max_abs_diff(&only_a, &ranged) > 1e-3);
+}
+
+fn conditioning_value(context: &[f32], tokens: usize, pooled: f32) -> Value {
+    let width = context.len() / tokens;
+    Value::handle(Conditioning {
+        context: Tensor::from_slice(context, (1, tokens, width), &Device::Cpu).unwrap(),
+        pooled: Tensor::full(pooled, (1, 2), &Device::Cpu).unwrap(),
+    })
+}
+
+fn tensors(value: &Value) -> (Vec<f32>, Vec<usize>, Vec<f32>) {
+    let c = handle::<Conditioning>(value);
+    let flat = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    (flat(&c.context), c.context.dims().to_vec(), flat(&c.pooled))
+}
+
+#[test]
+fn concat_appends_tokens_and_average_blends_as_comfyui() {
+    let s = setup();
+    let to = conditioning_value(&[1.0, 2.0, 3.0, 4.0], 2, 1.0);
+    let from = conditioning_value(&[10.0, 20.0, 30.0, 40.0, 50.0, 60.0], 3, 5.0);
+    let pair = |strength: Option<f64>| {
+        let inputs = Inputs::new()
+            .with("conditioning_to", to.clone())
+            .with("conditioning_from", from.clone());
+        match strength {
+            None => inputs,
+            Some(s) => inputs.with("conditioning_to_strength", Value::Float(s)),
+        }
+    };
+    let (context, dims, pooled) = tensors(&node_output(&ConditioningConcat, pair(None), &s));
+    assert_eq!(dims, [1, 5, 2]);
+    assert_eq!(
+        context,
+        [1.0, 2.0, 3.0, 4.0, 10.0, 20.0, 30.0, 40.0, 50.0, 60.0]
+    );
+    assert_eq!(
+        pooled,
+        [1.0, 1.0],
+        "the pooled vector stays conditioning_to's"
+    );
+
+    // `from` is cut to `to`'s two tokens: 0.25·to + 0.75·from.
+    let out = node_output(&ConditioningAverage, pair(Some(0.25)), &s);
+    let (context, dims, pooled) = tensors(&out);
+    assert_eq!(dims, [1, 2, 2]);
+    assert_eq!(context, [7.75, 15.5, 23.25, 31.0]);
+    assert_eq!(pooled, [4.0, 4.0]);
+    // A shorter `from` is padded with zeros.
+    let inputs = Inputs::new()
+        .with("conditioning_to", from.clone())
+        .with("conditioning_from", to.clone())
+        .with("conditioning_to_strength", Value::Float(0.5));
+    let (context, dims, _) = tensors(&node_output(&ConditioningAverage, inputs, &s));
+    assert_eq!(dims, [1, 3, 2]);
+    assert_eq!(context, [5.5, 11.0, 16.5, 22.0, 25.0, 30.0]);
+
+    // A width mismatch is a clear error, not a panic.
+    let wide = conditioning_value(&[1.0, 2.0, 3.0], 1, 1.0);
+    let inputs = Inputs::new()
+        .with("conditioning_to", to)
+        .with("conditioning_from", wide);
+    let (sink, cancel) = (Recorder::default(), CancelToken::new());
+    let err = run(&ConditioningConcat, &inputs, &s, &sink, &cancel).unwrap_err();
+    assert!(err.to_string().contains("different models"), "{err}");
+}
+
+#[test]
+fn lists_stay_lists_and_zero_out_zeros_every_entry() {
+    use cretok_nodes::sd3::types::ConditioningList;
+    let s = setup();
+    let plain = Value::handle(noise_conditioning(8));
+    // The whole range is a plain conditioning again.
+    let whole = in_range(&s, plain.clone(), 0.0, 1.0);
+    handle::<Conditioning>(&whole);
+    let list = combined(&s, plain.clone(), in_range(&s, plain, 0.0, 0.1));
+    let zeroed = node_output(
+        &ConditioningZeroOut,
+        Inputs::new().with("conditioning", list),
+        &s,
+    );
+    let zeroed = handle::<ConditioningList>(&zeroed);
+    assert_eq!(zeroed.entries.len(), 2);
+    assert_eq!(zeroed.entries[1].range.end, 0.1);
+    for entry in &zeroed.entries {
+        let sum = entry.cond.context.abs().unwrap().sum_all().unwrap();
+        assert_eq!(sum.to_scalar::<f32>().unwrap(), 0.0);
+        let sum = entry.cond.pooled.abs().unwrap().sum_all().unwrap();
+        assert_eq!(sum.to_scalar::<f32>().unwrap(), 0.0);
+    }
+}
+
+#[test]
+fn sampler_custom_advanced_equals_ksampler_and_chains_over_split_sigmas() {
+    let s = setup();
+    let negative = Value::handle(noise_conditioning(8));
+    let ksampler_in = ksampler_inputs(&s, "dpmpp_2m")
+        .with("negative", negative.clone())
+        .with("cfg", Value::Float(4.5));
+    let whole = handle::<Latent>(&node_output(&KSampler, ksampler_in.clone(), &s));
+    let model = ksampler_in.get("model").unwrap().clone();
+    let latent = ksampler_in.get("latent_image").unwrap().clone();
+
+    let noise = node_output(
+        &RandomNoise,
+        Inputs::new().with("noise_seed", Value::Int(7)),
+        &s,
+    );
+    let guider = node_output(
+        &CfgGuider,
+        Inputs::new()
+            .with("model", model.clone())
+            .with("positive", Value::handle(s.positive.clone()))
+            .with("negative", negative)
+            .with("cfg", Value::Float(4.5)),
+        &s,
+    );
+    let select = |name: &str| {
+        let inputs = Inputs::new().with("sampler_name", Value::String(name.into()));
+        node_output(&KSamplerSelect, inputs, &s)
+    };
+    let (dpmpp_2m, euler) = (select("dpmpp_2m"), select("euler"));
+    let sigmas = node_output(
+        &BasicScheduler,
+        Inputs::new()
+            .with("model", model.clone())
+            .with("scheduler", Value::String("sgm_uniform".into()))
+            .with("steps", Value::Int(4))
+            .with("denoise", Value::Float(1.0)),
+        &s,
+    );
+    let custom = |sampler: &Value, noise: &Value, guider: &Value, sigmas: Value, latent: Value| {
+        let inputs = Inputs::new()
+            .with("noise", noise.clone())
+            .with("guider", guider.clone())
+            .with("sampler", sampler.clone())
+            .with("sigmas", sigmas)
+            .with("latent_image", latent);
+        let (sink, cancel) = (Recorder::default(), CancelToken::new());
+        let out = run(&SamplerCustomAdvanced, &inputs, &s, &sink, &cancel).unwrap();
+        (out.values[0].clone(), out.values[1].clone())
+    };
+    let (out, _) = custom(&dpmpp_2m, &noise, &guider, sigmas.clone(), latent.clone());
+    assert_eq!(
+        max_abs_diff(&handle::<Latent>(&out).samples, &whole.samples),
+        0.0
+    );
+
+    // Split at step 2: the second half without new noise finishes the run.
+    let ksampler_in = ksampler_in.with("sampler_name", Value::String("euler".into()));
+    let whole = handle::<Latent>(&node_output(&KSampler, ksampler_in, &s));
+    let split = run(
+        &SplitSigmas,
+        &Inputs::new()
+            .with("sigmas", sigmas)
+            .with("step", Value::Int(2)),
+        &s,
+        &Recorder::default(),
+        &CancelToken::new(),
+    )
+    .unwrap();
+    let (high, low) = (split.values[0].clone(), split.values[1].clone());
+    let (first, first_denoised) = custom(&euler, &noise, &guider, high, latent);
+    let no_noise = node_output(&DisableNoise, Inputs::new(), &s);
+    let (second, _) = custom(&euler, &no_noise, &guider, low, first.clone());
+    let second = handle::<Latent>(&second);
+    assert!(max_abs_diff(&second.samples, &whole.samples) < 1e-4);
+    let first_denoised = handle::<Latent>(&first_denoised);
+    assert!(max_abs_diff(&first_denoised.samples, &handle::<Latent>(&first).samples) > 1e-2);
+
+    // BasicGuider is CFGGuider at cfg 1.
+    let basic = node_output(
+        &BasicGuider,
+        Inputs::new()
+            .with("model", model.clone())
+            .with("conditioning", Value::handle(s.positive.clone())),
+        &s,
+    );
+    let cfg1 = node_output(
+        &CfgGuider,
+        Inputs::new()
+            .with("model", model)
+            .with("positive", Value::handle(s.positive.clone()))
+            .with("negative", Value::handle(noise_conditioning(30)))
+            .with("cfg", Value::Float(1.0)),
+        &s,
+    );
+    let latent = ksampler_inputs(&s, "euler")
+        .get("latent_image")
+        .unwrap()
+        .clone();
+    let sigmas = Value::handle(cretok_nodes::sd3::types::Sigmas(vec![1.0, 0.5, 0.0]));
+    let (a, _) = custom(&euler, &noise, &basic, sigmas.clone(), latent.clone());
+    let (b, _) = custom(&euler, &noise, &cfg1, sigmas, latent);
+    assert_eq!(
+        max_abs_diff(&handle::<Latent>(&a).samples, &handle::<Latent>(&b).samples),
+        0.0
+    );
 }

@@ -28,7 +28,7 @@ use std::ops::ControlFlow;
 use candle_core::{DType, Device};
 use common::{assert_close, goldens, max_abs_diff};
 use cretok_nodes::sd3::checkpoint::{Layout, Sd3Checkpoint};
-use cretok_nodes::sd3::sampling::{EulerSampler, Scheduler, SkipLayerGuidance};
+use cretok_nodes::sd3::sampling::{EulerSampler, Prompt, Scheduler, SkipLayerGuidance};
 use cretok_nodes::sd3::tiny::{write_diffusers, write_single_file, TinyOptions, TinyVariant};
 use cretok_nodes::sd3::types::Conditioning;
 
@@ -177,14 +177,14 @@ fn four_step_generation_matches_the_pipeline() {
     let dev = Device::Cpu;
     let model = fx.single["sd3"].load_mmdit(DType::F32, &dev).unwrap();
     let vae = fx.single["sd3"].load_vae(DType::F32, &dev).unwrap();
-    let positive = Conditioning {
+    let positive = Prompt::plain(Conditioning {
         context: g["gen.prompt_embeds"].clone(),
         pooled: g["gen.pooled_prompt_embeds"].clone(),
-    };
-    let negative = Conditioning {
+    });
+    let negative = Prompt::plain(Conditioning {
         context: g["gen.negative_prompt_embeds"].clone(),
         pooled: g["gen.negative_pooled_prompt_embeds"].clone(),
-    };
+    });
     let sampler = EulerSampler {
         sigmas: Scheduler::Diffusers.sigmas(4, 3.0),
         cfg: 5.0,
@@ -216,10 +216,10 @@ fn cancelling_stops_the_sampler() {
     let model = fx.single["sd3"]
         .load_mmdit(DType::F32, &Device::Cpu)
         .unwrap();
-    let cond = Conditioning {
+    let cond = Prompt::plain(Conditioning {
         context: g["gen.prompt_embeds"].clone(),
         pooled: g["gen.pooled_prompt_embeds"].clone(),
-    };
+    });
     let sampler = EulerSampler {
         sigmas: Scheduler::Diffusers.sigmas(4, 3.0),
         cfg: 1.0,
@@ -243,14 +243,14 @@ fn skip_layer_guidance_matches_the_pipeline() {
     let model = fx.single["sd35m"]
         .load_mmdit(DType::F32, &Device::Cpu)
         .unwrap();
-    let positive = Conditioning {
+    let positive = Prompt::plain(Conditioning {
         context: g["gen.prompt_embeds"].clone(),
         pooled: g["gen.pooled_prompt_embeds"].clone(),
-    };
-    let negative = Conditioning {
+    });
+    let negative = Prompt::plain(Conditioning {
         context: g["gen.negative_prompt_embeds"].clone(),
         pooled: g["gen.negative_pooled_prompt_embeds"].clone(),
-    };
+    });
     let sampler = EulerSampler {
         sigmas: Scheduler::Diffusers.sigmas(4, 3.0),
         cfg: 5.0,

@@ -258,6 +258,85 @@ fn tiny_sd35_diffusers_folder_runs_the_same_workflow() {
     assert_eq!(size, (32, 64));
 }
 
+/// ComfyUI's SD3 example graph: the negative is the empty prompt for the
+/// first 10% of the steps and its zeroed conditioning after
+/// (`ConditioningSetTimestepRange` + `ConditioningCombine`), sampled with
+/// `dpmpp_2m` on `sgm_uniform`.
+fn sd3_negative_recipe_workflow() -> Value {
+    json!({
+        "4": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "tiny-sd3.safetensors"}},
+        "13": {"class_type": "ModelSamplingSD3", "inputs": {"shift": 3.0, "model": ["4", 0]}},
+        "6": {"class_type": "CLIPTextEncode", "inputs": {"text": "a lettuce mantis", "clip": ["4", 1]}},
+        "7": {"class_type": "CLIPTextEncode", "inputs": {"text": "blurry", "clip": ["4", 1]}},
+        "67": {"class_type": "ConditioningZeroOut", "inputs": {"conditioning": ["7", 0]}},
+        "68": {"class_type": "ConditioningSetTimestepRange", "inputs": {"start": 0.1, "end": 1.0, "conditioning": ["67", 0]}},
+        "70": {"class_type": "ConditioningSetTimestepRange", "inputs": {"start": 0.0, "end": 0.1, "conditioning": ["7", 0]}},
+        "69": {"class_type": "ConditioningCombine", "inputs": {"conditioning_1": ["68", 0], "conditioning_2": ["70", 0]}},
+        "5": {"class_type": "EmptySD3LatentImage", "inputs": {"width": 64, "height": 48, "batch_size": 1}},
+        "3": {"class_type": "KSampler", "inputs": {
+            "seed": 7, "steps": 6, "cfg": 4.5, "sampler_name": "dpmpp_2m", "scheduler": "sgm_uniform",
+            "denoise": 1.0, "model": ["13", 0], "positive": ["6", 0], "negative": ["69", 0],
+            "latent_image": ["5", 0]}},
+        "8": {"class_type": "VAEDecode", "inputs": {"samples": ["3", 0], "vae": ["4", 2]}},
+        "9": {"class_type": "SaveImage", "inputs": {"filename_prefix": "sd3/negative_recipe", "images": ["8", 0]}}
+    })
+}
+
+/// Runs `workflow` headless; returns the saved image's `prompt` chunk, size
+/// and PNG bytes.
+fn run_saved(
+    workflow: &Value,
+    dir: &Path,
+    models: &Path,
+    name: &str,
+) -> (Value, (u32, u32), Vec<u8>) {
+    let file = dir.join(name);
+    std::fs::write(&file, workflow.to_string()).unwrap();
+    let data = dir.join("data");
+    let out = cretok(&[
+        "run",
+        file.to_str().unwrap(),
+        "--quiet",
+        "--models",
+        models.to_str().unwrap(),
+        "--data-dir",
+        data.to_str().unwrap(),
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let path = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("wrote "))
+        .unwrap_or_else(|| panic!("prints the image path: {stdout}"));
+    let (prompt, size) = read_png(Path::new(path));
+    (prompt, size, std::fs::read(path).unwrap())
+}
+
+#[test]
+fn comfyui_sd3_negative_recipe_runs_headless_with_dpmpp_2m() {
+    let dir = tempfile::tempdir().unwrap();
+    let models = dir.path().join("models");
+    tiny_checkpoint(&models);
+    let recipe = sd3_negative_recipe_workflow();
+    let (prompt, size, recipe_png) = run_saved(&recipe, dir.path(), &models, "recipe.json");
+    assert_eq!(prompt, recipe);
+    assert_eq!(size, (64, 48));
+
+    // The combined negative is not the zeroed one alone: the text negative
+    // guides the first step (σ = 1 ≥ shift(0.9)).
+    let mut zeroed = recipe.clone();
+    zeroed["3"]["inputs"]["negative"] = json!(["67", 0]);
+    let (_, _, zeroed_png) = run_saved(&zeroed, dir.path(), &models, "zeroed.json");
+    let pixels = |png: &[u8]| {
+        let mut reader = png::Decoder::new(std::io::Cursor::new(png))
+            .read_info()
+            .unwrap();
+        let mut buf = vec![0; reader.output_buffer_size().unwrap()];
+        reader.next_frame(&mut buf).unwrap();
+        buf
+    };
+    assert_ne!(pixels(&recipe_png), pixels(&zeroed_png));
+}
+
 /// Writes an RGBA gradient picture (its alpha too) of `width × height`.
 fn write_picture(path: &Path, width: u32, height: u32) {
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();

@@ -1,11 +1,13 @@
 use crate::sd3::types::Conditioning;
 use crate::{
     data_type, InputKind, InputSpec, Inputs, Node, NodeError, NodeOutput, NodeSchema, OutputSpec,
-    RunContext, Value,
+    RunContext,
 };
 
-/// Zeros the context and the pooled vector (ComfyUI `ConditioningZeroOut`, a
-/// common SD3 negative).
+use super::conditioning_list::conditioning_input;
+
+/// Zeros the context and the pooled vector of every entry (ComfyUI
+/// `ConditioningZeroOut`, a common SD3 negative).
 pub struct ConditioningZeroOut;
 
 impl Node for ConditioningZeroOut {
@@ -20,11 +22,21 @@ impl Node for ConditioningZeroOut {
     }
 
     fn run(&self, inputs: &Inputs, _ctx: &RunContext) -> Result<NodeOutput, NodeError> {
-        let cond = inputs.handle::<Conditioning>("conditioning")?;
-        let zeroed = Conditioning {
-            context: cond.context.zeros_like().map_err(anyhow::Error::from)?,
-            pooled: cond.pooled.zeros_like().map_err(anyhow::Error::from)?,
-        };
-        Ok(NodeOutput::values(vec![Value::handle(zeroed)]))
+        let mut list = conditioning_input(inputs, "conditioning")?;
+        for entry in &mut list.entries {
+            entry.cond = Conditioning {
+                context: entry
+                    .cond
+                    .context
+                    .zeros_like()
+                    .map_err(anyhow::Error::from)?,
+                pooled: entry
+                    .cond
+                    .pooled
+                    .zeros_like()
+                    .map_err(anyhow::Error::from)?,
+            };
+        }
+        Ok(NodeOutput::values(vec![list.into_value()]))
     }
 }

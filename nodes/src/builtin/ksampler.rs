@@ -4,15 +4,16 @@ use candle_core::{Device, Tensor};
 
 use crate::sd3::latent_preview::preview;
 use crate::sd3::sampling::{
-    denoise_sigmas, noise_latent, DiffusionModel, EulerSampler, NoiseSource, Scheduler,
-    SkipLayerGuidance, MAX_SCHEDULE_STEPS,
+    ksampler_sigmas, noise_latent, ComfySampler, DiffusionModel, EulerSampler, NoiseSource, Prompt,
+    Sampler, Scheduler, SkipLayerGuidance, Step, MAX_SCHEDULE_STEPS,
 };
-use crate::sd3::types::{Conditioning, Latent};
+use crate::sd3::types::{ConditioningList, Latent};
 use crate::{
     data_type, Estimate, EstimateInputs, InputKind, InputSpec, Inputs, Node, NodeError, NodeOutput,
     NodeSchema, OutputSpec, PreviewFormat, RunContext, Value, ValueEstimate,
 };
 
+use super::conditioning_list::conditioning_input;
 use super::save_image::encode_png;
 
 /// Send a latent preview every this many steps (and after the last).
@@ -21,9 +22,13 @@ const PREVIEW_EVERY: usize = 3;
 /// One sampling run, shared by `KSampler` and `Sample`.
 pub(crate) struct SamplingJob<'a> {
     pub model: &'a DiffusionModel,
-    pub positive: &'a Conditioning,
-    pub negative: &'a Conditioning,
+    pub positive: &'a ConditioningList,
+    pub negative: &'a ConditioningList,
     pub sigmas: Vec<f32>,
+    /// The shift the sigmas were made with (timestep ranges are read with it).
+    pub shift: f64,
+    /// ComfyUI's sampler; `None` is diffusers' Euler step (`Sample`).
+    pub sampler: Option<Sampler>,
     pub cfg: f64,
     pub skip_layer_guidance: Option<SkipLayerGuidance>,
     pub seed: u64,
@@ -34,72 +39,89 @@ pub(crate) struct SamplingJob<'a> {
     pub latent: Option<&'a Tensor>,
 }
 
-fn on_device(cond: &Conditioning, device: &Device) -> candle_core::Result<Conditioning> {
-    Ok(Conditioning {
-        context: cond.context.to_device(device)?,
-        pooled: cond.pooled.to_device(device)?,
-    })
+/// What a sampling run returns.
+pub(crate) struct Sampled {
+    pub latent: Latent,
+    /// The model's clean-image estimate at the last step (none when no step ran).
+    pub denoised: Option<Latent>,
 }
 
-/// Runs the Euler sampler with progress (honouring cancel) and, when
+/// Runs the job's sampler with progress (honouring cancel) and, when
 /// switched on, PNG previews.
 /// Noise is drawn on the CPU, so a seed gives the same image on every device.
 /// No sigmas (`denoise` 0): the latent comes back unchanged, as in ComfyUI.
-pub(crate) fn run_sampling(job: SamplingJob<'_>, ctx: &RunContext) -> Result<Latent, NodeError> {
+pub(crate) fn run_sampling(job: SamplingJob<'_>, ctx: &RunContext) -> Result<Sampled, NodeError> {
     if job.sigmas.len() < 2 {
         let samples = match job.latent {
             Some(latent) => latent.clone(),
             None => Tensor::zeros(&job.shape, candle_core::DType::F32, &Device::Cpu)
                 .map_err(anyhow::Error::from)?,
         };
-        return Ok(Latent { samples });
+        return Ok(Sampled {
+            latent: Latent { samples },
+            denoised: None,
+        });
     }
     let device = job.model.mmdit.device().clone();
-    let prepare = || -> candle_core::Result<(Tensor, Conditioning, Conditioning)> {
+    let prepare = || -> candle_core::Result<Tensor> {
         let noise = job
             .noise
             .noise(job.seed, &job.shape, &Device::Cpu)?
             .to_device(&device)?;
         let latent = job.latent.map(|l| l.to_device(&device)).transpose()?;
-        let x = noise_latent(&noise, latent.as_ref(), job.sigmas[0])?;
-        Ok((
-            x,
-            on_device(job.positive, &device)?,
-            on_device(job.negative, &device)?,
-        ))
+        noise_latent(&noise, latent.as_ref(), job.sigmas[0])
     };
-    let (x, positive, negative) = prepare().map_err(anyhow::Error::from)?;
-    let sampler = EulerSampler {
-        sigmas: job.sigmas,
-        cfg: job.cfg,
-        skip_layer_guidance: job.skip_layer_guidance,
-    };
+    let x = prepare().map_err(anyhow::Error::from)?;
+    let positive = Prompt::resolve(job.positive, job.shift);
+    let negative = Prompt::resolve(job.negative, job.shift);
     let mut failure = None;
-    let out = sampler
-        .sample(&job.model.mmdit, &positive, &negative, &x, &mut |step| {
-            if let Err(e) = ctx.progress(step.index as u64 + 1, step.total as u64) {
-                failure = Some(e);
-                return ControlFlow::Break(());
-            }
-            let done = step.index + 1;
-            if ctx.previews.is_on() && (done % PREVIEW_EVERY == 0 || done == step.total) {
-                // A preview that fails to render is skipped, never fatal.
-                if let Ok(p) = preview(step.denoised) {
-                    if let Ok(png) = encode_png(p.width, p.height, &p.rgb, &[]) {
-                        ctx.preview(PreviewFormat::Png, png);
-                    }
+    let mut last_denoised = None;
+    let mut on_step = |step: &Step<'_>| {
+        last_denoised = Some(step.denoised.clone());
+        if let Err(e) = ctx.progress(step.index as u64 + 1, step.total as u64) {
+            failure = Some(e);
+            return ControlFlow::Break(());
+        }
+        let done = step.index + 1;
+        if ctx.previews.is_on() && (done.is_multiple_of(PREVIEW_EVERY) || done == step.total) {
+            // A preview that fails to render is skipped, never fatal.
+            if let Ok(p) = preview(step.denoised) {
+                if let Ok(png) = encode_png(p.width, p.height, &p.rgb, &[]) {
+                    ctx.preview(PreviewFormat::Png, png);
                 }
             }
-            ControlFlow::Continue(())
-        })
-        .map_err(anyhow::Error::from)?;
-    match out {
-        Some(samples) => {
-            let samples = samples
-                .to_device(&Device::Cpu)
-                .map_err(anyhow::Error::from)?;
-            Ok(Latent { samples })
         }
+        ControlFlow::Continue(())
+    };
+    let mmdit = &job.model.mmdit;
+    let out = match job.sampler {
+        Some(sampler) => ComfySampler {
+            sampler,
+            sigmas: job.sigmas,
+            cfg: job.cfg,
+            shift: job.shift,
+            seed: job.seed,
+        }
+        .sample(mmdit, &positive, &negative, &x, &mut on_step),
+        None => EulerSampler {
+            sigmas: job.sigmas,
+            cfg: job.cfg,
+            skip_layer_guidance: job.skip_layer_guidance,
+        }
+        .sample(mmdit, &positive, &negative, &x, &mut on_step),
+    }
+    .map_err(anyhow::Error::from)?;
+    let to_cpu = |samples: Tensor| -> Result<Latent, NodeError> {
+        let samples = samples
+            .to_device(&Device::Cpu)
+            .map_err(anyhow::Error::from)?;
+        Ok(Latent { samples })
+    };
+    match out {
+        Some(samples) => Ok(Sampled {
+            latent: to_cpu(samples)?,
+            denoised: last_denoised.map(to_cpu).transpose()?,
+        }),
         None => Err(failure.unwrap_or(NodeError::Interrupted)),
     }
 }
@@ -125,7 +147,7 @@ pub(crate) fn sampling_estimate(
 
 /// Refuses a `denoise` so small that its schedule (`steps / denoise` steps, of
 /// which the last `steps` run) would be absurdly long.
-fn check_schedule(steps: i64, denoise: f64) -> Result<(), String> {
+pub(crate) fn check_schedule(steps: i64, denoise: f64) -> Result<(), String> {
     if denoise <= 0.0 || denoise >= 1.0 {
         return Ok(());
     }
@@ -148,8 +170,22 @@ pub(crate) fn latent_shape(latent: &Tensor) -> Result<[usize; 4], NodeError> {
     Ok([b, c, h, w])
 }
 
-/// ComfyUI's `KSampler` for SD3: sampler `euler`, ComfyUI's schedulers, with the model's shift (see `ModelSamplingSD3`), from
-/// ComfyUI's own initial noise for the seed (torch's CPU generator).
+/// The `sampler_name` and `scheduler` inputs of the KSampler nodes.
+pub(crate) fn sampler_and_scheduler(inputs: &Inputs) -> Result<(Sampler, Scheduler), NodeError> {
+    let name = inputs.string("sampler_name")?;
+    let sampler = Sampler::from_comfy_name(name).ok_or_else(|| {
+        NodeError::invalid_input("sampler_name", format!("unknown sampler '{name}'"))
+    })?;
+    let name = inputs.string("scheduler")?;
+    let scheduler = Scheduler::from_comfy_name(name).ok_or_else(|| {
+        NodeError::invalid_input("scheduler", format!("unknown scheduler '{name}'"))
+    })?;
+    Ok((sampler, scheduler))
+}
+
+/// ComfyUI's `KSampler` for SD3: ComfyUI's samplers and schedulers, with the
+/// model's shift (see `ModelSamplingSD3`), from ComfyUI's own initial noise for
+/// the seed (torch's CPU generator) and its per-step noise on the CPU.
 pub struct KSampler;
 
 impl Node for KSampler {
@@ -169,7 +205,7 @@ impl Node for KSampler {
             ))
             .input(InputSpec::required(
                 "sampler_name",
-                InputKind::combo(["euler"]),
+                InputKind::combo(Sampler::COMFY_NAMES),
             ))
             .input(InputSpec::required(
                 "scheduler",
@@ -196,26 +232,20 @@ impl Node for KSampler {
 
     fn run(&self, inputs: &Inputs, ctx: &RunContext) -> Result<NodeOutput, NodeError> {
         let model = inputs.handle::<DiffusionModel>("model")?;
-        let positive = inputs.handle::<Conditioning>("positive")?;
-        let negative = inputs.handle::<Conditioning>("negative")?;
+        let positive = conditioning_input(inputs, "positive")?;
+        let negative = conditioning_input(inputs, "negative")?;
         let latent = inputs.handle::<Latent>("latent_image")?;
-        let name = inputs.string("scheduler")?;
-        let scheduler = Scheduler::from_comfy_name(name).ok_or_else(|| {
-            NodeError::invalid_input("scheduler", format!("unknown scheduler '{name}'"))
-        })?;
-        if inputs.string("sampler_name")? != "euler" {
-            return Err(NodeError::invalid_input(
-                "sampler_name",
-                "only euler is available",
-            ));
-        }
+        let (sampler, scheduler) = sampler_and_scheduler(inputs)?;
         let steps = inputs.int("steps")?.max(1) as usize;
         let denoise = inputs.float("denoise")?;
+        let discard = sampler.discards_penultimate_sigma();
         let job = SamplingJob {
             model: &model,
             positive: &positive,
             negative: &negative,
-            sigmas: denoise_sigmas(scheduler, steps, model.shift, denoise),
+            sigmas: ksampler_sigmas(scheduler, steps, model.shift, denoise, discard),
+            shift: model.shift,
+            sampler: Some(sampler),
             cfg: inputs.float("cfg")?,
             skip_layer_guidance: None,
             seed: inputs.int("seed")? as u64,
@@ -223,7 +253,7 @@ impl Node for KSampler {
             shape: latent_shape(&latent.samples)?,
             latent: Some(&latent.samples),
         };
-        let out = run_sampling(job, ctx)?;
+        let out = run_sampling(job, ctx)?.latent;
         Ok(NodeOutput::values(vec![Value::handle(out)]))
     }
 

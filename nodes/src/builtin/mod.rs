@@ -2,10 +2,12 @@
 
 pub(crate) mod bitmap_font;
 mod clip_text_encode;
+mod conditioning_list;
 mod conditioning_zero_out;
 mod cretok_encode;
 mod cretok_load;
 mod cretok_train;
+mod custom_sampling;
 mod delay;
 mod empty_sd3_latent_image;
 mod image_batch;
@@ -13,6 +15,7 @@ mod image_edit;
 mod image_grid;
 mod image_scale;
 mod ksampler;
+mod ksampler_advanced;
 mod latent_file;
 mod latent_scale;
 mod load_image;
@@ -21,6 +24,7 @@ mod model_sampling_sd3;
 mod preview_image;
 mod primitive;
 mod sample;
+mod sampler_custom_advanced;
 mod save_image;
 mod save_text;
 mod string_concatenate;
@@ -35,10 +39,16 @@ use std::sync::Arc;
 use crate::{Paths, Registry};
 
 pub use clip_text_encode::ClipTextEncode;
+pub use conditioning_list::{
+    ConditioningAverage, ConditioningCombine, ConditioningConcat, ConditioningSetTimestepRange,
+};
 pub use conditioning_zero_out::ConditioningZeroOut;
 pub use cretok_encode::CreTokEncode;
 pub use cretok_load::{CreTokLoad, EMBEDDINGS};
 pub use cretok_train::{encoder_refs, CreTokTrain};
+pub use custom_sampling::{
+    BasicGuider, BasicScheduler, CfgGuider, DisableNoise, KSamplerSelect, RandomNoise, SplitSigmas,
+};
 pub use delay::Delay;
 pub use empty_sd3_latent_image::EmptySd3LatentImage;
 pub use image_batch::ImageBatch;
@@ -46,6 +56,7 @@ pub use image_edit::{ImageCrop, ImageInvert};
 pub use image_grid::ImageGrid;
 pub use image_scale::{ImageScale, ImageScaleBy, ImageScaleToTotalPixels};
 pub use ksampler::KSampler;
+pub use ksampler_advanced::KSamplerAdvanced;
 pub use latent_file::{LoadLatent, SaveLatent};
 pub use latent_scale::{LatentUpscale, LatentUpscaleBy};
 pub use load_image::{LoadImage, LoadImageMask};
@@ -54,6 +65,7 @@ pub use model_sampling_sd3::ModelSamplingSd3;
 pub use preview_image::PreviewImage;
 pub use primitive::{Primitive, PrimitiveKind};
 pub use sample::Sample;
+pub use sampler_custom_advanced::SamplerCustomAdvanced;
 pub use save_image::SaveImage;
 pub use save_text::SaveText;
 pub use string_concatenate::StringConcatenate;
@@ -81,8 +93,21 @@ pub fn register_all(registry: &mut Registry, paths: Arc<Paths>) {
     registry.register(Arc::new(EmptySd3LatentImage));
     registry.register(Arc::new(Sample));
     registry.register(Arc::new(KSampler));
+    registry.register(Arc::new(KSamplerAdvanced));
+    registry.register(Arc::new(SamplerCustomAdvanced));
+    registry.register(Arc::new(KSamplerSelect));
+    registry.register(Arc::new(BasicScheduler));
+    registry.register(Arc::new(SplitSigmas));
+    registry.register(Arc::new(RandomNoise));
+    registry.register(Arc::new(DisableNoise));
+    registry.register(Arc::new(CfgGuider));
+    registry.register(Arc::new(BasicGuider));
     registry.register(Arc::new(ModelSamplingSd3));
     registry.register(Arc::new(ConditioningZeroOut));
+    registry.register(Arc::new(ConditioningSetTimestepRange));
+    registry.register(Arc::new(ConditioningCombine));
+    registry.register(Arc::new(ConditioningConcat));
+    registry.register(Arc::new(ConditioningAverage));
     registry.register(Arc::new(VaeDecode));
     registry.register(Arc::new(VaeEncode));
     registry.register(Arc::new(SaveImage));

@@ -1,12 +1,13 @@
 use crate::sd3::sampling::{
     denoise_sigmas, DiffusionModel, NoiseSource, Scheduler, SkipLayerGuidance,
 };
-use crate::sd3::types::{Conditioning, Latent};
+use crate::sd3::types::Latent;
 use crate::{
     data_type, Estimate, EstimateInputs, InputKind, InputSpec, Inputs, Node, NodeError, NodeOutput,
     NodeSchema, OutputSpec, RunContext, Value,
 };
 
+use super::conditioning_list::conditioning_input;
 use super::empty_sd3_latent_image::{latent_bytes, latent_dim};
 use super::ksampler::{latent_shape, run_sampling, sampling_estimate, SamplingJob};
 
@@ -111,8 +112,8 @@ impl Node for Sample {
 
     fn run(&self, inputs: &Inputs, ctx: &RunContext) -> Result<NodeOutput, NodeError> {
         let model = inputs.handle::<DiffusionModel>("model")?;
-        let positive = inputs.handle::<Conditioning>("positive")?;
-        let negative = inputs.handle::<Conditioning>("negative")?;
+        let positive = conditioning_input(inputs, "positive")?;
+        let negative = conditioning_input(inputs, "negative")?;
         let latent = inputs.opt_handle::<Latent>("latent")?;
         let shape = match &latent {
             Some(latent) => latent_shape(&latent.samples)?,
@@ -143,6 +144,8 @@ impl Node for Sample {
             positive: &positive,
             negative: &negative,
             sigmas: denoise_sigmas(Scheduler::Diffusers, steps, shift, denoise),
+            shift,
+            sampler: None,
             cfg: inputs.float("cfg")?,
             skip_layer_guidance: skip_layer_guidance(inputs, model.mmdit.config().depth)?,
             seed: inputs.int("seed")? as u64,
@@ -150,7 +153,7 @@ impl Node for Sample {
             shape,
             latent: latent.as_ref().map(|l| &l.samples),
         };
-        let out = run_sampling(job, ctx)?;
+        let out = run_sampling(job, ctx)?.latent;
         Ok(NodeOutput::values(vec![Value::handle(out)]))
     }
 

@@ -1,5 +1,6 @@
 //! Rectified-flow sampling for SD3: the shifted sigma schedules, seeded initial
-//! noise, and the Euler sampler with classifier-free and skip-layer guidance.
+//! noise, diffusers' Euler sampler and ComfyUI's samplers, with classifier-free
+//! and skip-layer guidance.
 //!
 //! References (numerics in docs/parity.md, "Pipeline conventions"):
 //! - diffusers 0.42.1 `schedulers/scheduling_flow_match_euler_discrete.py`
@@ -18,10 +19,16 @@ use std::ops::ControlFlow;
 
 use candle_core::{DType, Device, Result, Tensor};
 
+mod prompt;
+mod samplers;
 mod schedulers;
 pub mod torch_rng;
 
-pub use schedulers::{denoise_sigmas, shift_sigma, Scheduler, MAX_SCHEDULE_STEPS};
+pub use prompt::{percent_to_sigma, Prompt};
+pub use samplers::{sample, Denoiser, Run, Sampler, StepNoise};
+pub use schedulers::{
+    denoise_sigmas, ksampler_sigmas, shift_sigma, step_window, Scheduler, MAX_SCHEDULE_STEPS,
+};
 
 use super::mmdit::MMDiT;
 use super::rng::SplitMix64;
@@ -52,6 +59,8 @@ pub enum NoiseSource {
     SplitMix64,
     /// [`comfy_noise`]: a ComfyUI workflow's seed gives its author's noise.
     Torch,
+    /// No noise (KSamplerAdvanced with `add_noise` off: a latent that is already noisy).
+    Zeros,
 }
 
 impl NoiseSource {
@@ -59,6 +68,7 @@ impl NoiseSource {
         match self {
             Self::SplitMix64 => seeded_noise(seed, shape, device),
             Self::Torch => comfy_noise(seed, shape, device),
+            Self::Zeros => Tensor::zeros(shape, DType::F32, device),
         }
     }
 }
@@ -105,7 +115,7 @@ pub struct Step<'a> {
     pub denoised: &'a Tensor,
 }
 
-/// The flow-matching Euler sampler.
+/// The flow-matching Euler sampler (diffusers' step `x + (σ[i+1] − σ[i])·v`).
 #[derive(Debug, Clone)]
 pub struct EulerSampler {
     /// Descending sigmas, ending at 0.
@@ -117,55 +127,28 @@ pub struct EulerSampler {
 
 impl EulerSampler {
     /// Runs from `x` (already at `sigmas[0]`). Conditioning with batch 1 is
-    /// broadcast over the latent batch. Returns `None` when `callback` breaks.
+    /// broadcast over the latent batch; it moves to the model's device.
+    /// Returns `None` when `callback` breaks.
     pub fn sample(
         &self,
         model: &MMDiT,
-        positive: &Conditioning,
-        negative: &Conditioning,
+        positive: &Prompt,
+        negative: &Prompt,
         x: &Tensor,
         callback: &mut dyn FnMut(&Step<'_>) -> ControlFlow<()>,
     ) -> Result<Option<Tensor>> {
-        let batch = x.dim(0)?;
-        let guided = self.cfg > 1.0;
-        let pos = expand_batch(positive, batch)?;
-        let neg = expand_batch(negative, batch)?;
-        let (context, pooled) = if guided {
-            (
-                Tensor::cat(&[&neg.context, &pos.context], 0)?,
-                Tensor::cat(&[&neg.pooled, &pos.pooled], 0)?,
-            )
-        } else {
-            (pos.context.clone(), pos.pooled.clone())
-        };
         let total = self.sigmas.len().saturating_sub(1);
+        let guide = Guidance {
+            cfg: self.cfg,
+            guided: self.cfg > 1.0,
+            skip_layer_guidance: self.skip_layer_guidance.as_ref(),
+            total,
+        };
+        let guided = GuidedModel::new(model, positive, negative, x.dim(0)?, guide)?;
         let mut x = x.to_dtype(DType::F32)?;
         for index in 0..total {
             let (sigma, sigma_next) = (self.sigmas[index], self.sigmas[index + 1]);
-            let timestep = sigma * 1000.0;
-            let v = if guided {
-                let input = Tensor::cat(&[&x, &x], 0)?;
-                let t = Tensor::full(timestep, 2 * batch, x.device())?;
-                let out = model.forward(&input, &t, &pooled, &context, &[])?;
-                let out = out.to_dtype(DType::F32)?;
-                let (uncond, cond) = (out.narrow(0, 0, batch)?, out.narrow(0, batch, batch)?);
-                let v = (&uncond + ((&cond - &uncond)? * self.cfg)?)?;
-                match &self.skip_layer_guidance {
-                    Some(slg) if slg_active(slg, index, total) => {
-                        let t = Tensor::full(timestep, batch, x.device())?;
-                        let skipped = model
-                            .forward(&x, &t, &pos.pooled, &pos.context, &slg.layers)?
-                            .to_dtype(DType::F32)?;
-                        (v + ((cond - skipped)? * slg.scale)?)?
-                    }
-                    _ => v,
-                }
-            } else {
-                let t = Tensor::full(timestep, batch, x.device())?;
-                model
-                    .forward(&x, &t, &pos.pooled, &pos.context, &[])?
-                    .to_dtype(DType::F32)?
-            };
+            let v = guided.velocity(&x, sigma, index)?;
             let denoised = (&x - v.affine(sigma as f64, 0.0)?)?;
             x = (&x + v.affine((sigma_next - sigma) as f64, 0.0)?)?;
             let step = Step {
@@ -182,25 +165,186 @@ impl EulerSampler {
     }
 }
 
+/// ComfyUI's `KSampler`: one of its samplers on its schedule, with per-step
+/// noise drawn as ComfyUI does on the CPU for `seed`.
+#[derive(Debug, Clone)]
+pub struct ComfySampler {
+    pub sampler: Sampler,
+    /// Descending sigmas (ending at 0 for a full denoise).
+    pub sigmas: Vec<f32>,
+    /// Classifier-free guidance scale; as in ComfyUI, only 1 skips the negative.
+    pub cfg: f64,
+    /// The model's shift (`ModelSamplingSD3`).
+    pub shift: f64,
+    pub seed: u64,
+}
+
+impl ComfySampler {
+    /// As [`EulerSampler::sample`].
+    pub fn sample(
+        &self,
+        model: &MMDiT,
+        positive: &Prompt,
+        negative: &Prompt,
+        x: &Tensor,
+        callback: &mut dyn FnMut(&Step<'_>) -> ControlFlow<()>,
+    ) -> Result<Option<Tensor>> {
+        let guide = Guidance {
+            cfg: self.cfg,
+            // ComfyUI skips the negative only at cfg 1 (`math.isclose`).
+            guided: (self.cfg - 1.0).abs() > 1e-9 * self.cfg.abs().max(1.0),
+            skip_layer_guidance: None,
+            total: self.sigmas.len().saturating_sub(1),
+        };
+        let mut guided = GuidedModel::new(model, positive, negative, x.dim(0)?, guide)?;
+        let run = Run {
+            sampler: self.sampler,
+            sigmas: &self.sigmas,
+            shift: self.shift,
+        };
+        let mut noise = StepNoise::comfy(self.seed);
+        sample(
+            &run,
+            &mut guided,
+            x.to_dtype(DType::F32)?,
+            &mut noise,
+            callback,
+        )
+    }
+}
+
+/// The guidance settings of a run.
+struct Guidance<'a> {
+    /// Classifier-free guidance scale.
+    cfg: f64,
+    /// Whether the negative runs: diffusers above 1, ComfyUI at anything but 1.
+    guided: bool,
+    skip_layer_guidance: Option<&'a SkipLayerGuidance>,
+    /// The run's step count (skip-layer guidance is set in fractions of it).
+    total: usize,
+}
+
+/// The MMDiT with classifier-free and skip-layer guidance, on a latent batch.
+struct GuidedModel<'a> {
+    model: &'a MMDiT,
+    guidance: Guidance<'a>,
+    positive: Prompt,
+    negative: Prompt,
+}
+
+impl<'a> GuidedModel<'a> {
+    /// Conditioning with batch 1 is broadcast over the latent `batch`.
+    fn new(
+        model: &'a MMDiT,
+        positive: &Prompt,
+        negative: &Prompt,
+        batch: usize,
+        guidance: Guidance<'a>,
+    ) -> Result<Self> {
+        let device = model.device();
+        Ok(GuidedModel {
+            model,
+            guidance,
+            positive: positive.prepared(batch, device)?,
+            negative: negative.prepared(batch, device)?,
+        })
+    }
+
+    /// The guided velocity `v` at `(x, σ)` on step `index`: each side's
+    /// active prompts averaged (ComfyUI's `calc_cond_batch`), then CFG.
+    fn velocity(&self, x: &Tensor, sigma: f32, index: usize) -> Result<Tensor> {
+        let positive = self.positive.active(sigma);
+        let negative = match self.guidance.guided {
+            true => self.negative.active(sigma),
+            false => Vec::new(),
+        };
+        let all: Vec<&Conditioning> = negative.iter().chain(&positive).copied().collect();
+        let outputs = self.forward_each(x, sigma, &all, &[])?;
+        let (uncond, cond) = outputs.split_at(negative.len());
+        let cond = mean_velocity(x, sigma, cond)?;
+        if !self.guidance.guided {
+            return Ok(cond);
+        }
+        let uncond = mean_velocity(x, sigma, uncond)?;
+        let v = (&uncond + ((&cond - &uncond)? * self.guidance.cfg)?)?;
+        match self.guidance.skip_layer_guidance {
+            Some(slg) if slg_active(slg, index, self.guidance.total) => {
+                let skipped = self.forward_each(x, sigma, &positive, &slg.layers)?;
+                let skipped = mean_velocity(x, sigma, &skipped)?;
+                v + ((cond - skipped)? * slg.scale)?
+            }
+            _ => Ok(v),
+        }
+    }
+
+    /// The model's velocity for `x` under each conditioning: one batched
+    /// forward when their shapes agree (the usual case), else one each.
+    fn forward_each(
+        &self,
+        x: &Tensor,
+        sigma: f32,
+        conds: &[&Conditioning],
+        skip_layers: &[usize],
+    ) -> Result<Vec<Tensor>> {
+        let batch = x.dim(0)?;
+        let timestep = sigma * 1000.0;
+        let forward = |conds: &[&Conditioning]| -> Result<Tensor> {
+            let n = conds.len();
+            let (input, context, pooled) = match conds {
+                [one] => (x.clone(), one.context.clone(), one.pooled.clone()),
+                _ => {
+                    let contexts: Vec<&Tensor> = conds.iter().map(|c| &c.context).collect();
+                    let pooled: Vec<&Tensor> = conds.iter().map(|c| &c.pooled).collect();
+                    (
+                        Tensor::cat(&vec![x; n], 0)?,
+                        Tensor::cat(&contexts, 0)?,
+                        Tensor::cat(&pooled, 0)?,
+                    )
+                }
+            };
+            let t = Tensor::full(timestep, n * batch, x.device())?;
+            self.model
+                .forward(&input, &t, &pooled, &context, skip_layers)?
+                .to_dtype(DType::F32)
+        };
+        if conds.is_empty() {
+            return Ok(Vec::new());
+        }
+        let same_shape = conds
+            .windows(2)
+            .all(|w| w[0].context.dims() == w[1].context.dims());
+        if !same_shape {
+            return conds.iter().map(|c| forward(&[c])).collect();
+        }
+        let out = forward(conds)?;
+        (0..conds.len())
+            .map(|i| out.narrow(0, i * batch, batch))
+            .collect()
+    }
+}
+
+/// The average of a side's velocities; with none active, the velocity of a
+/// zero denoised latent (`x / σ`), as ComfyUI's `calc_cond_batch` returns 0.
+fn mean_velocity(x: &Tensor, sigma: f32, velocities: &[Tensor]) -> Result<Tensor> {
+    match velocities {
+        [] => x.affine(1.0 / f64::from(sigma), 0.0),
+        [one] => Ok(one.clone()),
+        _ => Tensor::stack(velocities, 0)?.mean(0),
+    }
+}
+
+impl Denoiser for GuidedModel<'_> {
+    /// `CONST.calculate_denoised`: `x − σ·v`.
+    fn denoise(&mut self, x: &Tensor, sigma: f32, step: usize) -> Result<Tensor> {
+        let v = self.velocity(x, sigma, step)?;
+        x - v.affine(f64::from(sigma), 0.0)?
+    }
+}
+
 /// diffusers: `i > N·start and i < N·stop`.
 fn slg_active(slg: &SkipLayerGuidance, index: usize, total: usize) -> bool {
     let i = index as f64;
     i > total as f64 * slg.start && i < total as f64 * slg.stop
-}
-
-/// Repeats a batch-1 conditioning to `batch` rows; other sizes must match.
-fn expand_batch(cond: &Conditioning, batch: usize) -> Result<Conditioning> {
-    let have = cond.context.dim(0)?;
-    if have == batch {
-        return Ok(cond.clone());
-    }
-    if have != 1 {
-        candle_core::bail!("conditioning batch {have} does not match latent batch {batch}");
-    }
-    Ok(Conditioning {
-        context: cond.context.repeat((batch, 1, 1))?,
-        pooled: cond.pooled.repeat((batch, 1))?,
-    })
 }
 
 #[cfg(test)]

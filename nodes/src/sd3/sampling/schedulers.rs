@@ -60,16 +60,19 @@ pub enum Scheduler {
     LinearQuadratic,
     /// ComfyUI `kl_optimal`: `tan` of a linear walk from `atan σ_max` to `atan σ_min`.
     KlOptimal,
+    /// ComfyUI `beta` (α = β = 0.6): training sigmas at the Beta distribution's quantiles.
+    Beta,
 }
 
 impl Scheduler {
     /// ComfyUI's scheduler names that are here, in ComfyUI's order.
-    pub const COMFY_NAMES: [&'static str; 8] = [
+    pub const COMFY_NAMES: [&'static str; 9] = [
         "simple",
         "sgm_uniform",
         "karras",
         "exponential",
         "ddim_uniform",
+        "beta",
         "normal",
         "linear_quadratic",
         "kl_optimal",
@@ -85,6 +88,7 @@ impl Scheduler {
             "ddim_uniform" => Self::DdimUniform,
             "linear_quadratic" => Self::LinearQuadratic,
             "kl_optimal" => Self::KlOptimal,
+            "beta" => Self::Beta,
             _ => return None,
         })
     }
@@ -149,6 +153,7 @@ impl Scheduler {
             }
             Self::LinearQuadratic => return linear_quadratic(steps, sigma_max),
             Self::KlOptimal => kl_optimal(steps, sigma_min, sigma_max),
+            Self::Beta => beta(steps, &table),
         };
         sigmas.push(0.0);
         sigmas
@@ -198,6 +203,115 @@ fn kl_optimal(steps: usize, sigma_min: f32, sigma_max: f32) -> Vec<f32> {
         .collect()
 }
 
+/// `beta_scheduler` (α = β = 0.6): for `p = 1 − i/steps`, the training sigma
+/// at `rint(ppf(p)·999)`, each index once (consecutive repeats dropped).
+fn beta(steps: usize, table: &[f32]) -> Vec<f32> {
+    const ALPHA_BETA: f64 = 0.6;
+    let last = (table.len() - 1) as f64;
+    let mut picked: Vec<f32> = Vec::with_capacity(steps);
+    let mut previous = None;
+    for i in 0..steps {
+        let p = 1.0 - i as f64 * (1.0 / steps as f64);
+        let t = (beta_ppf(p, ALPHA_BETA, ALPHA_BETA) * last).round_ties_even();
+        if previous != Some(t) {
+            picked.push(table[t as usize]);
+        }
+        previous = Some(t);
+    }
+    picked
+}
+
+/// The Beta(a, b) distribution's quantile function (scipy's `beta.ppf`), by
+/// bisection on the regularized incomplete beta function to f64 precision.
+fn beta_ppf(p: f64, a: f64, b: f64) -> f64 {
+    if p <= 0.0 {
+        return 0.0;
+    }
+    if p >= 1.0 {
+        return 1.0;
+    }
+    let (mut lo, mut hi) = (0.0f64, 1.0f64);
+    for _ in 0..200 {
+        let mid = 0.5 * (lo + hi);
+        if mid <= lo || mid >= hi {
+            break;
+        }
+        if regularized_incomplete_beta(mid, a, b) < p {
+            lo = mid;
+        } else {
+            hi = mid;
+        }
+    }
+    0.5 * (lo + hi)
+}
+
+/// `I_x(a, b)` by its continued fraction (modified Lentz), on the side where it converges fast.
+fn regularized_incomplete_beta(x: f64, a: f64, b: f64) -> f64 {
+    if x <= 0.0 {
+        return 0.0;
+    }
+    if x >= 1.0 {
+        return 1.0;
+    }
+    let ln_front = ln_gamma(a + b) - ln_gamma(a) - ln_gamma(b) + a * x.ln() + b * (1.0 - x).ln();
+    if x < (a + 1.0) / (a + b + 2.0) {
+        ln_front.exp() * beta_continued_fraction(x, a, b) / a
+    } else {
+        1.0 - ln_front.exp() * beta_continued_fraction(1.0 - x, b, a) / b
+    }
+}
+
+fn beta_continued_fraction(x: f64, a: f64, b: f64) -> f64 {
+    const TINY: f64 = 1e-300;
+    let nudge = |v: f64| if v.abs() < TINY { TINY } else { v };
+    let mut c = 1.0;
+    let mut d = 1.0 / nudge(1.0 - (a + b) * x / (a + 1.0));
+    let mut f = d;
+    for m in 1..10_000 {
+        let m = f64::from(m);
+        let even = m * (b - m) * x / ((a + 2.0 * m - 1.0) * (a + 2.0 * m));
+        d = 1.0 / nudge(1.0 + even * d);
+        c = nudge(1.0 + even / c);
+        f *= d * c;
+        let odd = -(a + m) * (a + b + m) * x / ((a + 2.0 * m) * (a + 2.0 * m + 1.0));
+        d = 1.0 / nudge(1.0 + odd * d);
+        c = nudge(1.0 + odd / c);
+        let delta = d * c;
+        f *= delta;
+        if (delta - 1.0).abs() < 1e-16 {
+            break;
+        }
+    }
+    f
+}
+
+/// `ln Γ(x)` for x > 0 (Lanczos, g = 7, 9 terms: ~1e-15 relative).
+fn ln_gamma(x: f64) -> f64 {
+    const G: f64 = 7.0;
+    const COEFFS: [f64; 9] = [
+        0.999_999_999_999_809_9,
+        676.520_368_121_885_1,
+        -1_259.139_216_722_402_8,
+        771.323_428_777_653_1,
+        -176.615_029_162_140_6,
+        12.507_343_278_686_905,
+        -0.138_571_095_265_720_12,
+        9.984_369_578_019_572e-6,
+        1.505_632_735_149_311_6e-7,
+    ];
+    if x < 0.5 {
+        // Reflection: Γ(x)Γ(1 − x) = π / sin(πx).
+        return (std::f64::consts::PI / (std::f64::consts::PI * x).sin()).ln() - ln_gamma(1.0 - x);
+    }
+    let x = x - 1.0;
+    let t = x + G + 0.5;
+    let series = COEFFS[1..]
+        .iter()
+        .enumerate()
+        .fold(COEFFS[0], |acc, (i, c)| acc + c / (x + i as f64 + 1.0));
+    0.5 * (2.0 * std::f64::consts::PI).ln() + (x + 0.5) * t.ln() - t + series.ln()
+}
+
 /// `time_snr_shift` evaluated in f32, as torch does on the f32 training table.
 fn shift_f32(shift: f64, sigma: f32) -> f32 {
     let shift = shift as f32;
@@ -219,16 +333,58 @@ pub const MAX_SCHEDULE_STEPS: usize = 1_000_000;
 /// of a `⌊steps / denoise⌋`-step schedule (ComfyUI `KSampler.set_steps`).
 /// `denoise` ≤ 0 gives no sigmas: nothing to do, the latent stays as it is.
 pub fn denoise_sigmas(scheduler: Scheduler, steps: usize, shift: f64, denoise: f64) -> Vec<f32> {
+    ksampler_sigmas(scheduler, steps, shift, denoise, false)
+}
+
+/// [`denoise_sigmas`] as ComfyUI's `KSampler` computes them for a sampler:
+/// with `discard_penultimate` (dpm_2 and kin, `KSampler.calculate_sigmas`)
+/// each schedule has one step more and loses its penultimate sigma.
+pub fn ksampler_sigmas(
+    scheduler: Scheduler,
+    steps: usize,
+    shift: f64,
+    denoise: f64,
+    discard_penultimate: bool,
+) -> Vec<f32> {
+    let schedule = |n: usize| {
+        if !discard_penultimate {
+            return scheduler.sigmas(n, shift);
+        }
+        let mut sigmas = scheduler.sigmas(n + 1, shift);
+        if sigmas.len() >= 2 {
+            sigmas.remove(sigmas.len() - 2);
+        }
+        sigmas
+    };
     if denoise <= 0.0 {
         return Vec::new();
     }
     if denoise >= 1.0 {
-        return scheduler.sigmas(steps, shift);
+        return schedule(steps);
     }
     // Validation refuses longer schedules; the bound keeps any other caller's allocation sane.
     let total = ((steps as f64 / denoise) as usize).clamp(steps, MAX_SCHEDULE_STEPS.max(steps));
-    let all = scheduler.sigmas(total, shift);
+    let all = schedule(total);
     all[all.len().saturating_sub(steps + 1)..].to_vec()
+}
+
+/// `KSampler.sample`'s step window (KSamplerAdvanced): the sigmas of steps
+/// `start..end`; with `force_full_denoise`, a window that stops early ends at
+/// 0. A window starting at or past the last step is empty (nothing to do).
+pub fn step_window(sigmas: &[f32], start: usize, end: usize, force_full_denoise: bool) -> Vec<f32> {
+    let mut window = sigmas.to_vec();
+    if end < window.len().saturating_sub(1) {
+        window.truncate(end + 1);
+        if force_full_denoise {
+            if let Some(last) = window.last_mut() {
+                *last = 0.0;
+            }
+        }
+    }
+    if start >= window.len().saturating_sub(1) {
+        return Vec::new();
+    }
+    window.split_off(start)
 }
 
 #[cfg(test)]
@@ -270,6 +426,29 @@ mod tests {
         // simple with 1000 steps walks the whole training table.
         let s = Scheduler::Simple.sigmas(1000, 3.0);
         assert_eq!(s[999], shift_f32(3.0, 0.001));
+    }
+
+    #[test]
+    fn step_windows_follow_ksampler_advanced() {
+        let sigmas = [1.0, 0.75, 0.5, 0.25, 0.0];
+        assert_eq!(step_window(&sigmas, 0, 10000, true), sigmas.to_vec());
+        assert_eq!(step_window(&sigmas, 0, 2, false), vec![1.0, 0.75, 0.5]);
+        assert_eq!(step_window(&sigmas, 0, 2, true), vec![1.0, 0.75, 0.0]);
+        assert_eq!(step_window(&sigmas, 2, 10000, true), vec![0.5, 0.25, 0.0]);
+        assert_eq!(step_window(&sigmas, 1, 3, false), vec![0.75, 0.5, 0.25]);
+        assert!(step_window(&sigmas, 4, 10000, true).is_empty());
+        assert!(step_window(&sigmas, 2, 2, false).is_empty());
+    }
+
+    #[test]
+    fn beta_quantiles_match_known_values() {
+        // Beta(0.6, 0.6) is symmetric: the median is 1/2, and ppf(1 − p) = 1 − ppf(p).
+        assert!((beta_ppf(0.5, 0.6, 0.6) - 0.5).abs() < 1e-14);
+        let (p, q) = (beta_ppf(0.1, 0.6, 0.6), beta_ppf(0.9, 0.6, 0.6));
+        assert!((p + q - 1.0).abs() < 1e-13, "{p} {q}");
+        // Beta(1, 1) is uniform; Beta(2, 1) has CDF x², so ppf(p) = √p.
+        assert!((beta_ppf(0.3, 1.0, 1.0) - 0.3).abs() < 1e-14);
+        assert!((beta_ppf(0.25, 2.0, 1.0) - 0.5).abs() < 1e-14);
     }
 
     #[test]
