@@ -194,8 +194,8 @@ fn run_prints_node_messages_once_as_plain_lines_when_not_a_terminal() {
     assert!(
         lines
             .iter()
-            .any(|l| l.starts_with("[1] ") && l.contains("T5 dropped")),
-        "the loader does not say that T5 is dropped, and why:\n{stderr}"
+            .any(|l| l.starts_with("[1] ") && l.contains("t5xxl missing (T5 rows are zeros")),
+        "the loader summary does not say that T5 is missing, and what follows:\n{stderr}"
     );
 }
 
