@@ -241,3 +241,46 @@ fn every_option_is_described_and_the_data_dir_default_named() {
         );
     }
 }
+
+#[test]
+fn checkpoint_random_refuses_unknown_variants_and_bad_paths_without_leaving_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| {
+        Command::new(cretok_bin())
+            .args(args)
+            .current_dir(dir.path())
+            .output()
+            .expect("cretok runs")
+    };
+    let out = run(&["checkpoint", "random", "--variant", "sd4", "--out", "x"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("sd3-medium-t5"), "{stderr}");
+    std::fs::create_dir(dir.path().join("folder")).unwrap();
+    let out = run(&[
+        "checkpoint",
+        "random",
+        "--variant",
+        "sd3.5-medium",
+        "--out",
+        "folder",
+        "--quiet",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("is a folder"), "{stderr}");
+    let out = run(&[
+        "checkpoint",
+        "random",
+        "--variant",
+        "sd3.5-medium",
+        "--out",
+        "missing/x.safetensors",
+        "--quiet",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("its folder does not exist"), "{stderr}");
+    let entries: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+    assert_eq!(entries.len(), 1, "only the folder is there");
+}

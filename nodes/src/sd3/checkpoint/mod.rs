@@ -7,6 +7,8 @@
 //! docs/parity.md, "Checkpoint keys".
 
 pub mod keymap;
+pub mod layouts;
+pub mod random_file;
 pub mod weights;
 
 use std::path::{Path, PathBuf};
