@@ -33,7 +33,7 @@ impl HalfDType {
     }
 
     /// A value with the sign and mantissa bits of `r` and exponent −8 or −7.
-    fn from_random_bits(self, r: u16) -> u16 {
+    fn value_bits(self, r: u16) -> u16 {
         let (mantissa_bits, bias) = match self {
             Self::F16 => (10, 15),
             Self::BF16 => (7, 127),
@@ -135,7 +135,7 @@ fn fill_chunk(chunk: &mut Vec<u8>, n: usize, dtype: HalfDType, rng: &mut SplitMi
             if chunk.len() == n * 2 {
                 break;
             }
-            let value = dtype.from_random_bits(u16::from_le_bytes([pair[0], pair[1]]));
+            let value = dtype.value_bits(u16::from_le_bytes([pair[0], pair[1]]));
             chunk.extend_from_slice(&value.to_le_bytes());
         }
     }
@@ -150,8 +150,8 @@ mod tests {
         for r in [
             0u16, 1, 0x3ff, 0x400, 0x7fff, 0x8000, 0xffff, 0x1234, 0xabcd,
         ] {
-            let f16 = half::f16::from_bits(HalfDType::F16.from_random_bits(r)).to_f32();
-            let bf16 = half::bf16::from_bits(HalfDType::BF16.from_random_bits(r)).to_f32();
+            let f16 = half::f16::from_bits(HalfDType::F16.value_bits(r)).to_f32();
+            let bf16 = half::bf16::from_bits(HalfDType::BF16.value_bits(r)).to_f32();
             for v in [f16, bf16] {
                 assert!(
                     v.is_normal() && (1.0 / 256.0..1.0 / 64.0).contains(&v.abs()),
