@@ -7,20 +7,27 @@ Writes
 - goldens/t5_synthetic/tokenizer.json + goldens/t5_tokenizer_ids.json: a synthetic T5 tokenizer
   (Unigram over a small vocabulary, see docs/parity.md, "Tokenizers"; no real T5 SentencePiece
   model exists offline) and its ids at max_length 16 and 256.
+- goldens/t5_xxl_tokenizer_ids.json: the same corpus plus T5-specific prompts (>= 200) with the
+  ids of transformers' `T5TokenizerFast` (google/t5-v1_1-xxl, as SD3's `tokenizer_3/`) built from
+  the shipped nodes/assets/t5_tokenizer/tokenizer.json.gz (see build_t5_tokenizer.py; the hub is
+  not reachable offline), at max_length 77 and 256, stored up to the EOS.
 
 Run: .venv-parity/bin/python nodes/parity/gen_tokenizer_goldens.py
 """
 
+import gzip
 import json
 import os
 import random
+import tempfile
 
-from transformers import T5Tokenizer
+from transformers import T5Tokenizer, T5TokenizerFast
 
 from build_clip_tokenizer import load_clip_tokenizer
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 GOLDENS = os.path.join(HERE, "goldens")
+SHIPPED_T5 = os.path.join(HERE, "..", "assets", "t5_tokenizer", "tokenizer.json.gz")
 
 HAND_WRITTEN = [
     "",
@@ -144,7 +151,45 @@ def t5_goldens():
         json.dump({"pad": 0, "eos": 1, "prompts": entries}, f, ensure_ascii=False, indent=0)
 
 
+T5_SPECIFIC = [
+    "<extra_id_0> fills <extra_id_99> the gaps",
+    "</s> <pad> <unk> as text",
+    "ＦＵＬＬＷＩＤＴＨ ｌｅｔｔｅｒｓ and ①②③ circled",
+    "combining e\u0301 vs precomposed é",
+    "non\u00a0breaking\u2009thin\u3000ideographic spaces",
+    "   leading and trailing   ",
+    "\n\n\t",
+    "ﬁ ligature ﬀ",
+    "Zürich, São Paulo, Kraków, Reykjavík",
+    "a, b; c: d! e? f. g- h_ i/ j\\ k| l",
+    "\"double\" 'single' `back`",
+    "🇯🇵 flag 👩‍👩‍👧 family",
+    "x" * 2000,
+    " ".join(["word"] * 400),
+]
+
+
+def t5_xxl_goldens():
+    with tempfile.TemporaryDirectory() as d:
+        path = os.path.join(d, "tokenizer.json")
+        with open(path, "wb") as f:
+            f.write(gzip.open(SHIPPED_T5).read())
+        tok = T5TokenizerFast(tokenizer_file=path, extra_ids=100)
+    entries = []
+    for prompt in corpus() + T5_SPECIFIC:
+        row = {"prompt": prompt}
+        for n in (77, 256):
+            ids = tok(prompt, padding="max_length", max_length=n, truncation=True).input_ids
+            assert len(ids) == n
+            row[str(n)] = strip_padding(ids, 1, 0)
+        entries.append(row)
+    assert len(entries) >= 200
+    with open(os.path.join(GOLDENS, "t5_xxl_tokenizer_ids.json"), "w", encoding="utf-8") as f:
+        json.dump({"pad": 0, "eos": 1, "prompts": entries}, f, ensure_ascii=False, indent=0)
+
+
 if __name__ == "__main__":
     os.makedirs(GOLDENS, exist_ok=True)
     clip_goldens()
     t5_goldens()
+    t5_xxl_goldens()

@@ -9,11 +9,20 @@ use anyhow::{bail, Context, Result};
 /// Writes `bytes` to `path` through a temporary file in the same folder and a rename,
 /// so readers see either the old file or the whole new one.
 pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<()> {
+    atomic_write_with(path, |file| Ok(file.write_all(bytes)?))
+}
+
+/// [`atomic_write`] for contents too large to hold: `write` streams them into the temporary
+/// file, which is renamed into `path` only when it succeeded (else it is removed).
+pub fn atomic_write_with(
+    path: &Path,
+    write: impl FnOnce(&mut std::fs::File) -> Result<()>,
+) -> Result<()> {
     let dir = parent_dir(path);
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let mut tmp = temp_file_in(dir)
         .with_context(|| format!("creating a temporary file in {}", dir.display()))?;
-    tmp.write_all(bytes)?;
+    write(tmp.as_file_mut())?;
     tmp.as_file().sync_all()?;
     tmp.persist(path)
         .with_context(|| format!("renaming into {}", path.display()))?;

@@ -82,3 +82,31 @@ fn t5_ids_match_transformers_with_a_synthetic_tokenizer() {
     }
     assert!(truncated > 0);
 }
+
+#[test]
+fn shipped_t5_ids_match_transformers_t5_tokenizer_fast() {
+    let golden = golden("t5_xxl_tokenizer_ids.json");
+    let tok = T5Tokenizer::shipped().unwrap();
+    let prompts = golden["prompts"].as_array().unwrap();
+    assert!(prompts.len() >= 200);
+    let mut truncated = 0;
+    for entry in prompts {
+        let prompt = entry["prompt"].as_str().unwrap();
+        for len in [77usize, 256] {
+            let mut expected = ids(&entry[len.to_string().as_str()]);
+            truncated += usize::from(expected.len() == len);
+            expected.resize(len, 0);
+            assert_eq!(
+                tok.encode(prompt, len).unwrap(),
+                expected,
+                "{len}: {prompt:?}"
+            );
+        }
+    }
+    assert!(truncated > 0, "the corpus must exercise truncation");
+    // Spot checks that do not depend on the goldens: "a photo of a cat" + </s>, then padding.
+    assert_eq!(
+        tok.encode("a photo of a cat", 10).unwrap(),
+        [3, 9, 1202, 13, 3, 9, 1712, 1, 0, 0]
+    );
+}

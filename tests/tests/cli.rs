@@ -194,8 +194,8 @@ fn run_prints_node_messages_once_as_plain_lines_when_not_a_terminal() {
     assert!(
         lines
             .iter()
-            .any(|l| l.starts_with("[1] ") && l.contains("T5 dropped")),
-        "the loader does not say that T5 is dropped, and why:\n{stderr}"
+            .any(|l| l.starts_with("[1] ") && l.contains("t5xxl missing (T5 rows are zeros")),
+        "the loader summary does not say that T5 is missing, and what follows:\n{stderr}"
     );
 }
 
@@ -240,4 +240,47 @@ fn every_option_is_described_and_the_data_dir_default_named() {
             "{command} --help does not say where data lives:\n{help}"
         );
     }
+}
+
+#[test]
+fn checkpoint_random_refuses_unknown_variants_and_bad_paths_without_leaving_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| {
+        Command::new(cretok_bin())
+            .args(args)
+            .current_dir(dir.path())
+            .output()
+            .expect("cretok runs")
+    };
+    let out = run(&["checkpoint", "random", "--variant", "sd4", "--out", "x"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("sd3-medium-t5"), "{stderr}");
+    std::fs::create_dir(dir.path().join("folder")).unwrap();
+    let out = run(&[
+        "checkpoint",
+        "random",
+        "--variant",
+        "sd3.5-medium",
+        "--out",
+        "folder",
+        "--quiet",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("is a folder"), "{stderr}");
+    let out = run(&[
+        "checkpoint",
+        "random",
+        "--variant",
+        "sd3.5-medium",
+        "--out",
+        "missing/x.safetensors",
+        "--quiet",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("its folder does not exist"), "{stderr}");
+    let entries: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+    assert_eq!(entries.len(), 1, "only the folder is there");
 }

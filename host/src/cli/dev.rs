@@ -85,7 +85,7 @@ fn tiny_checkpoint(args: TinyCheckpointArgs) -> anyhow::Result<ExitCode> {
     std::fs::create_dir_all(&checkpoints)
         .with_context(|| format!("creating {}", checkpoints.display()))?;
     let target = checkpoints.join(&name);
-    // No T5: its tokenizer is not shipped, and SD3 runs without it (zeros).
+    // No T5: it would double the file, and SD3 runs without it (zeros).
     let opts = TinyOptions {
         variant,
         seed: args.seed,

@@ -1,5 +1,6 @@
 //! The `cretok` subcommands.
 
+mod checkpoint;
 mod console;
 mod convert;
 mod dev;
@@ -46,6 +47,8 @@ enum Command {
     Train(train::TrainArgs),
     /// Developer helpers (tiny test checkpoints).
     Dev(dev::DevArgs),
+    /// Checkpoint tools: random-weight files with the real tensors, to smoke-test a machine.
+    Checkpoint(checkpoint::CheckpointArgs),
     /// Run prompts from the shared Redis queue of `cretok serve --redis` fronts.
     Worker(worker::WorkerArgs),
 }
@@ -223,6 +226,7 @@ pub fn main(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Nodes(args) => nodes::nodes(args),
         Command::Train(args) => train::train(args),
         Command::Dev(args) => dev::dev(args),
+        Command::Checkpoint(args) => checkpoint::checkpoint(args),
         Command::Worker(args) => worker::worker(args),
     }
 }

@@ -18,9 +18,10 @@ const TEXT_ENCODERS: &str = "text_encoders";
 
 /// Loads an SD3 / SD3.5 checkpoint (single file or diffusers folder under
 /// `models/checkpoints`) as MODEL, CLIP (the three text encoders) and VAE.
-/// Separate text encoders are found in `models/text_encoders`; a T5
-/// tokenizer in the folder's `tokenizer_3/` or as
-/// `models/text_encoders/t5_tokenizer/tokenizer.json` (without one, T5 is dropped).
+/// Separate text encoders are found in `models/text_encoders`. T5 uses the
+/// folder's `tokenizer_3/` or `models/text_encoders/t5_tokenizer/tokenizer.json`
+/// when present, else the shipped T5 v1.1 tokenizer; without T5 weights its
+/// rows are zeros (the summary says so).
 ///
 /// Registered twice: as `LoadSD3` and under ComfyUI's name
 /// `CheckpointLoaderSimple`, so ComfyUI SD3 workflows run unchanged.
@@ -54,7 +55,7 @@ impl CheckpointLoader {
             .map_err(|e| NodeError::invalid_input("ckpt_name", e.to_string()))
     }
 
-    /// Where the T5 tokenizer of this checkpoint must be.
+    /// Where a T5 tokenizer that overrides the shipped one would be.
     fn t5_tokenizer_path(&self, ckpt: &Sd3Checkpoint, path: &std::path::Path) -> PathBuf {
         match ckpt.layout {
             Layout::Diffusers => path.join("tokenizer_3").join("tokenizer.json"),
@@ -67,15 +68,12 @@ impl CheckpointLoader {
     }
 }
 
-/// The loader's note on T5, when it is dropped: why, as a warning when weights are wasted.
-fn t5_note(has_weights: bool, tokenizer: &std::path::Path) -> Option<String> {
-    match (has_weights, tokenizer.is_file()) {
-        (true, true) => None,
-        (true, false) => Some(format!(
-            "warning: T5 dropped (zeros in its place): T5 weights found but no T5 tokenizer at {}",
-            tokenizer.display()
-        )),
-        (false, _) => Some("T5 dropped: no T5 weights (prompts use CLIP-L and CLIP-G only)".into()),
+/// The checkpoint's own (or the user's) T5 `tokenizer.json` when present, else the shipped one.
+fn t5_tokenizer(path: &std::path::Path) -> anyhow::Result<T5Tokenizer> {
+    if path.is_file() {
+        T5Tokenizer::from_file(path)
+    } else {
+        T5Tokenizer::shipped()
     }
 }
 
@@ -116,21 +114,15 @@ impl Node for CheckpointLoader {
         };
         ctx.progress(1, 3)?;
         let (clip_l, clip_g) = ckpt.clip_var_builders(dtype, &device)?;
-        let tokenizer_path = self.t5_tokenizer_path(&ckpt, &path);
-        let has_t5 = ckpt.text_encoder(TextEncoderKind::T5Xxl).is_some();
-        let t5_tokenizer = match t5_note(has_t5, &tokenizer_path) {
-            Some(note) => {
-                ctx.text(&note);
-                None
-            }
-            None => Some(T5Tokenizer::from_file(&tokenizer_path)?),
+        let t5_weights = ckpt.text_encoder(TextEncoderKind::T5Xxl);
+        let t5_tokenizer = match t5_weights {
+            Some(_) => Some(t5_tokenizer(&self.t5_tokenizer_path(&ckpt, &path))?),
+            None => None,
         };
         let vbs = EncoderVarBuilders {
             clip_l,
             clip_g,
-            t5: ckpt
-                .text_encoder(TextEncoderKind::T5Xxl)
-                .map(|t| t.var_builder(dtype, &device)),
+            t5: t5_weights.map(|t| t.var_builder(dtype, &device)),
         };
         let cfg = Sd3TextConfig::for_context_width(ckpt.mmdit_config.context_embed_size)?;
         let clip = Sd3TextEncoders::new(&cfg, t5_tokenizer, vbs)?;

@@ -8,11 +8,10 @@
 use anyhow::{bail, Context, Result};
 use candle_core::{Device, Tensor};
 use candle_nn::VarBuilder;
-use candle_transformers::models::t5::Config as T5Config;
 
 use super::clip::{ClipConfig, ClipTextModel};
 use super::conditioning::{assemble, T5Part};
-use super::t5::{t5_tiny, t5_xxl, T5Encoder};
+use super::t5::{t5_tiny, t5_xxl, T5Config, T5Encoder};
 use super::tokenizer::{ClipTokenizer, T5Tokenizer, CLIP_EOS};
 use super::types::Conditioning;
 

@@ -23,10 +23,9 @@ use super::checkpoint::TextEncoderKind;
 use super::clip::{Activation, ClipConfig};
 use super::mmdit::{self, MMDiT};
 use super::rng::{fnv1a, SplitMix64};
-use super::t5::t5_tiny;
+use super::t5::{t5_tiny, T5Config};
 use super::text_tiny::{tiny_clip_g_weights, tiny_clip_l_weights, tiny_t5_weights};
 use super::vae::{self, AutoEncoder};
-use candle_transformers::models::t5::Config as T5Config;
 
 /// Which MMDiT family the tiny checkpoint imitates.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,4 +1,4 @@
-//! The SD3 tokenizers: CLIP BPE (shared by CLIP-L and CLIP-G) and T5 from a `tokenizer.json`.
+//! The SD3 tokenizers: CLIP BPE (shared by CLIP-L and CLIP-G) and T5 (Unigram).
 //!
 //! Reference: diffusers `StableDiffusion3Pipeline._get_clip_prompt_embeds` /
 //! `_get_t5_prompt_embeds` (v0.42.1), which call the tokenizers with
@@ -8,8 +8,12 @@
 //!
 //! The CLIP vocabulary and merges ship in `nodes/assets/clip_tokenizer/tokenizer.json`, built by
 //! `nodes/parity/build_clip_tokenizer.py` from open_clip's MIT-licensed
-//! `bpe_simple_vocab_16e6.txt.gz`. Padding and truncation happen here, explicitly.
+//! `bpe_simple_vocab_16e6.txt.gz`. T5 v1.1's `tokenizer.json` ships gzip-compressed in
+//! `nodes/assets/t5_tokenizer/` (Apache-2.0 vocabulary, extracted from a pinned registry package
+//! by `nodes/parity/build_t5_tokenizer.py`; its LICENSE.md says which). Padding and truncation
+//! happen here, explicitly.
 
+use std::io::Read;
 use std::path::Path;
 
 use anyhow::{anyhow, ensure, Context, Result};
@@ -25,6 +29,9 @@ pub const CLIP_EOS: u32 = 49407;
 pub const CLIP_G_PAD: u32 = 0;
 
 const CLIP_TOKENIZER_JSON: &[u8] = include_bytes!("../../assets/clip_tokenizer/tokenizer.json");
+const T5_TOKENIZER_JSON_GZ: &[u8] = include_bytes!("../../assets/t5_tokenizer/tokenizer.json.gz");
+/// Size of the shipped T5 `tokenizer.json`, uncompressed.
+const T5_TOKENIZER_JSON_LEN: usize = 2_424_064;
 
 /// A CLIP tokenizer as one of SD3's two CLIP encoders uses it.
 #[derive(Clone)]
@@ -104,8 +111,8 @@ fn shipped_clip() -> Result<Tokenizer> {
     Tokenizer::from_bytes(CLIP_TOKENIZER_JSON).map_err(|e| anyhow!("shipped CLIP tokenizer: {e}"))
 }
 
-/// A T5 tokenizer read from a `tokenizer.json` (diffusers `tokenizer_3/`); SD3 pads with id 0
-/// and keeps the `</s>` (id 1) the tokenizer's post-processor appends.
+/// A T5 tokenizer: the shipped T5 v1.1 one or a `tokenizer.json` (diffusers `tokenizer_3/`);
+/// SD3 pads with id 0 and keeps the `</s>` (id 1) the tokenizer's post-processor appends.
 #[derive(Clone)]
 pub struct T5Tokenizer {
     inner: Tokenizer,
@@ -123,11 +130,27 @@ pub const T5_PAD: u32 = 0;
 pub const T5_EOS: u32 = 1;
 
 impl T5Tokenizer {
+    /// The T5 v1.1 tokenizer SD3 and SD3.5 use (google/t5-v1_1-xxl, SD3's `tokenizer_3/`),
+    /// shipped with the binary.
+    pub fn shipped() -> Result<Self> {
+        let mut json = Vec::with_capacity(T5_TOKENIZER_JSON_LEN);
+        flate2::read::GzDecoder::new(T5_TOKENIZER_JSON_GZ)
+            .read_to_end(&mut json)
+            .context("decompressing the shipped T5 tokenizer")?;
+        let inner =
+            Tokenizer::from_bytes(&json).map_err(|e| anyhow!("shipped T5 tokenizer: {e}"))?;
+        Self::new(inner)
+    }
+
     /// Reads a `tokenizer.json`, ignoring any padding/truncation state saved in it.
     pub fn from_file(path: &Path) -> Result<Self> {
-        let mut inner = Tokenizer::from_file(path)
+        let inner = Tokenizer::from_file(path)
             .map_err(|e| anyhow!("{e}"))
             .with_context(|| format!("reading T5 tokenizer {}", path.display()))?;
+        Self::new(inner)
+    }
+
+    fn new(mut inner: Tokenizer) -> Result<Self> {
         inner.with_padding(None);
         inner
             .with_truncation(None)

@@ -7,6 +7,8 @@
 //! docs/parity.md, "Checkpoint keys".
 
 pub mod keymap;
+pub mod layouts;
+pub mod random_file;
 pub mod weights;
 
 use std::path::{Path, PathBuf};
@@ -265,6 +267,9 @@ impl Sd3Checkpoint {
             .iter()
             .map(|&kind| match self.text_encoder(kind) {
                 Some(t) => format!("{} ({})", kind.name(), t.weights.origin().display()),
+                None if kind == TextEncoderKind::T5Xxl => {
+                    "t5xxl missing (T5 rows are zeros: prompts use CLIP-L and CLIP-G only)".into()
+                }
                 None => format!("{} missing", kind.name()),
             })
             .collect();
