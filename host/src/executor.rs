@@ -43,16 +43,38 @@ pub enum Outcome {
     Interrupted,
 }
 
-/// What history keeps of a run.
-#[derive(Debug, Clone)]
+/// What a run leaves for history (see `history::HistoryRecord`).
+#[derive(Debug, Clone, PartialEq)]
 pub struct ExecutionRecord {
     pub outcome: Outcome,
     /// UI outputs of output nodes, by node id.
     pub outputs: BTreeMap<String, Json>,
-    /// `[event_name, data]` pairs: start, cached, then success/error/interrupted.
-    pub messages: Vec<(String, Json)>,
-    /// The error or interruption message, for the CLI.
-    pub failure: Option<ServerMessage>,
+    /// The events history keeps: start, cached, then success, error or interruption.
+    pub events: Vec<ServerMessage>,
+}
+
+impl ExecutionRecord {
+    /// A run that failed before any node ran, with its error event.
+    pub fn refused(error: ServerMessage) -> Self {
+        ExecutionRecord {
+            outcome: Outcome::Error,
+            outputs: BTreeMap::new(),
+            events: vec![error],
+        }
+    }
+
+    /// The error or interruption event of a run that did not succeed.
+    pub fn failure(&self) -> Option<&ServerMessage> {
+        if self.outcome == Outcome::Success {
+            return None;
+        }
+        self.events.iter().rev().find(|e| {
+            matches!(
+                e,
+                ServerMessage::ExecutionError { .. } | ServerMessage::ExecutionInterrupted { .. }
+            )
+        })
+    }
 }
 
 /// The single executor: owns the output cache.
@@ -101,8 +123,7 @@ impl Executor {
             record: ExecutionRecord {
                 outcome: Outcome::Success,
                 outputs: BTreeMap::new(),
-                messages: Vec::new(),
-                failure: None,
+                events: Vec::new(),
             },
         };
         let order = &job.valid.order;
@@ -200,7 +221,7 @@ struct PromptRun<'a> {
 impl PromptRun<'_> {
     fn emit(&mut self, message: ServerMessage, keep_in_history: bool) {
         if keep_in_history {
-            self.record.messages.push(message.name_and_data());
+            self.record.events.push(message.clone());
         }
         self.observer.message(message);
     }
@@ -315,7 +336,6 @@ impl PromptRun<'_> {
                 }
             }
         };
-        self.record.failure = Some(message.clone());
         self.emit(message, true);
     }
 }

@@ -319,11 +319,14 @@ async fn with_redis_down_the_front_refuses_prompts_clearly_and_keeps_serving() -
     );
     let (status, _) = front.get("/object_info/Delay").await?;
     assert_eq!(status, 200);
-    let (status, queue) = front.get("/queue").await?;
-    assert_eq!(
-        (status, queue),
-        (200, json!({"queue_running": [], "queue_pending": []}))
-    );
+    for route in ["/queue", "/history", "/jobs"] {
+        let (status, body) = front.get(route).await?;
+        assert_eq!(status, 503, "{route}: {body}");
+        assert_eq!(
+            body["error"]["type"], "queue_unavailable",
+            "{route}: {body}"
+        );
+    }
     Ok(())
 }
 

@@ -90,7 +90,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             println!("wrote {}", path.display());
         }
     }
-    match (record.outcome, record.failure) {
+    match (record.outcome, record.failure()) {
         (Outcome::Success, _) => Ok(ExitCode::SUCCESS),
         (
             _,
