@@ -247,14 +247,6 @@ impl History {
             }
         }
     }
-
-    pub fn len(&self) -> usize {
-        self.lock().order.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
 }
 
 impl HistoryStore for History {

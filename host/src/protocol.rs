@@ -258,7 +258,7 @@ impl Preview {
         })
     }
 
-    pub fn image(&self) -> &[u8] {
+    fn image(&self) -> &[u8] {
         &self.with_metadata[self.image_at..]
     }
 

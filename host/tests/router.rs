@@ -407,6 +407,7 @@ async fn uploads_stream_to_their_folder_and_oversized_ones_leave_nothing() {
     let oversized = vec![0u8; cretok_host::server::MAX_UPLOAD_BYTES + 1];
     let (status, refused) = common::send(&host.server, upload("big.png", &oversized, &[])).await;
     assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{refused}");
+    assert_eq!(refused["error"]["type"], "upload_too_large", "{refused}");
     assert!(!host.data_dir().join("input/big.png").exists());
     assert_eq!(leftovers(host.data_dir()), Vec::<String>::new());
 }

@@ -185,12 +185,7 @@ async fn receive_image(s: &Shared, mut field: Field<'_>) -> Result<Upload, ApiEr
     while let Some(chunk) = field.chunk().await.map_err(malformed)? {
         received += chunk.len();
         if received > MAX_UPLOAD_BYTES {
-            return Err(ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "upload_too_large",
-                "The upload is too large",
-                format!("more than {MAX_UPLOAD_BYTES} bytes"),
-            ));
+            return Err(too_large());
         }
         writer.write_all(&chunk).await.map_err(ApiError::internal)?;
     }
@@ -198,8 +193,20 @@ async fn receive_image(s: &Shared, mut field: Field<'_>) -> Result<Upload, ApiEr
     Ok(Upload { file_name, file })
 }
 
+fn too_large() -> ApiError {
+    ApiError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "upload_too_large",
+        "The upload is too large",
+        format!("uploads are limited to {MAX_UPLOAD_BYTES} bytes"),
+    )
+}
+
 fn malformed(e: MultipartError) -> ApiError {
-    ApiError::new(e.status(), "bad_request", "Malformed upload", e.body_text())
+    match e.status() {
+        StatusCode::PAYLOAD_TOO_LARGE => too_large(),
+        status => ApiError::new(status, "bad_request", "Malformed upload", e.body_text()),
+    }
 }
 
 /// Syncs the upload and renames it to `path`; copies it into `path`'s folder
