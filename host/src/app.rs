@@ -25,6 +25,8 @@ pub struct PromptRequest {
     pub front: bool,
     pub number: Option<i64>,
     pub prompt_id: Option<String>,
+    /// `partial_execution_targets`: run only these output nodes (and what they need).
+    pub targets: Option<Vec<String>>,
 }
 
 /// What a successful submission returns.
@@ -141,7 +143,12 @@ impl AppState {
     /// Validates and queues a prompt.
     pub fn submit(&self, request: PromptRequest) -> Result<Submitted, SubmitError> {
         let registry = self.catalog.snapshot();
-        let valid = validate(&request.prompt, registry.as_ref()).map_err(SubmitError::Invalid)?;
+        let valid = validate(
+            &request.prompt,
+            registry.as_ref(),
+            request.targets.as_deref(),
+        )
+        .map_err(SubmitError::Invalid)?;
         let prompt_id = match request.prompt_id {
             Some(id) => {
                 let finished = self

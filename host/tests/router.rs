@@ -149,6 +149,33 @@ async fn a_taken_prompt_id_gets_400_in_comfyui_s_error_shape() {
 }
 
 #[tokio::test]
+async fn partial_execution_targets_run_only_the_chosen_outputs() {
+    let host = Host::start();
+    let save = |text: &str| json!({"class_type": "SaveText", "inputs": {"text": text, "filename_prefix": "partial"}});
+    let prompt = json!({
+        "1": save("chosen"),
+        "2": {"class_type": "SaveText", "inputs": {"text": "no prefix"}},
+        "3": save("not chosen")
+    });
+    let submit = json!({"prompt": prompt, "partial_execution_targets": ["1"]});
+    let (status, body) = host.call("POST", "/prompt", Some(submit)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(
+        body["node_errors"],
+        json!({}),
+        "errors outside the targets are ignored"
+    );
+    let entry = host.history(body["prompt_id"].as_str().unwrap()).await;
+    let outputs: Vec<&String> = entry["outputs"].as_object().unwrap().keys().collect();
+    assert_eq!(outputs, ["1"], "{entry}");
+    assert_eq!(entry["prompt"][4], json!(["1"]));
+
+    let bad = json!({"prompt": {"1": save("x")}, "partial_execution_targets": "1"});
+    let (status, body) = host.call("POST", "/prompt", Some(bad)).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+}
+
+#[tokio::test]
 async fn invalid_prompts_and_bodies_get_400_and_nothing_runs() {
     let host = Host::start();
     let unknown = json!({"prompt": {"1": {"class_type": "Nope", "inputs": {}}}});

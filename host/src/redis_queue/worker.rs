@@ -236,7 +236,11 @@ impl RedisWorker {
         *self.lock_current() = Some(current.clone());
         println!("started {prompt_id}");
         self.publish_status();
-        let task = match validate(&queued.prompt, self.registry.as_ref()) {
+        let task = match validate(
+            &queued.prompt,
+            self.registry.as_ref(),
+            Some(&queued.outputs),
+        ) {
             Ok(valid) => Task::Run {
                 job: Arc::new(PromptJob {
                     prompt_id: prompt_id.clone(),

@@ -35,6 +35,7 @@ pub fn prompt_request(body: &Json_) -> Result<PromptRequest, ApiError> {
         .and_then(Json_::as_str)
         .map(str::to_owned);
     Ok(PromptRequest {
+        targets: execution_targets(obj.get("partial_execution_targets"))?,
         prompt: prompt.clone(),
         client_id,
         extra_data,
@@ -45,6 +46,32 @@ pub fn prompt_request(body: &Json_) -> Result<PromptRequest, ApiError> {
             .and_then(Json_::as_str)
             .map(str::to_owned),
     })
+}
+
+/// `partial_execution_targets`: absent or null for every output, else a list
+/// of node ids (strings, or numbers as the ids of a hand-written prompt).
+fn execution_targets(targets: Option<&Json_>) -> Result<Option<Vec<String>>, ApiError> {
+    let ids = match targets {
+        None | Some(Json_::Null) => return Ok(None),
+        Some(Json_::Array(ids)) => ids,
+        Some(_) => {
+            return Err(ApiError::bad_request(
+                "partial_execution_targets must be a list of node ids",
+                "",
+            ))
+        }
+    };
+    ids.iter()
+        .map(|id| match id {
+            Json_::String(s) => Ok(s.clone()),
+            Json_::Number(n) => Ok(n.to_string()),
+            _ => Err(ApiError::bad_request(
+                "partial_execution_targets must be a list of node ids",
+                "every item must be a string (or a number)",
+            )),
+        })
+        .collect::<Result<_, _>>()
+        .map(Some)
 }
 
 pub async fn post_prompt(State(s): State<Shared>, JsonBody(body): JsonBody) -> Response {

@@ -11,6 +11,7 @@ mod empty_sd3_latent_image;
 mod image_batch;
 mod image_grid;
 mod ksampler;
+mod lists;
 mod load_sd3;
 mod model_sampling_sd3;
 mod preview_image;
@@ -39,6 +40,7 @@ pub use empty_sd3_latent_image::EmptySd3LatentImage;
 pub use image_batch::ImageBatch;
 pub use image_grid::ImageGrid;
 pub use ksampler::KSampler;
+pub use lists::{FloatRange, JoinTextList, TextToList};
 pub use load_sd3::CheckpointLoader;
 pub use model_sampling_sd3::ModelSamplingSd3;
 pub use preview_image::PreviewImage;
@@ -83,4 +85,7 @@ pub fn register_all(registry: &mut Registry, paths: Arc<Paths>) {
     registry.register(Arc::new(StyleModifier));
     registry.register(Arc::new(ImageGrid));
     registry.register(Arc::new(ImageBatch));
+    registry.register(Arc::new(TextToList));
+    registry.register(Arc::new(FloatRange));
+    registry.register(Arc::new(JoinTextList));
 }
