@@ -1,6 +1,12 @@
 //! List nodes: make a list whose items the executor maps the nodes
 //! downstream over (one run per item), and join one back into a value.
 
+use std::sync::Arc;
+
+use candle_core::Tensor;
+
+use super::image_batch::concat;
+use crate::sd3::types::Image;
 use crate::{
     data_type, Estimate, EstimateInputs, InputKind, InputSpec, Inputs, Node, NodeError, NodeOutput,
     NodeSchema, OutputSpec, RunContext, Value, ValueEstimate, MAX_LIST_ITEMS,
@@ -76,15 +82,9 @@ impl Node for FloatRange {
 
     fn run(&self, inputs: &Inputs, _ctx: &RunContext) -> Result<NodeOutput, NodeError> {
         let (start, end) = (inputs.float("start")?, inputs.float("end")?);
-        let count = inputs.int("count")?;
-        if !(1..=MAX_RANGE_COUNT).contains(&count) {
-            return Err(NodeError::invalid_input(
-                "count",
-                format!("{count} is outside 1..={MAX_RANGE_COUNT}"),
-            ));
-        }
+        let count = checked_count(inputs)?;
         Ok(NodeOutput::values(vec![Value::List(
-            range(start, end, count as usize)
+            range(start, end, count)
                 .into_iter()
                 .map(Value::Float)
                 .collect(),
@@ -97,12 +97,116 @@ impl Node for FloatRange {
     }
 }
 
+/// `count` integers from `start`, `step` apart.
+pub struct IntRange;
+
+impl Node for IntRange {
+    fn schema(&self) -> NodeSchema {
+        NodeSchema::new("IntRange", "utils/list")
+            .display_name("Int Range")
+            .description(
+                "count integers from start, step apart: the nodes it feeds run once per \
+                 number (a seed or pair sweep).",
+            )
+            .input(InputSpec::required(
+                "start",
+                InputKind::int(0, -(1 << 53), 1 << 53),
+            ))
+            .input(InputSpec::required(
+                "step",
+                InputKind::int(1, -(1 << 32), 1 << 32),
+            ))
+            .input(InputSpec::required(
+                "count",
+                InputKind::int(4, 1, MAX_RANGE_COUNT),
+            ))
+            .output(OutputSpec::named("values", data_type::INT).list())
+    }
+
+    fn run(&self, inputs: &Inputs, _ctx: &RunContext) -> Result<NodeOutput, NodeError> {
+        let (start, step) = (inputs.int("start")?, inputs.int("step")?);
+        let count = checked_count(inputs)?;
+        let values = (0..count as i64)
+            .map(|i| {
+                step.checked_mul(i)
+                    .and_then(|offset| start.checked_add(offset))
+                    .map(Value::Int)
+                    .ok_or_else(|| NodeError::invalid_input("step", "the range overflows"))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(NodeOutput::values(vec![Value::List(values)]))
+    }
+
+    fn estimate(&self, inputs: &EstimateInputs) -> Result<Estimate, String> {
+        let count = inputs.int("count").unwrap_or(MAX_RANGE_COUNT).max(1) as u64;
+        Ok(Estimate::outputs(vec![ValueEstimate::list(8, count)]))
+    }
+}
+
+/// Input `count`, within 1..=[`MAX_RANGE_COUNT`].
+fn checked_count(inputs: &Inputs) -> Result<usize, NodeError> {
+    let count = inputs.int("count")?;
+    if !(1..=MAX_RANGE_COUNT).contains(&count) {
+        return Err(NodeError::invalid_input(
+            "count",
+            format!("{count} is outside 1..={MAX_RANGE_COUNT}"),
+        ));
+    }
+    Ok(count as usize)
+}
+
 fn range(start: f64, end: f64, count: usize) -> Vec<f64> {
     if count == 1 {
         return vec![start];
     }
     let step = (end - start) / (count - 1) as f64;
     (0..count).map(|i| start + step * i as f64).collect()
+}
+
+/// Joins a whole list of images into one batch (to show a sweep in one grid).
+pub struct ImageListToBatch;
+
+impl Node for ImageListToBatch {
+    fn schema(&self) -> NodeSchema {
+        NodeSchema::new("ImageListToBatch", "utils/list")
+            .display_name("Image List to Batch")
+            .description(
+                "Joins every image of a list into one batch, in list order; all must have \
+                 the same size.",
+            )
+            .input(InputSpec::required(
+                "images",
+                InputKind::link(data_type::IMAGE),
+            ))
+            .output(OutputSpec::new(data_type::IMAGE))
+            .input_is_list()
+    }
+
+    fn run(&self, inputs: &Inputs, ctx: &RunContext) -> Result<NodeOutput, NodeError> {
+        ctx.check_cancel()?;
+        let images = inputs
+            .list("images")?
+            .iter()
+            .map(|item| match item {
+                Value::Handle(h) => Arc::clone(h)
+                    .downcast::<Image>()
+                    .map_err(|_| NodeError::invalid_input("images", "expected IMAGE items")),
+                other => Err(NodeError::invalid_input(
+                    "images",
+                    format!("expected IMAGE items, got {}", other.kind_name()),
+                )),
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let tensors: Vec<&Tensor> = images.iter().map(|i| &i.pixels).collect();
+        let pixels = concat(&tensors, "images")?;
+        Ok(NodeOutput::values(vec![Value::handle(Image { pixels })]))
+    }
+
+    /// The batch, plus f32 copies of the images while joining.
+    fn estimate(&self, inputs: &EstimateInputs) -> Result<Estimate, String> {
+        let all = inputs.bytes("images");
+        Ok(Estimate::outputs(vec![ValueEstimate::bytes(all)]).with_working_bytes(all))
+    }
 }
 
 /// Joins a whole list of texts into one (it takes the list, so it runs once).
@@ -161,6 +265,39 @@ mod tests {
     fn a_range_includes_both_ends() {
         assert_eq!(range(0.0, 1.5, 4), vec![0.0, 0.5, 1.0, 1.5]);
         assert_eq!(range(2.0, 9.0, 1), vec![2.0]);
+    }
+
+    #[test]
+    fn an_image_list_becomes_one_batch_in_list_order() {
+        use candle_core::{DType, Device};
+        let image = |value: f64| {
+            let pixels =
+                (Tensor::ones((1, 2, 3, 3), DType::F32, &Device::Cpu).unwrap() * value).unwrap();
+            Value::handle(Image { pixels })
+        };
+        let inputs = Inputs::new().with("images", Value::List(vec![image(0.25), image(0.75)]));
+        let paths = crate::Paths::new("/nonexistent", None);
+        let cancel = crate::CancelToken::new();
+        let ctx = RunContext::new("1", &paths, &cancel, &crate::NullSink);
+        let out = ImageListToBatch.run(&inputs, &ctx).unwrap();
+        let Value::Handle(batch) = &out.values[0] else {
+            panic!("an image")
+        };
+        let batch = Arc::clone(batch).downcast::<Image>().unwrap();
+        assert_eq!(batch.pixels.dims(), [2, 2, 3, 3]);
+        let firsts: Vec<f32> = (0..2)
+            .map(|i| {
+                batch
+                    .pixels
+                    .get(i)
+                    .unwrap()
+                    .flatten_all()
+                    .unwrap()
+                    .to_vec1::<f32>()
+                    .unwrap()[0]
+            })
+            .collect();
+        assert_eq!(firsts, [0.25, 0.75]);
     }
 
     #[test]

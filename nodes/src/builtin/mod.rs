@@ -40,7 +40,7 @@ pub use empty_sd3_latent_image::EmptySd3LatentImage;
 pub use image_batch::ImageBatch;
 pub use image_grid::ImageGrid;
 pub use ksampler::KSampler;
-pub use lists::{FloatRange, JoinTextList, TextToList};
+pub use lists::{FloatRange, ImageListToBatch, IntRange, JoinTextList, TextToList};
 pub use load_sd3::CheckpointLoader;
 pub use model_sampling_sd3::ModelSamplingSd3;
 pub use preview_image::PreviewImage;
@@ -87,5 +87,7 @@ pub fn register_all(registry: &mut Registry, paths: Arc<Paths>) {
     registry.register(Arc::new(ImageBatch));
     registry.register(Arc::new(TextToList));
     registry.register(Arc::new(FloatRange));
+    registry.register(Arc::new(IntRange));
     registry.register(Arc::new(JoinTextList));
+    registry.register(Arc::new(ImageListToBatch));
 }
