@@ -267,6 +267,30 @@ mod tests {
         assert_eq!(range(2.0, 9.0, 1), vec![2.0]);
     }
 
+    fn int_range(start: i64, step: i64, count: i64) -> Result<NodeOutput, NodeError> {
+        let inputs = Inputs::new()
+            .with("start", Value::Int(start))
+            .with("step", Value::Int(step))
+            .with("count", Value::Int(count));
+        let paths = crate::Paths::new("/nonexistent", None);
+        let cancel = crate::CancelToken::new();
+        IntRange.run(
+            &inputs,
+            &RunContext::new("1", &paths, &cancel, &crate::NullSink),
+        )
+    }
+
+    #[test]
+    fn an_int_range_steps_from_start_and_refuses_overflow() {
+        let out = int_range(5, -2, 3).unwrap();
+        assert!(matches!(
+            &out.values[..],
+            [Value::List(items)] if matches!(&items[..], [Value::Int(5), Value::Int(3), Value::Int(1)])
+        ));
+        assert!(int_range(i64::MAX - 1, 1 << 32, 2).is_err());
+        assert!(int_range(0, 1, MAX_RANGE_COUNT + 1).is_err());
+    }
+
     #[test]
     fn an_image_list_becomes_one_batch_in_list_order() {
         use candle_core::{DType, Device};
