@@ -7,45 +7,14 @@ use cretok_nodes::{Paths, PreviewFormat, PreviewMethod, Registry};
 use serde_json::Value as Json;
 use tokio::sync::broadcast;
 
-use crate::backend::{HistoryStore, PushError, QueueBackend, QueuedPrompt};
+use crate::backend::{BackendResult, HistoryStore, PushError, QueueBackend, QueuedPrompt};
 use crate::catalog::NodeCatalog;
 use crate::executor::{ExecutionObserver, ExecutionRecord, Executor, PromptJob};
-use crate::history::{history_entry, History};
+use crate::history::{History, HistoryRecord};
 use crate::prompt_worker::{run_prompts, Task, Work, WorkQueue};
-use crate::protocol::ServerMessage;
+use crate::protocol::{Event, ServerMessage};
 use crate::queue::PromptQueue;
 use crate::validation::{validate, ErrorInfo, NodeErrors, ValidationFailure};
-
-/// Something to send to websocket clients; `target` is a client id, `None` for everyone.
-#[derive(Debug, Clone)]
-pub enum Outbound {
-    Message {
-        target: Option<String>,
-        message: Box<ServerMessage>,
-    },
-    Preview {
-        target: Option<String>,
-        prompt_id: String,
-        node_id: String,
-        format: PreviewFormat,
-        image: Arc<Vec<u8>>,
-    },
-    Text {
-        target: Option<String>,
-        node_id: String,
-        text: String,
-    },
-}
-
-impl Outbound {
-    pub fn target(&self) -> Option<&str> {
-        match self {
-            Outbound::Message { target, .. }
-            | Outbound::Preview { target, .. }
-            | Outbound::Text { target, .. } => target.as_deref(),
-        }
-    }
-}
 
 /// A prompt as clients submit it (`POST /prompt`, the websocket, the CLI).
 #[derive(Debug, Clone, Default)]
@@ -56,6 +25,8 @@ pub struct PromptRequest {
     pub front: bool,
     pub number: Option<i64>,
     pub prompt_id: Option<String>,
+    /// `partial_execution_targets`: run only these output nodes (and what they need).
+    pub targets: Option<Vec<String>>,
 }
 
 /// What a successful submission returns.
@@ -108,7 +79,8 @@ pub struct AppState {
     pub catalog: Arc<NodeCatalog>,
     pub queue: Arc<dyn QueueBackend>,
     pub history: Arc<dyn HistoryStore>,
-    pub bus: broadcast::Sender<Outbound>,
+    /// Events for websocket clients.
+    pub bus: broadcast::Sender<Event>,
     /// The in-process queue and history of the embedded worker (`None` with Redis).
     embedded: Option<(Arc<PromptQueue>, Arc<History>)>,
 }
@@ -151,31 +123,47 @@ impl AppState {
         })
     }
 
-    pub fn send(&self, outbound: Outbound) {
+    pub fn send(&self, event: Event) {
         // No subscribers is fine: nobody is listening.
-        let _ = self.bus.send(outbound);
+        let _ = self.bus.send(event);
     }
 
+    /// Tells every client how many prompts remain (logged when the queue
+    /// cannot say: clients keep the last count they had).
     pub fn broadcast_status(&self) {
-        self.announce_queue(self.queue.remaining());
+        match self.queue.remaining() {
+            Ok(remaining) => self.announce_queue(remaining),
+            Err(e) => tracing::warn!("queue status not sent: {e:#}"),
+        }
     }
 
     fn announce_queue(&self, queue_remaining: usize) {
-        self.send(Outbound::Message {
-            target: None,
-            message: Box::new(ServerMessage::status(queue_remaining, None)),
-        });
+        self.send(Event::message(
+            None,
+            &ServerMessage::status(queue_remaining, None),
+        ));
     }
 
     /// Validates and queues a prompt.
     pub fn submit(&self, request: PromptRequest) -> Result<Submitted, SubmitError> {
         let registry = self.catalog.settled_snapshot(CATALOG_PATIENCE);
-        let valid = validate(&request.prompt, registry.as_ref()).map_err(SubmitError::Invalid)?;
+        let valid = validate(
+            &request.prompt,
+            registry.as_ref(),
+            request.targets.as_deref(),
+        )
+        .map_err(SubmitError::Invalid)?;
         let prompt_id = match request.prompt_id {
-            Some(id) if self.history.get(&id).is_some() => {
-                return Err(SubmitError::refused(PushError::DuplicateId(id)))
+            Some(id) => {
+                let finished = self
+                    .history
+                    .get(&id)
+                    .map_err(|e| SubmitError::refused(PushError::Unavailable(e)))?;
+                if finished.is_some() {
+                    return Err(SubmitError::refused(PushError::DuplicateId(id)));
+                }
+                id
             }
-            Some(id) => id,
             None => uuid::Uuid::new_v4().to_string(),
         };
         let number = match request.number {
@@ -215,8 +203,8 @@ impl AppState {
     }
 
     /// Asks the workers to drop cached outputs before their next prompt.
-    pub fn request_cache_clear(&self) {
-        self.queue.free_caches();
+    pub fn request_cache_clear(&self) -> BackendResult<()> {
+        self.queue.free_caches()
     }
 
     /// Starts the embedded executor thread; it runs until stopped.
@@ -260,7 +248,7 @@ impl WorkQueue for EmbeddedQueue {
         Some(Work {
             events: OutboundObserver {
                 sink: Arc::clone(&self.state),
-                target: job.client_id.clone(),
+                target: job.client_id.as_deref().map(Arc::from),
                 prompt_id: job.prompt_id.clone(),
             },
             task: Task::Run {
@@ -279,13 +267,11 @@ impl WorkQueue for EmbeddedQueue {
     fn finish(
         &self,
         job: Arc<PromptJob>,
-        record: &ExecutionRecord,
+        record: ExecutionRecord,
         _events: &OutboundObserver<Arc<AppState>>,
     ) -> bool {
-        self.history.insert(
-            &job.prompt_id,
-            history_entry(&QueuedPrompt::of(&job), record),
-        );
+        self.history
+            .insert(HistoryRecord::new(QueuedPrompt::of(&job), record));
         self.queue.finish();
         self.state.broadcast_status();
         true
@@ -302,7 +288,8 @@ impl EmbeddedWorker {
     /// Interrupts the running prompt and waits for the thread to end.
     pub fn stop(self) {
         self.queue.close();
-        self.queue.interrupt(None);
+        // The in-process queue always answers.
+        let _ = self.queue.interrupt(None);
         let _ = self.thread.join();
     }
 }
@@ -310,48 +297,47 @@ impl EmbeddedWorker {
 /// Where an [`OutboundObserver`] hands a prompt's events: the in-process bus,
 /// or Redis for a scale-out worker.
 pub trait OutboundSink: Send + Sync {
-    fn send(&self, outbound: Outbound);
-}
-
-impl OutboundSink for Arc<AppState> {
-    fn send(&self, outbound: Outbound) {
-        AppState::send(self, outbound);
+    fn send(&self, event: Event);
+    /// The prompt's success, error or interruption event.
+    fn send_final(&self, event: Event) {
+        self.send(event);
     }
 }
 
-/// Addresses a running prompt's events to its client as [`Outbound`]s.
+impl OutboundSink for Arc<AppState> {
+    fn send(&self, event: Event) {
+        AppState::send(self, event);
+    }
+}
+
+/// Addresses a running prompt's events to its client, serialised once.
 pub struct OutboundObserver<S> {
     pub sink: S,
-    pub target: Option<String>,
+    pub target: Option<Arc<str>>,
     pub prompt_id: String,
 }
 
 impl<S: OutboundSink> ExecutionObserver for OutboundObserver<S> {
     fn message(&self, message: ServerMessage) {
-        self.sink.send(Outbound::Message {
-            target: self.target.clone(),
-            message: Box::new(message),
-        });
+        let event = Event::message(self.target.clone(), &message);
+        if message.ends_prompt() {
+            self.sink.send_final(event);
+        } else {
+            self.sink.send(event);
+        }
     }
 
     fn preview(&self, node_id: &str, format: PreviewFormat, image: Vec<u8>) {
-        self.sink.send(Outbound::Preview {
-            target: self.target.clone(),
-            prompt_id: self.prompt_id.clone(),
-            node_id: node_id.to_owned(),
-            format,
-            image: Arc::new(image),
-        });
+        let target = self.target.clone();
+        let event = Event::preview(target, &self.prompt_id, node_id, format, &image);
+        self.sink.send(event);
     }
 
     fn text(&self, node_id: &str, text: &str) {
         for line in text.lines() {
             tracing::info!("[{node_id}] {line}");
         }
-        self.sink.send(Outbound::Text {
-            target: self.target.clone(),
-            node_id: node_id.to_owned(),
-            text: text.to_owned(),
-        });
+        self.sink
+            .send(Event::node_text(self.target.clone(), node_id, text));
     }
 }

@@ -2,10 +2,17 @@
 //! default, see `queue.rs` and `history.rs`) or in Redis, shared by several
 //! fronts and workers (see `redis_queue`).
 
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Map, Value as Json};
+use serde_json::{json, Value as Json};
 
 use crate::executor::PromptJob;
+use crate::history::{HistoryRecord, JobState};
+
+/// What a backend call answers; an error names why the backend failed
+/// (routes answer it with 503).
+pub type BackendResult<T> = anyhow::Result<T>;
 
 /// A waiting or running prompt as `/queue` and `/jobs` show it (and as the
 /// Redis queue carries it to workers, which validate it again).
@@ -59,32 +66,53 @@ pub enum PushError {
 /// The prompt queue as the server's routes use it.
 pub trait QueueBackend: Send + Sync {
     /// The number the next prompt gets: `front` ones sort before everything queued.
-    fn next_number(&self, front: bool) -> anyhow::Result<i64>;
+    fn next_number(&self, front: bool) -> BackendResult<i64>;
     /// Queues a prompt unless its id is taken (queued, running or in
     /// history). `announce` gets the new remaining count, in time for its
     /// message to go out before a worker starts the prompt.
     fn push(&self, job: PromptJob, announce: &dyn Fn(usize)) -> Result<(), PushError>;
     /// Pending plus running prompts.
-    fn remaining(&self) -> usize;
-    fn running(&self) -> Vec<QueuedPrompt>;
-    fn pending(&self) -> Vec<QueuedPrompt>;
+    fn remaining(&self) -> BackendResult<usize>;
+    fn running(&self) -> BackendResult<Vec<QueuedPrompt>>;
+    fn pending(&self) -> BackendResult<Vec<QueuedPrompt>>;
     /// Removes pending prompts by id; returns how many were removed.
-    fn delete(&self, prompt_ids: &[String]) -> usize;
-    fn clear(&self);
+    fn delete(&self, prompt_ids: &[String]) -> BackendResult<usize>;
+    fn clear(&self) -> BackendResult<()>;
     /// Cancels the running prompt `prompt_id` (every running one when `None`).
     /// Returns whether something was interrupted.
-    fn interrupt(&self, prompt_id: Option<&str>) -> bool;
+    fn interrupt(&self, prompt_id: Option<&str>) -> BackendResult<bool>;
     /// Asks the workers to drop cached outputs before their next prompt.
-    fn free_caches(&self);
+    fn free_caches(&self) -> BackendResult<()>;
 }
 
-/// Finished prompts in ComfyUI's history shape, oldest first.
+/// Finished jobs of one `/jobs` page, newest first.
+#[derive(Debug, Default)]
+pub struct HistoryPage {
+    /// How many finished jobs match in all.
+    pub total: usize,
+    pub records: Vec<Arc<HistoryRecord>>,
+}
+
+/// Finished prompts, oldest first.
 pub trait HistoryStore: Send + Sync {
-    fn get(&self, prompt_id: &str) -> Option<Json>;
+    fn get(&self, prompt_id: &str) -> BackendResult<Option<Arc<HistoryRecord>>>;
     /// Entries oldest first; with `max_items`, the last ones (ComfyUI's paging).
-    fn list(&self, max_items: Option<usize>, offset: Option<usize>) -> Map<String, Json>;
-    fn delete(&self, prompt_ids: &[String]);
-    fn clear(&self);
+    fn list(
+        &self,
+        max_items: Option<usize>,
+        offset: Option<usize>,
+    ) -> BackendResult<Vec<Arc<HistoryRecord>>>;
+    /// The entries in state `wanted`, newest first: `limit` of them from
+    /// `offset`, and how many there are. Reads only the page when every
+    /// state is wanted.
+    fn newest(
+        &self,
+        wanted: &[JobState],
+        offset: usize,
+        limit: usize,
+    ) -> BackendResult<HistoryPage>;
+    fn delete(&self, prompt_ids: &[String]) -> BackendResult<()>;
+    fn clear(&self) -> BackendResult<()>;
 }
 
 /// The first entry `list` returns for `len` entries.

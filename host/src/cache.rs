@@ -6,9 +6,9 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
-use cretok_nodes::Value;
 use sha2::{Digest, Sha256};
 
+use crate::mapping::Items;
 use crate::validation::{ResolvedInput, ResolvedNode};
 
 /// A node's input signature (a sha256 of its canonical description).
@@ -17,7 +17,8 @@ pub type Signature = String;
 /// What a node produced, as cached: shared (never copied) between the cache
 /// and the prompt that uses it, so a big text is held once.
 pub struct CachedOutput {
-    pub values: Vec<Value>,
+    /// The items of each output (one for a plain output of a single run).
+    pub values: Vec<Items>,
     pub ui: Option<serde_json::Value>,
 }
 
@@ -86,13 +87,15 @@ impl OutputCache {
 mod tests {
     use std::sync::Weak;
 
+    use cretok_nodes::Value;
+
     use super::*;
 
     fn output(text: &str) -> (Arc<CachedOutput>, Weak<String>) {
         let value = Arc::new(text.to_owned());
         let weak = Arc::downgrade(&value);
         let output = CachedOutput {
-            values: vec![Value::Handle(value)],
+            values: vec![vec![Value::Handle(value)]],
             ui: None,
         };
         (Arc::new(output), weak)

@@ -6,13 +6,14 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 
 use cretok_nodes::{
-    with_cancel_token, CancelToken, EventSink, Inputs, NodeError, NodeOutput, Paths, PreviewFormat,
-    PreviewMethod, Registry, RunContext, Value,
+    with_cancel_token, CancelToken, EventSink, Inputs, Node, NodeError, NodeOutput, Paths,
+    PreviewFormat, PreviewMethod, Registry, RunContext, Value,
 };
 use serde_json::{json, Value as Json};
 
 use crate::allocator::return_free_memory;
 use crate::cache::{signatures, CachedOutput, OutputCache};
+use crate::mapping::{MappedInputs, MergedOutputs};
 use crate::protocol::{now_ms, without_backtrace, FailedNode, ServerMessage};
 use crate::validation::{literal_inputs, ResolvedInput, ValidPrompt};
 
@@ -43,16 +44,38 @@ pub enum Outcome {
     Interrupted,
 }
 
-/// What history keeps of a run.
-#[derive(Debug, Clone)]
+/// What a run leaves for history (see `history::HistoryRecord`).
+#[derive(Debug, Clone, PartialEq)]
 pub struct ExecutionRecord {
     pub outcome: Outcome,
     /// UI outputs of output nodes, by node id.
     pub outputs: BTreeMap<String, Json>,
-    /// `[event_name, data]` pairs: start, cached, then success/error/interrupted.
-    pub messages: Vec<(String, Json)>,
-    /// The error or interruption message, for the CLI.
-    pub failure: Option<ServerMessage>,
+    /// The events history keeps: start, cached, then success, error or interruption.
+    pub events: Vec<ServerMessage>,
+}
+
+impl ExecutionRecord {
+    /// A run that failed before any node ran, with its error event.
+    pub fn refused(error: ServerMessage) -> Self {
+        ExecutionRecord {
+            outcome: Outcome::Error,
+            outputs: BTreeMap::new(),
+            events: vec![error],
+        }
+    }
+
+    /// The error or interruption event of a run that did not succeed.
+    pub fn failure(&self) -> Option<&ServerMessage> {
+        if self.outcome == Outcome::Success {
+            return None;
+        }
+        self.events.iter().rev().find(|e| {
+            matches!(
+                e,
+                ServerMessage::ExecutionError { .. } | ServerMessage::ExecutionInterrupted { .. }
+            )
+        })
+    }
 }
 
 /// The single executor: owns the output cache.
@@ -101,8 +124,7 @@ impl Executor {
             record: ExecutionRecord {
                 outcome: Outcome::Success,
                 outputs: BTreeMap::new(),
-                messages: Vec::new(),
-                failure: None,
+                events: Vec::new(),
             },
         };
         let order = &job.valid.order;
@@ -200,7 +222,7 @@ struct PromptRun<'a> {
 impl PromptRun<'_> {
     fn emit(&mut self, message: ServerMessage, keep_in_history: bool) {
         if keep_in_history {
-            self.record.messages.push(message.name_and_data());
+            self.record.events.push(message.clone());
         }
         self.observer.message(message);
     }
@@ -214,7 +236,9 @@ impl PromptRun<'_> {
         }
     }
 
-    /// Runs one node; on failure reports it, marks the record and returns `None`.
+    /// Runs one node, once per item of its inputs or once with whole lists
+    /// (see [`crate::mapping`]); on failure reports it, marks the record and
+    /// returns `None`.
     fn execute_node(
         &mut self,
         id: &str,
@@ -234,18 +258,46 @@ impl PromptRun<'_> {
             },
             false,
         );
-        let inputs = match resolve_inputs(&node.inputs, results) {
-            Ok(inputs) => inputs,
+        let Some(implementation) = self.registry.get(&node.class_type).cloned() else {
+            let e = NodeError::Failed(anyhow::anyhow!("node type {} was removed", node.class_type));
+            self.fail(id, executed, e, &Inputs::new());
+            return None;
+        };
+        let schema = implementation.schema();
+        let mapped = match resolve_inputs(&node.inputs, results)
+            .and_then(|items| MappedInputs::new(items, schema.input_is_list))
+        {
+            Ok(mapped) => mapped,
             Err(e) => {
                 self.fail(id, executed, e, &Inputs::new());
                 return None;
             }
         };
-        let Some(implementation) = self.registry.get(&node.class_type).cloned() else {
-            let e = NodeError::Failed(anyhow::anyhow!("node type {} was removed", node.class_type));
-            self.fail(id, executed, e, &inputs);
-            return None;
-        };
+        let mut merged = MergedOutputs::new(&schema.outputs);
+        for index in 0..mapped.runs() {
+            let inputs = mapped.run(index);
+            let result = if self.cancel.is_cancelled() {
+                Err(NodeError::Interrupted)
+            } else {
+                self.run_once(id, implementation.as_ref(), &inputs)
+                    .and_then(|out| merged.push(out))
+            };
+            if let Err(e) = result {
+                self.fail(id, executed, e, &inputs);
+                return None;
+            }
+        }
+        let (values, ui) = merged.finish();
+        Some(Arc::new(CachedOutput { values, ui }))
+    }
+
+    /// One run of a node, panics caught.
+    fn run_once(
+        &self,
+        id: &str,
+        implementation: &dyn Node,
+        inputs: &Inputs,
+    ) -> Result<NodeOutput, NodeError> {
         let sink = ObserverSink {
             observer: self.observer,
             prompt_id: &self.job.prompt_id,
@@ -256,7 +308,7 @@ impl PromptRun<'_> {
                 self.job.extra_data.get("extra_pnginfo"),
             )
             .with_previews(self.previews);
-        let run = || with_cancel_token(self.cancel, || implementation.run(&inputs, &ctx));
+        let run = || with_cancel_token(self.cancel, || implementation.run(inputs, &ctx));
         let result = catch_unwind(AssertUnwindSafe(run)).unwrap_or_else(|panic| {
             let msg = panic
                 .downcast_ref::<String>()
@@ -266,24 +318,13 @@ impl PromptRun<'_> {
             Err(NodeError::Failed(anyhow::anyhow!("node panicked: {msg}")))
         });
         // A model stopped between blocks fails with its own error: it was interrupted.
-        let result = result.map_err(|e| {
+        result.map_err(|e| {
             if self.cancel.is_cancelled() {
                 NodeError::Interrupted
             } else {
                 e
             }
-        });
-        match result.and_then(|out| check_output_count(out, implementation.schema().outputs.len()))
-        {
-            Ok(out) => Some(Arc::new(CachedOutput {
-                values: out.values,
-                ui: out.ui,
-            })),
-            Err(e) => {
-                self.fail(id, executed, e, &inputs);
-                None
-            }
-        }
+        })
     }
 
     fn fail(&mut self, id: &str, executed: &[String], error: NodeError, inputs: &Inputs) {
@@ -315,38 +356,27 @@ impl PromptRun<'_> {
                 }
             }
         };
-        self.record.failure = Some(message.clone());
         self.emit(message, true);
     }
 }
 
-fn check_output_count(out: NodeOutput, declared: usize) -> Result<NodeOutput, NodeError> {
-    if out.values.len() < declared {
-        return Err(NodeError::Failed(anyhow::anyhow!(
-            "produced {} outputs but declares {declared}",
-            out.values.len()
-        )));
-    }
-    Ok(out)
-}
-
-fn resolve_inputs(
-    inputs: &BTreeMap<String, ResolvedInput>,
-    results: &HashMap<String, Arc<CachedOutput>>,
-) -> Result<Inputs, NodeError> {
-    let mut resolved = Inputs::new();
+/// Each input's items: a literal is one item, a link carries its output's items.
+fn resolve_inputs<'a>(
+    inputs: &'a BTreeMap<String, ResolvedInput>,
+    results: &'a HashMap<String, Arc<CachedOutput>>,
+) -> Result<BTreeMap<&'a str, &'a [Value]>, NodeError> {
+    let mut resolved = BTreeMap::new();
     for (name, input) in inputs {
-        let value: Value = match input {
-            ResolvedInput::Value(v) => v.clone(),
+        let items: &[Value] = match input {
+            ResolvedInput::Value(v) => std::slice::from_ref(v),
             ResolvedInput::Link { node, slot } => results
                 .get(node)
                 .and_then(|r| r.values.get(*slot))
-                .cloned()
                 .ok_or_else(|| {
                     NodeError::invalid_input(name, format!("node {node} produced no output {slot}"))
                 })?,
         };
-        resolved.insert(name.clone(), value);
+        resolved.insert(name.as_str(), items);
     }
     Ok(resolved)
 }

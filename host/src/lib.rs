@@ -10,6 +10,7 @@ pub mod cli;
 pub mod executor;
 pub mod graph;
 pub mod history;
+pub mod mapping;
 pub mod prompt_worker;
 pub mod protocol;
 pub mod queue;

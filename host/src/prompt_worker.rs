@@ -45,7 +45,7 @@ pub trait WorkQueue {
     fn finish(
         &self,
         ticket: Self::Ticket,
-        record: &ExecutionRecord,
+        record: ExecutionRecord,
         events: &OutboundObserver<Self::Sink>,
     ) -> bool;
 }
@@ -64,7 +64,7 @@ pub fn run_prompts<Q: WorkQueue>(queue: &Q, mut executor: Executor) {
             } => executor.run(&job, &registry, &cancel, &work.events),
             Task::Refused(record) => *record,
         };
-        if queue.finish(work.ticket, &record, &work.events) {
+        if queue.finish(work.ticket, record, &work.events) {
             work.events.message(ServerMessage::Executing {
                 node: None,
                 display_node: None,

@@ -1,7 +1,13 @@
 //! Every message the host sends to clients, in ComfyUI's websocket shapes
-//! (`{"type": ..., "data": ...}` text frames and binary preview frames).
-//! Messages also deserialize: Redis workers send them to the fronts.
+//! (`{"type": ..., "data": ...}` text frames and binary frames), as
+//! [`Event`]s serialised once and shared by every socket, and their transport
+//! between processes (Redis workers publish them, fronts relay them).
 
+use std::sync::{Arc, OnceLock};
+
+use anyhow::{bail, Context};
+use axum::body::Bytes;
+use axum::extract::ws::{Message, Utf8Bytes};
 use cretok_nodes::PreviewFormat;
 use serde::{Deserialize, Serialize};
 use serde_json::Value as Json;
@@ -127,14 +133,31 @@ impl ServerMessage {
         }
     }
 
-    pub fn to_json(&self) -> Json {
-        serde_json::to_value(self).unwrap_or_default()
+    /// The text frame: serialised here, once per message.
+    pub fn to_text(&self) -> Utf8Bytes {
+        // Every field is a string, a number or a JSON value: this cannot fail.
+        serde_json::to_string(self)
+            .unwrap_or_else(|e| {
+                tracing::error!("serialising a websocket message: {e}");
+                String::new()
+            })
+            .into()
+    }
+
+    /// Whether it is a prompt's last word: success, error or interruption.
+    pub fn ends_prompt(&self) -> bool {
+        matches!(
+            self,
+            ServerMessage::ExecutionSuccess { .. }
+                | ServerMessage::ExecutionError { .. }
+                | ServerMessage::ExecutionInterrupted { .. }
+        )
     }
 
     /// The event name (`"execution_start"`, ...) and the `data` part, as
-    /// history messages keep them; serialised once.
+    /// history messages keep them.
     pub fn name_and_data(&self) -> (String, Json) {
-        let Json::Object(mut message) = self.to_json() else {
+        let Ok(Json::Object(mut message)) = serde_json::to_value(self) else {
             return (String::new(), Json::Null);
         };
         let name = match message.remove("type") {
@@ -150,48 +173,244 @@ const PREVIEW_IMAGE: u32 = 1;
 const TEXT: u32 = 3;
 const PREVIEW_IMAGE_WITH_METADATA: u32 = 4;
 
-/// `u32be 1 | u32be format | image bytes`.
-pub fn preview_frame(format: PreviewFormat, image: &[u8]) -> Vec<u8> {
-    let mut frame = Vec::with_capacity(8 + image.len());
-    frame.extend_from_slice(&PREVIEW_IMAGE.to_be_bytes());
-    frame.extend_from_slice(&(format as u32).to_be_bytes());
-    frame.extend_from_slice(image);
+/// Each preview format: its code in kind 1 frames and its type in kind 4 metadata.
+const PREVIEW_FORMATS: [(PreviewFormat, u32, &str); 2] = [
+    (PreviewFormat::Jpeg, 1, "image/jpeg"),
+    (PreviewFormat::Png, 2, "image/png"),
+];
+
+fn format_code(format: PreviewFormat) -> u32 {
+    PREVIEW_FORMATS
+        .iter()
+        .find(|(f, ..)| *f == format)
+        .map_or(0, |(_, code, _)| *code)
+}
+
+fn format_mime(format: PreviewFormat) -> &'static str {
+    PREVIEW_FORMATS
+        .iter()
+        .find(|(f, ..)| *f == format)
+        .map_or("", |(.., mime)| mime)
+}
+
+fn format_of_mime(mime: &str) -> Option<PreviewFormat> {
+    PREVIEW_FORMATS
+        .iter()
+        .find(|(.., m)| *m == mime)
+        .map(|(f, ..)| *f)
+}
+
+/// `u32be kind | u32be n | n bytes | rest`: the layout of kinds 3 and 4.
+fn framed(kind: u32, head: &[u8], rest: &[u8]) -> Vec<u8> {
+    let mut frame = Vec::with_capacity(8 + head.len() + rest.len());
+    frame.extend_from_slice(&kind.to_be_bytes());
+    frame.extend_from_slice(&(head.len() as u32).to_be_bytes());
+    frame.extend_from_slice(head);
+    frame.extend_from_slice(rest);
     frame
 }
 
-/// `u32be 4 | u32be metadata length | metadata JSON | image bytes`, for clients
-/// that announced `supports_preview_metadata`.
-pub fn preview_frame_with_metadata(
+/// A preview image, framed for both kinds of client: kind 4 (with metadata)
+/// built when the preview is made, kind 1 at most once, when a socket first
+/// wants it.
+#[derive(Debug)]
+pub struct Preview {
+    /// `u32be 4 | u32be metadata length | metadata JSON | image`.
+    with_metadata: Bytes,
+    /// Where the image starts in `with_metadata`.
+    image_at: usize,
     format: PreviewFormat,
-    image: &[u8],
-    node_id: &str,
-    prompt_id: &str,
-) -> Vec<u8> {
-    let mime = match format {
-        PreviewFormat::Jpeg => "image/jpeg",
-        PreviewFormat::Png => "image/png",
-    };
-    let metadata = serde_json::json!({
-        "node_id": node_id, "display_node_id": node_id, "real_node_id": node_id,
-        "prompt_id": prompt_id, "parent_node_id": null, "image_type": mime,
-    })
-    .to_string();
-    let mut frame = Vec::with_capacity(8 + metadata.len() + image.len());
-    frame.extend_from_slice(&PREVIEW_IMAGE_WITH_METADATA.to_be_bytes());
-    frame.extend_from_slice(&(metadata.len() as u32).to_be_bytes());
-    frame.extend_from_slice(metadata.as_bytes());
-    frame.extend_from_slice(image);
-    frame
+    plain: OnceLock<Bytes>,
 }
 
-/// `u32be 3 | u32be id length | node id | utf8 text`.
-pub fn text_frame(node_id: &str, text: &str) -> Vec<u8> {
-    let mut frame = Vec::with_capacity(8 + node_id.len() + text.len());
-    frame.extend_from_slice(&TEXT.to_be_bytes());
-    frame.extend_from_slice(&(node_id.len() as u32).to_be_bytes());
-    frame.extend_from_slice(node_id.as_bytes());
-    frame.extend_from_slice(text.as_bytes());
-    frame
+impl Preview {
+    fn new(format: PreviewFormat, image: &[u8], node_id: &str, prompt_id: &str) -> Preview {
+        let metadata = serde_json::json!({
+            "node_id": node_id, "display_node_id": node_id, "real_node_id": node_id,
+            "prompt_id": prompt_id, "parent_node_id": null, "image_type": format_mime(format),
+        })
+        .to_string();
+        Preview {
+            with_metadata: framed(PREVIEW_IMAGE_WITH_METADATA, metadata.as_bytes(), image).into(),
+            image_at: 8 + metadata.len(),
+            format,
+            plain: OnceLock::new(),
+        }
+    }
+
+    /// Reads a kind 4 frame back (as the transport carries previews).
+    fn from_metadata_frame(frame: Bytes) -> anyhow::Result<Preview> {
+        let (kind, head, _) = split_frame(&frame)?;
+        if kind != PREVIEW_IMAGE_WITH_METADATA {
+            bail!("a preview frame of kind {kind}");
+        }
+        let image_at = 8 + head.len();
+        let metadata: Json = serde_json::from_slice(head).context("preview metadata")?;
+        let mime = metadata["image_type"].as_str().unwrap_or_default();
+        let Some(format) = format_of_mime(mime) else {
+            bail!("unknown preview image type '{mime}'");
+        };
+        Ok(Preview {
+            with_metadata: frame,
+            image_at,
+            format,
+            plain: OnceLock::new(),
+        })
+    }
+
+    fn image(&self) -> &[u8] {
+        &self.with_metadata[self.image_at..]
+    }
+
+    /// The frame for a client that asked for metadata (kind 4) or not (kind 1).
+    pub fn frame(&self, with_metadata: bool) -> Bytes {
+        if with_metadata {
+            return self.with_metadata.clone();
+        }
+        self.plain
+            .get_or_init(|| {
+                let mut frame = Vec::with_capacity(8 + self.image().len());
+                frame.extend_from_slice(&PREVIEW_IMAGE.to_be_bytes());
+                frame.extend_from_slice(&format_code(self.format).to_be_bytes());
+                frame.extend_from_slice(self.image());
+                frame.into()
+            })
+            .clone()
+    }
+}
+
+/// `(kind, head, rest)` of a kind 3 or 4 frame.
+fn split_frame(frame: &[u8]) -> anyhow::Result<(u32, &[u8], &[u8])> {
+    let Some((kind, rest)) = frame.split_first_chunk::<4>() else {
+        bail!("a frame of {} bytes", frame.len());
+    };
+    let Some((len, rest)) = rest.split_first_chunk::<4>() else {
+        bail!("a frame of {} bytes", frame.len());
+    };
+    let len = u32::from_be_bytes(*len) as usize;
+    if rest.len() < len {
+        bail!("a frame whose head of {len} bytes is cut short");
+    }
+    let (head, rest) = rest.split_at(len);
+    Ok((u32::from_be_bytes(*kind), head, rest))
+}
+
+/// What an event sends, serialised.
+#[derive(Debug, Clone)]
+pub enum Frame {
+    /// A JSON text frame.
+    Text(Utf8Bytes),
+    /// A binary frame sent as it is: a node's text (kind 3).
+    Binary(Bytes),
+    /// A preview image (kind 4 or 1, as the client asked).
+    Preview(Arc<Preview>),
+}
+
+/// An event for websocket clients, serialised when it is made: every
+/// socket, and the transport to other processes, share its bytes.
+#[derive(Debug, Clone)]
+pub struct Event {
+    /// The client id it is for; `None`: every client.
+    pub target: Option<Arc<str>>,
+    pub frame: Frame,
+}
+
+/// Transport tags: what follows the target.
+const CARRIES_TEXT: u8 = b't';
+const CARRIES_BINARY: u8 = b'b';
+const CARRIES_PREVIEW: u8 = b'p';
+/// The target length that means "every client".
+const EVERYONE: u32 = u32::MAX;
+
+impl Event {
+    pub fn message(target: Option<Arc<str>>, message: &ServerMessage) -> Event {
+        Event {
+            target,
+            frame: Frame::Text(message.to_text()),
+        }
+    }
+
+    /// A preview image of node `node_id`.
+    pub fn preview(
+        target: Option<Arc<str>>,
+        prompt_id: &str,
+        node_id: &str,
+        format: PreviewFormat,
+        image: &[u8],
+    ) -> Event {
+        Event {
+            target,
+            frame: Frame::Preview(Arc::new(Preview::new(format, image, node_id, prompt_id))),
+        }
+    }
+
+    /// A line of text from node `node_id`: `u32be 3 | u32be id length | node id | utf8 text`.
+    pub fn node_text(target: Option<Arc<str>>, node_id: &str, text: &str) -> Event {
+        Event {
+            target,
+            frame: Frame::Binary(framed(TEXT, node_id.as_bytes(), text.as_bytes()).into()),
+        }
+    }
+
+    /// What socket `sid` sends for it (its bytes shared, not copied), or
+    /// `None` when the event is someone else's.
+    pub fn message_for(&self, sid: &str, metadata_previews: bool) -> Option<Message> {
+        if self.target.as_deref().is_some_and(|t| t != sid) {
+            return None;
+        }
+        Some(match &self.frame {
+            Frame::Text(text) => Message::Text(text.clone()),
+            Frame::Binary(bytes) => Message::Binary(bytes.clone()),
+            Frame::Preview(preview) => Message::Binary(preview.frame(metadata_previews)),
+        })
+    }
+
+    /// The event between processes: `u8 tag | u32be target length (or
+    /// u32::MAX for everyone) | target | the frame's bytes`, where a preview
+    /// travels as its kind 4 frame.
+    pub fn to_transport(&self) -> Vec<u8> {
+        let (tag, frame): (u8, &[u8]) = match &self.frame {
+            Frame::Text(text) => (CARRIES_TEXT, text.as_bytes()),
+            Frame::Binary(bytes) => (CARRIES_BINARY, bytes),
+            Frame::Preview(preview) => (CARRIES_PREVIEW, &preview.with_metadata),
+        };
+        let target = self.target.as_deref().map(str::as_bytes);
+        let target_len = target.map_or(EVERYONE, |t| t.len() as u32);
+        let target = target.unwrap_or_default();
+        let mut payload = Vec::with_capacity(5 + target.len() + frame.len());
+        payload.push(tag);
+        payload.extend_from_slice(&target_len.to_be_bytes());
+        payload.extend_from_slice(target);
+        payload.extend_from_slice(frame);
+        payload
+    }
+
+    /// Reads what [`Event::to_transport`] wrote.
+    pub fn from_transport(payload: &[u8]) -> anyhow::Result<Event> {
+        let Some((&tag, rest)) = payload.split_first() else {
+            bail!("an empty event payload");
+        };
+        let Some((len, rest)) = rest.split_first_chunk::<4>() else {
+            bail!("an event payload of {} bytes", payload.len());
+        };
+        let (target, frame) = match u32::from_be_bytes(*len) {
+            EVERYONE => (None, rest),
+            len if rest.len() >= len as usize => {
+                let (target, frame) = rest.split_at(len as usize);
+                let target = std::str::from_utf8(target).context("event target")?;
+                (Some(Arc::from(target)), frame)
+            }
+            len => bail!("an event target of {len} bytes is cut short"),
+        };
+        let frame = Bytes::copy_from_slice(frame);
+        let frame = match tag {
+            CARRIES_TEXT => Frame::Text(Utf8Bytes::try_from(frame).context("event text")?),
+            CARRIES_BINARY => Frame::Binary(frame),
+            CARRIES_PREVIEW => Frame::Preview(Arc::new(Preview::from_metadata_frame(frame)?)),
+            other => bail!("unknown event tag {other}"),
+        };
+        Ok(Event { target, frame })
+    }
 }
 
 #[cfg(test)]
@@ -199,11 +418,22 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    fn wire(message: &ServerMessage) -> Json {
+        serde_json::from_str(&message.to_text()).unwrap()
+    }
+
+    fn bytes_of(message: Message) -> Bytes {
+        match message {
+            Message::Binary(bytes) => bytes,
+            other => panic!("not a binary frame: {other:?}"),
+        }
+    }
+
     #[test]
     fn messages_have_comfyui_shapes() {
         let m = ServerMessage::status(2, Some("abc".into()));
         assert_eq!(
-            m.to_json(),
+            wire(&m),
             json!({"type": "status", "data": {"status": {"exec_info": {"queue_remaining": 2}}, "sid": "abc"}})
         );
         let m = ServerMessage::Executing {
@@ -212,7 +442,7 @@ mod tests {
             prompt_id: "p".into(),
         };
         assert_eq!(
-            m.to_json(),
+            wire(&m),
             json!({"type": "executing", "data": {"node": null, "display_node": null, "prompt_id": "p"}})
         );
         let m = ServerMessage::ExecutionInterrupted {
@@ -248,15 +478,103 @@ mod tests {
     }
 
     #[test]
-    fn binary_frames() {
-        let f = preview_frame(PreviewFormat::Png, b"xy");
-        assert_eq!(f, [0, 0, 0, 1, 0, 0, 0, 2, b'x', b'y']);
-        let t = text_frame("12", "hi");
-        assert_eq!(t, [0, 0, 0, 3, 0, 0, 0, 2, b'1', b'2', b'h', b'i']);
-        let m = preview_frame_with_metadata(PreviewFormat::Jpeg, b"z", "4", "p");
-        let len = u32::from_be_bytes(m[4..8].try_into().unwrap()) as usize;
-        let meta: serde_json::Value = serde_json::from_slice(&m[8..8 + len]).unwrap();
-        assert_eq!(meta["node_id"], "4");
-        assert_eq!(&m[8 + len..], b"z");
+    fn binary_frames_have_comfyui_layouts() {
+        let text = Event::node_text(None, "12", "hi").message_for("anyone", false);
+        assert_eq!(
+            bytes_of(text.unwrap()),
+            [0, 0, 0, 3, 0, 0, 0, 2, b'1', b'2', b'h', b'i'][..]
+        );
+        let preview = Event::preview(None, "p", "4", PreviewFormat::Png, b"xy");
+        let plain = bytes_of(preview.message_for("a", false).unwrap());
+        assert_eq!(plain, [0, 0, 0, 1, 0, 0, 0, 2, b'x', b'y'][..]);
+        let framed = bytes_of(preview.message_for("a", true).unwrap());
+        let len = u32::from_be_bytes(framed[4..8].try_into().unwrap()) as usize;
+        let meta: Json = serde_json::from_slice(&framed[8..8 + len]).unwrap();
+        assert_eq!(framed[..4], [0, 0, 0, 4]);
+        assert_eq!(
+            (&meta["node_id"], &meta["image_type"]),
+            (&json!("4"), &json!("image/png"))
+        );
+        assert_eq!(&framed[8 + len..], b"xy");
+    }
+
+    #[test]
+    fn an_event_is_serialised_once_and_every_socket_shares_its_bytes() {
+        let (bus, mut alice) = tokio::sync::broadcast::channel::<Event>(4);
+        let mut bob = bus.subscribe();
+        let executing = ServerMessage::Executing {
+            node: Some("3".into()),
+            display_node: Some("3".into()),
+            prompt_id: "p".into(),
+        };
+        bus.send(Event::message(None, &executing)).unwrap();
+        bus.send(Event::preview(
+            None,
+            "p",
+            "3",
+            PreviewFormat::Jpeg,
+            &[7; 64],
+        ))
+        .unwrap();
+        let text_ptr = |event: &Event, sid: &str| match event.message_for(sid, false) {
+            Some(Message::Text(text)) => text.as_str().as_ptr(),
+            other => panic!("not a text frame: {other:?}"),
+        };
+        let (a, b) = (alice.try_recv().unwrap(), bob.try_recv().unwrap());
+        assert_eq!(text_ptr(&a, "alice"), text_ptr(&b, "bob"));
+        let (a, b) = (alice.try_recv().unwrap(), bob.try_recv().unwrap());
+        for with_metadata in [false, true] {
+            let mine = bytes_of(a.message_for("alice", with_metadata).unwrap());
+            let theirs = bytes_of(b.message_for("bob", with_metadata).unwrap());
+            assert_eq!(mine.as_ptr(), theirs.as_ptr(), "metadata {with_metadata}");
+        }
+        let private = Event::message(Some("alice".into()), &executing);
+        assert!(private.message_for("bob", false).is_none());
+        assert!(private.message_for("alice", false).is_some());
+    }
+
+    #[test]
+    fn events_survive_the_transport_between_processes() {
+        let error = ServerMessage::ExecutionError {
+            failed: FailedNode {
+                prompt_id: "p".into(),
+                node_id: "3".into(),
+                node_type: "Delay".into(),
+                executed: vec!["1".into()],
+            },
+            exception_message: "boom".into(),
+            exception_type: "RuntimeError".into(),
+            traceback: vec![],
+            current_inputs: json!({"text": ["x"]}),
+            current_outputs: vec![],
+            timestamp: 7,
+        };
+        let events = [
+            Event::message(Some("alice".into()), &error),
+            Event::message(Some("".into()), &error),
+            Event::preview(None, "p", "9", PreviewFormat::Png, &[0, 1, 2, 255]),
+            Event::node_text(Some("bob".into()), "9", "loss 0.1"),
+        ];
+        for sent in events {
+            let back = Event::from_transport(&sent.to_transport()).unwrap();
+            assert_eq!(back.target, sent.target);
+            for (sid, metadata) in [("alice", false), ("bob", true), ("", false)] {
+                let (before, after) = (
+                    sent.message_for(sid, metadata),
+                    back.message_for(sid, metadata),
+                );
+                assert_eq!(format!("{before:?}"), format!("{after:?}"));
+            }
+        }
+        let text = Event::message(None, &error).to_transport();
+        let back = Event::from_transport(&text).unwrap();
+        let Some(Message::Text(json)) = back.message_for("x", false) else {
+            panic!("not text");
+        };
+        let back: ServerMessage = serde_json::from_str(json.as_str()).unwrap();
+        assert_eq!(back, error);
+        assert!(Event::from_transport(&[b't', 0, 0, 0, 9, b'a']).is_err());
+        assert!(Event::from_transport(&[b'p', 255, 255, 255, 255, 0, 0, 0, 1]).is_err());
+        assert!(Event::from_transport(&[]).is_err());
     }
 }

@@ -7,7 +7,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 use cretok_nodes::CancelToken;
 
-use crate::backend::{PushError, QueueBackend, QueuedPrompt};
+use crate::backend::{BackendResult, PushError, QueueBackend, QueuedPrompt};
 use crate::executor::PromptJob;
 
 /// A prompt being run, with its cancel token.
@@ -81,7 +81,7 @@ impl PromptQueue {
 }
 
 impl QueueBackend for PromptQueue {
-    fn next_number(&self, front: bool) -> anyhow::Result<i64> {
+    fn next_number(&self, front: bool) -> BackendResult<i64> {
         let mut s = self.lock();
         s.counter += 1;
         Ok(if front { -s.counter } else { s.counter })
@@ -104,48 +104,50 @@ impl QueueBackend for PromptQueue {
         Ok(())
     }
 
-    fn remaining(&self) -> usize {
+    fn remaining(&self) -> BackendResult<usize> {
         let s = self.lock();
-        s.pending.len() + usize::from(s.running.is_some())
+        Ok(s.pending.len() + usize::from(s.running.is_some()))
     }
 
-    fn running(&self) -> Vec<QueuedPrompt> {
+    fn running(&self) -> BackendResult<Vec<QueuedPrompt>> {
         let s = self.lock();
-        s.running.iter().map(|r| QueuedPrompt::of(&r.job)).collect()
+        Ok(s.running.iter().map(|r| QueuedPrompt::of(&r.job)).collect())
     }
 
-    fn pending(&self) -> Vec<QueuedPrompt> {
+    fn pending(&self) -> BackendResult<Vec<QueuedPrompt>> {
         let s = self.lock();
-        s.pending
+        Ok(s.pending
             .values()
             .map(|job| QueuedPrompt::of(job))
-            .collect()
+            .collect())
     }
 
-    fn delete(&self, prompt_ids: &[String]) -> usize {
+    fn delete(&self, prompt_ids: &[String]) -> BackendResult<usize> {
         let mut s = self.lock();
         let before = s.pending.len();
         s.pending
             .retain(|_, job| !prompt_ids.contains(&job.prompt_id));
-        before - s.pending.len()
+        Ok(before - s.pending.len())
     }
 
-    fn clear(&self) {
+    fn clear(&self) -> BackendResult<()> {
         self.lock().pending.clear();
+        Ok(())
     }
 
-    fn interrupt(&self, prompt_id: Option<&str>) -> bool {
+    fn interrupt(&self, prompt_id: Option<&str>) -> BackendResult<bool> {
         let s = self.lock();
-        match &s.running {
+        Ok(match &s.running {
             Some(r) if prompt_id.is_none_or(|id| id == r.job.prompt_id) => {
                 r.cancel.cancel();
                 true
             }
             _ => false,
-        }
+        })
     }
 
-    fn free_caches(&self) {
+    fn free_caches(&self) -> BackendResult<()> {
         self.clear_cache.store(true, Ordering::SeqCst);
+        Ok(())
     }
 }

@@ -3,11 +3,11 @@
 //! docs/protocol.md), and against the limits of [`PromptLimits`]: a node count,
 //! and a memory budget the nodes' estimates must fit in.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use cretok_nodes::{
-    Estimate, EstimateInputs, InputKind, InputSpec, Inputs, NodeSchema, PromptLimits, Value,
-    ValueEstimate,
+    Estimate, EstimateInputs, InputKind, InputSpec, Inputs, NodeSchema, OutputSpec, PromptLimits,
+    Value, ValueEstimate, MAX_LIST_ITEMS,
 };
 use serde::Serialize;
 use serde_json::{json, Value as Json};
@@ -153,7 +153,14 @@ pub struct ValidPrompt {
 }
 
 /// Validates a prompt; on success returns only the nodes the good outputs need.
-pub fn validate(prompt: &Json, types: &dyn NodeTypes) -> Result<ValidPrompt, ValidationFailure> {
+/// `targets` (`partial_execution_targets`): only these output nodes run, and
+/// only their dependencies are checked; every node must still have a known
+/// `class_type`, and ids that are not output nodes are ignored, as in ComfyUI.
+pub fn validate(
+    prompt: &Json,
+    types: &dyn NodeTypes,
+    targets: Option<&[String]>,
+) -> Result<ValidPrompt, ValidationFailure> {
     let graph = Graph::parse(prompt).map_err(|e| {
         let details = match &e {
             GraphShapeError::NotAnObject => String::new(),
@@ -168,7 +175,7 @@ pub fn validate(prompt: &Json, types: &dyn NodeTypes) -> Result<ValidPrompt, Val
     let limits = types.limits();
     check_node_count(&graph, &limits)?;
     let schemas = known_schemas(&graph, types)?;
-    let outputs = output_nodes(&graph, &schemas)?;
+    let outputs = output_nodes(&graph, &schemas, targets)?;
     check_cycles(&graph, &outputs)?;
 
     let mut validator = Validator {
@@ -283,7 +290,8 @@ fn resolved_order(nodes: &BTreeMap<String, ResolvedNode>, outputs: &[String]) ->
 
 /// Adds up the nodes' estimates in run order (every output stays held until
 /// the prompt ends, as the executor holds them) and refuses the prompt at the
-/// first node whose run would take it past the memory budget.
+/// first node whose run would take it past the memory budget. A node mapped
+/// over lists is estimated per item and its outputs multiplied by its runs.
 fn check_memory(
     nodes: &BTreeMap<String, ResolvedNode>,
     order: &[String],
@@ -295,7 +303,12 @@ fn check_memory(
     let mut held: u64 = 0;
     for id in order {
         let node = &nodes[id];
-        let inputs = estimate_inputs(node, &estimates);
+        let schema = schemas.get(&node.class_type);
+        let linked = estimate_inputs(node, &estimates);
+        let (inputs, runs) = match schema.is_some_and(|s| s.input_is_list) {
+            true => (linked, 1),
+            false => (linked.per_item(), linked.longest_list()),
+        };
         let estimate = types
             .estimate(&node.class_type, &inputs)
             .map_err(|reason| {
@@ -305,8 +318,9 @@ fn check_memory(
                     ErrorInfo::new("input_too_large", "Input is too large", reason),
                 )
             })?;
-        let declared = schemas.get(&node.class_type).map_or(0, |s| s.outputs.len());
-        let outputs = complete_outputs(estimate.outputs, declared, inputs.total_bytes());
+        let declared = schema.map_or(&[][..], |s| &s.outputs);
+        let per_run = complete_outputs(estimate.outputs, declared, inputs.total_bytes());
+        let outputs = over_runs(per_run, declared, runs);
         let produced = outputs
             .iter()
             .fold(0u64, |acc, o| acc.saturating_add(o.bytes));
@@ -341,16 +355,50 @@ fn estimate_inputs(
     inputs
 }
 
-/// A node's output estimates, one per declared output; the missing ones pass the inputs' size on.
+/// One run's output estimates, one per declared output; the missing ones pass
+/// the inputs' size on, a list output as a list of [`MAX_LIST_ITEMS`] such items.
 fn complete_outputs(
     mut outputs: Vec<ValueEstimate>,
-    declared: usize,
+    declared: &[OutputSpec],
     inputs_bytes: u64,
 ) -> Vec<ValueEstimate> {
-    if outputs.len() < declared {
-        outputs.resize(declared, ValueEstimate::bytes(inputs_bytes));
+    for spec in declared.iter().skip(outputs.len()) {
+        outputs.push(match spec.is_list {
+            true => ValueEstimate::list(inputs_bytes, MAX_LIST_ITEMS),
+            false => ValueEstimate::bytes(inputs_bytes),
+        });
     }
     outputs
+}
+
+/// The outputs of `runs` runs: a plain output holds one item per run, a list
+/// output every run's items (at most [`MAX_LIST_ITEMS`], which the executor
+/// enforces); the bytes add up.
+fn over_runs(
+    per_run: Vec<ValueEstimate>,
+    declared: &[OutputSpec],
+    runs: u64,
+) -> Vec<ValueEstimate> {
+    if runs <= 1 {
+        return per_run;
+    }
+    per_run
+        .into_iter()
+        .enumerate()
+        .map(|(slot, one)| {
+            let is_list = declared.get(slot).is_some_and(|s| s.is_list);
+            let items = if is_list {
+                one.items.saturating_mul(runs)
+            } else {
+                runs
+            };
+            ValueEstimate {
+                bytes: one.bytes.saturating_mul(runs),
+                value: None,
+                items: items.min(MAX_LIST_ITEMS),
+            }
+        })
+        .collect()
 }
 
 fn over_budget(peak: u64, limits: &PromptLimits) -> ErrorInfo {
@@ -441,18 +489,22 @@ fn known_schemas(
     }
 }
 
+/// The output nodes to run: all of them, or those among `targets`.
 fn output_nodes(
     graph: &Graph,
     schemas: &HashMap<String, NodeSchema>,
+    targets: Option<&[String]>,
 ) -> Result<Vec<String>, ValidationFailure> {
+    let targets: Option<HashSet<&str>> = targets.map(|t| t.iter().map(String::as_str).collect());
     let mut outputs: Vec<String> = graph
         .nodes
         .keys()
         .filter(|id| {
-            graph
+            let output_node = graph
                 .class_type(id)
                 .and_then(|c| schemas.get(c))
-                .is_some_and(|s| s.output_node)
+                .is_some_and(|s| s.output_node);
+            output_node && targets.as_ref().is_none_or(|t| t.contains(id.as_str()))
         })
         .cloned()
         .collect();

@@ -49,7 +49,7 @@ fn limits(max_nodes: usize, memory_bytes: u64) -> PromptLimits {
 }
 
 fn refused(prompt: &Value, registry: &Registry) -> ValidationFailure {
-    match validate(prompt, registry) {
+    match validate(prompt, registry, None) {
         Ok(_) => panic!("the prompt must be refused"),
         Err(failure) => failure,
     }
@@ -135,7 +135,7 @@ fn a_30000_node_chain_validates_and_runs_under_a_raised_limit() {
     let setup = Setup::new();
     let registry = setup.registry(limits(50_000, 4 * GB));
     let prompt = concat_chain(30_000, false);
-    let valid = validate(&prompt, &registry).expect("a chain under the limit is valid");
+    let valid = validate(&prompt, &registry, None).expect("a chain under the limit is valid");
     assert_eq!(valid.order.len(), 30_002);
     assert_eq!(
         (valid.order[0].as_str(), valid.order[30_001].as_str()),
@@ -160,7 +160,7 @@ fn a_30000_node_chain_validates_and_runs_under_a_raised_limit() {
 fn the_node_limit_is_a_limit_not_a_guess() {
     let setup = Setup::new();
     let registry = setup.registry(limits(10, 4 * GB));
-    assert!(validate(&concat_chain(8, false), &registry).is_ok());
+    assert!(validate(&concat_chain(8, false), &registry, None).is_ok());
     let failure = refused(&concat_chain(9, false), &registry);
     assert!(failure.error.details.contains("11 nodes"), "{failure:?}");
 }
@@ -194,7 +194,11 @@ fn a_huge_latent_is_refused_naming_the_budget_and_the_flag() {
 fn an_ordinary_sd3_prompt_fits_a_small_budget() {
     let setup = Setup::new();
     let registry = setup.registry(limits(10_000, 2 * GB));
-    let valid = validate(&sd3_prompt(json!(1024), 1024, 1, "a cat", 1.0), &registry);
+    let valid = validate(
+        &sd3_prompt(json!(1024), 1024, 1, "a cat", 1.0),
+        &registry,
+        None,
+    );
     assert!(valid.is_ok(), "{:?}", valid.err().map(|f| f.report()));
     // Four times the pixels needs the sampler's activations four times over.
     let failure = refused(&sd3_prompt(json!(2048), 2048, 1, "a cat", 1.0), &registry);
@@ -235,7 +239,12 @@ fn a_tiny_denoise_is_refused_and_the_schedule_stays_bounded() {
         details.starts_with("denoise: 1e-12 with 20 steps"),
         "{details}"
     );
-    assert!(validate(&sd3_prompt(json!(1024), 1024, 1, "a cat", 0.01), &registry).is_ok());
+    assert!(validate(
+        &sd3_prompt(json!(1024), 1024, 1, "a cat", 0.01),
+        &registry,
+        None
+    )
+    .is_ok());
 
     // Called directly (no validation), the schedule is bounded, not 2·10¹³ steps.
     let sigmas = denoise_sigmas(Scheduler::Simple, 20, 3.0, 1e-12);
@@ -268,7 +277,7 @@ fn model_code_stops_within_a_block_of_an_interrupt() {
     let job = PromptJob {
         prompt_id: "loop".into(),
         number: 0,
-        valid: validate(&prompt, &registry).unwrap(),
+        valid: validate(&prompt, &registry, None).unwrap(),
         prompt,
         client_id: None,
         extra_data: json!({}),

@@ -12,7 +12,7 @@ fn registry() -> Registry {
 }
 
 fn fail(prompt: Value) -> Value {
-    validate(&prompt, &registry())
+    validate(&prompt, &registry(), None)
         .expect_err("the prompt must not validate")
         .to_json()
 }
@@ -146,7 +146,7 @@ fn values_out_of_range_or_of_the_wrong_type() {
     );
 
     // As in ComfyUI, numbers given as strings are converted.
-    assert!(validate(&delay(json!("25")), &registry()).is_ok());
+    assert!(validate(&delay(json!("25")), &registry(), None).is_ok());
 }
 
 #[test]
@@ -198,7 +198,7 @@ fn all_errors_are_reported_at_once() {
 #[test]
 fn valid_outputs_run_when_others_fail() {
     let prompt = json!({"1": save(json!("fine")), "2": {"class_type": "SaveText", "inputs": {"text": "no prefix"}}});
-    let valid = validate(&prompt, &registry()).expect("one good output is enough");
+    let valid = validate(&prompt, &registry(), None).expect("one good output is enough");
     assert_eq!(valid.outputs, ["1"]);
     assert_eq!(
         valid.node_errors["2"].errors[0].kind,
@@ -213,6 +213,41 @@ fn only_needed_nodes_are_kept() {
         "2": {"class_type": "PrimitiveString", "inputs": {"value": "unused"}},
         "3": save(json!(["1", 0]))
     });
-    let valid = validate(&prompt, &registry()).unwrap();
+    let valid = validate(&prompt, &registry(), None).unwrap();
     assert_eq!(valid.nodes.keys().collect::<Vec<_>>(), ["1", "3"]);
+}
+
+#[test]
+fn partial_execution_targets_run_only_their_outputs_and_ignore_errors_elsewhere() {
+    let prompt = json!({
+        "1": {"class_type": "PrimitiveString", "inputs": {"value": "wanted"}},
+        "2": save(json!(["1", 0])),
+        "3": {"class_type": "SaveText", "inputs": {"text": "no prefix"}},
+        "4": save(json!("other"))
+    });
+    let targets = ["2".to_owned(), "1".to_owned(), "99".to_owned()];
+    let valid = validate(&prompt, &registry(), Some(&targets)).expect("the target is valid");
+    assert_eq!(
+        valid.outputs,
+        ["2"],
+        "a non-output id and an unknown id are ignored"
+    );
+    assert!(valid.node_errors.is_empty(), "{:?}", valid.node_errors);
+    assert_eq!(valid.nodes.keys().collect::<Vec<_>>(), ["1", "2"]);
+
+    let body = validate(&prompt, &registry(), Some(&["3".to_owned()]))
+        .expect_err("the only target is invalid")
+        .to_json();
+    assert_eq!(body["error"]["type"], "prompt_outputs_failed_validation");
+    let body = validate(&prompt, &registry(), Some(&["1".to_owned()]))
+        .expect_err("no output among the targets")
+        .to_json();
+    assert_eq!(body["error"]["type"], "prompt_no_outputs");
+    // Unknown node types anywhere still refuse the prompt, as ComfyUI does.
+    let mut unknown = prompt.clone();
+    unknown["5"] = json!({"class_type": "NoSuchNode", "inputs": {}});
+    let body = validate(&unknown, &registry(), Some(&["2".to_owned()]))
+        .expect_err("an unknown class refuses the prompt")
+        .to_json();
+    assert_eq!(body["error"]["type"], "invalid_prompt");
 }

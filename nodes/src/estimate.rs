@@ -16,21 +16,57 @@ pub const DEFAULT_MAX_NODES: usize = 10_000;
 /// The default budget is this share of physical memory.
 pub const DEFAULT_MEMORY_SHARE: f64 = 0.5;
 
+/// The most items one list may hold (a list output, or the runs of a node
+/// mapped over lists); the executor refuses a longer list, and validation
+/// counts a list output whose length a node does not estimate as this long.
+pub const MAX_LIST_ITEMS: u64 = 10_000;
+
 /// The budget when physical memory cannot be read (no `/proc/meminfo`).
 const FALLBACK_MEMORY_BYTES: u64 = 8 << 30;
 
 /// What validation knows of one value before anything runs.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct ValueEstimate {
-    /// The bytes it will take (a string's length, a tensor's elements × 4).
+    /// The bytes it will take (a string's length, a tensor's elements × 4),
+    /// all items together for a list.
     pub bytes: u64,
     /// The value itself when it is a known scalar (a literal, a primitive's constant).
     pub value: Option<Value>,
+    /// How many items it holds: 1 for a plain value, the length (or a bound
+    /// of it) for a list.
+    pub items: u64,
+}
+
+impl Default for ValueEstimate {
+    fn default() -> Self {
+        ValueEstimate::bytes(0)
+    }
 }
 
 impl ValueEstimate {
     pub fn bytes(bytes: u64) -> Self {
-        ValueEstimate { bytes, value: None }
+        ValueEstimate {
+            bytes,
+            value: None,
+            items: 1,
+        }
+    }
+
+    /// A list of `items` values of `bytes_per_item` each.
+    pub fn list(bytes_per_item: u64, items: u64) -> Self {
+        ValueEstimate {
+            bytes: bytes_per_item.saturating_mul(items),
+            value: None,
+            items: items.max(1),
+        }
+    }
+
+    /// One item of it (an average share of the bytes; the value only when it is not a list).
+    pub fn item(&self) -> Self {
+        if self.items <= 1 {
+            return self.clone();
+        }
+        ValueEstimate::bytes(self.bytes.div_ceil(self.items))
     }
 
     /// The estimate of a known value; only scalars keep the value itself.
@@ -40,12 +76,22 @@ impl ValueEstimate {
             Value::StringList(l) => l.iter().map(|s| s.len() as u64).sum(),
             Value::Int(_) | Value::Float(_) | Value::Bool(_) => 8,
             Value::Handle(_) => 0,
+            Value::List(items) => {
+                let bytes = items.iter().map(|v| Self::known(v).bytes).sum();
+                return ValueEstimate::list(0, items.len() as u64).with_bytes(bytes);
+            }
         };
         let scalar = matches!(value, Value::Int(_) | Value::Float(_) | Value::Bool(_));
         ValueEstimate {
             bytes,
             value: scalar.then(|| value.clone()),
+            items: 1,
         }
+    }
+
+    fn with_bytes(mut self, bytes: u64) -> Self {
+        self.bytes = bytes;
+        self
     }
 }
 
@@ -105,6 +151,27 @@ impl EstimateInputs {
     /// The bytes of input `name`; 0 when it is not connected.
     pub fn bytes(&self, name: &str) -> u64 {
         self.get(name).map_or(0, |e| e.bytes)
+    }
+
+    /// The most items any input holds (1 when none is a list): the runs of a
+    /// node mapped over its inputs' items.
+    pub fn longest_list(&self) -> u64 {
+        self.inputs
+            .values()
+            .map(|e| e.items)
+            .max()
+            .unwrap_or(1)
+            .max(1)
+    }
+
+    /// What one run of a node mapped over the items sees: one item of each input.
+    pub fn per_item(&self) -> Self {
+        let inputs = self
+            .inputs
+            .iter()
+            .map(|(name, e)| (name.clone(), e.item()))
+            .collect();
+        EstimateInputs { inputs }
     }
 
     /// The sum of every input's bytes.
@@ -200,6 +267,21 @@ mod tests {
         assert_eq!(inputs.float("w"), Some(64.0));
         assert_eq!(inputs.int("t"), None);
         assert_eq!(inputs.total_bytes(), 11);
+    }
+
+    #[test]
+    fn a_list_estimate_counts_its_items_and_shares_its_bytes() {
+        let list = ValueEstimate::known(&Value::List(vec![
+            Value::String("ab".into()),
+            Value::String("abcd".into()),
+        ]));
+        assert_eq!((list.bytes, list.items), (6, 2));
+        let item = list.item();
+        assert_eq!((item.bytes, item.items), (3, 1));
+        let bounded = ValueEstimate::list(100, MAX_LIST_ITEMS);
+        assert_eq!(bounded.bytes, 100 * MAX_LIST_ITEMS);
+        let one = ValueEstimate::known(&Value::Int(3));
+        assert!(matches!(one.item().value, Some(Value::Int(3))));
     }
 
     #[test]

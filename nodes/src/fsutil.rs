@@ -54,7 +54,7 @@ pub fn write_numbered(dir: &Path, stem: &str, ext: &str, bytes: &[u8]) -> Result
 /// A temporary file in `dir` with the mode a plain `File::create` gets (0666 less the umask)
 /// instead of tempfile's 0600, so that the file it is renamed into is as readable as the user
 /// expects.
-fn temp_file_in(dir: &Path) -> std::io::Result<tempfile::NamedTempFile> {
+pub fn temp_file_in(dir: &Path) -> std::io::Result<tempfile::NamedTempFile> {
     let mut builder = tempfile::Builder::new();
     #[cfg(unix)]
     {

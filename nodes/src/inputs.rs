@@ -78,6 +78,15 @@ impl Inputs {
         }
     }
 
+    /// The items of input `name` of a node that takes whole lists
+    /// ([`crate::NodeSchema::input_is_list`]).
+    pub fn list(&self, name: &str) -> Result<&[Value], NodeError> {
+        match self.required(name)? {
+            Value::List(items) => Ok(items),
+            other => Err(Self::wrong_type(name, "a list", other)),
+        }
+    }
+
     /// A heavy value of type `T` (a model, a latent, ...).
     pub fn handle<T: Any + Send + Sync>(&self, name: &str) -> Result<Arc<T>, NodeError> {
         match self.required(name)? {

@@ -279,21 +279,28 @@ impl InputSpec {
 pub struct OutputSpec {
     pub name: String,
     pub data_type: String,
+    /// A list output (ComfyUI's `OUTPUT_IS_LIST`): each run returns a
+    /// [`crate::Value::List`] whose items flow downstream one by one.
+    pub is_list: bool,
 }
 
 impl OutputSpec {
     pub fn new(data_type: &str) -> Self {
-        OutputSpec {
-            name: data_type.to_owned(),
-            data_type: data_type.to_owned(),
-        }
+        Self::named(data_type, data_type)
     }
 
     pub fn named(name: &str, data_type: &str) -> Self {
         OutputSpec {
             name: name.to_owned(),
             data_type: data_type.to_owned(),
+            is_list: false,
         }
+    }
+
+    /// Makes it a list output.
+    pub fn list(mut self) -> Self {
+        self.is_list = true;
+        self
     }
 }
 
@@ -311,6 +318,9 @@ pub struct NodeSchema {
     pub output_node: bool,
     /// Accepts inputs beyond the declared ones (template variables of sandboxed nodes).
     pub extra_inputs: bool,
+    /// Takes whole lists (ComfyUI's `INPUT_IS_LIST`): runs once with every
+    /// input as a [`crate::Value::List`], instead of once per item.
+    pub input_is_list: bool,
     /// Which module provided it: `nodes` for native nodes (the editor shows them as core
     /// nodes), `custom_nodes.<name>` for sandboxed components.
     pub module: String,
@@ -327,6 +337,7 @@ impl NodeSchema {
             outputs: Vec::new(),
             output_node: false,
             extra_inputs: false,
+            input_is_list: false,
             module: "nodes".to_owned(),
         }
     }
@@ -356,6 +367,12 @@ impl NodeSchema {
         self
     }
 
+    /// Makes it a node that takes whole lists.
+    pub fn input_is_list(mut self) -> Self {
+        self.input_is_list = true;
+        self
+    }
+
     pub fn find_input(&self, name: &str) -> Option<&InputSpec> {
         self.inputs.iter().find(|i| i.name == name)
     }
@@ -382,7 +399,8 @@ impl NodeSchema {
             "input": {"required": required, "optional": optional, "hidden": {}},
             "input_order": {"required": required_order, "optional": optional_order},
             "output": types,
-            "output_is_list": vec![false; self.outputs.len()],
+            "output_is_list": self.outputs.iter().map(|o| o.is_list).collect::<Vec<_>>(),
+            "is_input_list": self.input_is_list,
             "output_name": names,
             "name": self.name,
             "display_name": self.display_name,

@@ -17,6 +17,11 @@ pub enum Value {
     StringList(Vec<String>),
     /// Anything else, typed by the link type declared in the schema.
     Handle(Handle),
+    /// The items of a list (ComfyUI's `OUTPUT_IS_LIST` / `INPUT_IS_LIST`): what
+    /// a list output returns per run, and what a node that takes whole lists
+    /// receives for each input. It never flows along a link as one value: the
+    /// executor maps plain nodes over its items.
+    List(Vec<Value>),
 }
 
 impl Value {
@@ -56,6 +61,11 @@ impl Value {
             Value::Bool(b) => Some(J::from(*b)),
             Value::StringList(l) => Some(J::from(l.clone())),
             Value::Handle(_) => None,
+            Value::List(items) => items
+                .iter()
+                .map(Value::to_json)
+                .collect::<Option<Vec<_>>>()
+                .map(J::Array),
         }
     }
 
@@ -68,6 +78,7 @@ impl Value {
             Value::Bool(_) => "BOOLEAN",
             Value::StringList(_) => "STRING_LIST",
             Value::Handle(_) => "handle",
+            Value::List(_) => "LIST",
         }
     }
 }
@@ -81,6 +92,7 @@ impl fmt::Debug for Value {
             Value::Bool(b) => write!(f, "Bool({b})"),
             Value::StringList(l) => write!(f, "StringList({l:?})"),
             Value::Handle(_) => write!(f, "Handle(..)"),
+            Value::List(items) => f.debug_tuple("List").field(items).finish(),
         }
     }
 }

@@ -9,7 +9,9 @@ use std::time::Duration;
 
 use anyhow::{bail, Result};
 use cretok_tests::{RedisServer, Server, Worker, WsClient, TIMEOUT};
+use futures_util::StreamExt;
 use serde_json::{json, Value};
+use tokio_tungstenite::tungstenite::Message;
 
 fn delayed_text(text: &str, ms: i64, prefix: &str) -> Value {
     json!({
@@ -319,11 +321,26 @@ async fn with_redis_down_the_front_refuses_prompts_clearly_and_keeps_serving() -
     );
     let (status, _) = front.get("/object_info/Delay").await?;
     assert_eq!(status, 200);
-    let (status, queue) = front.get("/queue").await?;
-    assert_eq!(
-        (status, queue),
-        (200, json!({"queue_running": [], "queue_pending": []}))
-    );
+    for route in ["/queue", "/history", "/jobs"] {
+        let (status, body) = front.get(route).await?;
+        assert_eq!(status, 503, "{route}: {body}");
+        assert_eq!(
+            body["error"]["type"], "queue_unavailable",
+            "{route}: {body}"
+        );
+    }
+    // A new websocket cannot be told the queue status: it is closed with 1013 (try again later).
+    let url = front
+        .url("/ws?clientId=late")
+        .replacen("http://", "ws://", 1);
+    let (mut ws, _) = tokio_tungstenite::connect_async(url).await?;
+    let first = tokio::time::timeout(TIMEOUT, ws.next())
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("the socket ended without a frame"))??;
+    let Message::Close(Some(close)) = first else {
+        bail!("expected a close frame, got {first:?}");
+    };
+    assert_eq!(u16::from(close.code), 1013, "{close:?}");
     Ok(())
 }
 

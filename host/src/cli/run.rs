@@ -44,7 +44,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     for set in &args.sets {
         apply_set(&mut prompt, set)?;
     }
-    let valid = match validate(&prompt, &registry) {
+    let valid = match validate(&prompt, &registry, None) {
         Ok(v) => v,
         Err(failure) => {
             eprintln!("{}", failure.report());
@@ -90,7 +90,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             println!("wrote {}", path.display());
         }
     }
-    match (record.outcome, record.failure) {
+    match (record.outcome, record.failure()) {
         (Outcome::Success, _) => Ok(ExitCode::SUCCESS),
         (
             _,

@@ -2,17 +2,22 @@
 //! routes use instead of the in-process queue.
 
 use std::collections::HashSet;
+use std::sync::Arc;
 
 use redis::streams::{StreamId, StreamPendingCountReply, StreamRangeReply};
 use redis::{Commands, Connection, RedisResult, Script};
-use serde_json::{json, Map, Value as Json};
+use serde_json::{json, Value as Json};
 
 use super::{
     cancel_key, ensure_group, Pool, CANCEL_TTL_S, CONTROL, GROUP, HISTORY, HISTORY_ORDER, IDS,
     JOB_FIELD, MAX_SCAN, NUMBER, PROMPTS,
 };
-use crate::backend::{history_page_start, HistoryStore, PushError, QueueBackend, QueuedPrompt};
+use crate::backend::{
+    history_page_start, BackendResult, HistoryPage, HistoryStore, PushError, QueueBackend,
+    QueuedPrompt,
+};
 use crate::executor::PromptJob;
+use crate::history::{HistoryRecord, JobState};
 
 /// Queues a prompt unless its id is queued, running or in history; answers
 /// the stream's length, or -1 for a taken id.
@@ -47,14 +52,6 @@ pub(super) fn entry_prompt(entry: &StreamId) -> Option<QueuedPrompt> {
             None
         }
     }
-}
-
-/// Logs a failed Redis call and answers `fallback`, so routes keep answering.
-fn or_log<T>(result: RedisResult<T>, what: &str, fallback: T) -> T {
-    result.unwrap_or_else(|e| {
-        tracing::error!("Redis {what}: {e}");
-        fallback
-    })
 }
 
 impl RedisQueue {
@@ -122,12 +119,11 @@ fn publish_control(con: &mut Connection, request: &Json) -> RedisResult<()> {
 }
 
 impl QueueBackend for RedisQueue {
-    fn next_number(&self, front: bool) -> anyhow::Result<i64> {
+    fn next_number(&self, front: bool) -> BackendResult<i64> {
         let n: i64 = self
             .pool
             .with(|con| con.incr(NUMBER, 1))
-            // Not `context`: a Redis error already repeats its source in its message.
-            .map_err(|e| anyhow::anyhow!("Redis did not number the prompt: {e}"))?;
+            .map_err(|e| failed("did not number the prompt", e))?;
         Ok(if front { -n } else { n })
     }
 
@@ -148,9 +144,7 @@ impl QueueBackend for RedisQueue {
                     .arg(entry)
                     .invoke(con)
             })
-            .map_err(|e| {
-                PushError::Unavailable(anyhow::anyhow!("Redis did not take the prompt: {e}"))
-            })?;
+            .map_err(|e| PushError::Unavailable(failed("did not take the prompt", e)))?;
         let Ok(remaining) = usize::try_from(remaining) else {
             return Err(PushError::DuplicateId(job.prompt_id));
         };
@@ -158,121 +152,241 @@ impl QueueBackend for RedisQueue {
         Ok(())
     }
 
-    fn remaining(&self) -> usize {
-        or_log(self.pool.with(|con| con.xlen(PROMPTS)), "XLEN", 0)
+    fn remaining(&self) -> BackendResult<usize> {
+        self.pool
+            .with(|con| con.xlen(PROMPTS))
+            .map_err(|e| failed("XLEN", e))
     }
 
-    fn running(&self) -> Vec<QueuedPrompt> {
-        or_log(self.state().map(|s| s.running), "queue", Vec::new())
+    fn running(&self) -> BackendResult<Vec<QueuedPrompt>> {
+        let state = self.state().map_err(|e| failed("queue", e))?;
+        Ok(state
+            .running
             .into_iter()
             .map(|(_, prompt)| prompt)
-            .collect()
+            .collect())
     }
 
-    fn pending(&self) -> Vec<QueuedPrompt> {
-        or_log(self.state().map(|s| s.pending), "queue", Vec::new())
+    fn pending(&self) -> BackendResult<Vec<QueuedPrompt>> {
+        let state = self.state().map_err(|e| failed("queue", e))?;
+        Ok(state
+            .pending
             .into_iter()
             .map(|(_, prompt)| prompt)
-            .collect()
+            .collect())
     }
 
-    fn delete(&self, prompt_ids: &[String]) -> usize {
-        let deleted = self.state().and_then(|state| {
-            let chosen = state
-                .pending
-                .into_iter()
-                .filter(|(_, p)| prompt_ids.contains(&p.prompt_id))
-                .collect();
-            self.remove_pending(chosen)
-        });
-        or_log(deleted, "XDEL", 0)
+    fn delete(&self, prompt_ids: &[String]) -> BackendResult<usize> {
+        self.state()
+            .and_then(|state| {
+                let chosen = state
+                    .pending
+                    .into_iter()
+                    .filter(|(_, p)| prompt_ids.contains(&p.prompt_id))
+                    .collect();
+                self.remove_pending(chosen)
+            })
+            .map_err(|e| failed("XDEL", e))
     }
 
-    fn clear(&self) {
-        let cleared = self
-            .state()
-            .and_then(|state| self.remove_pending(state.pending));
-        or_log(cleared, "XDEL", 0);
+    fn clear(&self) -> BackendResult<()> {
+        self.state()
+            .and_then(|state| self.remove_pending(state.pending))
+            .map(drop)
+            .map_err(|e| failed("XDEL", e))
     }
 
     /// Tells every worker; the one running the prompt stops it. A worker that
     /// claims the prompt later also sees the request (it is kept an hour).
-    fn interrupt(&self, prompt_id: Option<&str>) -> bool {
-        let running = or_log(self.state().map(|s| s.running), "queue", Vec::new());
+    fn interrupt(&self, prompt_id: Option<&str>) -> BackendResult<bool> {
+        let running = self.state().map_err(|e| failed("queue", e))?.running;
         let hit = running
             .iter()
             .any(|(_, p)| prompt_id.is_none_or(|id| id == p.prompt_id));
         if !hit {
-            return false;
+            return Ok(false);
         }
-        let sent = self.pool.with(|con| {
-            if let Some(id) = prompt_id {
-                let () = con.set_ex(cancel_key(id), 1, CANCEL_TTL_S)?;
-            }
-            publish_control(con, &json!({"interrupt": prompt_id}))
-        });
-        or_log(sent.map(|()| true), "interrupt", false)
+        self.pool
+            .with(|con| {
+                if let Some(id) = prompt_id {
+                    let () = con.set_ex(cancel_key(id), 1, CANCEL_TTL_S)?;
+                }
+                publish_control(con, &json!({"interrupt": prompt_id}))
+            })
+            .map_err(|e| failed("interrupt", e))?;
+        Ok(true)
     }
 
-    fn free_caches(&self) {
-        let sent = self
-            .pool
-            .with(|con| publish_control(con, &json!({"free": true})));
-        or_log(sent, "free", ());
+    fn free_caches(&self) -> BackendResult<()> {
+        self.pool
+            .with(|con| publish_control(con, &json!({"free": true})))
+            .map_err(|e| failed("free", e))
     }
 }
 
-impl HistoryStore for RedisQueue {
-    fn get(&self, prompt_id: &str) -> Option<Json> {
-        let text: Option<String> = or_log(
-            self.pool.with(|con| con.hget(HISTORY, prompt_id)),
-            "HGET",
-            None,
-        );
-        text.and_then(|t| serde_json::from_str(&t).ok())
-    }
+/// How many entries a filtered `/jobs` page reads from Redis at a time.
+const SCAN_CHUNK: usize = 500;
 
-    fn list(&self, max_items: Option<usize>, offset: Option<usize>) -> Map<String, Json> {
-        let entries = self.pool.with(|con| {
-            let len: usize = con.llen(HISTORY_ORDER)?;
-            let start = history_page_start(len, max_items, offset);
-            let count = max_items
-                .unwrap_or(usize::MAX)
-                .min(len.saturating_sub(start));
-            if count == 0 {
-                return Ok(Vec::new());
-            }
-            let ids: Vec<String> =
-                con.lrange(HISTORY_ORDER, start as isize, (start + count - 1) as isize)?;
-            let texts: Vec<Option<String>> =
-                redis::cmd("HMGET").arg(HISTORY).arg(&ids).query(con)?;
-            Ok(ids.into_iter().zip(texts).collect())
-        });
-        or_log(entries, "history", Vec::new())
-            .into_iter()
-            .filter_map(|(id, text)| Some((id, serde_json::from_str(&text?).ok()?)))
-            .collect()
+/// Reads the history entries `ids` (missing ones are left out; unreadable
+/// ones are logged and left out).
+fn read_entries(con: &mut Connection, ids: &[String]) -> RedisResult<Vec<Arc<HistoryRecord>>> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
     }
+    let texts: Vec<Option<String>> = redis::cmd("HMGET").arg(HISTORY).arg(ids).query(con)?;
+    Ok(ids
+        .iter()
+        .zip(texts)
+        .filter_map(|(id, text)| parse_entry(id, &text?))
+        .collect())
+}
 
-    fn delete(&self, prompt_ids: &[String]) {
-        if prompt_ids.is_empty() {
-            return;
+fn parse_entry(prompt_id: &str, text: &str) -> Option<Arc<HistoryRecord>> {
+    match serde_json::from_str(text) {
+        Ok(record) => Some(Arc::new(record)),
+        Err(e) => {
+            tracing::warn!("history entry {prompt_id} in Redis is unreadable: {e}");
+            None
         }
-        let deleted = self.pool.with(|con| {
-            let mut pipe = redis::pipe();
-            pipe.atomic().hdel(HISTORY, prompt_ids).ignore();
-            for id in prompt_ids {
-                pipe.lrem(HISTORY_ORDER, 0, id).ignore();
+    }
+}
+
+/// The ids `first..=last` of the history order (oldest first), newest first.
+fn ids_newest_first(con: &mut Connection, first: usize, last: usize) -> RedisResult<Vec<String>> {
+    let mut ids: Vec<String> = con.lrange(HISTORY_ORDER, first as isize, last as isize)?;
+    ids.reverse();
+    Ok(ids)
+}
+
+impl RedisQueue {
+    /// One page of every finished job: only its entries are read.
+    fn newest_unfiltered(&self, offset: usize, limit: usize) -> RedisResult<HistoryPage> {
+        self.pool.with(|con| {
+            let total: usize = con.llen(HISTORY_ORDER)?;
+            let Some(last) = total.checked_sub(offset.saturating_add(1)) else {
+                return Ok(HistoryPage {
+                    total,
+                    records: Vec::new(),
+                });
+            };
+            if limit == 0 {
+                return Ok(HistoryPage {
+                    total,
+                    records: Vec::new(),
+                });
             }
-            pipe.query::<()>(con)
-        });
-        or_log(deleted, "history delete", ());
+            let first = (last + 1).saturating_sub(limit);
+            let ids = ids_newest_first(con, first, last)?;
+            Ok(HistoryPage {
+                total,
+                records: read_entries(con, &ids)?,
+            })
+        })
     }
 
-    fn clear(&self) {
-        let cleared = self
+    /// A page of the jobs in some states: every entry is read (in chunks) to
+    /// count them, but only the page is kept.
+    fn newest_filtered(
+        &self,
+        wanted: &[JobState],
+        offset: usize,
+        limit: usize,
+    ) -> RedisResult<HistoryPage> {
+        self.pool.with(|con| {
+            let len: usize = con.llen(HISTORY_ORDER)?;
+            let mut page = HistoryPage::default();
+            let mut end = len;
+            while end > 0 {
+                let first = end.saturating_sub(SCAN_CHUNK);
+                let ids = ids_newest_first(con, first, end - 1)?;
+                for record in read_entries(con, &ids)? {
+                    if !wanted.contains(&record.job_state()) {
+                        continue;
+                    }
+                    if page.total >= offset && page.records.len() < limit {
+                        page.records.push(record);
+                    }
+                    page.total += 1;
+                }
+                end = first;
+            }
+            Ok(page)
+        })
+    }
+}
+
+/// A Redis failure as a backend error naming the command.
+fn failed(what: &str, e: redis::RedisError) -> anyhow::Error {
+    // Not `context`: a Redis error already repeats its source in its message.
+    anyhow::anyhow!("Redis {what}: {e}")
+}
+
+impl HistoryStore for RedisQueue {
+    fn get(&self, prompt_id: &str) -> BackendResult<Option<Arc<HistoryRecord>>> {
+        let text: Option<String> = self
             .pool
-            .with(|con| con.del::<_, ()>(&[HISTORY, HISTORY_ORDER]));
-        or_log(cleared, "history clear", ());
+            .with(|con| con.hget(HISTORY, prompt_id))
+            .map_err(|e| failed("HGET", e))?;
+        Ok(text.and_then(|t| parse_entry(prompt_id, &t)))
+    }
+
+    fn list(
+        &self,
+        max_items: Option<usize>,
+        offset: Option<usize>,
+    ) -> BackendResult<Vec<Arc<HistoryRecord>>> {
+        self.pool
+            .with(|con| {
+                let len: usize = con.llen(HISTORY_ORDER)?;
+                let start = history_page_start(len, max_items, offset);
+                let count = max_items
+                    .unwrap_or(usize::MAX)
+                    .min(len.saturating_sub(start));
+                if count == 0 {
+                    return Ok(Vec::new());
+                }
+                let ids: Vec<String> =
+                    con.lrange(HISTORY_ORDER, start as isize, (start + count - 1) as isize)?;
+                read_entries(con, &ids)
+            })
+            .map_err(|e| failed("history", e))
+    }
+
+    fn newest(
+        &self,
+        wanted: &[JobState],
+        offset: usize,
+        limit: usize,
+    ) -> BackendResult<HistoryPage> {
+        let page = if JobState::ALL.iter().all(|s| wanted.contains(s)) {
+            self.newest_unfiltered(offset, limit)
+        } else if wanted.is_empty() {
+            Ok(HistoryPage::default())
+        } else {
+            self.newest_filtered(wanted, offset, limit)
+        };
+        page.map_err(|e| failed("history", e))
+    }
+
+    fn delete(&self, prompt_ids: &[String]) -> BackendResult<()> {
+        if prompt_ids.is_empty() {
+            return Ok(());
+        }
+        self.pool
+            .with(|con| {
+                let mut pipe = redis::pipe();
+                pipe.atomic().hdel(HISTORY, prompt_ids).ignore();
+                for id in prompt_ids {
+                    pipe.lrem(HISTORY_ORDER, 0, id).ignore();
+                }
+                pipe.query::<()>(con)
+            })
+            .map_err(|e| failed("history delete", e))
+    }
+
+    fn clear(&self) -> BackendResult<()> {
+        self.pool
+            .with(|con| con.del::<_, ()>(&[HISTORY, HISTORY_ORDER]))
+            .map_err(|e| failed("history clear", e))
     }
 }

@@ -14,18 +14,17 @@ use redis::streams::{
 use redis::{Commands, RedisResult, Script};
 use serde_json::Value as Json;
 
-use super::events::encode;
 use super::front::entry_prompt;
 use super::{
     cancel_key, done_key, ensure_group, Pool, CONTROL, DEAD_LETTERS, DONE_TTL_S, EVENTS, GROUP,
     HISTORY, HISTORY_ORDER, IDS, JOB_FIELD, PROMPTS,
 };
-use crate::app::{Outbound, OutboundObserver, OutboundSink};
+use crate::app::{OutboundObserver, OutboundSink};
 use crate::backend::QueuedPrompt;
 use crate::executor::{ExecutionObserver, ExecutionRecord, Executor, Outcome, PromptJob};
-use crate::history::{history_entry, MAX_HISTORY};
+use crate::history::{HistoryRecord, MAX_HISTORY};
 use crate::prompt_worker::{run_prompts, Task, Work, WorkQueue};
-use crate::protocol::{now_ms, FailedNode, ServerMessage};
+use crate::protocol::{now_ms, Event, FailedNode, ServerMessage};
 use crate::validation::validate;
 
 /// How long one wait for a new prompt blocks (the stop flag is checked between waits).
@@ -210,7 +209,7 @@ impl RedisWorker {
                 prompt_id: prompt_id.clone(),
                 held: Mutex::default(),
             },
-            target: queued.client_id.clone(),
+            target: queued.client_id.as_deref().map(Arc::from),
             prompt_id: prompt_id.clone(),
         };
         if delivery.deliveries > self.settings.max_deliveries {
@@ -237,7 +236,11 @@ impl RedisWorker {
         *self.lock_current() = Some(current.clone());
         println!("started {prompt_id}");
         self.publish_status();
-        let task = match validate(&queued.prompt, self.registry.as_ref()) {
+        let task = match validate(
+            &queued.prompt,
+            self.registry.as_ref(),
+            Some(&queued.outputs),
+        ) {
             Ok(valid) => Task::Run {
                 job: Arc::new(PromptJob {
                     prompt_id: prompt_id.clone(),
@@ -331,14 +334,13 @@ impl RedisWorker {
     fn report(
         &self,
         entry_id: &str,
-        queued: &QueuedPrompt,
-        record: &ExecutionRecord,
+        record: &HistoryRecord,
         observer: &OutboundObserver<RedisEvents>,
-    ) -> RedisResult<()> {
-        let prompt_id = &queued.prompt_id;
+    ) -> anyhow::Result<()> {
+        let prompt_id = record.prompt_id();
         let held =
             std::mem::take(&mut *observer.sink.held.lock().unwrap_or_else(|p| p.into_inner()));
-        let entry_json = history_entry(queued, record).to_string();
+        let entry_json = serde_json::to_string(record)?;
         let first = self.finish(entry_id, prompt_id, &entry_json, &held)?;
         let outcome = match record.outcome {
             Outcome::Success => "success",
@@ -402,11 +404,8 @@ impl RedisWorker {
     fn publish_status(&self) {
         let published = self.pool.with(|con| -> RedisResult<()> {
             let remaining: usize = con.xlen(PROMPTS)?;
-            let status = Outbound::Message {
-                target: None,
-                message: Box::new(ServerMessage::status(remaining, None)),
-            };
-            con.publish(EVENTS, encode(&status))
+            let status = Event::message(None, &ServerMessage::status(remaining, None));
+            con.publish(EVENTS, status.to_transport())
         });
         if let Err(e) = published {
             tracing::warn!("publishing the queue status: {e}");
@@ -500,23 +499,24 @@ impl WorkQueue for Taking<'_> {
     fn finish(
         &self,
         ticket: Ticket,
-        record: &ExecutionRecord,
+        record: ExecutionRecord,
         events: &OutboundObserver<RedisEvents>,
     ) -> bool {
         let worker = self.worker;
         *worker.lock_current() = None;
-        let prompt_id = &ticket.queued.prompt_id;
         if ticket
             .current
             .is_some_and(|c| c.lost.load(Ordering::SeqCst))
         {
-            println!("lost {prompt_id} to another worker");
+            println!("lost {} to another worker", ticket.queued.prompt_id);
             return false;
         }
-        match worker.report(&ticket.entry_id, &ticket.queued, record, events) {
+        let record = HistoryRecord::new(ticket.queued, record);
+        let prompt_id = record.prompt_id();
+        match worker.report(&ticket.entry_id, &record, events) {
             Ok(()) => true,
             Err(e) => {
-                tracing::error!("finishing prompt {prompt_id}: {e}; it will be claimed again");
+                tracing::error!("finishing prompt {prompt_id}: {e:#}; it will be claimed again");
                 std::thread::sleep(Duration::from_secs(1));
                 false
             }
@@ -568,12 +568,7 @@ fn error_record(
         timestamp: now_ms(),
     };
     observer.message(message.clone());
-    ExecutionRecord {
-        outcome: Outcome::Error,
-        outputs: Default::default(),
-        messages: vec![message.name_and_data()],
-        failure: Some(message),
-    }
+    ExecutionRecord::refused(message)
 }
 
 /// Publishes a prompt's events; holds back the final one (success, error or
@@ -585,27 +580,20 @@ struct RedisEvents {
 }
 
 impl OutboundSink for RedisEvents {
-    fn send(&self, outbound: Outbound) {
-        let is_final = matches!(
-            &outbound,
-            Outbound::Message { message, .. } if matches!(
-                **message,
-                ServerMessage::ExecutionSuccess { .. }
-                    | ServerMessage::ExecutionError { .. }
-                    | ServerMessage::ExecutionInterrupted { .. }
-            )
-        );
-        let payload = encode(&outbound);
-        if is_final {
-            self.held
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .push(payload);
-        } else if let Err(e) = self
+    fn send(&self, event: Event) {
+        let payload = event.to_transport();
+        if let Err(e) = self
             .pool
             .with(|con| -> RedisResult<()> { con.publish(EVENTS, payload) })
         {
             tracing::warn!("publishing an event of prompt {}: {e}", self.prompt_id);
         }
+    }
+
+    fn send_final(&self, event: Event) {
+        self.held
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(event.to_transport());
     }
 }

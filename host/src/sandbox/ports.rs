@@ -160,7 +160,7 @@ fn to_guest(name: &str, value: &Value) -> Result<GuestValue, NodeError> {
         Value::Float(x) => GuestValue::Float(*x),
         Value::Bool(b) => GuestValue::Boolean(*b),
         Value::StringList(l) => GuestValue::StrList(l.clone()),
-        Value::Handle(_) => {
+        Value::Handle(_) | Value::List(_) => {
             return Err(NodeError::invalid_input(
                 name,
                 "custom nodes take only STRING, INT, FLOAT, BOOLEAN and STRING_LIST values",

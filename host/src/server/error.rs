@@ -44,6 +44,17 @@ impl ApiError {
         Self::new(StatusCode::NOT_FOUND, "not_found", "Not found", details)
     }
 
+    /// The queue or history backend failed (Redis down or hung): 503, with the cause.
+    pub fn unavailable(error: anyhow::Error) -> Self {
+        tracing::error!("queue backend: {error:#}");
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "queue_unavailable",
+            "The prompt queue is unavailable",
+            format!("{error:#}"),
+        )
+    }
+
     /// Logs the whole error; the client gets it without a backtrace.
     pub fn internal(error: impl std::fmt::Display) -> Self {
         tracing::error!("internal error: {error}");

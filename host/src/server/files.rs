@@ -2,17 +2,21 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use axum::body::Body;
+use axum::extract::multipart::{Field, MultipartError};
 use axum::extract::{Multipart, Query, State};
-use axum::http::header;
+use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use cretok_nodes::fsutil::{atomic_write, confined_join};
+use cretok_nodes::fsutil::{confined_join, temp_file_in};
 use serde_json::{json, Value as Json_};
+use tempfile::NamedTempFile;
+use tokio::io::AsyncWriteExt;
 
 use super::error::ApiError;
-use super::Shared;
+use super::{Shared, MAX_UPLOAD_BYTES};
 
 /// The folder behind a `type` parameter.
 fn folder(s: &Shared, kind: &str) -> Result<PathBuf, ApiError> {
@@ -156,34 +160,107 @@ fn free_name(dir: &Path, name: &str) -> String {
         .unwrap_or_else(|| name.to_owned())
 }
 
+/// An uploaded image on its way to disk: streamed into a temporary file of
+/// the data folder as it arrives, then moved into place.
+struct Upload {
+    file_name: String,
+    file: NamedTempFile,
+}
+
+/// Streams the `image` field into a temporary file, refusing more than
+/// [`MAX_UPLOAD_BYTES`] (the body limit stops a longer body first).
+async fn receive_image(s: &Shared, mut field: Field<'_>) -> Result<Upload, ApiError> {
+    let file_name = field.file_name().unwrap_or_default().to_owned();
+    let data_dir = s.app.paths.data_dir.clone();
+    let file = tokio::task::spawn_blocking(move || {
+        std::fs::create_dir_all(&data_dir)?;
+        temp_file_in(&data_dir)
+    })
+    .await
+    .map_err(ApiError::internal)?
+    .map_err(|e| ApiError::internal(format!("creating an upload file: {e}")))?;
+    let mut writer =
+        tokio::fs::File::from_std(file.as_file().try_clone().map_err(ApiError::internal)?);
+    let mut received = 0usize;
+    while let Some(chunk) = field.chunk().await.map_err(malformed)? {
+        received += chunk.len();
+        if received > MAX_UPLOAD_BYTES {
+            return Err(too_large());
+        }
+        writer.write_all(&chunk).await.map_err(ApiError::internal)?;
+    }
+    writer.flush().await.map_err(ApiError::internal)?;
+    Ok(Upload { file_name, file })
+}
+
+fn too_large() -> ApiError {
+    ApiError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "upload_too_large",
+        "The upload is too large",
+        format!("uploads are limited to {MAX_UPLOAD_BYTES} bytes"),
+    )
+}
+
+fn malformed(e: MultipartError) -> ApiError {
+    match e.status() {
+        StatusCode::PAYLOAD_TOO_LARGE => too_large(),
+        status => ApiError::new(status, "bad_request", "Malformed upload", e.body_text()),
+    }
+}
+
+/// Syncs the upload and renames it to `path`; copies it into `path`'s folder
+/// first when the data folder is on another file system.
+fn move_into_place(upload: NamedTempFile, path: &Path) -> anyhow::Result<()> {
+    upload.as_file().sync_all()?;
+    let Err(across) = upload.persist(path) else {
+        return Ok(());
+    };
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let mut copy = temp_file_in(dir)?;
+    std::io::copy(&mut across.file.reopen()?, &mut copy)?;
+    copy.as_file().sync_all()?;
+    copy.persist(path)
+        .map_err(|e| anyhow::anyhow!("renaming into {}: {}", path.display(), e.error))?;
+    Ok(())
+}
+
+/// Moves an upload to `subfolder` of the folder of `kind`; returns its name
+/// there (a free one unless `overwrite`).
+fn store_upload(
+    s: &Shared,
+    upload: Upload,
+    kind: &str,
+    subfolder: &str,
+    overwrite: bool,
+) -> Result<String, ApiError> {
+    let dir = confined(s, kind, subfolder)?;
+    let file_name = check_file_name(&upload.file_name)?;
+    let name = if overwrite {
+        file_name.to_owned()
+    } else {
+        free_name(&dir, file_name)
+    };
+    let path = resolve(s, kind, subfolder, &name)?;
+    std::fs::create_dir_all(&dir).map_err(ApiError::internal)?;
+    move_into_place(upload.file, &path).map_err(|e| ApiError::internal(format!("{e:#}")))?;
+    Ok(name)
+}
+
 pub async fn upload_image(
     State(s): State<Shared>,
     mut multipart: Multipart,
 ) -> Result<Json<Json_>, ApiError> {
-    let mut image: Option<(String, Vec<u8>)> = None;
+    let mut image: Option<Upload> = None;
     let mut kind = "input".to_owned();
     let mut subfolder = String::new();
     let mut overwrite = false;
-    while let Some(field) = multipart
-        .next_field()
-        .await
-        .map_err(|e| ApiError::bad_request("Malformed upload", e.body_text()))?
-    {
+    while let Some(field) = multipart.next_field().await.map_err(malformed)? {
         let name = field.name().unwrap_or_default().to_owned();
         match name.as_str() {
-            "image" => {
-                let file_name = field.file_name().unwrap_or_default().to_owned();
-                let bytes = field
-                    .bytes()
-                    .await
-                    .map_err(|e| ApiError::bad_request("Malformed upload", e.body_text()))?;
-                image = Some((file_name, bytes.to_vec()));
-            }
+            "image" => image = Some(receive_image(&s, field).await?),
             "type" | "subfolder" | "overwrite" => {
-                let text = field
-                    .text()
-                    .await
-                    .map_err(|e| ApiError::bad_request("Malformed upload", e.body_text()))?;
+                let text = field.text().await.map_err(malformed)?;
                 match name.as_str() {
                     "type" => kind = text,
                     "subfolder" => subfolder = text,
@@ -193,17 +270,14 @@ pub async fn upload_image(
             _ => {}
         }
     }
-    let (file_name, bytes) =
-        image.ok_or_else(|| ApiError::bad_request("Missing the 'image' field", ""))?;
-    let dir = confined(&s, &kind, &subfolder)?;
-    let file_name = check_file_name(&file_name)?;
-    let name = if overwrite {
-        file_name.to_owned()
-    } else {
-        free_name(&dir, file_name)
-    };
-    let path = resolve(&s, &kind, &subfolder, &name)?;
-    atomic_write(&path, &bytes).map_err(ApiError::internal)?;
+    let upload = image.ok_or_else(|| ApiError::bad_request("Missing the 'image' field", ""))?;
+    let (state, destination) = (Arc::clone(&s), (kind.clone(), subfolder.clone()));
+    let name = tokio::task::spawn_blocking(move || {
+        let (kind, subfolder) = destination;
+        store_upload(&state, upload, &kind, &subfolder, overwrite)
+    })
+    .await
+    .map_err(ApiError::internal)??;
     Ok(Json(
         json!({"name": name, "subfolder": subfolder, "type": kind}),
     ))

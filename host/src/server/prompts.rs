@@ -13,6 +13,7 @@ use super::error::{ApiError, JsonBody};
 use super::Shared;
 use crate::app::{AppState, PromptRequest, SubmitError};
 use crate::backend::QueuedPrompt;
+use crate::history::HistoryRecord;
 
 /// Reads the `POST /prompt` body (also used by the websocket's `queue_prompt`).
 pub fn prompt_request(body: &Json_) -> Result<PromptRequest, ApiError> {
@@ -34,6 +35,7 @@ pub fn prompt_request(body: &Json_) -> Result<PromptRequest, ApiError> {
         .and_then(Json_::as_str)
         .map(str::to_owned);
     Ok(PromptRequest {
+        targets: execution_targets(obj.get("partial_execution_targets"))?,
         prompt: prompt.clone(),
         client_id,
         extra_data,
@@ -44,6 +46,32 @@ pub fn prompt_request(body: &Json_) -> Result<PromptRequest, ApiError> {
             .and_then(Json_::as_str)
             .map(str::to_owned),
     })
+}
+
+/// `partial_execution_targets`: absent or null for every output, else a list
+/// of node ids (strings, or numbers as the ids of a hand-written prompt).
+fn execution_targets(targets: Option<&Json_>) -> Result<Option<Vec<String>>, ApiError> {
+    let ids = match targets {
+        None | Some(Json_::Null) => return Ok(None),
+        Some(Json_::Array(ids)) => ids,
+        Some(_) => {
+            return Err(ApiError::bad_request(
+                "partial_execution_targets must be a list of node ids",
+                "",
+            ))
+        }
+    };
+    ids.iter()
+        .map(|id| match id {
+            Json_::String(s) => Ok(s.clone()),
+            Json_::Number(n) => Ok(n.to_string()),
+            _ => Err(ApiError::bad_request(
+                "partial_execution_targets must be a list of node ids",
+                "every item must be a string (or a number)",
+            )),
+        })
+        .collect::<Result<_, _>>()
+        .map(Some)
 }
 
 pub async fn post_prompt(State(s): State<Shared>, JsonBody(body): JsonBody) -> Response {
@@ -64,18 +92,25 @@ pub async fn post_prompt(State(s): State<Shared>, JsonBody(body): JsonBody) -> R
     }
 }
 
-pub async fn get_prompt(State(s): State<Shared>) -> Json<Json_> {
-    let remaining = off_runtime(&s, |app| app.queue.remaining()).await;
-    Json(json!({"exec_info": {"queue_remaining": remaining}}))
+pub async fn get_prompt(State(s): State<Shared>) -> Result<Json<Json_>, ApiError> {
+    let remaining = off_runtime(&s, |app| app.queue.remaining())
+        .await
+        .map_err(ApiError::unavailable)?;
+    Ok(Json(json!({"exec_info": {"queue_remaining": remaining}})))
 }
 
-pub async fn get_queue(State(s): State<Shared>) -> Json<Json_> {
-    let (running, pending) =
-        off_runtime(&s, |app| (app.queue.running(), app.queue.pending())).await;
+pub async fn get_queue(State(s): State<Shared>) -> Result<Json<Json_>, ApiError> {
+    let (running, pending) = off_runtime(&s, |app| {
+        anyhow::Ok((app.queue.running()?, app.queue.pending()?))
+    })
+    .await
+    .map_err(ApiError::unavailable)?;
     let tuples = |prompts: Vec<QueuedPrompt>| -> Vec<Json_> {
         prompts.iter().map(QueuedPrompt::tuple).collect()
     };
-    Json(json!({"queue_running": tuples(running), "queue_pending": tuples(pending)}))
+    Ok(Json(
+        json!({"queue_running": tuples(running), "queue_pending": tuples(pending)}),
+    ))
 }
 
 fn id_list(body: &Json_, key: &str) -> Vec<String> {
@@ -89,18 +124,23 @@ fn id_list(body: &Json_, key: &str) -> Vec<String> {
         .unwrap_or_default()
 }
 
-pub async fn post_queue(State(s): State<Shared>, JsonBody(body): JsonBody) -> StatusCode {
+pub async fn post_queue(
+    State(s): State<Shared>,
+    JsonBody(body): JsonBody,
+) -> Result<StatusCode, ApiError> {
     let clear = body.get("clear").and_then(Json_::as_bool) == Some(true);
     let delete = id_list(&body, "delete");
     off_runtime(&s, move |app| {
         if clear {
-            app.queue.clear();
+            app.queue.clear()?;
         }
-        app.queue.delete(&delete);
+        app.queue.delete(&delete)?;
         app.broadcast_status();
+        anyhow::Ok(())
     })
-    .await;
-    StatusCode::OK
+    .await
+    .map_err(ApiError::unavailable)?;
+    Ok(StatusCode::OK)
 }
 
 pub(super) fn number_param(
@@ -122,47 +162,67 @@ pub async fn get_history(
 ) -> Result<Json<Json_>, ApiError> {
     let max_items = number_param(&params, "max_items")?;
     let offset = number_param(&params, "offset")?;
-    let page = off_runtime(&s, move |app| app.history.list(max_items, offset)).await;
-    Ok(Json(Json_::Object(page)))
+    let page = off_runtime(&s, move |app| app.history.list(max_items, offset))
+        .await
+        .map_err(ApiError::unavailable)?;
+    Ok(Json(by_prompt_id(&page)))
+}
+
+/// `{prompt_id: entry}` in the order given.
+fn by_prompt_id(records: &[Arc<HistoryRecord>]) -> Json_ {
+    let entries: Map<String, Json_> = records
+        .iter()
+        .map(|r| (r.prompt_id().to_owned(), json!(r.as_ref())))
+        .collect();
+    Json_::Object(entries)
 }
 
 pub async fn get_history_item(
     State(s): State<Shared>,
     Path(prompt_id): Path<String>,
-) -> Json<Json_> {
-    let mut out = Map::new();
-    let id = prompt_id.clone();
-    if let Some(entry) = off_runtime(&s, move |app| app.history.get(&id)).await {
-        out.insert(prompt_id, entry);
-    }
-    Json(Json_::Object(out))
+) -> Result<Json<Json_>, ApiError> {
+    let record = off_runtime(&s, move |app| app.history.get(&prompt_id))
+        .await
+        .map_err(ApiError::unavailable)?;
+    Ok(Json(by_prompt_id(Vec::from_iter(record).as_slice())))
 }
 
-pub async fn post_history(State(s): State<Shared>, JsonBody(body): JsonBody) -> StatusCode {
+pub async fn post_history(
+    State(s): State<Shared>,
+    JsonBody(body): JsonBody,
+) -> Result<StatusCode, ApiError> {
     let clear = body.get("clear").and_then(Json_::as_bool) == Some(true);
     let delete = id_list(&body, "delete");
     off_runtime(&s, move |app| {
         if clear {
-            app.history.clear();
+            app.history.clear()?;
         }
-        app.history.delete(&delete);
+        app.history.delete(&delete)
     })
-    .await;
-    StatusCode::OK
+    .await
+    .map_err(ApiError::unavailable)?;
+    Ok(StatusCode::OK)
 }
 
-pub async fn interrupt(State(s): State<Shared>, JsonBody(body): JsonBody) -> StatusCode {
+pub async fn interrupt(
+    State(s): State<Shared>,
+    JsonBody(body): JsonBody,
+) -> Result<StatusCode, ApiError> {
     let prompt_id = body
         .get("prompt_id")
         .and_then(Json_::as_str)
         .map(str::to_owned);
-    off_runtime(&s, move |app| app.queue.interrupt(prompt_id.as_deref())).await;
-    StatusCode::OK
+    off_runtime(&s, move |app| app.queue.interrupt(prompt_id.as_deref()))
+        .await
+        .map_err(ApiError::unavailable)?;
+    Ok(StatusCode::OK)
 }
 
-pub async fn free(State(s): State<Shared>) -> StatusCode {
-    off_runtime(&s, |app| app.request_cache_clear()).await;
-    StatusCode::OK
+pub async fn free(State(s): State<Shared>) -> Result<StatusCode, ApiError> {
+    off_runtime(&s, |app| app.request_cache_clear())
+        .await
+        .map_err(ApiError::unavailable)?;
+    Ok(StatusCode::OK)
 }
 
 /// Runs queue and history calls on the blocking pool: a backend may wait on

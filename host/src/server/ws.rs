@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::ws::{close_code, CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Query, State};
 use axum::response::Response;
 use futures_util::{SinkExt, StreamExt};
@@ -16,8 +16,8 @@ use tokio::sync::{broadcast, mpsc};
 
 use super::prompts::{off_runtime, prompt_request};
 use super::{Shared, MAX_UPLOAD_BYTES};
-use crate::app::{AppState, Outbound};
-use crate::protocol::{preview_frame, preview_frame_with_metadata, text_frame, ServerMessage};
+use crate::app::AppState;
+use crate::protocol::ServerMessage;
 
 /// How long a closing connection may take to send what it owes and its close frame.
 const CLOSE_GRACE: Duration = Duration::from_secs(5);
@@ -41,13 +41,20 @@ async fn connection(s: Shared, socket: WebSocket, sid: String) {
     let (direct_tx, mut direct_rx) = mpsc::unbounded_channel::<ServerMessage>();
     let metadata_previews = Arc::new(AtomicBool::new(false));
 
-    let remaining = off_runtime(&s, |app| app.queue.remaining()).await;
+    let remaining = match off_runtime(&s, |app| app.queue.remaining()).await {
+        Ok(remaining) => remaining,
+        Err(e) => {
+            tracing::error!("websocket {sid} refused: {e:#}");
+            let close = CloseFrame {
+                code: close_code::AGAIN,
+                reason: "the prompt queue is unavailable".into(),
+            };
+            let _ = sink.send(Message::Close(Some(close))).await;
+            return;
+        }
+    };
     let hello = ServerMessage::status(remaining, Some(sid.clone()));
-    if sink
-        .send(Message::Text(hello.to_json().to_string().into()))
-        .await
-        .is_err()
-    {
+    if sink.send(Message::Text(hello.to_text())).await.is_err() {
         return;
     }
 
@@ -57,11 +64,11 @@ async fn connection(s: Shared, socket: WebSocket, sid: String) {
         loop {
             let message = tokio::select! {
                 direct = direct_rx.recv() => match direct {
-                    Some(m) => Message::Text(m.to_json().to_string().into()),
+                    Some(m) => Message::Text(m.to_text()),
                     None => break,
                 },
                 event = events.recv() => match event {
-                    Ok(event) => match encode(&event, &send_sid, send_metadata.load(Ordering::Relaxed)) {
+                    Ok(event) => match event.message_for(&send_sid, send_metadata.load(Ordering::Relaxed)) {
                         Some(m) => m,
                         None => continue,
                     },
@@ -121,31 +128,6 @@ async fn connection(s: Shared, socket: WebSocket, sid: String) {
     }
 }
 
-/// Encodes an event for this client, or `None` when it is someone else's.
-fn encode(event: &Outbound, sid: &str, metadata_previews: bool) -> Option<Message> {
-    if event.target().is_some_and(|t| t != sid) {
-        return None;
-    }
-    Some(match event {
-        Outbound::Message { message, .. } => Message::Text(message.to_json().to_string().into()),
-        Outbound::Preview {
-            prompt_id,
-            node_id,
-            format,
-            image,
-            ..
-        } => {
-            let frame = if metadata_previews {
-                preview_frame_with_metadata(*format, image, node_id, prompt_id)
-            } else {
-                preview_frame(*format, image)
-            };
-            Message::Binary(frame.into())
-        }
-        Outbound::Text { node_id, text, .. } => Message::Binary(text_frame(node_id, text).into()),
-    })
-}
-
 fn reply(request_id: Json, result: Result<Json, Json>) -> ServerMessage {
     match result {
         Ok(result) => ServerMessage::Reply {
@@ -195,8 +177,10 @@ fn handle_command(
         Some("interrupt") => {
             let interrupted = app
                 .queue
-                .interrupt(data.get("prompt_id").and_then(Json::as_str));
-            Some(reply(request_id, Ok(json!({"interrupted": interrupted}))))
+                .interrupt(data.get("prompt_id").and_then(Json::as_str))
+                .map(|interrupted| json!({"interrupted": interrupted}))
+                .map_err(|e| json!({"type": "queue_unavailable", "message": format!("{e:#}")}));
+            Some(reply(request_id, interrupted))
         }
         other => Some(reply(
             request_id,

@@ -67,3 +67,65 @@ fn the_template_blend_workflow_builds_the_blend_prompt() {
         Some("a photo of a whimsical <CreTok> creature, half teapot and half lighthouse")
     );
 }
+
+struct Quiet;
+
+impl cretok_host::executor::ExecutionObserver for Quiet {
+    fn message(&self, _: cretok_host::protocol::ServerMessage) {}
+    fn preview(&self, _: &str, _: cretok_nodes::PreviewFormat, _: Vec<u8>) {}
+    fn text(&self, _: &str, _: &str) {}
+}
+
+/// `workflows/pairs_sweep.json` is a loop: its IntRange list runs the WASM
+/// ConceptPairs and Template once per pair. Its text part runs here on the
+/// executor (SD3 in the gallery test).
+#[test]
+fn the_pairs_sweep_loops_the_guest_nodes_over_a_list() {
+    use cretok_host::executor::{Executor, Outcome, PromptJob};
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../workflows/pairs_sweep.json");
+    let sweep: Json = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let mut prompt = serde_json::Map::new();
+    for id in ["3", "5", "6", "7", "11", "13"] {
+        prompt.insert(id.into(), sweep[id].clone());
+    }
+    for (id, text) in [("20", "7"), ("21", "13")] {
+        prompt.insert(
+            id.into(),
+            serde_json::json!({"class_type": "SaveText", "inputs": {"text": [text, 0], "filename_prefix": "p"}}),
+        );
+    }
+    let prompt = Json::Object(prompt);
+    let data = tempfile::tempdir().unwrap();
+    let paths = Arc::new(Paths::new(data.path(), None));
+    let mut registry = Registry::new();
+    builtin::register_all(&mut registry, Arc::clone(&paths));
+    let nodes_dir = folder(&["template", "pairs"], &[]);
+    let (nodes, errors) = host().load_dir(nodes_dir.path(), &registry);
+    assert!(errors.is_empty(), "{errors:?}");
+    for node in nodes {
+        registry.register(node);
+    }
+    let job = PromptJob {
+        prompt_id: "pairs".into(),
+        number: 0,
+        valid: cretok_host::validation::validate(&prompt, &registry, None)
+            .unwrap_or_else(|f| panic!("{}", f.report())),
+        prompt,
+        client_id: None,
+        extra_data: serde_json::json!({}),
+    };
+    let record = Executor::new(paths).run(&job, &registry, &CancelToken::new(), &Quiet);
+    assert_eq!(record.outcome, Outcome::Success, "{:?}", record.events);
+    let prompts = record.outputs["20"]["text"].as_array().unwrap();
+    assert_eq!(prompts.len(), 3, "one blend prompt per pair: {prompts:?}");
+    let captions = record.outputs["21"]["text"][0].as_str().unwrap();
+    let pairs: Vec<&str> = captions.lines().collect();
+    assert_eq!(pairs.len(), 3, "{captions}");
+    for (prompt, pair) in prompts.iter().zip(&pairs) {
+        let (a, b) = pair.split_once(" + ").unwrap();
+        let expected = format!("a photo of a <CreTok> mixture that resembles a {a} and a {b}");
+        assert_eq!(prompt.as_str().unwrap(), expected);
+    }
+    let distinct: std::collections::BTreeSet<&&str> = pairs.iter().collect();
+    assert_eq!(distinct.len(), 3, "three different pairs: {captions}");
+}

@@ -43,19 +43,34 @@ impl Node for ImageBatch {
 }
 
 fn join(first: &Tensor, second: &Tensor) -> Result<Tensor, NodeError> {
-    let (a, b) = (&first.dims()[1..], &second.dims()[1..]);
-    if a != b {
-        return Err(NodeError::invalid_input(
-            "image2",
-            format!("{b:?} (height, width, channels) does not match image1's {a:?}"),
-        ));
+    concat(&[first, second], "image2")
+}
+
+/// The batches one after the other, as f32 on the first one's device; they
+/// must share height, width and channels (`input` names the one that does not).
+pub(super) fn concat(batches: &[&Tensor], input: &str) -> Result<Tensor, NodeError> {
+    let Some(first) = batches.first() else {
+        return Err(NodeError::invalid_input(input, "no image to join"));
+    };
+    let want = &first.dims()[1..];
+    let mut joined = Vec::with_capacity(batches.len());
+    for batch in batches {
+        let got = &batch.dims()[1..];
+        if got != want {
+            return Err(NodeError::invalid_input(
+                input,
+                format!(
+                    "{got:?} (height, width, channels) does not match the first image's {want:?}"
+                ),
+            ));
+        }
+        let batch = batch
+            .to_device(first.device())
+            .and_then(|b| b.to_dtype(DType::F32))
+            .map_err(anyhow::Error::from)?;
+        joined.push(batch);
     }
-    let second = second
-        .to_device(first.device())
-        .and_then(|s| s.to_dtype(DType::F32))
-        .map_err(anyhow::Error::from)?;
-    let first = first.to_dtype(DType::F32).map_err(anyhow::Error::from)?;
-    Ok(Tensor::cat(&[&first, &second], 0).map_err(anyhow::Error::from)?)
+    Ok(Tensor::cat(&joined, 0).map_err(anyhow::Error::from)?)
 }
 
 #[cfg(test)]

@@ -18,6 +18,7 @@ mod ksampler;
 mod ksampler_advanced;
 mod latent_file;
 mod latent_scale;
+mod lists;
 mod load_image;
 mod load_sd3;
 mod model_sampling_sd3;
@@ -59,6 +60,7 @@ pub use ksampler::KSampler;
 pub use ksampler_advanced::KSamplerAdvanced;
 pub use latent_file::{LoadLatent, SaveLatent};
 pub use latent_scale::{LatentUpscale, LatentUpscaleBy};
+pub use lists::{FloatRange, ImageListToBatch, IntRange, JoinTextList, TextToList};
 pub use load_image::{LoadImage, LoadImageMask};
 pub use load_sd3::CheckpointLoader;
 pub use model_sampling_sd3::ModelSamplingSd3;
@@ -135,4 +137,9 @@ pub fn register_all(registry: &mut Registry, paths: Arc<Paths>) {
     registry.register(Arc::new(ImageCrop));
     registry.register(Arc::new(LatentUpscale));
     registry.register(Arc::new(LatentUpscaleBy));
+    registry.register(Arc::new(TextToList));
+    registry.register(Arc::new(FloatRange));
+    registry.register(Arc::new(IntRange));
+    registry.register(Arc::new(JoinTextList));
+    registry.register(Arc::new(ImageListToBatch));
 }
