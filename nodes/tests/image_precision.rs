@@ -12,6 +12,7 @@ use candle_nn::Module;
 use common::max_abs_diff;
 use cretok_nodes::sd3::checkpoint::{weights, Naming, Sd3Checkpoint, TextEncoderKind, Weights};
 use cretok_nodes::sd3::linear::{linear, Linear};
+use cretok_nodes::sd3::mmdit::MMDiT;
 use cretok_nodes::sd3::rng::SplitMix64;
 use cretok_nodes::sd3::text_encoders::{EncoderVarBuilders, Sd3TextConfig, Sd3TextEncoders};
 use cretok_nodes::sd3::tiny::{write_single_file, TinyOptions, TinyVariant};
@@ -280,4 +281,69 @@ fn linear_weights_keep_their_stored_bytes() {
             "{stored:?}: both constructors compute alike: {err:.2e}"
         );
     }
+}
+
+/// A loader that counts the bytes of every tensor it hands out, by dtype.
+struct Counting {
+    inner: Weights,
+    bytes: std::sync::Arc<std::sync::Mutex<HashMap<DType, usize>>>,
+}
+
+impl candle_nn::var_builder::SimpleBackend for Counting {
+    fn get(
+        &self,
+        s: candle_core::Shape,
+        name: &str,
+        init: candle_nn::Init,
+        dtype: DType,
+        dev: &Device,
+    ) -> candle_core::Result<Tensor> {
+        let t = self.inner.get(s, name, init, dtype, dev)?;
+        let bytes = t.elem_count() * t.dtype().size_in_bytes();
+        *self.bytes.lock().unwrap().entry(t.dtype()).or_default() += bytes;
+        Ok(t)
+    }
+
+    fn get_unchecked(&self, name: &str, dtype: DType, dev: &Device) -> candle_core::Result<Tensor> {
+        self.inner.get_unchecked(name, dtype, dev)
+    }
+
+    fn contains_tensor(&self, name: &str) -> bool {
+        self.inner.contains_tensor(name)
+    }
+}
+
+/// The whole MMDiT built from an f16 file holds its linear weights in f16 (2 bytes each, as
+/// many as the file's linear weights) and only norms, biases and tables in f32.
+#[test]
+fn an_mmdit_from_an_f16_file_holds_two_bytes_per_linear_weight() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = tiny_file(dir.path(), Stored::F16);
+    let prefix = "model.diffusion_model.";
+    let file = candle_core::safetensors::load(&path, &Device::Cpu).unwrap();
+    let linear_weights: usize = file
+        .iter()
+        .filter(|(n, t)| n.starts_with(prefix) && t.rank() == 2 && n.ends_with(".weight"))
+        .map(|(_, t)| t.elem_count())
+        .sum();
+    let files = std::sync::Arc::new(weights::mmap(std::slice::from_ref(&path)).unwrap());
+    let counting = Counting {
+        inner: Weights::new(files, prefix, Naming::Original, &path),
+        bytes: Default::default(),
+    };
+    let bytes = counting.bytes.clone();
+    let vb = candle_nn::VarBuilder::from_backend(Box::new(counting), DType::F32, Device::Cpu);
+    let cfg = Sd3Checkpoint::open(&path, &[]).unwrap().mmdit_config;
+    MMDiT::new(&cfg, vb).unwrap();
+    let bytes = bytes.lock().unwrap().clone();
+    assert_eq!(
+        bytes.get(&DType::F16),
+        Some(&(2 * linear_weights)),
+        "{bytes:?}"
+    );
+    let f32_elems = bytes[&DType::F32] / 4;
+    assert!(
+        f32_elems < linear_weights / 2,
+        "f32: {f32_elems} values (norms, biases, tables, the patch embedding) against {linear_weights} linear weights"
+    );
 }
