@@ -12,7 +12,9 @@
 //! A CPU weight in a stored format (f16, bf16, float8 e4m3fn, from a checkpoint
 //! that keeps it so: `sd3::precision`) stays in that format, `[out, in]`, with
 //! its per-tensor scale; its products widen it to f32 block by block
-//! (`precision::product`). Other devices and dtypes keep candle-nn's `Linear`.
+//! (`precision::product`). A weight the loader quantised to int8 blocks
+//! (`precision::int8`, a `u8` tensor) is kept and computed the same way.
+//! Other devices and dtypes keep candle-nn's `Linear`.
 
 use candle_core::{
     CpuStorage, CustomOp1, DType, InplaceOp2, Layout, Module, Result, Shape, Tensor, D,
@@ -21,7 +23,7 @@ use candle_nn::{self as nn, VarBuilder};
 use rayon::prelude::*;
 
 use super::cpu_storage::{f32_values, f32_values_mut};
-use super::precision::{self, product::is_stored_format};
+use super::precision::{self, int8, product::is_stored_format};
 use super::vector_math::{add_bias_in_place, bias_gelu_tanh_in_place};
 
 #[derive(Debug, Clone)]
@@ -32,7 +34,8 @@ pub enum Linear {
         bias: Option<Tensor>,
     },
     /// CPU, a weight `[out, in]` kept in its stored format (f16, bf16, f8e4m3),
-    /// standing for `scale · weight`; computes in f32.
+    /// standing for `scale · weight`, or in int8 blocks (`u8` `[out, row_bytes(in)]`,
+    /// scale 1); computes in f32.
     Stored {
         weight: Tensor,
         scale: f32,
@@ -65,12 +68,24 @@ pub fn linear_no_bias(in_dim: usize, out_dim: usize, vb: VarBuilder) -> Result<L
 
 /// The weight `[out, in]` as the loader gives it, and the per-tensor scale it stands
 /// multiplied by: ComfyUI's `scale_weight` of a float8 weight the loader kept as stored
-/// (`precision::LinearWeight::Stored`), 1 for any other (a loader that converts a weight
-/// applies its scale).
+/// (`precision::LinearWeight::Stored`), 1 for any other (a loader that converts or quantises
+/// a weight applies its scale). A loader that quantises gives int8 blocks
+/// (`precision::int8`), a `u8` tensor `[out, row_bytes(in)]`.
 fn stored_weight(in_dim: usize, out_dim: usize, vb: &VarBuilder) -> Result<(Tensor, f32)> {
     let hint = precision::STORED_LINEAR_WEIGHT;
     let shape = Shape::from((out_dim, in_dim));
     let weight = vb.get_with_hints(shape.clone(), "weight", hint)?;
+    if weight.dtype() == DType::U8 {
+        let packed = (out_dim, int8::row_bytes(in_dim));
+        if weight.dims2()? != packed {
+            candle_core::bail!(
+                "{}.weight: int8 blocks of shape {:?}, expected {packed:?} for [{out_dim}, {in_dim}]",
+                vb.prefix(),
+                weight.dims()
+            );
+        }
+        return Ok((weight, 1.0));
+    }
     let kept = precision::linear_weight(&hint, &shape, vb.dtype(), vb.device()).is_some();
     if !(kept && is_stored_format(weight.dtype()) && vb.contains_tensor("scale_weight")) {
         return Ok((weight, 1.0));
@@ -106,7 +121,8 @@ impl Linear {
     ) -> Result<Self> {
         let bias = bias.map(|b| b.contiguous()).transpose()?;
         let cpu = weight.device().is_cpu();
-        if cpu && compute == DType::F32 && is_stored_format(weight.dtype()) {
+        let kept = is_stored_format(weight.dtype()) || weight.dtype() == DType::U8;
+        if cpu && compute == DType::F32 && kept {
             let bias = bias.map(|b| b.to_dtype(DType::F32)).transpose()?;
             return Ok(Self::Stored {
                 weight: weight.contiguous()?,
@@ -386,6 +402,28 @@ mod tests {
         assert!(matches!(kept, Linear::Stored { .. }));
         let half_model = Linear::from_parts(f16, 1.0, None, DType::F16)?;
         assert!(matches!(half_model, Linear::Candle(_)));
+        Ok(())
+    }
+
+    /// A layer built from int8 blocks (as the loader gives them with `WeightDtype::Int8`) keeps
+    /// one byte per weight plus one f32 scale per 32, and computes within the quantisation
+    /// error of the f32 layer: `|Δy| ≤ Σ|x_i| · step_i / 2`, bounded here by `‖x‖₁ · max|w| / 254`.
+    #[test]
+    fn int8_weights_keep_a_byte_per_weight_and_compute_within_their_step() -> Result<()> {
+        let (out, inp) = (40, 96);
+        let weight = random(13, &[out, inp])?;
+        let bias = random(14, &[out])?;
+        let packed = int8::quantise(&weight, 1.0)?;
+        let layer = Linear::from_parts(packed, 1.0, Some(bias.clone()), DType::F32)?;
+        assert!(matches!(layer, Linear::Stored { .. }));
+        assert_eq!(layer.weight_bytes(), out * (inp + 4 * inp / 32));
+        let reference = nn::Linear::new(weight.clone(), Some(bias));
+        let max_w = weight.abs()?.max_all()?.to_scalar::<f32>()?;
+        for x in [random(15, &[3, inp])?, random(16, &[2, 20, inp])?] {
+            let bound = x.abs()?.sum(D::Minus1)?.max_all()?.to_scalar::<f32>()? * max_w / 254.0;
+            let diff = max_abs_diff(&layer.forward(&x)?, &x.apply(&reference)?)?;
+            assert!(diff <= bound && diff > 0.0, "int8: {diff} against {bound}");
+        }
         Ok(())
     }
 }

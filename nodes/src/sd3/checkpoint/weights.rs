@@ -5,7 +5,8 @@
 //! Linear weights asked for in f32 on the CPU come in their stored format
 //! (f16, bf16, float8; see `sd3::precision`); ComfyUI's scaled float8 weights
 //! (`<layer>.weight` in float8 beside a per-tensor `<layer>.scale_weight`) are
-//! seen scaled by every other request.
+//! seen scaled by every other request. A component loaded with [`WeightDtype::Int8`] gets
+//! `sd3::linear`'s weights quantised to int8 blocks instead (`sd3::precision::int8`).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -17,7 +18,9 @@ use candle_nn::{Init, VarBuilder};
 use safetensors::Dtype as StDtype;
 
 use super::keymap::{transformer_source, vae_source, Source};
-use crate::sd3::precision::{self, format::e5m2_to_f16, product::is_stored_format, LinearWeight};
+use crate::sd3::precision::{
+    self, format::e5m2_to_f16, int8, product::is_stored_format, LinearWeight, WeightDtype,
+};
 
 /// Memory-maps safetensors files (several for sharded checkpoints).
 #[allow(unsafe_code)]
@@ -46,6 +49,7 @@ pub struct Weights {
     prefix: String,
     naming: Naming,
     origin: PathBuf,
+    linear_dtype: WeightDtype,
 }
 
 impl std::fmt::Debug for Weights {
@@ -54,6 +58,7 @@ impl std::fmt::Debug for Weights {
             .field("origin", &self.origin)
             .field("prefix", &self.prefix)
             .field("naming", &self.naming)
+            .field("linear_dtype", &self.linear_dtype)
             .finish()
     }
 }
@@ -65,7 +70,15 @@ impl Weights {
             prefix: prefix.to_string(),
             naming,
             origin: origin.to_path_buf(),
+            linear_dtype: WeightDtype::Stored,
         }
+    }
+
+    /// The same tensors, with `sd3::linear`'s weights (the
+    /// [`precision::STORED_LINEAR_WEIGHT`] requests) kept in `linear_dtype`.
+    pub fn with_linear_dtype(mut self, linear_dtype: WeightDtype) -> Self {
+        self.linear_dtype = linear_dtype;
+        self
     }
 
     /// The file or folder the tensors come from.
@@ -194,6 +207,29 @@ impl Weights {
         }
     }
 
+    /// A linear weight of `shape` `[out, in]`, times its scale if it has one, quantised to
+    /// int8 blocks: a `u8` tensor `[out, int8::row_bytes(in)]`.
+    fn load_int8_linear_weight(&self, name: &str, shape: &Shape) -> Result<Tensor> {
+        let stored = self.load_stored(name, &Device::Cpu)?;
+        self.check_shape(name, &stored, shape)?;
+        let scale = self.scale_of(name)?.unwrap_or(1.0);
+        int8::quantise(&stored, scale).map_err(|e| {
+            candle_core::Error::Msg(format!("{}: `{name}`: {e}", self.origin.display()))
+        })
+    }
+
+    fn check_shape(&self, name: &str, t: &Tensor, s: &Shape) -> Result<()> {
+        if t.shape() != s {
+            candle_core::bail!(
+                "{}: tensor `{name}` has shape {:?}, the detected config expects {:?}",
+                self.origin.display(),
+                t.dims(),
+                s.dims()
+            );
+        }
+        Ok(())
+    }
+
     fn missing(&self, name: &str, looked_for: &[&str]) -> candle_core::Error {
         let found = self.files.tensors();
         let mut sample: Vec<&str> = found.iter().map(|(n, _)| n.as_str()).collect();
@@ -227,17 +263,13 @@ impl Weights {
 impl SimpleBackend for Weights {
     fn get(&self, s: Shape, name: &str, init: Init, dtype: DType, dev: &Device) -> Result<Tensor> {
         let t = match precision::linear_weight(&init, &s, dtype, dev) {
+            Some(LinearWeight::Stored) if self.linear_dtype == WeightDtype::Int8 => {
+                return self.load_int8_linear_weight(name, &s);
+            }
             Some(request) => self.load_linear_weight(name, request)?,
             None => self.load(name, dtype, dev)?,
         };
-        if t.shape() != &s {
-            candle_core::bail!(
-                "{}: tensor `{name}` has shape {:?}, the detected config expects {:?}",
-                self.origin.display(),
-                t.dims(),
-                s.dims()
-            );
-        }
+        self.check_shape(name, &t, &s)?;
         Ok(t)
     }
 

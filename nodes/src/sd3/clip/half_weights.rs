@@ -17,6 +17,7 @@ use rayon::prelude::*;
 
 use crate::sd3::precision::format::{self, StoredFloat};
 use crate::sd3::precision::product::{self, is_stored_format, STREAM_MAX_ROWS};
+use crate::sd3::precision::rows::StoredRows;
 use crate::sd3::precision::streamed;
 
 /// `weight` in f16 or bf16 when that holds its values exactly (CPU, f32 weights), else as is.
@@ -131,7 +132,7 @@ impl Product {
         inp: usize,
     ) -> Vec<f32> {
         match self {
-            Product::XWt => streamed::x_wt(a, rows, w, out, inp),
+            Product::XWt => streamed::x_wt(a, rows, &StoredRows::new(w, out, inp)),
             Product::GW => streamed::g_w(a, rows, w, out, inp),
         }
     }

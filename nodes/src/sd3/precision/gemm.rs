@@ -1,6 +1,7 @@
-//! Many-row products `y = s · x Wᵀ` with a weight `W` `[out, in]` in its stored format: each
-//! task widens a block of `W`'s rows (a block of output columns) into a per-thread f32 scratch
-//! and runs one single-threaded `gemm` call over all rows of `x` against it.
+//! Many-row products `y = s · x Wᵀ` with a weight `W` `[out, in]` in its stored format or in
+//! int8 blocks ([`WeightRows`]): each task widens a block of `W`'s rows (a block of output
+//! columns) into a per-thread f32 scratch and runs one single-threaded `gemm` call over all
+//! rows of `x` against it.
 //!
 //! The arithmetic is gemm's f32 GEMM on the exactly widened values, so the result is the f32
 //! product of the stored values (up to summation order); widening costs `out · in` conversions
@@ -10,7 +11,7 @@ use std::cell::RefCell;
 
 use rayon::prelude::*;
 
-use super::format::{widen_chunk, StoredFloat};
+use super::rows::{widen_rows, WeightRows};
 use crate::sd3::cpu_storage::SharedOut;
 
 /// Output columns (rows of `W`) widened per task: at SD3's widths (1,536 to 6,144 inputs) the
@@ -23,29 +24,22 @@ thread_local! {
 }
 
 /// `y = scale · x Wᵀ`: `x` `[rows, inp]`, `w` `[out, inp]` -> `[rows, out]`.
-pub fn x_wt<W: StoredFloat>(
-    x: &[f32],
-    rows: usize,
-    w: &[W],
-    (out, inp): (usize, usize),
-    scale: f32,
-) -> Vec<f32> {
-    assert!(
-        x.len() == rows * inp && w.len() == out * inp,
-        "gemm x_wt: shape mismatch"
-    );
+pub fn x_wt<R: WeightRows>(x: &[f32], rows: usize, w: &R, scale: f32) -> Vec<f32> {
+    let (out, inp) = w.shape();
+    assert!(x.len() == rows * inp, "gemm x_wt: shape mismatch");
     let mut y = vec![0f32; rows * out];
     if rows == 0 || out == 0 || inp == 0 {
         return y;
     }
     let shared = SharedOut::new(&mut y);
-    w.par_chunks(COLUMNS_PER_TASK * inp)
-        .enumerate()
-        .for_each(|(task, block)| {
+    (0..out.div_ceil(COLUMNS_PER_TASK))
+        .into_par_iter()
+        .for_each(|task| {
+            let first = task * COLUMNS_PER_TASK;
+            let columns = COLUMNS_PER_TASK.min(out - first);
             SCRATCH.with_borrow_mut(|scratch| {
-                scratch.resize(block.len(), 0.0);
-                widen_chunk(block, scratch);
-                let first = task * COLUMNS_PER_TASK;
+                scratch.resize(columns * inp, 0.0);
+                widen_rows(w, first, scratch);
                 block_gemm(&shared, first, (rows, out, inp), x, scratch, scale);
             });
         });

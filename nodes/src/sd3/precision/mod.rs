@@ -7,7 +7,9 @@
 
 pub mod format;
 pub mod gemm;
+pub mod int8;
 pub mod product;
+pub mod rows;
 pub mod streamed;
 
 use candle_core::{DType, Device, Shape};
@@ -23,6 +25,30 @@ pub const STORED_LINEAR_WEIGHT: Init = Init::Kaiming {
     fan: FanInOut::FanIn,
     non_linearity: NonLinearity::ExplicitGain(std::f64::consts::SQRT_2),
 };
+
+/// The precision a loader keeps linear weights in (a loader option, ComfyUI's `weight_dtype`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum WeightDtype {
+    /// As the file stores them (f16, bf16, float8, f32).
+    #[default]
+    Stored,
+    /// Quantised at load to int8 blocks with f32 scales ([`int8`]), where the layer computes
+    /// through [`crate::sd3::linear`].
+    Int8,
+}
+
+impl WeightDtype {
+    /// The option's names, as the loader nodes offer them.
+    pub const NAMES: [&'static str; 2] = ["default", "int8"];
+
+    pub fn from_name(name: &str) -> Option<Self> {
+        match name {
+            "default" => Some(Self::Stored),
+            "int8" => Some(Self::Int8),
+            _ => None,
+        }
+    }
+}
 
 /// How a loader answers a request for a linear weight in f32 on the CPU.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

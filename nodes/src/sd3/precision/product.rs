@@ -1,12 +1,15 @@
 //! `y = s · x Wᵀ` on candle tensors, for f32 activations `x` `[rows, in]` and a CPU weight `W`
 //! `[out, in]` kept in its stored format (f16, bf16, float8 e4m3fn) with a per-tensor scale `s`
-//! (1 but for ComfyUI's scaled float8). Few rows stream the weight ([`super::streamed`]), many
-//! rows widen it block by block into gemm ([`super::gemm`]).
+//! (1 but for ComfyUI's scaled float8), or quantised to int8 blocks ([`super::int8`], a `u8`
+//! tensor). Few rows stream the weight ([`super::streamed`]), many rows widen it block by block
+//! into gemm ([`super::gemm`]).
 
 use candle_core::backend::BackendStorage;
 use candle_core::{bail, CpuStorage, CustomOp2, DType, Layout, Result, Shape, Tensor};
 
 use super::format::StoredFloat;
+use super::int8::Int8Rows;
+use super::rows::{StoredRows, WeightRows};
 use super::{gemm, streamed};
 
 /// Up to this many rows a product streams the weight (the streamed kernels beat a GEMM there).
@@ -17,7 +20,8 @@ pub fn is_stored_format(dtype: DType) -> bool {
     matches!(dtype, DType::F16 | DType::BF16 | DType::F8E4M3)
 }
 
-/// `scale · x Wᵀ` (`x` f32 `[rows, in]`, `weight` `[out, in]` f16, bf16 or f8e4m3, CPU).
+/// `scale · x Wᵀ` (`x` f32 `[rows, in]`, `weight` `[out, in]` f16, bf16 or f8e4m3, or int8
+/// blocks `[out, int8::row_bytes(in)]` u8; CPU).
 pub fn x_wt(x: &Tensor, weight: &Tensor, scale: f32) -> Result<Tensor> {
     x.contiguous()?
         .apply_op2_no_bwd(weight, &StoredProduct { scale })
@@ -28,21 +32,26 @@ struct StoredProduct {
 }
 
 impl StoredProduct {
-    fn run<W: StoredFloat>(
-        &self,
-        x: &[f32],
-        rows: usize,
-        w: &[W],
-        shape: (usize, usize),
-    ) -> Vec<f32> {
+    fn run<R: WeightRows>(&self, x: &[f32], rows: usize, w: &R) -> Vec<f32> {
         if rows > STREAM_MAX_ROWS {
-            return gemm::x_wt(x, rows, w, shape, self.scale);
+            return gemm::x_wt(x, rows, w, self.scale);
         }
-        let mut y = streamed::x_wt(x, rows, w, shape.0, shape.1);
+        let mut y = streamed::x_wt(x, rows, w);
         if self.scale != 1.0 {
             y.iter_mut().for_each(|v| *v *= self.scale);
         }
         y
+    }
+
+    fn stored<W: StoredFloat>(
+        &self,
+        x: &[f32],
+        rows: usize,
+        w: &[W],
+        out: usize,
+        inp: usize,
+    ) -> Vec<f32> {
+        self.run(x, rows, &StoredRows::new(w, out, inp))
     }
 }
 
@@ -71,14 +80,20 @@ impl CustomOp2 for StoredProduct {
         let x = contiguous(x, x_layout)?;
         let (rows, x_cols) = x_layout.shape().dims2()?;
         let (out, inp) = w_layout.shape().dims2()?;
+        if let CpuStorage::U8(w) = w {
+            let w = Int8Rows::new(contiguous(w, w_layout)?, out, x_cols)?;
+            return Ok((
+                CpuStorage::F32(self.run(x, rows, &w)),
+                Shape::from((rows, out)),
+            ));
+        }
         if x_cols != inp {
             bail!("stored-weight product: {x_cols} columns against a [{out}, {inp}] weight")
         }
-        let shape = (out, inp);
         let y = match w {
-            CpuStorage::F16(w) => self.run(x, rows, contiguous(w, w_layout)?, shape),
-            CpuStorage::BF16(w) => self.run(x, rows, contiguous(w, w_layout)?, shape),
-            CpuStorage::F8E4M3(w) => self.run(x, rows, contiguous(w, w_layout)?, shape),
+            CpuStorage::F16(w) => self.stored(x, rows, contiguous(w, w_layout)?, out, inp),
+            CpuStorage::BF16(w) => self.stored(x, rows, contiguous(w, w_layout)?, out, inp),
+            CpuStorage::F8E4M3(w) => self.stored(x, rows, contiguous(w, w_layout)?, out, inp),
             other => bail!(
                 "stored-weight product: a {:?} weight is not a stored format",
                 other.dtype()
@@ -90,6 +105,7 @@ impl CustomOp2 for StoredProduct {
 
 #[cfg(test)]
 mod tests {
+    use super::super::int8;
     use super::*;
     use crate::sd3::test_tensors::{max_abs_diff, random};
 
@@ -115,6 +131,34 @@ mod tests {
                 }
             }
         }
+        Ok(())
+    }
+
+    /// Int8 blocks through both kernels against candle's f32 matmul of the dequantised weight:
+    /// equal up to summation order (the kernels compute in f32 on the dequantised values).
+    #[test]
+    fn int8_products_equal_candle_f32_matmul_of_the_dequantised_values() -> Result<()> {
+        for (out, inp) in [(1, 7), (63, 300), (65, 33), (130, 129)] {
+            let w = random(1, &[out, inp])?;
+            let packed = int8::quantise(&w, 1.0)?;
+            let bytes = packed.flatten_all()?.to_vec1::<u8>()?;
+            let mut wide = vec![0f32; out * inp];
+            Int8Rows::new(&bytes, out, inp)?.widen_rows(0, &mut wide);
+            let w32 = Tensor::from_vec(wide, (out, inp), w.device())?;
+            for rows in [1, 5, 16, 17, 70] {
+                let x = random(2 + rows as u64, &[rows, inp])?;
+                let reference = x.matmul(&w32.t()?)?;
+                let diff = max_abs_diff(&x_wt(&x, &packed, 1.0)?, &reference)?;
+                let bound = 1e-6 * (inp as f32).sqrt() * 10.0;
+                assert!(
+                    diff < bound,
+                    "int8 [{rows}, {inp}] x [{out}, {inp}]: {diff}"
+                );
+            }
+        }
+        let packed = int8::quantise(&random(1, &[8, 64])?, 1.0)?;
+        let err = x_wt(&random(2, &[3, 60])?, &packed, 1.0).unwrap_err();
+        assert!(err.to_string().contains("not 8 packed rows of 60"), "{err}");
         Ok(())
     }
 

@@ -1,4 +1,5 @@
-//! Few-row products of f32 activations with weights in their stored format ([`super::format`]),
+//! Few-row products of f32 activations with weights in their stored format ([`super::format`])
+//! or, for `x Wᵀ`, in int8 blocks ([`super::int8`]),
 //! computed in f32: each weight is widened exactly to f32 inside the kernel, so the result is
 //! the f32 product with the stored values, while memory traffic shrinks with the format.
 //!
@@ -15,6 +16,7 @@ use rayon::prelude::*;
 #[cfg(target_arch = "x86_64")]
 use super::format::avx2_fma;
 use super::format::StoredFloat;
+use super::rows::WeightRows;
 
 /// Rows of `W` per task in [`x_wt`].
 const ROW_BLOCK: usize = 16;
@@ -36,12 +38,11 @@ fn mul_add<const FUSED: bool>(a: f32, b: f32, acc: f32) -> f32 {
     }
 }
 
-/// `y = x Wᵀ`: `x` `[rows, inp]`, `w` `[out, inp]` -> `[rows, out]`.
-pub fn x_wt<W: StoredFloat>(x: &[f32], rows: usize, w: &[W], out: usize, inp: usize) -> Vec<f32> {
-    assert!(
-        x.len() == rows * inp && w.len() == out * inp,
-        "x_wt: shape mismatch"
-    );
+/// `y = x Wᵀ`: `x` `[rows, inp]`, `w` `[out, inp]` (stored floats or int8 blocks) ->
+/// `[rows, out]`.
+pub fn x_wt<R: WeightRows>(x: &[f32], rows: usize, w: &R) -> Vec<f32> {
+    let (out, inp) = w.shape();
+    assert!(x.len() == rows * inp, "x_wt: shape mismatch");
     if rows == 0 || out == 0 || inp == 0 {
         return vec![0f32; rows * out];
     }
@@ -49,10 +50,7 @@ pub fn x_wt<W: StoredFloat>(x: &[f32], rows: usize, w: &[W], out: usize, inp: us
     let mut yt = vec![0f32; out * rows];
     yt.par_chunks_mut(ROW_BLOCK * rows)
         .enumerate()
-        .for_each(|(b, yt)| {
-            let w = &w[b * ROW_BLOCK * inp..][..yt.len() / rows * inp];
-            x_wt_block_dispatch(x, rows, w, inp, yt);
-        });
+        .for_each(|(b, yt)| x_wt_block_dispatch(x, rows, w, b * ROW_BLOCK, yt));
     let mut y = vec![0f32; rows * out];
     for (o, ys) in yt.chunks(rows).enumerate() {
         for (r, v) in ys.iter().enumerate() {
@@ -62,43 +60,39 @@ pub fn x_wt<W: StoredFloat>(x: &[f32], rows: usize, w: &[W], out: usize, inp: us
     y
 }
 
-fn x_wt_block_dispatch<W: StoredFloat>(
-    x: &[f32],
-    rows: usize,
-    w: &[W],
-    inp: usize,
-    yt: &mut [f32],
-) {
+fn x_wt_block_dispatch<R: WeightRows>(x: &[f32], rows: usize, w: &R, first: usize, yt: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
     if avx2_fma() {
         #[allow(unsafe_code)]
         // SAFETY: the running CPU supports AVX2 and FMA (checked by `avx2_fma`).
         unsafe {
-            x_wt_block_avx2(x, rows, w, inp, yt)
+            x_wt_block_avx2(x, rows, w, first, yt)
         };
         return;
     }
-    x_wt_block::<W, false>(x, rows, w, inp, yt)
+    x_wt_block::<R, false>(x, rows, w, first, yt)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-fn x_wt_block_avx2<W: StoredFloat>(x: &[f32], rows: usize, w: &[W], inp: usize, yt: &mut [f32]) {
-    x_wt_block::<W, true>(x, rows, w, inp, yt)
+fn x_wt_block_avx2<R: WeightRows>(x: &[f32], rows: usize, w: &R, first: usize, yt: &mut [f32]) {
+    x_wt_block::<R, true>(x, rows, w, first, yt)
 }
 
-/// Rows of `w` (a block of `W`) against every row of `x`; `yt` `[block rows, rows]`.
+/// Rows `first..` of `W` (one per row of `yt`) against every row of `x`; `yt`
+/// `[block rows, rows]`.
 #[inline(always)]
-fn x_wt_block<W: StoredFloat, const FUSED: bool>(
+fn x_wt_block<R: WeightRows, const FUSED: bool>(
     x: &[f32],
     rows: usize,
-    w: &[W],
-    inp: usize,
+    w: &R,
+    first: usize,
     yt: &mut [f32],
 ) {
+    let inp = w.shape().1;
     let mut buf = vec![0f32; inp];
-    for (w_row, y) in w.chunks_exact(inp).zip(yt.chunks_exact_mut(rows)) {
-        W::widen_into(w_row, &mut buf);
+    for (row, y) in yt.chunks_exact_mut(rows).enumerate() {
+        w.widen_rows(first + row, &mut buf);
         for (x_row, y) in x.chunks_exact(inp).zip(y.iter_mut()) {
             *y = dot::<FUSED>(x_row, &buf);
         }
