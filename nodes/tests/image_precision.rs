@@ -13,6 +13,7 @@ use common::max_abs_diff;
 use cretok_nodes::sd3::checkpoint::{weights, Naming, Sd3Checkpoint, TextEncoderKind, Weights};
 use cretok_nodes::sd3::linear::{linear, Linear};
 use cretok_nodes::sd3::mmdit::MMDiT;
+use cretok_nodes::sd3::precision::{int8, WeightDtype};
 use cretok_nodes::sd3::rng::SplitMix64;
 use cretok_nodes::sd3::text_encoders::{EncoderVarBuilders, Sd3TextConfig, Sd3TextEncoders};
 use cretok_nodes::sd3::tiny::{write_single_file, TinyOptions, TinyVariant};
@@ -25,6 +26,8 @@ const FP8_SCALED_TOLERANCE: f64 = 1.5e-1;
 const E5M2_TOLERANCE: f64 = 3e-1;
 /// A file holding f16 values against the f32 file holding the same values: f32 rounding only.
 const SAME_VALUES_TOLERANCE: f64 = 1e-5;
+/// The MMDiT's velocity with `weight_dtype` int8 against the same file loaded as stored.
+const INT8_TOLERANCE: f64 = 3e-2;
 
 /// How the test rewrites the tiny f32 checkpoint.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -158,9 +161,14 @@ fn seeded(seed: u64, shape: &[usize]) -> Tensor {
 /// What the checkpoint computes: the MMDiT's velocity (batch 2, 64 image + 77 text tokens:
 /// the many-row kernels) and the text conditioning (CLIP-L, CLIP-G, T5).
 fn outputs(file: &Path) -> Vec<(&'static str, Tensor)> {
+    outputs_as(file, WeightDtype::Stored)
+}
+
+/// [`outputs`], the MMDiT loaded with `weight_dtype`.
+fn outputs_as(file: &Path, weight_dtype: WeightDtype) -> Vec<(&'static str, Tensor)> {
     let ckpt = Sd3Checkpoint::open(file, &[]).unwrap();
     let dev = Device::Cpu;
-    let mmdit = ckpt.load_mmdit(DType::F32, &dev).unwrap();
+    let mmdit = ckpt.load_mmdit_as(DType::F32, &dev, weight_dtype).unwrap();
     let cfg = &ckpt.mmdit_config;
     let x = seeded(1, &[2, cfg.in_channels, 16, 16]);
     let t = Tensor::new(&[500f32, 750.0], &dev).unwrap();
@@ -215,6 +223,28 @@ fn stored_precisions_run_within_their_tolerance_of_the_f32_file() {
                 "{stored:?} {name}: {err:.2e} ≥ {tolerance:.0e}"
             );
             assert!(err > 0.0, "{stored:?} {name}: no rounding at all?");
+        }
+    }
+}
+
+/// `weight_dtype` int8 quantises the MMDiT's linear weights (blocks of 32 with a scale) from
+/// an f32 and an f16 file: the velocity stays within [`INT8_TOLERANCE`] of the same file
+/// loaded as stored; the text encoders are not quantised (equal outputs).
+#[test]
+fn int8_weights_run_within_their_tolerance_of_the_stored_file() {
+    let dir = tempfile::tempdir().unwrap();
+    for stored in [Stored::F32, Stored::F16] {
+        let file = tiny_file(dir.path(), stored);
+        let reference = outputs(&file);
+        let ours = outputs_as(&file, WeightDtype::Int8);
+        for (name, err) in relative_errors(&ours, &reference) {
+            eprintln!("int8 from {stored:?} {name}: relative error {err:.2e}");
+            if name == "velocity" {
+                assert!(err < INT8_TOLERANCE, "{stored:?}: {err:.2e}");
+                assert!(err > 0.0, "{stored:?}: int8 changed nothing?");
+            } else {
+                assert_eq!(err, 0.0, "{stored:?} {name}: text encoders stay as stored");
+            }
         }
     }
 }
@@ -346,4 +376,38 @@ fn an_mmdit_from_an_f16_file_holds_two_bytes_per_linear_weight() {
         f32_elems < linear_weights / 2,
         "f32: {f32_elems} values (norms, biases, tables, the patch embedding) against {linear_weights} linear weights"
     );
+}
+
+/// With `weight_dtype` int8 the whole MMDiT holds one byte per linear weight plus one f32 scale
+/// per block of 32 inputs (`int8::row_bytes`), for every linear weight of the file, and no
+/// weight in f16; a loaded layer reports the same through `Linear::weight_bytes`.
+#[test]
+fn an_int8_mmdit_holds_a_byte_and_a_scale_per_linear_weight() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = tiny_file(dir.path(), Stored::F16);
+    let prefix = "model.diffusion_model.";
+    let file = candle_core::safetensors::load(&path, &Device::Cpu).unwrap();
+    let packed_bytes: usize = file
+        .iter()
+        .filter(|(n, t)| n.starts_with(prefix) && t.rank() == 2 && n.ends_with(".weight"))
+        .map(|(_, t)| t.dim(0).unwrap() * int8::row_bytes(t.dim(1).unwrap()))
+        .sum();
+    let files = std::sync::Arc::new(weights::mmap(std::slice::from_ref(&path)).unwrap());
+    let int8_weights =
+        Weights::new(files, prefix, Naming::Original, &path).with_linear_dtype(WeightDtype::Int8);
+    let (hidden, qkv) = (64, 192);
+    let vb = int8_weights.var_builder(DType::F32, &Device::Cpu);
+    let layer = linear(hidden, qkv, vb.pp("joint_blocks.0.x_block.attn.qkv")).unwrap();
+    assert_eq!(layer.weight_bytes(), qkv * (hidden + 4 * hidden / 32));
+    let counting = Counting {
+        inner: int8_weights,
+        bytes: Default::default(),
+    };
+    let bytes = counting.bytes.clone();
+    let vb = candle_nn::VarBuilder::from_backend(Box::new(counting), DType::F32, Device::Cpu);
+    let cfg = Sd3Checkpoint::open(&path, &[]).unwrap().mmdit_config;
+    MMDiT::new(&cfg, vb).unwrap();
+    let bytes = bytes.lock().unwrap().clone();
+    assert_eq!(bytes.get(&DType::U8), Some(&packed_bytes), "{bytes:?}");
+    assert_eq!(bytes.get(&DType::F16), None, "{bytes:?}");
 }
