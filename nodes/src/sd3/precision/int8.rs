@@ -30,7 +30,7 @@ pub fn row_bytes(inp: usize) -> usize {
 /// `scale · weight` (`[out, in]`, CPU, f32, f16, bf16 or float8 e4m3fn) quantised to int8
 /// blocks, as a packed `u8` tensor `[out, row_bytes(in)]`. Fails on a non-finite weight.
 pub fn quantise(weight: &Tensor, scale: f32) -> Result<Tensor> {
-    weight.apply_op1_no_bwd(&Quantise { scale })
+    weight.contiguous()?.apply_op1_no_bwd(&Quantise { scale })
 }
 
 struct Quantise {
