@@ -102,6 +102,8 @@ struct Seen {
     progress: Vec<u64>,
     previews: usize,
     executed: Option<Value>,
+    /// The nodes served from the executor's cache.
+    cached: Vec<String>,
 }
 
 /// Queues `body` (a `POST /prompt` body for client `gallery`) and follows it to the end.
@@ -117,6 +119,7 @@ async fn queue_and_follow(
         progress: Vec::new(),
         previews: 0,
         executed: None,
+        cached: Vec::new(),
     };
     loop {
         match ws.next_frame().await? {
@@ -133,6 +136,9 @@ async fn queue_and_follow(
                     seen.progress.push(m["data"]["value"].as_u64().unwrap());
                     assert_eq!(m["data"]["max"], 4);
                     assert_eq!(m["data"]["prompt_id"], id.as_str());
+                }
+                if m["type"] == "execution_cached" && m["data"]["prompt_id"] == id.as_str() {
+                    seen.cached = serde_json::from_value(m["data"]["nodes"].clone())?;
                 }
                 if m["type"] == "executed" && m["data"]["node"] == "9" {
                     seen.executed = Some(m["data"]["output"].clone());
@@ -213,6 +219,37 @@ async fn serve_preview_method_switches_previews_on_for_every_prompt() -> anyhow:
     server.stop().await
 }
 
+/// The loader's `weight_dtype` is part of its cache key: the model loaded with int8 weights is
+/// never the cached default one (and the reverse), while an unchanged loader stays cached.
+#[tokio::test]
+async fn int8_weights_load_anew_and_are_cached_as_their_own_model() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let models = dir.path().join("models");
+    tiny_checkpoint(&models);
+    let server = Server::start(
+        &dir.path().join("data"),
+        &["--models", models.to_str().unwrap()],
+    )
+    .await?;
+    let mut ws = server.connect("gallery").await?;
+    let mut prompt = workflow();
+    let mut cached_loader = Vec::new();
+    for (weight_dtype, seed) in [("default", 42), ("int8", 42), ("int8", 43), ("default", 43)] {
+        prompt["4"]["inputs"]["weight_dtype"] = weight_dtype.into();
+        prompt["3"]["inputs"]["seed"] = seed.into();
+        let body = json!({"prompt": prompt, "client_id": "gallery"});
+        let seen = queue_and_follow(&server, &mut ws, body).await?;
+        assert!(
+            seen.executed.is_some(),
+            "{weight_dtype}: SaveImage executed"
+        );
+        cached_loader.push(seen.cached.contains(&"4".to_string()));
+    }
+    // The cache keeps what the last prompt used: a switch of weight_dtype loads again.
+    assert_eq!(cached_loader, [false, false, true, false]);
+    server.stop().await
+}
+
 #[test]
 fn tiny_sd35_diffusers_folder_runs_the_same_workflow() {
     let dir = tempfile::tempdir().unwrap();
@@ -243,6 +280,8 @@ fn tiny_sd35_diffusers_folder_runs_the_same_workflow() {
         "4.ckpt_name=tiny-sd3.5-medium",
         "--set",
         "5.width=32",
+        "--set",
+        "4.weight_dtype=int8",
         "--models",
         models_arg,
         "--data-dir",
@@ -255,6 +294,7 @@ fn tiny_sd35_diffusers_folder_runs_the_same_workflow() {
         .unwrap_or_else(|| panic!("prints the image path: {stdout}"));
     let (prompt, size) = read_png(Path::new(path));
     assert_eq!(prompt["4"]["inputs"]["ckpt_name"], "tiny-sd3.5-medium");
+    assert_eq!(prompt["4"]["inputs"]["weight_dtype"], "int8");
     assert_eq!(size, (32, 64));
 }
 

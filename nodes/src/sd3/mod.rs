@@ -10,6 +10,7 @@ mod cpu_storage;
 pub mod latent_preview;
 pub mod linear;
 pub mod mmdit;
+pub mod precision;
 pub mod rng;
 pub mod sampling;
 pub mod t5;

@@ -13,7 +13,7 @@
 use candle_core::{DType, Device, Module, Result, Tensor};
 use candle_nn::{self as nn, Embedding, VarBuilder};
 
-use super::linear::Linear;
+use super::linear::{linear_no_bias, Linear};
 
 /// The shapes of a T5 encoder.
 #[derive(Debug, Clone, PartialEq)]
@@ -78,7 +78,7 @@ impl RmsNorm {
 
 /// A projection without bias.
 fn projection(in_dim: usize, out_dim: usize, vb: VarBuilder) -> Result<Linear> {
-    Linear::new(nn::linear_no_bias(in_dim, out_dim, vb)?)
+    linear_no_bias(in_dim, out_dim, vb)
 }
 
 #[derive(Debug, Clone)]

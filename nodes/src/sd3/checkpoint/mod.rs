@@ -19,6 +19,7 @@ use candle_core::{DType, Device};
 use candle_nn::VarBuilder;
 
 use super::mmdit::{self, MMDiT};
+use super::precision::WeightDtype;
 use super::sampling::DEFAULT_SHIFT;
 use super::vae::{self, AutoEncoder};
 pub use weights::{Naming, Weights};
@@ -218,9 +219,21 @@ impl Sd3Checkpoint {
         })
     }
 
-    /// Builds the MMDiT in `dtype` on `device`.
+    /// Builds the MMDiT in `dtype` on `device`, linear weights as stored.
     pub fn load_mmdit(&self, dtype: DType, device: &Device) -> Result<MMDiT> {
-        MMDiT::new(&self.mmdit_config, self.mmdit.var_builder(dtype, device))
+        self.load_mmdit_as(dtype, device, WeightDtype::Stored)
+    }
+
+    /// Builds the MMDiT in `dtype` on `device`, its linear weights in `linear_dtype` where
+    /// they compute on the CPU in f32 (elsewhere `linear_dtype` changes nothing).
+    pub fn load_mmdit_as(
+        &self,
+        dtype: DType,
+        device: &Device,
+        linear_dtype: WeightDtype,
+    ) -> Result<MMDiT> {
+        let weights = self.mmdit.clone().with_linear_dtype(linear_dtype);
+        MMDiT::new(&self.mmdit_config, weights.var_builder(dtype, device))
             .with_context(|| format!("{}: loading the MMDiT", self.mmdit.origin().display()))
     }
 

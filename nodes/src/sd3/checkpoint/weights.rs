@@ -1,6 +1,12 @@
 //! Memory-mapped safetensors seen under original (single-file) key names: a
 //! candle `SimpleBackend` that adds a prefix or applies the diffusers key map,
 //! and reports missing tensors with what was expected and what was found.
+//!
+//! Linear weights asked for in f32 on the CPU come in their stored format
+//! (f16, bf16, float8; see `sd3::precision`); ComfyUI's scaled float8 weights
+//! (`<layer>.weight` in float8 beside a per-tensor `<layer>.scale_weight`) are
+//! seen scaled by every other request. A component loaded with [`WeightDtype::Int8`] gets
+//! `sd3::linear`'s weights quantised to int8 blocks instead (`sd3::precision::int8`).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -9,8 +15,12 @@ use candle_core::safetensors::MmapedSafetensors;
 use candle_core::{DType, Device, Result, Shape, Tensor};
 use candle_nn::var_builder::SimpleBackend;
 use candle_nn::{Init, VarBuilder};
+use safetensors::Dtype as StDtype;
 
 use super::keymap::{transformer_source, vae_source, Source};
+use crate::sd3::precision::{
+    self, format::e5m2_to_f16, int8, product::is_stored_format, LinearWeight, WeightDtype,
+};
 
 /// Memory-maps safetensors files (several for sharded checkpoints).
 #[allow(unsafe_code)]
@@ -39,6 +49,7 @@ pub struct Weights {
     prefix: String,
     naming: Naming,
     origin: PathBuf,
+    linear_dtype: WeightDtype,
 }
 
 impl std::fmt::Debug for Weights {
@@ -47,6 +58,7 @@ impl std::fmt::Debug for Weights {
             .field("origin", &self.origin)
             .field("prefix", &self.prefix)
             .field("naming", &self.naming)
+            .field("linear_dtype", &self.linear_dtype)
             .finish()
     }
 }
@@ -58,7 +70,15 @@ impl Weights {
             prefix: prefix.to_string(),
             naming,
             origin: origin.to_path_buf(),
+            linear_dtype: WeightDtype::Stored,
         }
+    }
+
+    /// The same tensors, with `sd3::linear`'s weights (the
+    /// [`precision::STORED_LINEAR_WEIGHT`] requests) kept in `linear_dtype`.
+    pub fn with_linear_dtype(mut self, linear_dtype: WeightDtype) -> Self {
+        self.linear_dtype = linear_dtype;
+        self
     }
 
     /// The file or folder the tensors come from.
@@ -105,20 +125,109 @@ impl Weights {
         Some(shape)
     }
 
-    /// Loads an original-named tensor in `dtype` on `device`.
+    /// Loads an original-named tensor in `dtype` on `device`, scaled by its
+    /// `scale_weight` when it has one.
     pub fn load(&self, name: &str, dtype: DType, device: &Device) -> Result<Tensor> {
+        let stored = self.load_stored(name, device)?;
+        self.scaled(name, stored)?.to_dtype(dtype)
+    }
+
+    /// `stored` times the scale of `name` (in f32) when it has one, else `stored`.
+    fn scaled(&self, name: &str, stored: Tensor) -> Result<Tensor> {
+        match self.scale_of(name)? {
+            Some(scale) => stored.to_dtype(DType::F32)? * f64::from(scale),
+            None => Ok(stored),
+        }
+    }
+
+    /// Loads an original-named tensor as stored (float8 e5m2, which candle has no
+    /// dtype for, as the f16 holding the same values), without its scale.
+    pub fn load_stored(&self, name: &str, device: &Device) -> Result<Tensor> {
         let Some(source) = self.source(name) else {
             return Err(self.missing(name, &[]));
         };
         let names = source.names();
         let mut parts = Vec::with_capacity(names.len());
         for n in &names {
-            if self.files.get(n).is_err() {
+            let Ok(view) = self.files.get(n) else {
                 return Err(self.missing(name, &names));
-            }
-            parts.push(self.files.load(n, device)?.to_dtype(dtype)?);
+            };
+            parts.push(if view.dtype() == StDtype::F8_E5M2 {
+                let values: Vec<_> = view.data().iter().map(|&b| e5m2_to_f16(b)).collect();
+                Tensor::from_vec(values, view.shape(), device)?
+            } else {
+                self.files.load(n, device)?
+            });
+        }
+        if parts.iter().any(|p| p.dtype() != parts[0].dtype()) {
+            let wide: Vec<Tensor> = parts
+                .iter()
+                .map(|p| p.to_dtype(DType::F32))
+                .collect::<Result<_>>()?;
+            return source.assemble(&wide);
         }
         source.assemble(&parts)
+    }
+
+    /// The per-tensor scale of a ComfyUI scaled-float8 weight (`<layer>.scale_weight`
+    /// beside `<layer>.weight`), if it has one.
+    pub fn scale_of(&self, name: &str) -> Result<Option<f32>> {
+        let Some(layer) = name.strip_suffix(".weight") else {
+            return Ok(None);
+        };
+        let scale_name = format!("{layer}.scale_weight");
+        if !self.contains(&scale_name) {
+            return Ok(None);
+        }
+        let scale = self.load_stored(&scale_name, &Device::Cpu)?;
+        match scale.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?[..] {
+            [value] if value.is_finite() => Ok(Some(value)),
+            _ => candle_core::bail!(
+                "{}: `{scale_name}` must be one finite value (a per-tensor scale), found shape {:?}",
+                self.origin.display(),
+                scale.dims()
+            ),
+        }
+    }
+
+    /// A linear weight (CPU) for `request`: in its stored format where that is a
+    /// format the kernels widen (f16, bf16, float8), in f32 otherwise; a scaled
+    /// float8 weight as stored for [`LinearWeight::Stored`] (the caller applies the
+    /// scale), scaled into f16 for [`LinearWeight::Scaled`].
+    pub fn load_linear_weight(&self, name: &str, request: LinearWeight) -> Result<Tensor> {
+        let stored = self.load_stored(name, &Device::Cpu)?;
+        if !is_stored_format(stored.dtype()) {
+            return self.scaled(name, stored)?.to_dtype(DType::F32);
+        }
+        match (request, self.scale_of(name)?) {
+            (LinearWeight::Stored, _) | (LinearWeight::Scaled, None) => Ok(stored),
+            (LinearWeight::Scaled, Some(scale)) => {
+                (stored.to_dtype(DType::F32)? * f64::from(scale))?.to_dtype(DType::F16)
+            }
+        }
+    }
+
+    /// A linear weight of `shape` `[out, in]`, times its scale if it has one, quantised to
+    /// int8 blocks: a `u8` tensor `[out, int8::row_bytes(in)]`.
+    fn load_int8_linear_weight(&self, name: &str, shape: &Shape) -> Result<Tensor> {
+        let stored = self.load_stored(name, &Device::Cpu)?;
+        self.check_shape(name, &stored, shape)?;
+        let scale = self.scale_of(name)?.unwrap_or(1.0);
+        int8::quantise(&stored, scale).map_err(|e| {
+            candle_core::Error::Msg(format!("{}: `{name}`: {e}", self.origin.display()))
+        })
+    }
+
+    fn check_shape(&self, name: &str, t: &Tensor, s: &Shape) -> Result<()> {
+        if t.shape() != s {
+            candle_core::bail!(
+                "{}: tensor `{name}` has shape {:?}, the detected config expects {:?}",
+                self.origin.display(),
+                t.dims(),
+                s.dims()
+            );
+        }
+        Ok(())
     }
 
     fn missing(&self, name: &str, looked_for: &[&str]) -> candle_core::Error {
@@ -152,16 +261,15 @@ impl Weights {
 }
 
 impl SimpleBackend for Weights {
-    fn get(&self, s: Shape, name: &str, _: Init, dtype: DType, dev: &Device) -> Result<Tensor> {
-        let t = self.load(name, dtype, dev)?;
-        if t.shape() != &s {
-            candle_core::bail!(
-                "{}: tensor `{name}` has shape {:?}, the detected config expects {:?}",
-                self.origin.display(),
-                t.dims(),
-                s.dims()
-            );
-        }
+    fn get(&self, s: Shape, name: &str, init: Init, dtype: DType, dev: &Device) -> Result<Tensor> {
+        let t = match precision::linear_weight(&init, &s, dtype, dev) {
+            Some(LinearWeight::Stored) if self.linear_dtype == WeightDtype::Int8 => {
+                return self.load_int8_linear_weight(name, &s);
+            }
+            Some(request) => self.load_linear_weight(name, request)?,
+            None => self.load(name, dtype, dev)?,
+        };
+        self.check_shape(name, &t, &s)?;
         Ok(t)
     }
 

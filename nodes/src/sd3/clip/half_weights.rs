@@ -1,5 +1,8 @@
-//! Linear-layer weights kept in the half precision they are stored in (SD3's CLIP encoders are
-//! f16 in the checkpoints) and multiplied in f32 by [`super::half_kernels`].
+//! Linear-layer weights kept in the precision they are stored in (SD3's CLIP encoders are f16
+//! in the checkpoints; f16, bf16 or float8 e4m3fn, see [`crate::sd3::precision`]) and
+//! multiplied in f32 by [`crate::sd3::precision::streamed`] and [`crate::sd3::precision::product`].
+//! A checkpoint's linear weights come in their stored format from the loader; f32 weights are
+//! narrowed here when that is exact.
 //!
 //! Exactness: a weight is narrowed ([`compact`]) only when every value survives the round trip
 //! f32 -> f16 (or bf16) -> f32 bit for bit, so the narrowed tensor holds exactly the values
@@ -12,11 +15,10 @@ use candle_core::{bail, CpuStorage, CustomOp1, CustomOp2, DType, Layout, Result,
 use half::{bf16, f16};
 use rayon::prelude::*;
 
-use super::half_kernels::{self, HalfWeight};
-
-/// Up to this many rows a product streams the half weight; above it the weight is widened once
-/// and candle's GEMM (compute-bound there) does the product.
-const STREAM_MAX_ROWS: usize = 16;
+use crate::sd3::precision::format::{self, StoredFloat};
+use crate::sd3::precision::product::{self, is_stored_format, STREAM_MAX_ROWS};
+use crate::sd3::precision::rows::StoredRows;
+use crate::sd3::precision::streamed;
 
 /// `weight` in f16 or bf16 when that holds its values exactly (CPU, f32 weights), else as is.
 pub fn compact(weight: Tensor) -> Result<Tensor> {
@@ -36,16 +38,14 @@ pub fn compact(weight: Tensor) -> Result<Tensor> {
     Ok(weight)
 }
 
-fn exact<W: HalfWeight>(v: f32, narrow: fn(f32) -> W) -> bool {
+fn exact<W: StoredFloat>(v: f32, narrow: fn(f32) -> W) -> bool {
     narrow(v).widen().to_bits() == v.to_bits()
 }
 
 /// Whether `weight` is a half weight multiplied with f32 `xs` (kept so by [`compact`]; a model
 /// loaded in f16 multiplies f16 by f16 as usual).
 fn is_half(weight: &Tensor, xs: &Tensor) -> bool {
-    matches!(weight.dtype(), DType::F16 | DType::BF16)
-        && xs.dtype() == DType::F32
-        && weight.device().is_cpu()
+    is_stored_format(weight.dtype()) && xs.dtype() == DType::F32 && weight.device().is_cpu()
 }
 
 /// The weight in the dtype of `xs`: the f32 values of a half weight (a full copy), other
@@ -59,13 +59,13 @@ pub fn dense(weight: &Tensor, xs: &Tensor) -> Result<Tensor> {
 }
 
 /// Whether a product of `rows` f32 rows of `xs` with `weight` streams the weight through
-/// [`half_kernels`]: few rows, on the CPU, with a half weight or an f32 one (for f32 weights
+/// [`streamed`]: few rows, on the CPU, with a half weight or an f32 one (for f32 weights
 /// too, the streamed kernels beat gemm's AVX-512 GEMM on these few-row products).
 fn streams(weight: &Tensor, xs: &Tensor, rows: usize) -> bool {
     rows <= STREAM_MAX_ROWS
         && xs.dtype() == DType::F32
         && weight.device().is_cpu()
-        && matches!(weight.dtype(), DType::F16 | DType::BF16 | DType::F32)
+        && (is_stored_format(weight.dtype()) || weight.dtype() == DType::F32)
 }
 
 /// `x Wᵀ` for `x` `[rows, in]` (f32) and a weight `[out, in]` of any kept precision.
@@ -73,7 +73,11 @@ pub fn x_wt(x: &Tensor, weight: &Tensor) -> Result<Tensor> {
     if streams(weight, x, x.dim(0)?) {
         return x.contiguous()?.apply_op2_no_bwd(weight, &Product::XWt);
     }
-    x.matmul(&dense(weight, x)?.t()?)
+    if is_half(weight, x) {
+        // Many rows: widened block by block into gemm, never as a whole f32 copy.
+        return product::x_wt(x, weight, 1.0);
+    }
+    x.matmul(&weight.t()?)
 }
 
 /// `g W` for `g` `[rows, out]` (f32) and a weight `[out, in]` of any kept precision.
@@ -101,8 +105,9 @@ impl CustomOp1 for Widen {
 
     fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
         let values = match storage {
-            CpuStorage::F16(w) => half_kernels::widen_all(contiguous(w, layout)?),
-            CpuStorage::BF16(w) => half_kernels::widen_all(contiguous(w, layout)?),
+            CpuStorage::F16(w) => format::widen_all(contiguous(w, layout)?),
+            CpuStorage::BF16(w) => format::widen_all(contiguous(w, layout)?),
+            CpuStorage::F8E4M3(w) => format::widen_all(contiguous(w, layout)?),
             _ => bail!("widen: not a half-precision weight"),
         };
         Ok((CpuStorage::F32(values), layout.shape().clone()))
@@ -118,7 +123,7 @@ enum Product {
 }
 
 impl Product {
-    fn run<W: HalfWeight>(
+    fn run<W: StoredFloat>(
         &self,
         a: &[f32],
         rows: usize,
@@ -127,8 +132,8 @@ impl Product {
         inp: usize,
     ) -> Vec<f32> {
         match self {
-            Product::XWt => half_kernels::x_wt(a, rows, w, out, inp),
-            Product::GW => half_kernels::g_w(a, rows, w, out, inp),
+            Product::XWt => streamed::x_wt(a, rows, &StoredRows::new(w, out, inp)),
+            Product::GW => streamed::g_w(a, rows, w, out, inp),
         }
     }
 }
@@ -165,7 +170,8 @@ impl CustomOp2 for Product {
             CpuStorage::F16(w) => self.run(a, rows, contiguous(w, w_layout)?, out, inp),
             CpuStorage::BF16(w) => self.run(a, rows, contiguous(w, w_layout)?, out, inp),
             CpuStorage::F32(w) => self.run(a, rows, contiguous(w, w_layout)?, out, inp),
-            _ => bail!("half-weight product: weight must be f16, bf16 or f32"),
+            CpuStorage::F8E4M3(w) => self.run(a, rows, contiguous(w, w_layout)?, out, inp),
+            _ => bail!("half-weight product: weight must be f16, bf16, f8e4m3 or f32"),
         };
         Ok((CpuStorage::F32(result), Shape::from((rows, result_cols))))
     }

@@ -9,7 +9,6 @@
 
 pub mod config;
 pub mod grad;
-pub mod half_kernels;
 pub mod half_weights;
 pub mod layers;
 pub mod model;

@@ -18,7 +18,9 @@ use super::half_weights;
 /// A frozen `nn.Linear`: `x Wᵀ + b`, differentiable w.r.t. `x` only.
 #[derive(Debug, Clone)]
 pub struct Linear {
-    /// `[out, in]`, possibly in half precision ([`half_weights::compact`]).
+    /// `[out, in]`, possibly in its stored half or float8 precision (asked for with candle-nn's
+    /// linear-weight hint, which the checkpoint loader answers in the stored format, a scaled
+    /// float8 weight scaled into f16) or narrowed ([`half_weights::compact`]).
     weight: Tensor,
     bias: Option<Tensor>,
     grads: InputGrads,
@@ -28,7 +30,11 @@ impl Linear {
     /// `weight` `[out, in]` and, when `bias`, `bias` `[out]`.
     pub fn new(in_dim: usize, out_dim: usize, bias: bool, vb: VarBuilder) -> Result<Self> {
         Ok(Self {
-            weight: half_weights::compact(vb.get((out_dim, in_dim), "weight")?)?,
+            weight: half_weights::compact(vb.get_with_hints(
+                (out_dim, in_dim),
+                "weight",
+                candle_nn::init::DEFAULT_KAIMING_NORMAL,
+            )?)?,
             bias: if bias {
                 Some(vb.get(out_dim, "bias")?)
             } else {

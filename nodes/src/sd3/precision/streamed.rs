@@ -1,6 +1,7 @@
-//! Products of f32 activations with weights stored in half precision (f16 or bf16), computed
-//! in f32: each weight is widened exactly to f32 inside the kernel, so the result is the f32
-//! product with the stored values, while memory traffic is halved.
+//! Few-row products of f32 activations with weights in their stored format ([`super::format`])
+//! or, for `x Wᵀ`, in int8 blocks ([`super::int8`]),
+//! computed in f32: each weight is widened exactly to f32 inside the kernel, so the result is
+//! the f32 product with the stored values, while memory traffic shrinks with the format.
 //!
 //! For the few rows of the CreTok step (the token and what follows it) a product is a stream
 //! over the weight, split into blocks of rows: [`x_wt`] (`x Wᵀ`; each output is one task's dot
@@ -8,98 +9,14 @@
 //! summation order are fixed, so results do not depend on the thread count. On x86-64 the
 //! loops are compiled for AVX2 + FMA and f16 is widened with F16C when the CPU has them
 //! (detected at run time); elsewhere the same code runs with plain mul + add.
+//! Many-row products take [`super::gemm`] instead.
 
-use half::{bf16, f16};
 use rayon::prelude::*;
 
-/// A weight format that widens exactly to f32: f16 and bf16, and f32 itself (whose few-row
-/// products take the same streamed kernels).
-pub trait HalfWeight: Copy + Send + Sync + 'static {
-    fn widen(self) -> f32;
-
-    /// `dst[i] = src[i].widen()`.
-    #[inline(always)]
-    fn widen_into(src: &[Self], dst: &mut [f32]) {
-        for (d, s) in dst.iter_mut().zip(src) {
-            *d = s.widen();
-        }
-    }
-}
-
-impl HalfWeight for f16 {
-    /// Branch-free (vectorisable) exact conversion: moving the exponent and mantissa bits into
-    /// place and multiplying by 2^112 re-biases the exponent exactly, subnormals included;
-    /// infinities and NaNs get the f32 all-ones exponent.
-    #[inline(always)]
-    fn widen(self) -> f32 {
-        let h = u32::from(self.to_bits());
-        let magnitude = (h & 0x7fff) << 13;
-        let finite = f32::from_bits(magnitude) * f32::from_bits(0x7780_0000); // 2^112
-        let abs = if h & 0x7c00 == 0x7c00 {
-            f32::from_bits(magnitude | 0x7f80_0000)
-        } else {
-            finite
-        };
-        f32::from_bits(abs.to_bits() | ((h & 0x8000) << 16))
-    }
-
-    /// With the F16C conversion instruction where the CPU has it (8 values per instruction).
-    #[inline(always)]
-    fn widen_into(src: &[Self], dst: &mut [f32]) {
-        #[cfg(target_arch = "x86_64")]
-        if f16c() {
-            #[allow(unsafe_code)]
-            // SAFETY: the running CPU supports AVX and F16C (checked by `f16c`).
-            unsafe {
-                widen_f16c(src, dst)
-            };
-            return;
-        }
-        for (d, s) in dst.iter_mut().zip(src) {
-            *d = s.widen();
-        }
-    }
-}
-
 #[cfg(target_arch = "x86_64")]
-fn f16c() -> bool {
-    std::arch::is_x86_feature_detected!("avx") && std::arch::is_x86_feature_detected!("f16c")
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx,f16c")]
-fn widen_f16c(src: &[f16], dst: &mut [f32]) {
-    use std::arch::x86_64::{__m128i, _mm256_cvtph_ps};
-    let (src8, src_tail) = src.as_chunks::<8>();
-    let (dst8, dst_tail) = dst.as_chunks_mut::<8>();
-    for (s, d) in src8.iter().zip(dst8) {
-        let bits: __m128i = bytemuck::cast(s.map(f16::to_bits));
-        *d = bytemuck::cast(_mm256_cvtph_ps(bits));
-    }
-    for (s, d) in src_tail.iter().zip(dst_tail) {
-        *d = s.widen();
-    }
-}
-
-impl HalfWeight for f32 {
-    #[inline(always)]
-    fn widen(self) -> f32 {
-        self
-    }
-
-    #[inline(always)]
-    fn widen_into(src: &[Self], dst: &mut [f32]) {
-        dst.copy_from_slice(&src[..dst.len()]);
-    }
-}
-
-impl HalfWeight for bf16 {
-    /// bf16 is the upper half of an f32.
-    #[inline(always)]
-    fn widen(self) -> f32 {
-        f32::from_bits(u32::from(self.to_bits()) << 16)
-    }
-}
+use super::format::avx2_fma;
+use super::format::StoredFloat;
+use super::rows::WeightRows;
 
 /// Rows of `W` per task in [`x_wt`].
 const ROW_BLOCK: usize = 16;
@@ -121,45 +38,11 @@ fn mul_add<const FUSED: bool>(a: f32, b: f32, acc: f32) -> f32 {
     }
 }
 
-/// `W` widened to f32 (`w.len()` values), in parallel.
-pub fn widen_all<W: HalfWeight>(w: &[W]) -> Vec<f32> {
-    let mut out = vec![0f32; w.len()];
-    out.par_chunks_mut(1 << 16)
-        .zip(w.par_chunks(1 << 16))
-        .for_each(|(o, w)| widen_chunk(w, o));
-    out
-}
-
-fn widen_chunk<W: HalfWeight>(w: &[W], out: &mut [f32]) {
-    #[cfg(target_arch = "x86_64")]
-    if avx2_fma() {
-        #[allow(unsafe_code)]
-        // SAFETY: the running CPU supports AVX2 and FMA (checked by `avx2_fma`).
-        unsafe {
-            widen_chunk_avx2(w, out)
-        };
-        return;
-    }
-    widen_into(w, out)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-fn widen_chunk_avx2<W: HalfWeight>(w: &[W], out: &mut [f32]) {
-    widen_into(w, out)
-}
-
-#[inline(always)]
-fn widen_into<W: HalfWeight>(w: &[W], out: &mut [f32]) {
-    W::widen_into(w, out)
-}
-
-/// `y = x Wᵀ`: `x` `[rows, inp]`, `w` `[out, inp]` -> `[rows, out]`.
-pub fn x_wt<W: HalfWeight>(x: &[f32], rows: usize, w: &[W], out: usize, inp: usize) -> Vec<f32> {
-    assert!(
-        x.len() == rows * inp && w.len() == out * inp,
-        "x_wt: shape mismatch"
-    );
+/// `y = x Wᵀ`: `x` `[rows, inp]`, `w` `[out, inp]` (stored floats or int8 blocks) ->
+/// `[rows, out]`.
+pub fn x_wt<R: WeightRows>(x: &[f32], rows: usize, w: &R) -> Vec<f32> {
+    let (out, inp) = w.shape();
+    assert!(x.len() == rows * inp, "x_wt: shape mismatch");
     if rows == 0 || out == 0 || inp == 0 {
         return vec![0f32; rows * out];
     }
@@ -167,10 +50,7 @@ pub fn x_wt<W: HalfWeight>(x: &[f32], rows: usize, w: &[W], out: usize, inp: usi
     let mut yt = vec![0f32; out * rows];
     yt.par_chunks_mut(ROW_BLOCK * rows)
         .enumerate()
-        .for_each(|(b, yt)| {
-            let w = &w[b * ROW_BLOCK * inp..][..yt.len() / rows * inp];
-            x_wt_block_dispatch(x, rows, w, inp, yt);
-        });
+        .for_each(|(b, yt)| x_wt_block_dispatch(x, rows, w, b * ROW_BLOCK, yt));
     let mut y = vec![0f32; rows * out];
     for (o, ys) in yt.chunks(rows).enumerate() {
         for (r, v) in ys.iter().enumerate() {
@@ -180,37 +60,39 @@ pub fn x_wt<W: HalfWeight>(x: &[f32], rows: usize, w: &[W], out: usize, inp: usi
     y
 }
 
-fn x_wt_block_dispatch<W: HalfWeight>(x: &[f32], rows: usize, w: &[W], inp: usize, yt: &mut [f32]) {
+fn x_wt_block_dispatch<R: WeightRows>(x: &[f32], rows: usize, w: &R, first: usize, yt: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
     if avx2_fma() {
         #[allow(unsafe_code)]
         // SAFETY: the running CPU supports AVX2 and FMA (checked by `avx2_fma`).
         unsafe {
-            x_wt_block_avx2(x, rows, w, inp, yt)
+            x_wt_block_avx2(x, rows, w, first, yt)
         };
         return;
     }
-    x_wt_block::<W, false>(x, rows, w, inp, yt)
+    x_wt_block::<R, false>(x, rows, w, first, yt)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-fn x_wt_block_avx2<W: HalfWeight>(x: &[f32], rows: usize, w: &[W], inp: usize, yt: &mut [f32]) {
-    x_wt_block::<W, true>(x, rows, w, inp, yt)
+fn x_wt_block_avx2<R: WeightRows>(x: &[f32], rows: usize, w: &R, first: usize, yt: &mut [f32]) {
+    x_wt_block::<R, true>(x, rows, w, first, yt)
 }
 
-/// Rows of `w` (a block of `W`) against every row of `x`; `yt` `[block rows, rows]`.
+/// Rows `first..` of `W` (one per row of `yt`) against every row of `x`; `yt`
+/// `[block rows, rows]`.
 #[inline(always)]
-fn x_wt_block<W: HalfWeight, const FUSED: bool>(
+fn x_wt_block<R: WeightRows, const FUSED: bool>(
     x: &[f32],
     rows: usize,
-    w: &[W],
-    inp: usize,
+    w: &R,
+    first: usize,
     yt: &mut [f32],
 ) {
+    let inp = w.shape().1;
     let mut buf = vec![0f32; inp];
-    for (w_row, y) in w.chunks_exact(inp).zip(yt.chunks_exact_mut(rows)) {
-        widen_into(w_row, &mut buf);
+    for (row, y) in yt.chunks_exact_mut(rows).enumerate() {
+        w.widen_rows(first + row, &mut buf);
         for (x_row, y) in x.chunks_exact(inp).zip(y.iter_mut()) {
             *y = dot::<FUSED>(x_row, &buf);
         }
@@ -236,7 +118,7 @@ fn dot<const FUSED: bool>(a: &[f32], b: &[f32]) -> f32 {
 }
 
 /// `dx = g W`: `g` `[rows, out]`, `w` `[out, inp]` -> `[rows, inp]`.
-pub fn g_w<W: HalfWeight>(g: &[f32], rows: usize, w: &[W], out: usize, inp: usize) -> Vec<f32> {
+pub fn g_w<W: StoredFloat>(g: &[f32], rows: usize, w: &[W], out: usize, inp: usize) -> Vec<f32> {
     assert!(
         g.len() == rows * out && w.len() == out * inp,
         "g_w: shape mismatch"
@@ -265,7 +147,7 @@ pub fn g_w<W: HalfWeight>(g: &[f32], rows: usize, w: &[W], out: usize, inp: usiz
     dx
 }
 
-fn g_w_block_dispatch<W: HalfWeight>(
+fn g_w_block_dispatch<W: StoredFloat>(
     g: &[f32],
     rows: usize,
     out: usize,
@@ -287,7 +169,7 @@ fn g_w_block_dispatch<W: HalfWeight>(
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-fn g_w_block_avx2<W: HalfWeight>(
+fn g_w_block_avx2<W: StoredFloat>(
     g: &[f32],
     rows: usize,
     out: usize,
@@ -302,7 +184,7 @@ fn g_w_block_avx2<W: HalfWeight>(
 /// the rows in order. Four rows of `W` at a time (four sequential streams), in L1-sized column
 /// chunks, so that each accumulator is loaded and stored once per four products.
 #[inline(always)]
-fn g_w_block<W: HalfWeight, const FUSED: bool>(
+fn g_w_block<W: StoredFloat, const FUSED: bool>(
     g: &[f32],
     rows: usize,
     out: usize,
@@ -318,7 +200,7 @@ fn g_w_block<W: HalfWeight, const FUSED: bool>(
         for c0 in (0..inp).step_by(COL_CHUNK) {
             let width = COL_CHUNK.min(inp - c0);
             for (j, buf) in bufs.iter_mut().take(group).enumerate() {
-                widen_into(&quad[j * inp + c0..][..width], &mut buf[..width]);
+                W::widen_into(&quad[j * inp + c0..][..width], &mut buf[..width]);
             }
             for (r, acc) in acc.chunks_exact_mut(inp).enumerate() {
                 let acc = &mut acc[c0..c0 + width];
@@ -352,38 +234,5 @@ fn axpy4<const FUSED: bool>(a: [f32; 4], x: &[[f32; COL_CHUNK]; 4], acc: &mut [f
 fn axpy<const FUSED: bool>(a: f32, x: &[f32], acc: &mut [f32]) {
     for (acc, x) in acc.iter_mut().zip(x) {
         *acc = mul_add::<FUSED>(a, *x, *acc);
-    }
-}
-
-#[cfg(target_arch = "x86_64")]
-fn avx2_fma() -> bool {
-    std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn f16_widens_exactly_for_every_bit_pattern() {
-        for bits in 0..=u16::MAX {
-            let h = f16::from_bits(bits);
-            let (ours, reference) = (h.widen(), h.to_f32());
-            if reference.is_nan() {
-                assert!(ours.is_nan(), "{bits:#06x}");
-            } else {
-                assert_eq!(ours.to_bits(), reference.to_bits(), "{bits:#06x}");
-            }
-        }
-    }
-
-    #[test]
-    fn bf16_widens_exactly() {
-        for bits in (0..=u16::MAX).step_by(7) {
-            let h = bf16::from_bits(bits);
-            if !h.is_nan() {
-                assert_eq!(h.widen().to_bits(), h.to_f32().to_bits());
-            }
-        }
     }
 }
