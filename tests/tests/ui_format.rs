@@ -153,7 +153,7 @@ fn unknown_types_and_version_skew_are_all_listed() {
     for needle in [
         "unknown node type 'FancyUpscaler' (nodes 2, 4)",
         "unknown node type 'LoraLoader' (node 3)",
-        "node 5 (Sample): wrong number of widget values: the installed Sample expects 9 widget values [seed, control_after_generate, steps, cfg, shift, width, height, batch_size, denoise], the file has 8",
+        "node 5 (Sample): wrong number of widget values: the installed Sample expects 9 widget values [seed, control_after_generate, steps, cfg, shift, width, height, batch_size, denoise], the file has 7",
         "node 6 (CLIPTextEncode): wrong number of widget values: the installed CLIPTextEncode expects 1 widget values [text], the file has 2",
         "node 7 (Sample): 4 where a control_after_generate value belongs",
     ] {

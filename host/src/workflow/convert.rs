@@ -10,7 +10,7 @@ use std::fmt;
 use serde_json::{json, Map, Value as Json};
 
 use super::ui::{mode, UiNode, UiWorkflow};
-use super::widgets::{layout, WidgetSlot, CONTROL_VALUES};
+use super::widgets::{layout, required_slots, WidgetSlot, CONTROL_VALUES};
 use crate::validation::NodeTypes;
 
 /// Editor-only nodes: they never reach the prompt.
@@ -102,7 +102,7 @@ pub fn to_api(ui: &UiWorkflow, types: &dyn NodeTypes) -> Result<Json, ConvertErr
         let Some(schema) = types.schema(&node.class_type) else {
             continue;
         };
-        let mut inputs = match widget_inputs(node, &layout(&schema)) {
+        let mut inputs = match widget_inputs(node, &layout(&schema), required_slots(&schema)) {
             Ok(inputs) => inputs,
             Err(problem) => {
                 problems.push(problem);
@@ -161,8 +161,14 @@ fn unknown_types(ui: &UiWorkflow, types: &dyn NodeTypes) -> Vec<Problem> {
         .collect()
 }
 
-/// The widget values by input name, checked against the layout.
-fn widget_inputs(node: &UiNode, slots: &[WidgetSlot]) -> Result<Map<String, Json>, Problem> {
+/// The widget values by input name, checked against the layout `slots`; the
+/// values of optional widgets past the first `required` slots may be absent
+/// (the inputs keep their defaults).
+fn widget_inputs(
+    node: &UiNode,
+    slots: &[WidgetSlot],
+    required: usize,
+) -> Result<Map<String, Json>, Problem> {
     let mismatch = |found: usize, reason: String| Problem::WidgetMismatch {
         node: node.id.clone(),
         class_type: node.class_type.clone(),
@@ -179,7 +185,7 @@ fn widget_inputs(node: &UiNode, slots: &[WidgetSlot]) -> Result<Map<String, Json
             .collect(),
         other => return Err(mismatch(0, format!("widgets_values is {other}"))),
     };
-    if values.len() != slots.len() {
+    if values.len() < required || values.len() > slots.len() {
         return Err(mismatch(
             values.len(),
             "wrong number of widget values".to_owned(),

@@ -30,8 +30,19 @@ impl WidgetSlot {
 pub fn layout(schema: &NodeSchema) -> Vec<WidgetSlot> {
     let required = schema.inputs.iter().filter(|i| i.required);
     let optional = schema.inputs.iter().filter(|i| !i.required);
+    slots_of(required.chain(optional))
+}
+
+/// How many of [`layout`]'s slots belong to required inputs. They come
+/// first: a file saved before optional widgets were added to a node (or by
+/// ComfyUI, whose nodes lack our optional extras) holds only these.
+pub fn required_slots(schema: &NodeSchema) -> usize {
+    slots_of(schema.inputs.iter().filter(|i| i.required)).len()
+}
+
+fn slots_of<'a>(inputs: impl Iterator<Item = &'a InputSpec>) -> Vec<WidgetSlot> {
     let mut slots = Vec::new();
-    for input in required.chain(optional) {
+    for input in inputs {
         if matches!(input.kind, InputKind::Link(_) | InputKind::Autogrow { .. }) {
             continue;
         }
@@ -84,5 +95,6 @@ mod tests {
                 "note"
             ]
         );
+        assert_eq!(required_slots(&schema), 5);
     }
 }
