@@ -8,7 +8,7 @@
 
 use std::collections::HashMap;
 
-use crate::Value;
+use crate::{Inputs, Value};
 
 /// Prompts bigger than this many nodes are refused before anything else is looked at.
 pub const DEFAULT_MAX_NODES: usize = 10_000;
@@ -20,6 +20,10 @@ pub const DEFAULT_MEMORY_SHARE: f64 = 0.5;
 /// mapped over lists); the executor refuses a longer list, and validation
 /// counts a list output whose length a node does not estimate as this long.
 pub const MAX_LIST_ITEMS: u64 = 10_000;
+
+/// The longest text an estimate keeps as a known value (longer ones keep
+/// only their size): what a node run ahead of the prompt may be given.
+pub const MAX_KNOWN_TEXT: usize = 64 * 1024;
 
 /// The budget when physical memory cannot be read (no `/proc/meminfo`).
 const FALLBACK_MEMORY_BYTES: u64 = 8 << 30;
@@ -69,7 +73,8 @@ impl ValueEstimate {
         ValueEstimate::bytes(self.bytes.div_ceil(self.items))
     }
 
-    /// The estimate of a known value; only scalars keep the value itself.
+    /// The estimate of a known value; scalars and texts up to
+    /// [`MAX_KNOWN_TEXT`] bytes keep the value itself.
     pub fn known(value: &Value) -> Self {
         let bytes = match value {
             Value::String(s) => s.len() as u64,
@@ -81,10 +86,14 @@ impl ValueEstimate {
                 return ValueEstimate::list(0, items.len() as u64).with_bytes(bytes);
             }
         };
-        let scalar = matches!(value, Value::Int(_) | Value::Float(_) | Value::Bool(_));
+        let kept = match value {
+            Value::Int(_) | Value::Float(_) | Value::Bool(_) => true,
+            Value::String(s) => s.len() <= MAX_KNOWN_TEXT,
+            _ => false,
+        };
         ValueEstimate {
             bytes,
-            value: scalar.then(|| value.clone()),
+            value: kept.then(|| value.clone()),
             items: 1,
         }
     }
@@ -146,6 +155,15 @@ impl EstimateInputs {
 
     pub fn get(&self, name: &str) -> Option<&ValueEstimate> {
         self.inputs.get(name)
+    }
+
+    /// Every input's value, when each one is known before running.
+    pub fn known_values(&self) -> Option<Inputs> {
+        let mut inputs = Inputs::new();
+        for (name, estimate) in &self.inputs {
+            inputs.insert(name.clone(), estimate.value.clone()?);
+        }
+        Some(inputs)
     }
 
     /// The bytes of input `name`; 0 when it is not connected.
@@ -257,9 +275,14 @@ mod tests {
     }
 
     #[test]
-    fn only_scalars_keep_their_value() {
+    fn scalars_and_short_texts_keep_their_value() {
+        let long = ValueEstimate::known(&Value::String("x".repeat(MAX_KNOWN_TEXT + 1)));
+        assert!(long.value.is_none());
+        let list = ValueEstimate::known(&Value::List(vec![Value::Int(1), Value::Int(2)]));
+        assert_eq!((list.items, list.value.is_none()), (2, true));
         let text = ValueEstimate::known(&Value::String("abc".into()));
-        assert_eq!((text.bytes, text.value.is_none()), (3, true));
+        assert_eq!(text.bytes, 3);
+        assert!(matches!(&text.value, Some(Value::String(t)) if t == "abc"));
         let inputs = EstimateInputs::new()
             .with("w", ValueEstimate::known(&Value::Int(64)))
             .with("t", text);
@@ -267,6 +290,10 @@ mod tests {
         assert_eq!(inputs.float("w"), Some(64.0));
         assert_eq!(inputs.int("t"), None);
         assert_eq!(inputs.total_bytes(), 11);
+        let known = inputs.known_values().unwrap();
+        assert!(matches!(known.get("t"), Some(Value::String(t)) if t == "abc"));
+        let unknown = inputs.with("image", ValueEstimate::bytes(100));
+        assert!(unknown.known_values().is_none());
     }
 
     #[test]

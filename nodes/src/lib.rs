@@ -30,7 +30,7 @@ pub use context::{
 pub use error::NodeError;
 pub use estimate::{
     default_memory_budget, f32_bytes, Estimate, EstimateInputs, PromptLimits, ValueEstimate,
-    DEFAULT_MAX_NODES, DEFAULT_MEMORY_SHARE, MAX_LIST_ITEMS,
+    DEFAULT_MAX_NODES, DEFAULT_MEMORY_SHARE, MAX_KNOWN_TEXT, MAX_LIST_ITEMS,
 };
 pub use fallible::{filled_vec, joined};
 pub use inputs::Inputs;

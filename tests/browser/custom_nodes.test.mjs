@@ -3,7 +3,9 @@
 // installed, the template_blend workflow opens from the Templates dialog with
 // the WASM Template node's growing `vars` inputs, a placeholder input is added
 // in the editor (a new text connected to the next free `vars` input, and its
-// `{var_N}` written into the template), and Run shows the blended image.
+// `{var_N}` written into the template), and Run shows the blended image;
+// pairs_sweep opens with ConceptPairs' list outputs (cretok:node@0.3.0) drawn
+// as lists, and Run loops over every pair into one grid.
 // Run through tests/browser/run.sh (it documents the installs and environment).
 
 import { test, before, after } from 'node:test';
@@ -33,6 +35,9 @@ const TEMPLATE_BLEND = JSON.parse(fs.readFileSync(path.join(REPO, 'workflows', '
 const TEMPLATE_ID = Object.keys(TEMPLATE_BLEND).find((id) => TEMPLATE_BLEND[id].class_type === 'Template');
 const SAVE_ID = Object.keys(TEMPLATE_BLEND).find((id) => TEMPLATE_BLEND[id].class_type === 'SaveImage');
 const ADDED_TEXT = 'glowing';
+const PAIRS_SWEEP = JSON.parse(fs.readFileSync(path.join(REPO, 'workflows', 'pairs_sweep.json'), 'utf8'));
+const PAIRS_ID = Object.keys(PAIRS_SWEEP).find((id) => PAIRS_SWEEP[id].class_type === 'ConceptPairs');
+const SWEEP_SAVE_ID = Object.keys(PAIRS_SWEEP).find((id) => PAIRS_SWEEP[id].class_type === 'SaveImage');
 
 let dataDir;
 let server;
@@ -59,9 +64,26 @@ after(async () => {
 });
 
 /** The graph on the canvas as an API prompt, without the defaults the frontend fills in. */
-async function canvasPrompt() {
+async function canvasPrompt(workflow = TEMPLATE_BLEND) {
   const { output } = await page.evaluate(() => window.app.graphToPrompt());
-  return withoutDefaults(apiNodes(output), apiNodes(TEMPLATE_BLEND), schemas);
+  return withoutDefaults(apiNodes(output), apiNodes(workflow), schemas);
+}
+
+/** Opens the gallery workflow `name` from the editor's templates dialog on a blank canvas. */
+async function openFromTemplatesDialog(name, workflow) {
+  const index = await getJson(server.base, '/templates/index.json');
+  const card = index[0].templates.find((t) => t.name === name);
+  assert.ok(card, JSON.stringify(index));
+  await page.evaluate(() => window.app.extensionManager.command.execute('Comfy.NewBlankWorkflow'));
+  await until(async () => (await page.evaluate(() => window.app.graph.nodes.length)) === 0, 'a blank workflow');
+  await page.locator('.templates-tab-button').click();
+  const title = page.getByText(card.title, { exact: true }).first();
+  await title.waitFor({ state: 'visible' });
+  await title.click();
+  await until(
+    async () => isDeepStrictEqual(await canvasPrompt(workflow), apiNodes(workflow)),
+    `the ${name} graph opened from the templates dialog`,
+  );
 }
 
 /** The names of the Template node's inputs on the canvas, and which are linked. */
@@ -97,20 +119,7 @@ test('template_blend opens from the templates dialog with its placeholders conne
   await openEditor(page, server.base + '/');
   // On first start the editor opens blend_pair; let it, then start blank.
   await until(async () => (await page.evaluate(() => window.app.graph.nodes.length)) > 0, 'the first-start workflow');
-  const index = await getJson(server.base, '/templates/index.json');
-  const card = index[0].templates.find((t) => t.name === 'template_blend');
-  assert.ok(card, JSON.stringify(index));
-  await page.evaluate(() => window.app.extensionManager.command.execute('Comfy.NewBlankWorkflow'));
-  await until(async () => (await page.evaluate(() => window.app.graph.nodes.length)) === 0, 'a blank workflow');
-
-  await page.locator('.templates-tab-button').click();
-  const title = page.getByText(card.title, { exact: true }).first();
-  await title.waitFor({ state: 'visible' });
-  await title.click();
-  await until(
-    async () => isDeepStrictEqual(await canvasPrompt(), apiNodes(TEMPLATE_BLEND)),
-    'the template_blend graph opened from the templates dialog',
-  );
+  await openFromTemplatesDialog('template_blend', TEMPLATE_BLEND);
   // Three placeholders connected, and the group has grown a free fourth input.
   const vars = (await templateInputs()).filter(([name]) => name.startsWith('vars.'));
   assert.deepEqual(vars, [
@@ -162,4 +171,30 @@ test('a placeholder input added in the editor runs and the image is shown', asyn
   );
   await page.evaluate(() => window.app.extensionManager?.command?.execute('Comfy.Canvas.FitView'));
   await screenshot(page, 'custom-nodes-template-blend-finished.png');
+});
+
+test('pairs_sweep opens with ConceptPairs list outputs and runs one blend per pair', async () => {
+  assert.deepEqual(schemas.ConceptPairs.output_is_list, [false, false, false, false, true, true]);
+  await openFromTemplatesDialog('pairs_sweep', PAIRS_SWEEP);
+  // The editor draws list outputs with LiteGraph's grid shape.
+  const shapes = await page.evaluate(
+    (id) => window.app.graph.getNodeById(Number(id)).outputs.map((o) => [o.name, o.shape === window.LiteGraph.GRID_SHAPE]),
+    PAIRS_ID,
+  );
+  assert.deepEqual(shapes.filter(([, grid]) => grid).map(([name]) => name), ['every_a', 'every_b']);
+
+  const promptId = await queueFromTheEditor();
+  const entry = (await getJson(server.base, `/api/history/${promptId}`))[promptId];
+  assert.equal(entry.status.status_str, 'success', JSON.stringify(entry.status));
+  const [image] = entry.outputs[SWEEP_SAVE_ID].images;
+  // Three pairs of mantis, chair, ladybug: a grid of three 96-pixel cells and padding.
+  await page.waitForFunction(
+    ({ id, filename }) => {
+      const node = window.app.graph.getNodeById(Number(id));
+      return node?.imgs?.some((img) => img.src.includes(encodeURIComponent(filename)) && img.naturalWidth > 3 * 96);
+    },
+    { id: SWEEP_SAVE_ID, filename: image.filename },
+  );
+  await page.evaluate(() => window.app.extensionManager?.command?.execute('Comfy.Canvas.FitView'));
+  await screenshot(page, 'custom-nodes-pairs-sweep-finished.png');
 });

@@ -3,7 +3,10 @@
 
 use std::sync::Arc;
 
-use cretok_nodes::{Inputs, Node, NodeError, NodeOutput, NodeSchema, RunContext};
+use cretok_nodes::{
+    Estimate, EstimateInputs, Inputs, Node, NodeError, NodeOutput, NodeSchema, RunContext, Value,
+    ValueEstimate,
+};
 
 use super::error::RunError;
 use super::fault::Fault;
@@ -51,6 +54,16 @@ impl SandboxNode {
     /// The component's file name (`template.wasm`).
     pub fn component(&self) -> &str {
         &self.component
+    }
+
+    /// Runs the guest on inputs known before the prompt runs, for their
+    /// outputs; `None` when it fails in any way (its log is dropped).
+    fn run_ahead(&self, inputs: &Inputs) -> Option<Vec<Value>> {
+        let inputs = self.ports.guest_inputs(inputs).ok()?;
+        let (result, _log) = self
+            .runtime
+            .call(Caller::Estimate, |store| self.guest.run(store, &inputs));
+        self.ports.outputs(result.ok()?.ok()?).ok()
     }
 
     fn fail(&self, fault: Fault) -> NodeError {
@@ -123,6 +136,21 @@ impl Node for SandboxNode {
                 .map(NodeOutput::values)
                 .map_err(|problem| self.fail(Fault::BadOutputs(problem))),
         }
+    }
+
+    /// A node with list outputs runs ahead when all its inputs are known
+    /// (literals, primitives), so that validation counts the runs of the
+    /// nodes its lists feed from the real lengths; otherwise, or when that run
+    /// fails, each list output counts as the longest list the executor takes.
+    fn estimate(&self, inputs: &EstimateInputs) -> Result<Estimate, String> {
+        if !self.schema.outputs.iter().any(|o| o.is_list) {
+            return Ok(Estimate::default());
+        }
+        let outputs = inputs
+            .known_values()
+            .and_then(|known| self.run_ahead(&known))
+            .map(|values| values.iter().map(ValueEstimate::known).collect());
+        Ok(outputs.map(Estimate::outputs).unwrap_or_default())
     }
 
     fn fingerprint(&self, _literal_inputs: &Inputs) -> Option<String> {

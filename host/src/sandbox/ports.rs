@@ -2,7 +2,7 @@
 //! inputs are checked and converted before the guest sees them, outputs are
 //! checked against the schema before the executor sees them.
 
-use cretok_nodes::{Inputs, NodeError, Value};
+use cretok_nodes::{Inputs, NodeError, Value, MAX_LIST_ITEMS};
 
 use super::text::quote;
 use super::wit::{GuestPort, GuestValue, GuestVariadic, NamedValues, PortType};
@@ -104,18 +104,26 @@ impl Ports {
     }
 
     /// The executor's values, one per declared output in order, if the guest
-    /// returned exactly the declared outputs with their declared types. Stops
-    /// at the first returned value that is not a missing declared output, so
-    /// it is linear in what the guest returned (declared outputs are few).
+    /// returned exactly the declared outputs with their declared types: one
+    /// value for a plain output, any number up to [`MAX_LIST_ITEMS`] for a
+    /// list output (gathered into a [`Value::List`]). Stops at the first
+    /// returned value that does not fit, so it is linear in what the guest
+    /// returned (declared outputs are few).
     pub(crate) fn outputs(&self, returned: NamedValues) -> Result<Vec<Value>, String> {
-        let mut values: Vec<Option<Value>> = vec![None; self.outputs.len()];
+        let mut values: Vec<Vec<Value>> = vec![Vec::new(); self.outputs.len()];
         for (name, value) in returned {
             let Some(at) = self.outputs.iter().position(|p| p.name == name) else {
                 return Err(format!("output {} is not declared", quote(&name)));
             };
             let port = &self.outputs[at];
-            if values[at].is_some() {
+            let items = &mut values[at];
+            if !port.is_list && !items.is_empty() {
                 return Err(format!("output '{name}' is returned twice"));
+            }
+            if items.len() as u64 == MAX_LIST_ITEMS {
+                return Err(format!(
+                    "list output '{name}' has more than {MAX_LIST_ITEMS} items"
+                ));
             }
             if value.port_type() != port.kind {
                 return Err(format!(
@@ -124,12 +132,17 @@ impl Ports {
                     port.kind.data_type()
                 ));
             }
-            values[at] = Some(from_guest(value));
+            items.push(from_guest(value));
         }
         values
             .into_iter()
             .zip(&self.outputs)
-            .map(|(value, port)| value.ok_or_else(|| format!("output '{}' is missing", port.name)))
+            .map(|(mut items, port)| match port.is_list {
+                true => Ok(Value::List(items)),
+                false => items
+                    .pop()
+                    .ok_or_else(|| format!("output '{}' is missing", port.name)),
+            })
             .collect()
     }
 }
@@ -190,6 +203,7 @@ mod tests {
             description: String::new(),
             default,
             optional: false,
+            is_list: false,
         }
     }
 
@@ -314,6 +328,40 @@ mod tests {
         assert_eq!(
             ports(false).outputs(vec![]).unwrap_err(),
             "output 'text' is missing"
+        );
+    }
+
+    #[test]
+    fn a_list_output_gathers_its_items_in_order_up_to_the_list_cap() {
+        let list = GuestPort {
+            is_list: true,
+            ..port("pairs", PortType::Str, None)
+        };
+        let ports = Ports::new(
+            Vec::new(),
+            vec![list, port("count", PortType::Int, None)],
+            false,
+        );
+        let item = |s: &str| ("pairs".to_owned(), GuestValue::Str(s.into()));
+        let returned = vec![item("a"), ("count".into(), GuestValue::Int(2)), item("b")];
+        let values = ports.outputs(returned).unwrap();
+        let [Value::List(items), Value::Int(2)] = &values[..] else {
+            panic!("{values:?}");
+        };
+        assert!(matches!(&items[..], [Value::String(a), Value::String(b)] if a == "a" && b == "b"));
+        let empty = ports
+            .outputs(vec![("count".into(), GuestValue::Int(0))])
+            .unwrap();
+        assert!(matches!(&empty[0], Value::List(items) if items.is_empty()));
+        let wrong = vec![item("a"), ("pairs".into(), GuestValue::Int(1))];
+        assert_eq!(
+            ports.outputs(wrong).unwrap_err(),
+            "output 'pairs' is INT, the schema says STRING"
+        );
+        let flood: NamedValues = (0..=MAX_LIST_ITEMS).map(|_| item("x")).collect();
+        assert_eq!(
+            ports.outputs(flood).unwrap_err(),
+            format!("list output 'pairs' has more than {MAX_LIST_ITEMS} items")
         );
     }
 }

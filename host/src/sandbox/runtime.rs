@@ -30,7 +30,14 @@ pub(crate) enum Caller<'a> {
     /// A prompt's `run`: interrupted with the prompt, charged to its guest
     /// time, the outputs' copy budget.
     Prompt(&'a CancelToken),
+    /// A `run` ahead of a prompt, while it is validated (to learn how long
+    /// its list outputs are): the outputs' copy budget, a short deadline.
+    Estimate,
 }
+
+/// The deadline of a run ahead of a prompt ([`Caller::Estimate`]): short,
+/// since validation waits for it; a slower guest is estimated without it.
+const ESTIMATE_DEADLINE: Duration = Duration::from_millis(100);
 
 impl Runtime {
     pub(crate) fn new(limits: SandboxLimits) -> Result<Self, HostError> {
@@ -60,7 +67,7 @@ impl Runtime {
         store.limiter(|state| &mut state.limiter);
         let copy_budget = match caller {
             Caller::Loader => self.limits.schema_bytes,
-            Caller::Prompt(_) => self.limits.copy_bytes,
+            Caller::Prompt(_) | Caller::Estimate => self.limits.copy_bytes,
         };
         store.set_hostcall_fuel(copy_budget);
         store.data_mut().copy_budget = copy_budget;
@@ -79,8 +86,13 @@ impl Runtime {
     /// deadline, or less when the prompt has less guest time left.
     fn time_for(&self, caller: Caller<'_>) -> Result<(Duration, Fault), Fault> {
         let deadline = (self.limits.deadline, Fault::Deadline(self.limits.deadline));
-        let Caller::Prompt(prompt) = caller else {
-            return Ok(deadline);
+        let prompt = match caller {
+            Caller::Loader => return Ok(deadline),
+            Caller::Estimate => {
+                let short = ESTIMATE_DEADLINE.min(self.limits.deadline);
+                return Ok((short, Fault::Deadline(short)));
+            }
+            Caller::Prompt(prompt) => prompt,
         };
         let left = self.prompts.remaining(prompt);
         let spent = Fault::PromptBudget(self.prompts.budget());
@@ -98,7 +110,7 @@ impl Runtime {
 /// interrupted, or its time is up. The trap carries the [`Fault`].
 fn watch(store: &mut Store<StoreState>, caller: Caller<'_>, end: Instant, out_of_time: Fault) {
     let cancel = match caller {
-        Caller::Loader => None,
+        Caller::Loader | Caller::Estimate => None,
         Caller::Prompt(prompt) => Some(prompt.clone()),
     };
     store.set_epoch_deadline(1);

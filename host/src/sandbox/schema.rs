@@ -85,7 +85,8 @@ pub(crate) fn node_schema(
         schema = schema.input(variadic_spec(group));
     }
     for port in &guest.outputs {
-        schema = schema.output(OutputSpec::named(&port.name, port.kind.data_type()));
+        let output = OutputSpec::named(&port.name, port.kind.data_type());
+        schema = schema.output(if port.is_list { output.list() } else { output });
     }
     let ports = Ports::new(guest.inputs, guest.outputs, guest.extra_inputs);
     Ok((schema, ports.with_variadic(guest.variadic)))
@@ -271,6 +272,7 @@ mod tests {
             description: String::new(),
             default,
             optional: false,
+            is_list: false,
         }
     }
 

@@ -44,11 +44,15 @@ fn the_examples_load_as_template_nodes() {
     let pairs = &info["ConceptPairs"];
     assert_eq!(
         pairs["output"],
-        serde_json::json!(["STRING", "STRING", "STRING_LIST", "INT"])
+        serde_json::json!(["STRING", "STRING", "STRING_LIST", "INT", "STRING", "STRING"])
     );
     assert_eq!(
         pairs["output_name"],
-        serde_json::json!(["a", "b", "pairs", "count"])
+        serde_json::json!(["a", "b", "pairs", "count", "every_a", "every_b"])
+    );
+    assert_eq!(
+        pairs["output_is_list"],
+        serde_json::json!([false, false, false, false, true, true])
     );
     assert_eq!(
         pairs["input"]["required"]["seed"][1]["control_after_generate"],
@@ -148,7 +152,7 @@ fn the_host_checks_variadic_inputs_before_the_guest_sees_them() {
 }
 
 #[test]
-fn pairs_lists_every_pair_and_selects_one_by_seed() {
+fn pairs_lists_every_pair_as_list_outputs_and_selects_one_by_seed() {
     let node = load(&host(), "pairs");
     let inputs = |seed: i64| {
         Inputs::new()
@@ -159,11 +163,16 @@ fn pairs_lists_every_pair_and_selects_one_by_seed() {
             .with("seed", Value::Int(seed))
     };
     let out = run(&node, &inputs(4)).unwrap();
-    let [a, b, Value::StringList(pairs), Value::Int(count)] = &out.values[..] else {
+    let [a, b, Value::StringList(pairs), Value::Int(count), Value::List(every_a), Value::List(every_b)] =
+        &out.values[..]
+    else {
         panic!("unexpected outputs {:?}", out.values);
     };
     assert_eq!(pairs, &["owl + teapot", "owl + cactus", "teapot + cactus"]);
     assert_eq!(*count, 3);
+    let texts = |items: &[Value]| items.iter().map(|v| text(v).to_owned()).collect::<Vec<_>>();
+    assert_eq!(texts(every_a), ["owl", "owl", "teapot"]);
+    assert_eq!(texts(every_b), ["teapot", "cactus", "cactus"]);
     assert_eq!((text(a), text(b)), ("owl", "cactus"));
     let out = run(&node, &inputs(-1)).unwrap();
     assert_eq!(
@@ -224,4 +233,32 @@ fn a_node_serves_concurrent_calls() {
         }
     });
     assert_eq!(node.schema().name, "Template");
+}
+
+/// ConceptPairs has list outputs: validation runs it ahead when its inputs
+/// are known, so the nodes they feed are counted per real pair, not at the
+/// executor's list cap.
+#[test]
+fn a_guest_with_list_outputs_is_estimated_from_a_run_ahead_when_its_inputs_are_known() {
+    use cretok_nodes::{EstimateInputs, ValueEstimate};
+    let node = load(&host(), "pairs");
+    let known = EstimateInputs::new()
+        .with(
+            "concepts",
+            ValueEstimate::known(&Value::String("owl, teapot, cactus, lighthouse".into())),
+        )
+        .with("seed", ValueEstimate::known(&Value::Int(0)));
+    let estimate = node.estimate(&known).unwrap();
+    let items: Vec<u64> = estimate.outputs.iter().map(|o| o.items).collect();
+    assert_eq!(items, [1, 1, 1, 1, 6, 6], "six pairs of four concepts");
+    assert_eq!(
+        estimate.outputs[4].bytes,
+        "owlowlowlteapotteapotcactus".len() as u64
+    );
+
+    let unknown = known.with("concepts", ValueEstimate::bytes(30));
+    assert!(
+        node.estimate(&unknown).unwrap().outputs.is_empty(),
+        "without known inputs validation falls back to the list cap"
+    );
 }

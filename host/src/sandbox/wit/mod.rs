@@ -1,14 +1,140 @@
 //! The versions of the `cretok:node` WIT package this host speaks, behind
 //! version-independent types.
 //!
-//! Each version has its own module (`since_v0_1_0`, `since_v0_2_0`) with its own `bindgen!`
-//! and a `MIN_VERSION`. The host reads the version a component was built
-//! against from the name of its `cretok:node/node@X.Y.Z` export before it
-//! instantiates anything, and picks the bindings for it. New versions add a
-//! module and a [`GuestPre`] variant; older versions keep working.
+//! Each version has its own module (`since_v0_1_0`, `since_v0_2_0`,
+//! `since_v0_3_0`) with its own `bindgen!`, a `MIN_VERSION` and the mapping
+//! of its schema; [`version_bindings!`] writes the rest, which every version
+//! shares. The host reads the version a component was built against from the
+//! name of its `cretok:node/node@X.Y.Z` export before it instantiates
+//! anything, and picks the bindings for it. New versions add a module and a
+//! [`GuestPre`] variant; older versions keep working.
+
+/// Writes, inside a version's module, what the bindings of every version
+/// share: `speaks`, the log level's conversion, a `GuestPre` that links a
+/// component, calls `describe` (mapped by the module's
+/// `fn schema(types::NodeSchema) -> GuestSchema`) and `run`, and the value
+/// conversions. The module has `use`d its bindings' `host`, `types` and
+/// `PromptNodePre`, and defines `MIN_VERSION`; the argument is the version's
+/// host interface (`"cretok:node/host@X.Y.Z"`).
+macro_rules! version_bindings {
+    ($host_interface:literal) => {
+        /// Whether a guest built against `version` can use these bindings.
+        pub(crate) fn speaks(version: &str) -> bool {
+            super::compatible(version, MIN_VERSION)
+        }
+
+        impl From<host::LogLevel> for super::LogLevel {
+            fn from(level: host::LogLevel) -> Self {
+                match level {
+                    host::LogLevel::Debug => super::LogLevel::Debug,
+                    host::LogLevel::Info => super::LogLevel::Info,
+                    host::LogLevel::Warn => super::LogLevel::Warn,
+                    host::LogLevel::Error => super::LogLevel::Error,
+                }
+            }
+        }
+
+        impl types::Host for crate::sandbox::state::StoreState {}
+
+        /// A linked component of this version.
+        pub(crate) struct GuestPre(PromptNodePre<crate::sandbox::state::StoreState>);
+
+        impl GuestPre {
+            pub(crate) fn new(
+                engine: &wasmtime::Engine,
+                component: &wasmtime::component::Component,
+            ) -> wasmtime::Result<Self> {
+                use wasmtime::component::{HasSelf, Linker};
+                let mut linker = Linker::new(engine);
+                types::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state)?;
+                super::add_log::<host::LogLevel>(&mut linker, $host_interface)?;
+                Ok(GuestPre(PromptNodePre::new(
+                    linker.instantiate_pre(component)?,
+                )?))
+            }
+
+            pub(crate) fn describe(
+                &self,
+                store: &mut wasmtime::Store<crate::sandbox::state::StoreState>,
+            ) -> wasmtime::Result<super::GuestSchema> {
+                let node = self.0.instantiate(&mut *store)?;
+                Ok(schema(node.cretok_node_node().call_describe(&mut *store)?))
+            }
+
+            pub(crate) fn run(
+                &self,
+                store: &mut wasmtime::Store<crate::sandbox::state::StoreState>,
+                inputs: &[(String, super::GuestValue)],
+            ) -> wasmtime::Result<Result<super::NamedValues, super::GuestError>> {
+                use super::GuestError;
+                let node = self.0.instantiate(&mut *store)?;
+                let inputs: Vec<types::NamedValue> = inputs
+                    .iter()
+                    .map(|(name, value)| types::NamedValue {
+                        name: name.clone(),
+                        value: to_wit(value.clone()),
+                    })
+                    .collect();
+                let result = node.cretok_node_node().call_run(&mut *store, &inputs)?;
+                Ok(match result {
+                    Ok(outputs) => Ok(outputs
+                        .into_iter()
+                        .map(|o| (o.name, from_wit(o.value)))
+                        .collect()),
+                    Err(types::NodeError::MissingInput(input)) => {
+                        Err(GuestError::MissingInput(input))
+                    }
+                    Err(types::NodeError::WrongType(p)) => Err(GuestError::WrongType {
+                        input: p.input,
+                        reason: p.reason,
+                    }),
+                    Err(types::NodeError::InvalidInput(p)) => Err(GuestError::InvalidInput {
+                        input: p.input,
+                        reason: p.reason,
+                    }),
+                    Err(types::NodeError::Failed(message)) => Err(GuestError::Failed(message)),
+                })
+            }
+        }
+
+        fn port_type(kind: types::ValueType) -> super::PortType {
+            use super::PortType;
+            match kind {
+                types::ValueType::Str => PortType::Str,
+                types::ValueType::Int => PortType::Int,
+                types::ValueType::Float => PortType::Float,
+                types::ValueType::Boolean => PortType::Boolean,
+                types::ValueType::StrList => PortType::StrList,
+            }
+        }
+
+        fn from_wit(value: types::Value) -> super::GuestValue {
+            use super::GuestValue;
+            match value {
+                types::Value::Str(s) => GuestValue::Str(s),
+                types::Value::Int(i) => GuestValue::Int(i),
+                types::Value::Float(x) => GuestValue::Float(x),
+                types::Value::Boolean(b) => GuestValue::Boolean(b),
+                types::Value::StrList(l) => GuestValue::StrList(l),
+            }
+        }
+
+        fn to_wit(value: super::GuestValue) -> types::Value {
+            use super::GuestValue;
+            match value {
+                GuestValue::Str(s) => types::Value::Str(s),
+                GuestValue::Int(i) => types::Value::Int(i),
+                GuestValue::Float(x) => types::Value::Float(x),
+                GuestValue::Boolean(b) => types::Value::Boolean(b),
+                GuestValue::StrList(l) => types::Value::StrList(l),
+            }
+        }
+    };
+}
 
 mod since_v0_1_0;
 mod since_v0_2_0;
+mod since_v0_3_0;
 
 use wasmtime::component::{Component, ComponentType, Lift, Linker, WasmStr};
 use wasmtime::{Engine, Store, StoreContextMut};
@@ -18,7 +144,7 @@ use super::state::StoreState;
 /// The interface name prefix every node component exports.
 const NODE_EXPORT: &str = "cretok:node/node@";
 /// The versions these bindings speak, for messages.
-pub(crate) const SUPPORTED_VERSIONS: &str = "0.1.x, 0.2.x";
+pub(crate) const SUPPORTED_VERSIONS: &str = "0.1.x, 0.2.x, 0.3.x";
 /// The imports a component may have (with any version suffix).
 const ALLOWED_IMPORTS: [&str; 2] = ["cretok:node/host@", "cretok:node/types@"];
 
@@ -63,6 +189,8 @@ pub(crate) struct GuestPort {
     pub default: Option<GuestValue>,
     /// An input without a default that may be left out (0.2).
     pub optional: bool,
+    /// An output that returns a list of items (0.3).
+    pub is_list: bool,
 }
 
 /// A group of inputs the user grows in the editor (0.2), as `describe`
@@ -127,6 +255,7 @@ pub(crate) enum Incompatible {
 pub(crate) enum GuestPre {
     V0_1(since_v0_1_0::GuestPre),
     V0_2(since_v0_2_0::GuestPre),
+    V0_3(since_v0_3_0::GuestPre),
 }
 
 impl GuestPre {
@@ -154,6 +283,10 @@ impl GuestPre {
             Ok(Ok(GuestPre::V0_2(since_v0_2_0::GuestPre::new(
                 engine, component,
             )?)))
+        } else if since_v0_3_0::speaks(version) {
+            Ok(Ok(GuestPre::V0_3(since_v0_3_0::GuestPre::new(
+                engine, component,
+            )?)))
         } else {
             Ok(Err(Incompatible::UnsupportedVersion(version.to_owned())))
         }
@@ -164,6 +297,7 @@ impl GuestPre {
         match self {
             GuestPre::V0_1(pre) => pre.describe(store),
             GuestPre::V0_2(pre) => pre.describe(store),
+            GuestPre::V0_3(pre) => pre.describe(store),
         }
     }
 
@@ -176,6 +310,7 @@ impl GuestPre {
         match self {
             GuestPre::V0_1(pre) => pre.run(store, inputs),
             GuestPre::V0_2(pre) => pre.run(store, inputs),
+            GuestPre::V0_3(pre) => pre.run(store, inputs),
         }
     }
 }

@@ -5,9 +5,11 @@
 //! Concepts are separated by commas or new lines; blanks and repeats are
 //! dropped. Pairs are ordered `(0,1), (0,2), …, (1,2), …`; the selected pair
 //! is `seed mod count`. The optional `exclude` link (`cretok:node@0.2.0`)
-//! drops concepts before pairing.
+//! drops concepts before pairing. `every_a` and `every_b` are list outputs
+//! (`cretok:node@0.3.0`): the two concepts of every pair, so that the nodes
+//! they feed run once per pair.
 
-wit_bindgen::generate!({ path: "../../since_v0.2.0", world: "prompt-node" });
+wit_bindgen::generate!({ path: "../../since_v0.3.0", world: "prompt-node" });
 
 use cretok::node::host::{log, LogLevel};
 use cretok::node::types::{
@@ -24,6 +26,14 @@ fn port(name: &str, kind: ValueType, description: &str, default: Option<Value>) 
         description: description.into(),
         default,
         optional: false,
+        is_list: false,
+    }
+}
+
+fn list_output(name: &str, description: &str) -> Port {
+    Port {
+        is_list: true,
+        ..port(name, ValueType::Str, description, None)
     }
 }
 
@@ -85,6 +95,8 @@ impl Guest for Pairs {
                     None,
                 ),
                 port("count", ValueType::Int, "How many pairs there are.", None),
+                list_output("every_a", "First concept of every pair (a list)."),
+                list_output("every_b", "Second concept of every pair (a list)."),
             ],
             variadic: Vec::new(),
         }
@@ -123,7 +135,7 @@ impl Guest for Pairs {
             .flat_map(|(i, a)| concepts[i + 1..].iter().map(move |b| (*a, *b)))
             .collect();
         let (a, b) = pairs[seed.rem_euclid(pairs.len() as i64) as usize];
-        Ok(vec![
+        let mut outputs = vec![
             output("a", Value::Str(a.into())),
             output("b", Value::Str(b.into())),
             output(
@@ -131,7 +143,15 @@ impl Guest for Pairs {
                 Value::StrList(pairs.iter().map(|(a, b)| format!("{a} + {b}")).collect()),
             ),
             output("count", Value::Int(pairs.len() as i64)),
-        ])
+        ];
+        let every_a = pairs
+            .iter()
+            .map(|(a, _)| output("every_a", Value::Str((*a).into())));
+        let every_b = pairs
+            .iter()
+            .map(|(_, b)| output("every_b", Value::Str((*b).into())));
+        outputs.extend(every_a.chain(every_b));
+        Ok(outputs)
     }
 }
 
