@@ -24,6 +24,7 @@ import {
   installExampleNodes,
   launchBrowser,
   openEditor,
+  openFromTemplatesDialog,
   screenshot,
   startServer,
   stopServer,
@@ -69,21 +70,10 @@ async function canvasPrompt(workflow = TEMPLATE_BLEND) {
   return withoutDefaults(apiNodes(output), apiNodes(workflow), schemas);
 }
 
-/** Opens the gallery workflow `name` from the editor's templates dialog on a blank canvas. */
-async function openFromTemplatesDialog(name, workflow) {
-  const index = await getJson(server.base, '/templates/index.json');
-  const card = index[0].templates.find((t) => t.name === name);
-  assert.ok(card, JSON.stringify(index));
-  await page.evaluate(() => window.app.extensionManager.command.execute('Comfy.NewBlankWorkflow'));
-  await until(async () => (await page.evaluate(() => window.app.graph.nodes.length)) === 0, 'a blank workflow');
-  await page.locator('.templates-tab-button').click();
-  const title = page.getByText(card.title, { exact: true }).first();
-  await title.waitFor({ state: 'visible' });
-  await title.click();
-  await until(
-    async () => isDeepStrictEqual(await canvasPrompt(workflow), apiNodes(workflow)),
-    `the ${name} graph opened from the templates dialog`,
-  );
+/** Opens gallery workflow `name` from the templates dialog, until the canvas holds `workflow`. */
+function openGalleryWorkflow(name, workflow) {
+  const opened = async () => isDeepStrictEqual(await canvasPrompt(workflow), apiNodes(workflow));
+  return openFromTemplatesDialog(page, server.base, name, opened);
 }
 
 /** The names of the Template node's inputs on the canvas, and which are linked. */
@@ -119,7 +109,7 @@ test('template_blend opens from the templates dialog with its placeholders conne
   await openEditor(page, server.base + '/');
   // On first start the editor opens blend_pair; let it, then start blank.
   await until(async () => (await page.evaluate(() => window.app.graph.nodes.length)) > 0, 'the first-start workflow');
-  await openFromTemplatesDialog('template_blend', TEMPLATE_BLEND);
+  await openGalleryWorkflow('template_blend', TEMPLATE_BLEND);
   // Three placeholders connected, and the group has grown a free fourth input.
   const vars = (await templateInputs()).filter(([name]) => name.startsWith('vars.'));
   assert.deepEqual(vars, [
@@ -175,7 +165,7 @@ test('a placeholder input added in the editor runs and the image is shown', asyn
 
 test('pairs_sweep opens with ConceptPairs list outputs and runs one blend per pair', async () => {
   assert.deepEqual(schemas.ConceptPairs.output_is_list, [false, false, false, false, true, true]);
-  await openFromTemplatesDialog('pairs_sweep', PAIRS_SWEEP);
+  await openGalleryWorkflow('pairs_sweep', PAIRS_SWEEP);
   // The editor draws list outputs with LiteGraph's grid shape.
   const shapes = await page.evaluate(
     (id) => window.app.graph.getNodeById(Number(id)).outputs.map((o) => [o.name, o.shape === window.LiteGraph.GRID_SHAPE]),

@@ -24,6 +24,7 @@ import {
   getJson,
   launchBrowser,
   openEditor,
+  openFromTemplatesDialog,
   pngImageData,
   screenshot,
   startServer,
@@ -92,19 +93,7 @@ test('on first start the editor opens the blend-pair workflow, not ComfyUI defau
 });
 
 test('the templates dialog lists the gallery and opens blend_pair from it', async () => {
-  const index = await getJson(server.base, '/templates/index.json');
-  const card = index[0].templates.find((t) => t.name === 'blend_pair');
-  assert.ok(card, JSON.stringify(index));
-  // Start from an empty canvas, so the graph below can only come from the template.
-  await page.evaluate(() => window.app.extensionManager.command.execute('Comfy.NewBlankWorkflow'));
-  await until(async () => (await page.evaluate(() => window.app.graph.nodes.length)) === 0, 'a blank workflow');
-
-  await page.locator('.templates-tab-button').click();
-  const title = page.getByText(card.title, { exact: true }).first();
-  await title.waitFor({ state: 'visible' });
-  await screenshot(page, 'editor-templates.png');
-  await title.click();
-  await until(showsBlendPair, 'the blend-pair graph opened from the templates dialog');
+  await openFromTemplatesDialog(page, server.base, 'blend_pair', showsBlendPair, 'editor-templates.png');
   await page.evaluate(() => window.app.extensionManager?.command?.execute('Comfy.Canvas.FitView'));
 });
 

@@ -175,6 +175,26 @@ export async function openEditor(page, url) {
   await page.locator('[data-testid="queue-button"]').waitFor({ state: 'visible' });
 }
 
+/**
+ * Opens gallery workflow `name` from the editor's templates dialog on a blank
+ * canvas, and waits until `opened()` holds. `screenshotName`: a screenshot of
+ * the dialog before the card is clicked.
+ */
+export async function openFromTemplatesDialog(page, base, name, opened, screenshotName) {
+  const index = await getJson(base, '/templates/index.json');
+  const card = index[0].templates.find((t) => t.name === name);
+  assert.ok(card, JSON.stringify(index));
+  // Start from an empty canvas, so the graph can only come from the template.
+  await page.evaluate(() => window.app.extensionManager.command.execute('Comfy.NewBlankWorkflow'));
+  await until(async () => (await page.evaluate(() => window.app.graph.nodes.length)) === 0, 'a blank workflow');
+  await page.locator('.templates-tab-button').click();
+  const title = page.getByText(card.title, { exact: true }).first();
+  await title.waitFor({ state: 'visible' });
+  if (screenshotName) await screenshot(page, screenshotName);
+  await title.click();
+  await until(opened, `the ${name} graph opened from the templates dialog`);
+}
+
 export function screenshot(page, name) {
   fs.mkdirSync(ARTIFACTS, { recursive: true });
   const file = path.join(ARTIFACTS, name);
