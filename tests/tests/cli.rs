@@ -44,6 +44,42 @@ fn run_writes_outputs_and_prints_where() {
     );
 }
 
+/// `--target` runs one output node of two and what it needs; a target that
+/// is not an output node of the workflow is refused by name.
+#[test]
+fn run_targets_only_the_output_nodes_asked_for() {
+    let dir = tempfile::tempdir().unwrap();
+    let workflow = dir.path().join("two_outputs.json");
+    let save = |text: &str, prefix: &str| serde_json::json!({"class_type": "SaveText", "inputs": {"text": text, "filename_prefix": prefix}});
+    let prompt = serde_json::json!({"1": save("first", "one"), "2": save("second", "two")});
+    std::fs::write(&workflow, prompt.to_string()).unwrap();
+    let workflow = workflow.to_str().unwrap();
+    let out = cretok(&["run", workflow, "--target", "2", "--quiet"], dir.path());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let written: Vec<&str> = stdout
+        .lines()
+        .filter_map(|l| l.strip_prefix("wrote "))
+        .collect();
+    assert_eq!(written.len(), 1, "{stdout}");
+    assert_eq!(std::fs::read_to_string(written[0]).unwrap(), "second");
+
+    for (file, target, error) in [
+        (workflow, "9", "--target 9: the workflow has no node 9"),
+        (
+            "workflows/hello_text.json",
+            "2",
+            "--target 2: node 2 (StringConcatenate) is not an output node",
+        ),
+    ] {
+        let out = cretok(&["run", file, "--target", target], dir.path());
+        assert!(!out.status.success());
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(error), "{stderr}");
+    }
+}
+
 #[test]
 fn run_fails_with_the_validation_report() {
     let dir = tempfile::tempdir().unwrap();

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context};
 use clap::Args;
-use cretok_nodes::{CancelToken, PreviewFormat};
+use cretok_nodes::{CancelToken, PreviewFormat, Registry};
 use indicatif::ProgressStyle;
 use serde_json::Value as Json;
 
@@ -26,6 +26,11 @@ pub struct RunArgs {
     /// Override an input: `--set 6.text="a lettuce"` (JSON values, or plain text).
     #[arg(long = "set", value_name = "NODE.INPUT=VALUE")]
     sets: Vec<String>,
+    /// Run only this output node and the nodes it needs (repeatable; the
+    /// editor's "queue selected output nodes", ComfyUI's
+    /// `partial_execution_targets`). Default: every output node.
+    #[arg(long = "target", value_name = "NODE")]
+    targets: Vec<String>,
     /// No progress bar.
     #[arg(long, short)]
     quiet: bool,
@@ -33,6 +38,27 @@ pub struct RunArgs {
     data: DataArgs,
     #[command(flatten)]
     custom: CustomNodeArgs,
+}
+
+/// Refuses a `--target` that is not an output node of the prompt (validation
+/// would leave it out silently, as ComfyUI does for the editor).
+fn check_targets(prompt: &Json, registry: &Registry, targets: &[String]) -> anyhow::Result<()> {
+    for target in targets {
+        let Some(class_type) = prompt
+            .get(target)
+            .and_then(|node| node.get("class_type"))
+            .and_then(Json::as_str)
+        else {
+            bail!("--target {target}: the workflow has no node {target}");
+        };
+        if !registry
+            .get(class_type)
+            .is_some_and(|n| n.schema().output_node)
+        {
+            bail!("--target {target}: node {target} ({class_type}) is not an output node");
+        }
+    }
+    Ok(())
 }
 
 pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
@@ -44,7 +70,9 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     for set in &args.sets {
         apply_set(&mut prompt, set)?;
     }
-    let valid = match validate(&prompt, &registry, None) {
+    check_targets(&prompt, &registry, &args.targets)?;
+    let targets = (!args.targets.is_empty()).then_some(args.targets.as_slice());
+    let valid = match validate(&prompt, &registry, targets) {
         Ok(v) => v,
         Err(failure) => {
             eprintln!("{}", failure.report());
