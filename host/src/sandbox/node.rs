@@ -1,6 +1,7 @@
 //! A loaded component as a native node: [`SandboxNode`] implements
 //! [`cretok_nodes::Node`], so the executor runs it like any other.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use cretok_nodes::{
@@ -25,6 +26,9 @@ pub struct SandboxNode {
     /// a replaced component never serves its predecessor's outputs.
     sha256: String,
     runtime: Arc<Runtime>,
+    /// Set when a run ahead of a prompt hit its deadline: a slow guest is not
+    /// run ahead again, so it costs validation that time once, not per prompt.
+    too_slow_to_run_ahead: AtomicBool,
 }
 
 impl SandboxNode {
@@ -43,6 +47,7 @@ impl SandboxNode {
             component,
             sha256,
             runtime,
+            too_slow_to_run_ahead: AtomicBool::new(false),
         }
     }
 
@@ -59,10 +64,16 @@ impl SandboxNode {
     /// Runs the guest on inputs known before the prompt runs, for their
     /// outputs; `None` when it fails in any way (its log is dropped).
     fn run_ahead(&self, inputs: &Inputs) -> Option<Vec<Value>> {
+        if self.too_slow_to_run_ahead.load(Ordering::Relaxed) {
+            return None;
+        }
         let inputs = self.ports.guest_inputs(inputs).ok()?;
         let (result, _log) = self
             .runtime
             .call(Caller::Estimate, |store| self.guest.run(store, &inputs));
+        if let Err(Fault::Deadline(_)) = result {
+            self.too_slow_to_run_ahead.store(true, Ordering::Relaxed);
+        }
         self.ports.outputs(result.ok()?.ok()?).ok()
     }
 
