@@ -7,6 +7,7 @@
 //! the schemas and executes them.
 
 pub mod builtin;
+pub mod canny;
 mod context;
 pub mod cretok;
 mod error;

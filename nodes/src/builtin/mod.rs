@@ -1,6 +1,7 @@
 //! Native nodes, one file per node (or per family of trivial ones).
 
 pub(crate) mod bitmap_font;
+mod canny;
 mod clip_text_encode;
 mod conditioning_list;
 mod conditioning_zero_out;
@@ -22,6 +23,7 @@ mod lists;
 mod load_image;
 mod load_sd3;
 mod model_sampling_sd3;
+mod preview_any;
 mod preview_image;
 mod primitive;
 mod sample;
@@ -39,6 +41,7 @@ use std::sync::Arc;
 
 use crate::{Paths, Registry};
 
+pub use canny::Canny;
 pub use clip_text_encode::ClipTextEncode;
 pub use conditioning_list::{
     ConditioningAverage, ConditioningCombine, ConditioningConcat, ConditioningSetTimestepRange,
@@ -64,6 +67,7 @@ pub use lists::{FloatRange, ImageListToBatch, IntRange, JoinTextList, TextToList
 pub use load_image::{LoadImage, LoadImageMask};
 pub use load_sd3::CheckpointLoader;
 pub use model_sampling_sd3::ModelSamplingSd3;
+pub use preview_any::PreviewAny;
 pub use preview_image::PreviewImage;
 pub use primitive::{Primitive, PrimitiveKind};
 pub use sample::Sample;
@@ -135,6 +139,8 @@ pub fn register_all(registry: &mut Registry, paths: Arc<Paths>) {
     registry.register(Arc::new(ImageScaleToTotalPixels));
     registry.register(Arc::new(ImageInvert));
     registry.register(Arc::new(ImageCrop));
+    registry.register(Arc::new(Canny));
+    registry.register(Arc::new(PreviewAny));
     registry.register(Arc::new(LatentUpscale));
     registry.register(Arc::new(LatentUpscaleBy));
     registry.register(Arc::new(TextToList));
