@@ -141,26 +141,20 @@ impl Executor {
             .collect();
         let sigs = signatures(order, &job.valid.nodes, &fingerprints);
 
-        run.emit(
-            ServerMessage::ExecutionStart {
-                prompt_id: job.prompt_id.clone(),
-                timestamp: now_ms(),
-            },
-            true,
-        );
+        run.emit(ServerMessage::ExecutionStart {
+            prompt_id: job.prompt_id.clone(),
+            timestamp: now_ms(),
+        });
         let cached: Vec<String> = order
             .iter()
             .filter(|id| self.cache.get(&sigs[*id]).is_some())
             .cloned()
             .collect();
-        run.emit(
-            ServerMessage::ExecutionCached {
-                nodes: cached.clone(),
-                prompt_id: job.prompt_id.clone(),
-                timestamp: now_ms(),
-            },
-            true,
-        );
+        run.emit(ServerMessage::ExecutionCached {
+            nodes: cached.clone(),
+            prompt_id: job.prompt_id.clone(),
+            timestamp: now_ms(),
+        });
 
         let mut results: HashMap<String, Arc<CachedOutput>> = HashMap::new();
         let mut executed = Vec::new();
@@ -179,26 +173,20 @@ impl Executor {
             };
             if let Some(ui) = &output.ui {
                 run.record.outputs.insert(id.clone(), ui.clone());
-                run.emit(
-                    ServerMessage::Executed {
-                        node: id.clone(),
-                        display_node: id.clone(),
-                        output: ui.clone(),
-                        prompt_id: job.prompt_id.clone(),
-                    },
-                    false,
-                );
+                run.emit(ServerMessage::Executed {
+                    node: id.clone(),
+                    display_node: id.clone(),
+                    output: ui.clone(),
+                    prompt_id: job.prompt_id.clone(),
+                });
             }
             results.insert(id.clone(), output);
         }
         if run.record.outcome == Outcome::Success {
-            run.emit(
-                ServerMessage::ExecutionSuccess {
-                    prompt_id: job.prompt_id.clone(),
-                    timestamp: now_ms(),
-                },
-                true,
-            );
+            run.emit(ServerMessage::ExecutionSuccess {
+                prompt_id: job.prompt_id.clone(),
+                timestamp: now_ms(),
+            });
         }
         drop(results);
         let keep: HashSet<&String> = sigs.values().collect();
@@ -220,8 +208,8 @@ struct PromptRun<'a> {
 }
 
 impl PromptRun<'_> {
-    fn emit(&mut self, message: ServerMessage, keep_in_history: bool) {
-        if keep_in_history {
+    fn emit(&mut self, message: ServerMessage) {
+        if message.belongs_in_history() {
             self.record.events.push(message.clone());
         }
         self.observer.message(message);
@@ -250,14 +238,11 @@ impl PromptRun<'_> {
             self.fail(id, executed, NodeError::Interrupted, &Inputs::new());
             return None;
         }
-        self.emit(
-            ServerMessage::Executing {
-                node: Some(id.to_owned()),
-                display_node: Some(id.to_owned()),
-                prompt_id: self.job.prompt_id.clone(),
-            },
-            false,
-        );
+        self.emit(ServerMessage::Executing {
+            node: Some(id.to_owned()),
+            display_node: Some(id.to_owned()),
+            prompt_id: self.job.prompt_id.clone(),
+        });
         let Some(implementation) = self.registry.get(&node.class_type).cloned() else {
             let e = NodeError::Failed(anyhow::anyhow!("node type {} was removed", node.class_type));
             self.fail(id, executed, e, &Inputs::new());
@@ -356,7 +341,7 @@ impl PromptRun<'_> {
                 }
             }
         };
-        self.emit(message, true);
+        self.emit(message);
     }
 }
 

@@ -144,6 +144,15 @@ impl ServerMessage {
             .into()
     }
 
+    /// Whether the prompt's history keeps it (ComfyUI's `status.messages`):
+    /// the start, the cached nodes and the prompt's last word.
+    pub fn belongs_in_history(&self) -> bool {
+        matches!(
+            self,
+            ServerMessage::ExecutionStart { .. } | ServerMessage::ExecutionCached { .. }
+        ) || self.ends_prompt()
+    }
+
     /// Whether it is a prompt's last word: success, error or interruption.
     pub fn ends_prompt(&self) -> bool {
         matches!(

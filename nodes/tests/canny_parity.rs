@@ -40,7 +40,10 @@ fn edges_equal_kornia_for_every_threshold_pair() {
     let cases = golden["cases"].as_array().unwrap();
     assert_eq!(cases.len(), 5);
     for case in cases {
-        let (low, high) = (case["low"].as_f64().unwrap(), case["high"].as_f64().unwrap());
+        let (low, high) = (
+            case["low"].as_f64().unwrap(),
+            case["high"].as_f64().unwrap(),
+        );
         let out = run_canny(pixels.clone(), low, high).unwrap();
         assert_eq!(out.dims(), [1, h, w, 3]);
         let values: Vec<f32> = out.flatten_all().unwrap().to_vec1().unwrap();

@@ -21,7 +21,7 @@ pub struct ImageScaleToTotalPixels;
 
 impl Node for ImageScale {
     fn schema(&self) -> NodeSchema {
-        NodeSchema::new("ImageScale", "image/upscaling")
+        let schema = NodeSchema::new("ImageScale", "image/upscaling")
             .display_name("Upscale Image")
             .description(
                 "Resizes to width × height (0 keeps the aspect ratio from the other side).",
@@ -30,20 +30,8 @@ impl Node for ImageScale {
                 "image",
                 InputKind::link(data_type::IMAGE),
             ))
-            .input(method_input(&resample::METHODS))
-            .input(InputSpec::required(
-                "width",
-                InputKind::int(512, 0, MAX_SIDE),
-            ))
-            .input(InputSpec::required(
-                "height",
-                InputKind::int(512, 0, MAX_SIDE),
-            ))
-            .input(InputSpec::required(
-                "crop",
-                InputKind::combo(["disabled", "center"]),
-            ))
-            .output(OutputSpec::new(data_type::IMAGE))
+            .input(method_input(&resample::METHODS));
+        with_size_inputs(schema).output(OutputSpec::new(data_type::IMAGE))
     }
 
     fn run(&self, inputs: &Inputs, _ctx: &RunContext) -> Result<NodeOutput, NodeError> {
@@ -57,7 +45,13 @@ impl Node for ImageScale {
             (width, height) => (width as usize, height as usize),
         };
         let center = inputs.string("crop")? == "center";
-        scaled(&image, width, height, method(inputs)?, center)
+        scaled(
+            &image,
+            width,
+            height,
+            method(inputs, &resample::METHODS)?,
+            center,
+        )
     }
 
     fn estimate(&self, inputs: &EstimateInputs) -> Result<Estimate, String> {
@@ -91,7 +85,13 @@ impl Node for ImageScaleBy {
         let (h, w) = image_size(&image)?;
         let factor = inputs.float("scale_by")?;
         let (width, height) = (scaled_side(w, factor), scaled_side(h, factor));
-        scaled(&image, width, height, method(inputs)?, false)
+        scaled(
+            &image,
+            width,
+            height,
+            method(inputs, &resample::METHODS)?,
+            false,
+        )
     }
 
     fn estimate(&self, inputs: &EstimateInputs) -> Result<Estimate, String> {
@@ -132,7 +132,13 @@ impl Node for ImageScaleToTotalPixels {
             let stepped = (n as f64 * factor / steps).round_ties_even() * steps;
             (stepped as usize).max(1)
         };
-        scaled(&image, side(w), side(h), method(inputs)?, false)
+        scaled(
+            &image,
+            side(w),
+            side(h),
+            method(inputs, &resample::METHODS)?,
+            false,
+        )
     }
 
     fn estimate(&self, inputs: &EstimateInputs) -> Result<Estimate, String> {
@@ -144,15 +150,37 @@ impl Node for ImageScaleToTotalPixels {
     }
 }
 
-fn method_input(methods: &[&str]) -> InputSpec {
+/// The `width`, `height` and `crop` inputs of the nodes that resize to a size.
+pub(super) fn with_size_inputs(schema: NodeSchema) -> NodeSchema {
+    schema
+        .input(InputSpec::required(
+            "width",
+            InputKind::int(512, 0, MAX_SIDE),
+        ))
+        .input(InputSpec::required(
+            "height",
+            InputKind::int(512, 0, MAX_SIDE),
+        ))
+        .input(InputSpec::required(
+            "crop",
+            InputKind::combo(["disabled", "center"]),
+        ))
+}
+
+pub(super) fn method_input(methods: &[&str]) -> InputSpec {
     InputSpec::required("upscale_method", InputKind::combo(methods.iter().copied()))
 }
 
-fn method(inputs: &Inputs) -> Result<Method, NodeError> {
+/// The `upscale_method` input, one of `methods`.
+pub(super) fn method(inputs: &Inputs, methods: &[&str]) -> Result<Method, NodeError> {
     let name = inputs.string("upscale_method")?;
-    Method::parse(name).ok_or_else(|| {
-        NodeError::invalid_input("upscale_method", format!("unknown method '{name}'"))
-    })
+    methods
+        .contains(&name)
+        .then(|| Method::parse(name))
+        .flatten()
+        .ok_or_else(|| {
+            NodeError::invalid_input("upscale_method", format!("unknown method '{name}'"))
+        })
 }
 
 /// `round(n × factor)` as Python rounds, at least 1.
@@ -170,7 +198,7 @@ fn image_size(image: &Image) -> Result<(usize, usize), NodeError> {
     Ok((h, w))
 }
 
-fn output_estimate(bytes: u64) -> Estimate {
+pub(super) fn output_estimate(bytes: u64) -> Estimate {
     Estimate::outputs(vec![ValueEstimate::bytes(bytes)]).with_working_bytes(bytes)
 }
 
@@ -190,12 +218,7 @@ fn scaled(
     }
     let resize = || -> candle_core::Result<Tensor> {
         let x = image.pixels.permute((0, 3, 1, 2))?;
-        let x = if center_crop {
-            crop_to_aspect(&x, width, height)?
-        } else {
-            x
-        };
-        resample::resize(&x, height, width, method)?
+        resized(&x, width, height, method, center_crop)?
             .permute((0, 2, 3, 1))?
             .contiguous()
     };
@@ -203,9 +226,25 @@ fn scaled(
     Ok(NodeOutput::values(vec![Value::handle(Image { pixels })]))
 }
 
+/// ComfyUI's `common_upscale`: `x` (`[.., h, w]`) resized to `width × height`,
+/// first cropped to that aspect ratio with `center_crop`.
+pub(super) fn resized(
+    x: &Tensor,
+    width: usize,
+    height: usize,
+    method: Method,
+    center_crop: bool,
+) -> candle_core::Result<Tensor> {
+    if center_crop {
+        resample::resize(&crop_to_aspect(x, width, height)?, height, width, method)
+    } else {
+        resample::resize(x, height, width, method)
+    }
+}
+
 /// ComfyUI's `common_upscale` "center" crop: the middle of `x` (`[.., h, w]`)
 /// with the aspect ratio of `width × height`.
-pub fn crop_to_aspect(x: &Tensor, width: usize, height: usize) -> candle_core::Result<Tensor> {
+fn crop_to_aspect(x: &Tensor, width: usize, height: usize) -> candle_core::Result<Tensor> {
     let dims = x.dims();
     let (h, w) = (dims[dims.len() - 2], dims[dims.len() - 1]);
     let (old, new) = (w as f64 / h as f64, width as f64 / height as f64);

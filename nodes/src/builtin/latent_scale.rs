@@ -1,14 +1,14 @@
 //! ComfyUI's `LatentUpscale` and `LatentUpscaleBy`: latents resized with torch's
 //! interpolation modes ([`crate::resample`]). ComfyUI's `bislerp` is not offered.
 
-use candle_core::Tensor;
-
-use super::image_scale::{crop_to_aspect, scaled_side, MAX_SIDE};
-use crate::resample::{self, Method};
+use super::image_scale::{
+    method, method_input, output_estimate, resized, scaled_side, with_size_inputs,
+};
+use crate::resample::Method;
 use crate::sd3::types::Latent;
 use crate::{
     data_type, f32_bytes, Estimate, EstimateInputs, InputKind, InputSpec, Inputs, Node, NodeError,
-    NodeOutput, NodeSchema, OutputSpec, RunContext, Value, ValueEstimate,
+    NodeOutput, NodeSchema, OutputSpec, RunContext, Value,
 };
 
 /// The methods of latents: torch's modes (no Lanczos, which is for pixels).
@@ -23,7 +23,7 @@ pub struct LatentUpscaleBy;
 
 impl Node for LatentUpscale {
     fn schema(&self) -> NodeSchema {
-        NodeSchema::new("LatentUpscale", "latent")
+        let schema = NodeSchema::new("LatentUpscale", "latent")
             .display_name("Upscale Latent")
             .description(
                 "Resizes latents to an image size (0 keeps the aspect ratio from the other side).",
@@ -32,20 +32,8 @@ impl Node for LatentUpscale {
                 "samples",
                 InputKind::link(data_type::LATENT),
             ))
-            .input(method_input())
-            .input(InputSpec::required(
-                "width",
-                InputKind::int(512, 0, MAX_SIDE),
-            ))
-            .input(InputSpec::required(
-                "height",
-                InputKind::int(512, 0, MAX_SIDE),
-            ))
-            .input(InputSpec::required(
-                "crop",
-                InputKind::combo(["disabled", "center"]),
-            ))
-            .output(OutputSpec::new(data_type::LATENT))
+            .input(method_input(&METHODS));
+        with_size_inputs(schema).output(OutputSpec::new(data_type::LATENT))
     }
 
     fn run(&self, inputs: &Inputs, _ctx: &RunContext) -> Result<NodeOutput, NodeError> {
@@ -73,7 +61,7 @@ impl Node for LatentUpscale {
             &latent,
             cells(width),
             cells(height),
-            method(inputs)?,
+            method(inputs, &METHODS)?,
             center,
         )
     }
@@ -94,7 +82,7 @@ impl Node for LatentUpscaleBy {
                 "samples",
                 InputKind::link(data_type::LATENT),
             ))
-            .input(method_input())
+            .input(method_input(&METHODS))
             .input(InputSpec::required(
                 "scale_by",
                 InputKind::float(1.5, 0.01, 8.0, 0.01),
@@ -107,7 +95,7 @@ impl Node for LatentUpscaleBy {
         let (h, w) = latent_size(&latent)?;
         let factor = inputs.float("scale_by")?;
         let (width, height) = (scaled_side(w, factor), scaled_side(h, factor));
-        scaled(&latent, width, height, method(inputs)?, false)
+        scaled(&latent, width, height, method(inputs, &METHODS)?, false)
     }
 
     fn estimate(&self, inputs: &EstimateInputs) -> Result<Estimate, String> {
@@ -118,26 +106,9 @@ impl Node for LatentUpscaleBy {
     }
 }
 
-fn method_input() -> InputSpec {
-    InputSpec::required("upscale_method", InputKind::combo(METHODS))
-}
-
-fn method(inputs: &Inputs) -> Result<Method, NodeError> {
-    let name = inputs.string("upscale_method")?;
-    Method::parse(name)
-        .filter(|m| *m != Method::Lanczos)
-        .ok_or_else(|| {
-            NodeError::invalid_input("upscale_method", format!("unknown method '{name}'"))
-        })
-}
-
 fn latent_size(latent: &Latent) -> Result<(usize, usize), NodeError> {
     let (_, _, h, w) = latent.samples.dims4().map_err(anyhow::Error::from)?;
     Ok((h, w))
-}
-
-fn output_estimate(bytes: u64) -> Estimate {
-    Estimate::outputs(vec![ValueEstimate::bytes(bytes)]).with_working_bytes(bytes)
 }
 
 fn scaled(
@@ -153,22 +124,15 @@ fn scaled(
             format!("cannot resize latents to {width}x{height} cells"),
         ));
     }
-    let resize = || -> candle_core::Result<Tensor> {
-        let x = if center_crop {
-            crop_to_aspect(&latent.samples, width, height)?
-        } else {
-            latent.samples.clone()
-        };
-        resample::resize(&x, height, width, method)
-    };
-    let samples = resize().map_err(anyhow::Error::from)?;
+    let samples = resized(&latent.samples, width, height, method, center_crop)
+        .map_err(anyhow::Error::from)?;
     Ok(NodeOutput::values(vec![Value::handle(Latent { samples })]))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use candle_core::Device;
+    use candle_core::{Device, Tensor};
 
     fn dims(node: &dyn Node, inputs: Inputs) -> Vec<usize> {
         let paths = crate::Paths::new(std::env::temp_dir(), None);

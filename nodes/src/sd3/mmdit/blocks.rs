@@ -229,15 +229,15 @@ pub struct JointBlock {
 }
 
 impl JointBlock {
-    /// `last` makes the context stream pre-only; `dual_attention` gives the
-    /// image stream the MMDiT-X second attention.
-    pub fn new(cfg: &Config, last: bool, dual_attention: bool, vb: VarBuilder) -> Result<Self> {
-        let context_kind = if last {
+    /// Block `index` of `cfg`: the last one's context stream is pre-only, and
+    /// MMDiT-X's dual-attention layers give the image stream a second attention.
+    pub fn new(cfg: &Config, index: usize, vb: VarBuilder) -> Result<Self> {
+        let context_kind = if index + 1 == cfg.depth {
             BlockKind::PreOnly
         } else {
             BlockKind::Full
         };
-        let x_kind = if dual_attention {
+        let x_kind = if cfg.dual_attention_layers.contains(&index) {
             BlockKind::DualAttention
         } else {
             BlockKind::Full

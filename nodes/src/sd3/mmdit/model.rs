@@ -186,11 +186,7 @@ impl MMDiT {
     /// `vb` is rooted at the MMDiT (`model.diffusion_model.` in single files).
     pub fn new(cfg: &Config, vb: VarBuilder) -> Result<Self> {
         let joint_blocks = (0..cfg.depth)
-            .map(|i| {
-                let last = i + 1 == cfg.depth;
-                let dual = cfg.dual_attention_layers.contains(&i);
-                JointBlock::new(cfg, last, dual, vb.pp(format!("joint_blocks.{i}")))
-            })
+            .map(|i| JointBlock::new(cfg, i, vb.pp(format!("joint_blocks.{i}"))))
             .collect::<Result<Vec<_>>>()?;
         Ok(Self {
             cfg: cfg.clone(),
