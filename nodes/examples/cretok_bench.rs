@@ -17,7 +17,7 @@ use std::time::Instant;
 use anyhow::Result;
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
-use cretok_nodes::builtin::encoder_refs;
+use cretok_nodes::cretok::encoder_refs;
 use cretok_nodes::cretok::{PairSet, PathChoice, TrainConfig, Trainer};
 use cretok_nodes::sd3::clip::ClipConfig;
 use cretok_nodes::sd3::text_encoders::{EncoderVarBuilders, Sd3TextConfig, Sd3TextEncoders};

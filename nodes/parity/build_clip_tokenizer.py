@@ -1,4 +1,4 @@
-"""Rebuild nodes/assets/clip_tokenizer/tokenizer.json from open_clip's MIT-licensed BPE merges.
+"""Rebuild nodes/model/assets/clip_tokenizer/tokenizer.json from open_clip's MIT-licensed BPE merges.
 
 Recipe: docs/parity.md, "Tokenizers" (vocab order: 256 byte characters, the same + "</w>", one entry per
 merge, then <|startoftext|>=49406 and <|endoftext|>=49407; merges = lines[1:48895]).
@@ -19,7 +19,7 @@ from transformers import CLIPTokenizer
 from open_clip.tokenizer import bytes_to_unicode
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-OUT = os.path.join(HERE, "..", "assets", "clip_tokenizer", "tokenizer.json")
+OUT = os.path.join(HERE, "..", "model", "assets", "clip_tokenizer", "tokenizer.json")
 
 
 def write_hf_files(d, pad_token):

@@ -1,4 +1,4 @@
-"""Re-extract nodes/assets/t5_tokenizer/tokenizer.json.gz from its pinned registry package.
+"""Re-extract nodes/model/assets/t5_tokenizer/tokenizer.json.gz from its pinned registry package.
 
 The T5 v1.1 tokenizer (SentencePiece Unigram, 32,100 pieces + 100 `<extra_id_*>`; the
 `tokenizer.json` of SD3's `tokenizer_3/`) ships inside the stable-diffusion.cpp sources that
@@ -6,7 +6,7 @@ PyPI's `stable-diffusion-cpp-python` 0.4.7 vendors, as the byte array `t5_tokeni
 in `vendor/stable-diffusion.cpp/src/tokenizers/vocab/clip_t5.hpp`. This script downloads that
 sdist with pip, checks its sha256, extracts the array, checks the JSON's sha256 and writes it
 gzip-compressed (deterministic: no name, mtime 0) next to its licence note.
-Licences: nodes/assets/t5_tokenizer/LICENSE.md.
+Licences: nodes/model/assets/t5_tokenizer/LICENSE.md.
 
 Run: .venv-parity/bin/python nodes/parity/build_t5_tokenizer.py   (needs pip and PyPI only)
 """
@@ -28,7 +28,7 @@ ARRAY = "t5_tokenizer_json_str"
 JSON_SHA256 = "fe2ebbbbde2985be723e0ce18217853e4020c5e9d35bd07be2c27ab9d3ead57a"
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-OUT = os.path.join(HERE, "..", "assets", "t5_tokenizer", "tokenizer.json.gz")
+OUT = os.path.join(HERE, "..", "model", "assets", "t5_tokenizer", "tokenizer.json.gz")
 
 
 def sha256(data):

@@ -9,7 +9,7 @@ Writes
   model exists offline) and its ids at max_length 16 and 256.
 - goldens/t5_xxl_tokenizer_ids.json: the same corpus plus T5-specific prompts (>= 200) with the
   ids of transformers' `T5TokenizerFast` (google/t5-v1_1-xxl, as SD3's `tokenizer_3/`) built from
-  the shipped nodes/assets/t5_tokenizer/tokenizer.json.gz (see build_t5_tokenizer.py; the hub is
+  the shipped nodes/model/assets/t5_tokenizer/tokenizer.json.gz (see build_t5_tokenizer.py; the hub is
   not reachable offline), at max_length 77 and 256, stored up to the EOS.
 
 Run: .venv-parity/bin/python nodes/parity/gen_tokenizer_goldens.py
@@ -27,7 +27,7 @@ from build_clip_tokenizer import load_clip_tokenizer
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 GOLDENS = os.path.join(HERE, "goldens")
-SHIPPED_T5 = os.path.join(HERE, "..", "assets", "t5_tokenizer", "tokenizer.json.gz")
+SHIPPED_T5 = os.path.join(HERE, "..", "model", "assets", "t5_tokenizer", "tokenizer.json.gz")
 
 HAND_WRITTEN = [
     "",

@@ -1,62 +1,6 @@
-use std::cell::RefCell;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use cretok_model::interrupt::CancelToken;
 
 use crate::{NodeError, Paths, PreviewMethod};
-
-/// A per-prompt cancellation flag, checked cooperatively by long-running nodes.
-#[derive(Debug, Clone, Default)]
-pub struct CancelToken(Arc<AtomicBool>);
-
-impl CancelToken {
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    pub fn cancel(&self) {
-        self.0.store(true, Ordering::SeqCst);
-    }
-
-    pub fn is_cancelled(&self) -> bool {
-        self.0.load(Ordering::SeqCst)
-    }
-
-    /// Whether both are the same prompt's token (clones of one another).
-    pub fn is_same(&self, other: &CancelToken) -> bool {
-        Arc::ptr_eq(&self.0, &other.0)
-    }
-}
-
-thread_local! {
-    /// The cancel token of the node running on this thread (see [`with_cancel_token`]).
-    static RUNNING: RefCell<Option<CancelToken>> = const { RefCell::new(None) };
-}
-
-/// Runs `f` (a node's run) with `token` as this thread's cancel token, so that
-/// model code deep below the node, which has no [`RunContext`], can stop
-/// between blocks with [`check_interrupted`].
-pub fn with_cancel_token<R>(token: &CancelToken, f: impl FnOnce() -> R) -> R {
-    /// Restores the previous token even when `f` panics.
-    struct Restore(Option<CancelToken>);
-    impl Drop for Restore {
-        fn drop(&mut self) {
-            RUNNING.with(|r| *r.borrow_mut() = self.0.take());
-        }
-    }
-    let _restore = Restore(RUNNING.with(|r| r.replace(Some(token.clone()))));
-    f()
-}
-
-/// Fails once the prompt running on this thread is cancelled: model loops call
-/// it between blocks. The executor reports a node that fails after its prompt
-/// was cancelled as interrupted.
-pub fn check_interrupted() -> candle_core::Result<()> {
-    let cancelled = RUNNING.with(|r| r.borrow().as_ref().is_some_and(CancelToken::is_cancelled));
-    if cancelled {
-        candle_core::bail!("interrupted");
-    }
-    Ok(())
-}
 
 /// Image encodings of preview frames (the numbers are the websocket's).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -156,23 +100,5 @@ impl<'a> RunContext<'a> {
     /// A line of text for the user (a training loss, a warning).
     pub fn text(&self, text: &str) {
         self.sink.text(self.node_id, text);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn model_code_sees_the_running_nodes_token() {
-        assert!(check_interrupted().is_ok(), "no node running");
-        let token = CancelToken::new();
-        with_cancel_token(&token, || {
-            assert!(check_interrupted().is_ok());
-            token.cancel();
-            let err = check_interrupted().unwrap_err();
-            assert!(err.to_string().contains("interrupted"), "{err}");
-        });
-        assert!(check_interrupted().is_ok(), "the token is only the node's");
     }
 }

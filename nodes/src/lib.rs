@@ -9,7 +9,6 @@
 pub mod builtin;
 pub mod canny;
 mod context;
-pub mod cretok;
 mod error;
 mod estimate;
 mod fallible;
@@ -21,13 +20,11 @@ mod preview_method;
 mod registry;
 pub mod resample;
 mod schema;
-pub mod sd3;
 mod value;
 
-pub use context::{
-    check_interrupted, with_cancel_token, CancelToken, EventSink, NullSink, PreviewFormat,
-    RunContext,
-};
+pub use context::{EventSink, NullSink, PreviewFormat, RunContext};
+pub use cretok_model::interrupt::{check_interrupted, with_cancel_token, CancelToken};
+pub use cretok_model::{cretok, sd3};
 pub use error::NodeError;
 pub use estimate::{
     default_memory_budget, f32_bytes, Estimate, EstimateInputs, PromptLimits, ValueEstimate,

@@ -15,7 +15,7 @@ use std::collections::HashMap;
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
-use cretok_nodes::builtin::encoder_refs;
+use cretok_nodes::cretok::encoder_refs;
 use cretok_nodes::cretok::sampler::PairSampler;
 use cretok_nodes::cretok::{EncoderId, PairSet, TrainConfig, Trainer};
 use cretok_nodes::sd3::text_encoders::{EncoderVarBuilders, Sd3TextConfig, Sd3TextEncoders};

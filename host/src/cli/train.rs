@@ -13,7 +13,8 @@ use std::sync::Arc;
 
 use anyhow::{ensure, Context, Result};
 use clap::Args;
-use cretok_nodes::builtin::{encoder_refs, EMBEDDINGS};
+use cretok_nodes::builtin::EMBEDDINGS;
+use cretok_nodes::cretok::encoder_refs;
 use cretok_nodes::cretok::text_source::{checkpoint_clip_encoders, tiny_clip_encoders};
 use cretok_nodes::cretok::{
     Control, CreTokToken, EncoderRef, EncoderSet, EvalReport, LossHistory, PairSet, Reporter,

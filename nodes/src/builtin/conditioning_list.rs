@@ -5,6 +5,7 @@
 use candle_core::{Tensor, D};
 
 use crate::sd3::types::{Conditioning, ConditioningList, TimestepRange};
+use crate::Value;
 use crate::{
     data_type, InputKind, InputSpec, Inputs, Node, NodeError, NodeOutput, NodeSchema, OutputSpec,
     RunContext,
@@ -29,8 +30,13 @@ fn conditioning(name: &str) -> InputSpec {
     InputSpec::required(name, InputKind::link(data_type::CONDITIONING))
 }
 
-fn output(list: ConditioningList) -> NodeOutput {
-    NodeOutput::values(vec![list.into_value()])
+/// A node's `CONDITIONING` output: a plain [`Conditioning`] when the list is
+/// one, so a list stays an exception that only list-making nodes produce.
+pub(super) fn output(list: ConditioningList) -> NodeOutput {
+    match list.into_plain() {
+        Ok(plain) => NodeOutput::values(vec![Value::handle(plain)]),
+        Err(list) => NodeOutput::values(vec![Value::handle(list)]),
+    }
 }
 
 /// The first entry of `conditioning_from`: ComfyUI's Concat and Average read

@@ -37,6 +37,6 @@ impl Node for ConditioningZeroOut {
                     .map_err(anyhow::Error::from)?,
             };
         }
-        Ok(NodeOutput::values(vec![list.into_value()]))
+        Ok(super::conditioning_list::output(list))
     }
 }

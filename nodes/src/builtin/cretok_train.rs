@@ -7,7 +7,7 @@ use std::path::Path;
 use crate::builtin::EMBEDDINGS;
 use crate::cretok::plot::{PLOT_HEIGHT, PLOT_WIDTH};
 use crate::cretok::{
-    Control, EncoderId, EncoderRef, EncoderSet, EvalReport, LossHistory, PairSet, Reporter, RunEnd,
+    encoder_refs, Control, EncoderSet, EvalReport, LossHistory, PairSet, Reporter, RunEnd,
     RunOptions, StartReport, StepReport, Target, TrainConfig, Trainer,
 };
 use crate::fsutil::confined_join;
@@ -22,22 +22,6 @@ use super::save_image::save_images;
 
 /// Trains a token; see the module docs.
 pub struct CreTokTrain;
-
-/// The encoders of a CLIP link, as the trainer takes them.
-pub fn encoder_refs(enc: &Sd3TextEncoders) -> [EncoderRef<'_>; 2] {
-    [
-        EncoderRef {
-            id: EncoderId::ClipL,
-            model: enc.clip_l(),
-            tokenizer: enc.tokenizer_l(),
-        },
-        EncoderRef {
-            id: EncoderId::ClipG,
-            model: enc.clip_g(),
-            tokenizer: enc.tokenizer_g(),
-        },
-    ]
-}
 
 struct NodeReporter<'c, 'p> {
     ctx: &'c RunContext<'p>,

@@ -1,11 +1,11 @@
 use candle_core::{DType, Device, Tensor};
 
-use super::bitmap_font::{self, GLYPH_HEIGHT};
 use crate::sd3::types::Image;
 use crate::{
     data_type, filled_vec, Estimate, EstimateInputs, InputKind, InputSpec, Inputs, Node, NodeError,
     NodeOutput, NodeSchema, OutputSpec, RunContext, Value, ValueEstimate,
 };
+use cretok_model::bitmap_font::{self, GLYPH_HEIGHT};
 
 /// The grid's size per byte of its images: room for padding and captions up to
 /// the size of the images themselves (the canvas is allocated fallibly beyond).

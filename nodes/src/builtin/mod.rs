@@ -1,6 +1,5 @@
 //! Native nodes, one file per node (or per family of trivial ones).
 
-pub(crate) mod bitmap_font;
 mod canny;
 mod clip_text_encode;
 mod conditioning_list;
@@ -49,7 +48,7 @@ pub use conditioning_list::{
 pub use conditioning_zero_out::ConditioningZeroOut;
 pub use cretok_encode::CreTokEncode;
 pub use cretok_load::{CreTokLoad, EMBEDDINGS};
-pub use cretok_train::{encoder_refs, CreTokTrain};
+pub use cretok_train::CreTokTrain;
 pub use custom_sampling::{
     BasicGuider, BasicScheduler, CfgGuider, DisableNoise, KSamplerSelect, RandomNoise, SplitSigmas,
 };

@@ -13,7 +13,7 @@ use candle_core::{DType, Device, Tensor};
 use super::config::Target;
 use super::prompts::{adaptive_ids, fill, names_pair, AdaptiveIds, PromptIds};
 use crate::sd3::clip::{ClipPrefix, ClipTextModel};
-use crate::sd3::text_encoders::substitute_row;
+use crate::sd3::text_encoders::{substitute_row, Sd3TextEncoders};
 use crate::sd3::tokenizer::ClipTokenizer;
 
 /// Which SD3 CLIP encoder; its key in token files (`clip_l`, `clip_g`).
@@ -231,4 +231,20 @@ impl PerPairAdaptive<'_> {
         let out = self.enc.model.forward(&Tensor::cat(&rows, 0)?, &eos)?;
         self.enc.target_of(&out, self.target)
     }
+}
+
+/// The two CLIP encoders of SD3's text encoders, as the trainer takes them.
+pub fn encoder_refs(enc: &Sd3TextEncoders) -> [EncoderRef<'_>; 2] {
+    [
+        EncoderRef {
+            id: EncoderId::ClipL,
+            model: enc.clip_l(),
+            tokenizer: enc.tokenizer_l(),
+        },
+        EncoderRef {
+            id: EncoderId::ClipG,
+            model: enc.clip_g(),
+            tokenizer: enc.tokenizer_g(),
+        },
+    ]
 }

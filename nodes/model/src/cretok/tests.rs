@@ -11,7 +11,7 @@ use super::loss::{clipped_cosine_loss, unit_rows};
 use super::prompts::{adaptive_ids, prompt_ids};
 use super::trainer::PathChoice;
 use super::*;
-use crate::builtin::encoder_refs;
+use crate::cretok::encoder_refs;
 use crate::sd3::text_encoders::{
     substitute_row, EncoderVarBuilders, Sd3TextConfig, Sd3TextEncoders,
 };

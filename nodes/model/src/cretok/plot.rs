@@ -6,7 +6,7 @@ use anyhow::{anyhow, Result};
 use plotters::prelude::*;
 
 use super::report::EvalReport;
-use crate::builtin::bitmap_font;
+use crate::bitmap_font;
 
 pub const PLOT_WIDTH: usize = 512;
 pub const PLOT_HEIGHT: usize = 384;

@@ -6,10 +6,10 @@
 //! docs/parity.md, "Tokenizers": CLIP-L pads with `<|endoftext|>` (49407), CLIP-G with `"!"` (id 0),
 //! and because `"!"` is CLIP-G's pad *special token*, a `!` in a prompt becomes id 0 there.
 //!
-//! The CLIP vocabulary and merges ship in `nodes/assets/clip_tokenizer/tokenizer.json`, built by
+//! The CLIP vocabulary and merges ship in `nodes/model/assets/clip_tokenizer/tokenizer.json`, built by
 //! `nodes/parity/build_clip_tokenizer.py` from open_clip's MIT-licensed
 //! `bpe_simple_vocab_16e6.txt.gz`. T5 v1.1's `tokenizer.json` ships gzip-compressed in
-//! `nodes/assets/t5_tokenizer/` (Apache-2.0 vocabulary, extracted from a pinned registry package
+//! `nodes/model/assets/t5_tokenizer/` (Apache-2.0 vocabulary, extracted from a pinned registry package
 //! by `nodes/parity/build_t5_tokenizer.py`; its LICENSE.md says which). Padding and truncation
 //! happen here, explicitly.
 

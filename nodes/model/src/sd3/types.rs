@@ -55,14 +55,12 @@ impl ConditioningList {
         }
     }
 
-    /// The value a node outputs: a plain [`Conditioning`] when this is one,
-    /// so a list stays an exception that only list-making nodes produce.
-    pub fn into_value(mut self) -> crate::Value {
+    /// The plain [`Conditioning`] this list is (one entry over the whole
+    /// run), or the list itself.
+    pub fn into_plain(mut self) -> Result<Conditioning, Self> {
         match self.entries.as_slice() {
-            [entry] if entry.range == TimestepRange::WHOLE => {
-                crate::Value::handle(self.entries.remove(0).cond)
-            }
-            _ => crate::Value::handle(self),
+            [entry] if entry.range == TimestepRange::WHOLE => Ok(self.entries.remove(0).cond),
+            _ => Err(self),
         }
     }
 }

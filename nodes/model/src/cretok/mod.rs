@@ -26,7 +26,7 @@ pub mod trainer;
 
 pub use config::{EncoderSet, Target, TrainConfig};
 pub use dataset::{Pair, PairSet};
-pub use encoder::{EncoderId, EncoderRef};
+pub use encoder::{encoder_refs, EncoderId, EncoderRef};
 pub use plot::LossHistory;
 pub use report::{Control, EvalReport, Reporter, Silent, StartReport, StepReport};
 pub use token_file::CreTokToken;

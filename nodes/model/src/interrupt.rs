@@ -1,0 +1,78 @@
+//! Cancelling long model loops: a per-prompt flag, and the thread-local token
+//! model code checks between blocks without being handed it.
+
+use std::cell::RefCell;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+/// A per-prompt cancellation flag, checked cooperatively by long-running nodes.
+#[derive(Debug, Clone, Default)]
+pub struct CancelToken(Arc<AtomicBool>);
+
+impl CancelToken {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn cancel(&self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+
+    pub fn is_cancelled(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
+
+    /// Whether both are the same prompt's token (clones of one another).
+    pub fn is_same(&self, other: &CancelToken) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+thread_local! {
+    /// The cancel token of the node running on this thread (see [`with_cancel_token`]).
+    static RUNNING: RefCell<Option<CancelToken>> = const { RefCell::new(None) };
+}
+
+/// Runs `f` (a node's run) with `token` as this thread's cancel token, so that
+/// model code deep below the node, which has no a node's context, can stop
+/// between blocks with [`check_interrupted`].
+pub fn with_cancel_token<R>(token: &CancelToken, f: impl FnOnce() -> R) -> R {
+    /// Restores the previous token even when `f` panics.
+    struct Restore(Option<CancelToken>);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            RUNNING.with(|r| *r.borrow_mut() = self.0.take());
+        }
+    }
+    let _restore = Restore(RUNNING.with(|r| r.replace(Some(token.clone()))));
+    f()
+}
+
+/// Fails once the prompt running on this thread is cancelled: model loops call
+/// it between blocks. The executor reports a node that fails after its prompt
+/// was cancelled as interrupted.
+pub fn check_interrupted() -> candle_core::Result<()> {
+    let cancelled = RUNNING.with(|r| r.borrow().as_ref().is_some_and(CancelToken::is_cancelled));
+    if cancelled {
+        candle_core::bail!("interrupted");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn model_code_sees_the_running_threads_token() {
+        assert!(check_interrupted().is_ok(), "no node running");
+        let token = CancelToken::new();
+        with_cancel_token(&token, || {
+            assert!(check_interrupted().is_ok());
+            token.cancel();
+            let err = check_interrupted().unwrap_err();
+            assert!(err.to_string().contains("interrupted"), "{err}");
+        });
+        assert!(check_interrupted().is_ok(), "the token is only the node's");
+    }
+}
