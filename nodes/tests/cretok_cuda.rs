@@ -4,26 +4,17 @@
 //! was skipped. On the CPU alone both gradient paths are compared in `cretok::tests` and
 //! `tests/text_clip.rs`.
 
-use std::collections::HashMap;
-
-use candle_core::{DType, Device, Tensor};
-use candle_nn::VarBuilder;
-use cretok_nodes::cretok::encoder_refs;
-use cretok_nodes::cretok::{EncoderId, PairSet, TrainConfig, Trainer};
-use cretok_nodes::sd3::text_encoders::{EncoderVarBuilders, Sd3TextConfig, Sd3TextEncoders};
-use cretok_nodes::sd3::text_tiny::{tiny_clip_g_weights, tiny_clip_l_weights};
+use candle_core::Device;
+use cretok_nodes::cretok::{encoder_refs, EncoderId, PairSet, TrainConfig, Trainer};
+use cretok_nodes::sd3::text_encoders::Sd3TextEncoders;
+use cretok_nodes::sd3::text_tiny::TinyTextEncoders;
 
 fn encoders(device: &Device) -> Sd3TextEncoders {
-    let vb = |w: Vec<(String, Tensor)>| {
-        let map: HashMap<_, _> = w.into_iter().collect();
-        VarBuilder::from_tensors(map, DType::F32, device)
+    let tiny = TinyTextEncoders {
+        device: device.clone(),
+        ..TinyTextEncoders::new(5)
     };
-    let vbs = EncoderVarBuilders {
-        clip_l: vb(tiny_clip_l_weights(5).unwrap()),
-        clip_g: vb(tiny_clip_g_weights(5).unwrap()),
-        t5: None,
-    };
-    Sd3TextEncoders::new(&Sd3TextConfig::tiny(), None, vbs).unwrap()
+    tiny.build().unwrap()
 }
 
 /// Per-step losses and the final tokens after `steps` steps.

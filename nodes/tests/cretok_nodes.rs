@@ -1,15 +1,13 @@
 //! The CreTok nodes on the tiny encoders: CreTokEncode (strength dial, 3+ concepts, errors),
 //! `embedding:NAME` in CLIPTextEncode, CreTokLoad, CreTokTrain (progress, text, output file).
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use candle_core::{DType, Device, Tensor};
-use candle_nn::VarBuilder;
+use candle_core::{Device, Tensor};
 use cretok_nodes::builtin::{ClipTextEncode, CreTokEncode, CreTokLoad, CreTokTrain};
 use cretok_nodes::cretok::{CreTokToken, EncoderId};
-use cretok_nodes::sd3::text_encoders::{EncoderVarBuilders, Sd3TextConfig, Sd3TextEncoders};
-use cretok_nodes::sd3::text_tiny::{tiny_clip_g_weights, tiny_clip_l_weights};
+use cretok_nodes::sd3::text_encoders::Sd3TextEncoders;
+use cretok_nodes::sd3::text_tiny::TinyTextEncoders;
 use cretok_nodes::sd3::types::Conditioning;
 use cretok_nodes::{
     CancelToken, EventSink, Inputs, Node, NodeError, NullSink, Paths, PreviewFormat, RunContext,
@@ -17,20 +15,11 @@ use cretok_nodes::{
 };
 
 fn encoders() -> Arc<Sd3TextEncoders> {
-    let vb = |w: Vec<(String, Tensor)>| {
-        let map: HashMap<_, _> = w.into_iter().collect();
-        VarBuilder::from_tensors(map, DType::F32, &Device::Cpu)
-    };
-    let vbs = EncoderVarBuilders {
-        clip_l: vb(tiny_clip_l_weights(4).unwrap()),
-        clip_g: vb(tiny_clip_g_weights(4).unwrap()),
-        t5: None,
-    };
-    let cfg = Sd3TextConfig {
+    let tiny = TinyTextEncoders {
         t5_len: 8,
-        ..Sd3TextConfig::tiny()
+        ..TinyTextEncoders::new(4)
     };
-    Arc::new(Sd3TextEncoders::new(&cfg, None, vbs).unwrap())
+    Arc::new(tiny.build().unwrap())
 }
 
 fn token() -> CreTokToken {

@@ -1,30 +1,16 @@
 //! The path the CreTok token takes: tokenize -> embed -> substitute the "creative" row ->
 //! encode, with the gradient reaching the substituted vector through the full conditioning.
 
-use std::collections::HashMap;
-
-use candle_core::{DType, Device, Tensor, Var};
-use candle_nn::VarBuilder;
-use cretok_nodes::sd3::text_encoders::{
-    substitute_row, EncoderVarBuilders, Sd3TextConfig, Sd3TextEncoders,
-};
-use cretok_nodes::sd3::text_tiny::{tiny_clip_g_weights, tiny_clip_l_weights};
+use candle_core::{Tensor, Var};
+use cretok_nodes::sd3::text_encoders::{substitute_row, Sd3TextEncoders};
+use cretok_nodes::sd3::text_tiny::TinyTextEncoders;
 
 fn encoders() -> Sd3TextEncoders {
-    let vb = |w: Vec<(String, Tensor)>| {
-        let map: HashMap<_, _> = w.into_iter().collect();
-        VarBuilder::from_tensors(map, DType::F32, &Device::Cpu)
-    };
-    let vbs = EncoderVarBuilders {
-        clip_l: vb(tiny_clip_l_weights(9).unwrap()),
-        clip_g: vb(tiny_clip_g_weights(9).unwrap()),
-        t5: None,
-    };
-    let cfg = Sd3TextConfig {
+    let tiny = TinyTextEncoders {
         t5_len: 4,
-        ..Sd3TextConfig::tiny()
+        ..TinyTextEncoders::new(9)
     };
-    Sd3TextEncoders::new(&cfg, None, vbs).unwrap()
+    tiny.build().unwrap()
 }
 
 fn max_abs(t: &Tensor) -> f32 {

@@ -2,18 +2,15 @@
 //! and `embedding:NAME` both load and the loss plot next to it, checkpoints, stops cleanly on
 //! Ctrl-C and resumes, extends a run with `--resume --steps` and refuses changed settings.
 
-use std::collections::HashMap;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use candle_core::{DType, Device, Tensor};
-use candle_nn::VarBuilder;
 use cretok_nodes::builtin::{ClipTextEncode, CreTokEncode, CreTokLoad};
 use cretok_nodes::cretok::{CreTokToken, EncoderId};
-use cretok_nodes::sd3::text_encoders::{EncoderVarBuilders, Sd3TextConfig, Sd3TextEncoders};
-use cretok_nodes::sd3::text_tiny::{tiny_clip_g_weights, tiny_clip_l_weights, TINY_SEED};
+use cretok_nodes::sd3::text_encoders::Sd3TextEncoders;
+use cretok_nodes::sd3::text_tiny::{TinyTextEncoders, TINY_SEED};
 use cretok_nodes::sd3::types::Conditioning;
 use cretok_nodes::{CancelToken, Inputs, Node, NullSink, Paths, RunContext, Value};
 use cretok_tests::cretok_bin;
@@ -37,16 +34,7 @@ fn train(data: &Path, extra: &[&str]) -> Output {
 }
 
 fn tiny_encoders() -> Arc<Sd3TextEncoders> {
-    let vb = |w: Vec<(String, Tensor)>| {
-        let map: HashMap<_, _> = w.into_iter().collect();
-        VarBuilder::from_tensors(map, DType::F32, &Device::Cpu)
-    };
-    let vbs = EncoderVarBuilders {
-        clip_l: vb(tiny_clip_l_weights(TINY_SEED).unwrap()),
-        clip_g: vb(tiny_clip_g_weights(TINY_SEED).unwrap()),
-        t5: None,
-    };
-    Arc::new(Sd3TextEncoders::new(&Sd3TextConfig::tiny(), None, vbs).unwrap())
+    Arc::new(TinyTextEncoders::new(TINY_SEED).build().unwrap())
 }
 
 fn pooled(out: &[Value]) -> Vec<f32> {

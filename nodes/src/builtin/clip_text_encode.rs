@@ -107,32 +107,19 @@ fn load_embedding(folder: &Path, name: &str) -> anyhow::Result<CreTokToken> {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::HashMap;
-
-    use candle_core::{DType, Device};
-    use candle_nn::VarBuilder;
 
     use super::*;
-    use crate::sd3::text_encoders::{EncoderVarBuilders, Sd3TextConfig};
-    use crate::sd3::text_tiny::{tiny_clip_g_weights, tiny_clip_l_weights};
+
+    use crate::sd3::text_tiny::TinyTextEncoders;
     use crate::sd3::types::Conditioning;
     use crate::{CancelToken, NullSink, Paths};
 
     fn tiny_encoders() -> Sd3TextEncoders {
-        let cfg = Sd3TextConfig {
+        let tiny = TinyTextEncoders {
             t5_len: 8,
-            ..Sd3TextConfig::tiny()
+            ..TinyTextEncoders::new(3)
         };
-        let vb = |w: Vec<(String, candle_core::Tensor)>| {
-            let map: HashMap<_, _> = w.into_iter().collect();
-            VarBuilder::from_tensors(map, DType::F32, &Device::Cpu)
-        };
-        let vbs = EncoderVarBuilders {
-            clip_l: vb(tiny_clip_l_weights(3).unwrap()),
-            clip_g: vb(tiny_clip_g_weights(3).unwrap()),
-            t5: None,
-        };
-        Sd3TextEncoders::new(&cfg, None, vbs).unwrap()
+        tiny.build().unwrap()
     }
 
     #[test]

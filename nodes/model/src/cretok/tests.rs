@@ -1,10 +1,7 @@
 //! Cross-module tests of the trainer on the tiny random CLIPs (docs/parity.md, "Tiny fixtures"): the exact
 //! speed-ups equal the plain computation, only the token moves, resume is bit-for-bit.
 
-use std::collections::HashMap;
-
 use candle_core::{DType, Device, Tensor};
-use candle_nn::VarBuilder;
 
 use super::encoder::{Adaptive, EncoderRef};
 use super::loss::{clipped_cosine_loss, unit_rows};
@@ -12,10 +9,8 @@ use super::prompts::{adaptive_ids, prompt_ids};
 use super::trainer::PathChoice;
 use super::*;
 use crate::cretok::encoder_refs;
-use crate::sd3::text_encoders::{
-    substitute_row, EncoderVarBuilders, Sd3TextConfig, Sd3TextEncoders,
-};
-use crate::sd3::text_tiny::{tiny_clip_g_weights, tiny_clip_l_weights};
+use crate::sd3::text_encoders::{substitute_row, Sd3TextEncoders};
+use crate::sd3::text_tiny::TinyTextEncoders;
 
 pub(crate) fn tiny_encoders(seed: u64) -> Sd3TextEncoders {
     tiny_encoders_stored(seed, DType::F32)
@@ -24,23 +19,13 @@ pub(crate) fn tiny_encoders(seed: u64) -> Sd3TextEncoders {
 /// The tiny encoders with their weights rounded to `stored` (as a file in that dtype), loaded
 /// in f32.
 fn tiny_encoders_stored(seed: u64, stored: DType) -> Sd3TextEncoders {
-    let vb = |w: Vec<(String, Tensor)>| {
-        let map: HashMap<_, _> = w
-            .into_iter()
-            .map(|(k, t)| (k, t.to_dtype(stored).unwrap()))
-            .collect();
-        VarBuilder::from_tensors(map, DType::F32, &Device::Cpu)
-    };
-    let vbs = EncoderVarBuilders {
-        clip_l: vb(tiny_clip_l_weights(seed).unwrap()),
-        clip_g: vb(tiny_clip_g_weights(seed).unwrap()),
-        t5: None,
-    };
-    let cfg = Sd3TextConfig {
+    TinyTextEncoders {
         t5_len: 8,
-        ..Sd3TextConfig::tiny()
-    };
-    Sd3TextEncoders::new(&cfg, None, vbs).unwrap()
+        stored,
+        ..TinyTextEncoders::new(seed)
+    }
+    .build()
+    .unwrap()
 }
 
 fn small_pairs() -> PairSet {

@@ -17,7 +17,9 @@ pub mod t5;
 #[cfg(test)]
 mod test_tensors;
 pub mod text_encoders;
+#[cfg(any(test, feature = "test-fixtures"))]
 pub mod text_tiny;
+#[cfg(any(test, feature = "test-fixtures"))]
 pub mod tiny;
 pub mod tokenizer;
 pub mod types;

@@ -6,11 +6,15 @@
 //! every platform. Each tensor draws from its own stream, seeded from the
 //! model seed and the tensor's name, so adding a tensor never changes the others.
 
-use candle_core::{Device, Result, Tensor};
+use std::collections::HashMap;
+
+use candle_core::{DType, Device, Result, Tensor};
+use candle_nn::VarBuilder;
 
 use super::clip::ClipConfig;
 use super::rng::{fnv1a, SplitMix64};
 use super::t5::t5_tiny;
+use super::text_encoders::{EncoderVarBuilders, Sd3TextConfig, Sd3TextEncoders};
 
 /// The seed of the committed parity goldens (`nodes/parity/goldens/text_encoders.safetensors`).
 pub const TINY_SEED: u64 = 20250601;
@@ -119,6 +123,50 @@ pub fn tiny_clip_l_weights(seed: u64) -> Result<Vec<(String, Tensor)>> {
 /// The tiny CLIP-G ([`ClipConfig::tiny_g`]) with a random projection.
 pub fn tiny_clip_g_weights(seed: u64) -> Result<Vec<(String, Tensor)>> {
     clip_weights(&ClipConfig::tiny_g(), TinyProjection::Random, seed)
+}
+
+/// SD3's text encoders built from the tiny CLIP-L and CLIP-G of `seed`
+/// (no T5): the one builder of the tests.
+#[derive(Debug, Clone)]
+pub struct TinyTextEncoders {
+    pub seed: u64,
+    /// Rows of the (absent) T5 part of the context.
+    pub t5_len: usize,
+    /// The dtype the weights are rounded to, as a file in it holds them; they
+    /// are loaded in f32.
+    pub stored: DType,
+    pub device: Device,
+}
+
+impl TinyTextEncoders {
+    pub fn new(seed: u64) -> Self {
+        TinyTextEncoders {
+            seed,
+            t5_len: Sd3TextConfig::tiny().t5_len,
+            stored: DType::F32,
+            device: Device::Cpu,
+        }
+    }
+
+    pub fn build(&self) -> anyhow::Result<Sd3TextEncoders> {
+        let vb = |weights: Vec<(String, Tensor)>| -> Result<VarBuilder<'static>> {
+            let map = weights
+                .into_iter()
+                .map(|(name, t)| Ok((name, t.to_dtype(self.stored)?)))
+                .collect::<Result<HashMap<_, _>>>()?;
+            Ok(VarBuilder::from_tensors(map, DType::F32, &self.device))
+        };
+        let vbs = EncoderVarBuilders {
+            clip_l: vb(tiny_clip_l_weights(self.seed)?)?,
+            clip_g: vb(tiny_clip_g_weights(self.seed)?)?,
+            t5: None,
+        };
+        let cfg = Sd3TextConfig {
+            t5_len: self.t5_len,
+            ..Sd3TextConfig::tiny()
+        };
+        Sd3TextEncoders::new(&cfg, None, vbs)
+    }
 }
 
 /// The tiny T5 encoder ([`t5_tiny`]): `shared.weight` and `encoder.*` (no duplicate
