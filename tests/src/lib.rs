@@ -89,6 +89,44 @@ pub fn example_components(target_tmp: &Path, crates: &[&str]) -> PathBuf {
     out
 }
 
+/// Runs `cretok ARGS` from the repository root and fails the test unless it
+/// succeeds.
+pub fn cretok_ok(args: &[&str]) -> std::process::Output {
+    let out = std::process::Command::new(cretok_bin())
+        .args(args)
+        .current_dir(repo_root())
+        .output()
+        .expect("cretok runs");
+    assert!(
+        out.status.success(),
+        "cretok {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// `cretok run WORKFLOW` headless on these folders (and `extra` arguments);
+/// the image it saved, from its `wrote PATH` line.
+pub fn run_headless(workflow: &Path, models: &Path, data: &Path, extra: &[&str]) -> PathBuf {
+    let mut args = vec![
+        "run",
+        workflow.to_str().unwrap(),
+        "--quiet",
+        "--models",
+        models.to_str().unwrap(),
+        "--data-dir",
+        data.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    let out = cretok_ok(&args);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let path = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("wrote "))
+        .unwrap_or_else(|| panic!("prints the image path: {stdout}"));
+    PathBuf::from(path)
+}
+
 /// The repository root (for workflow files).
 pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))

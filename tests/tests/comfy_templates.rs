@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use cretok_tests::{cretok_bin, repo_root, Server};
+use cretok_tests::{cretok_ok, repo_root, run_headless, Server};
 use serde_json::Value;
 
 const TEMPLATE: &str = "sd3.5_simple_example.json";
@@ -36,19 +36,9 @@ fn template() -> Option<PathBuf> {
     found
 }
 
-fn cretok(args: &[&str]) -> std::process::Output {
-    let out = Command::new(cretok_bin()).args(args).output().unwrap();
-    assert!(
-        out.status.success(),
-        "cretok {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
-
 fn tiny_checkpoint(models: &Path) {
     let models = models.to_str().unwrap();
-    cretok(&[
+    cretok_ok(&[
         "dev",
         "tiny-checkpoint",
         "--models",
@@ -73,22 +63,9 @@ fn the_official_sd35_template_runs_unchanged_headless() {
     let dir = tempfile::tempdir().unwrap();
     let (models, data) = (dir.path().join("models"), dir.path().join("data"));
     tiny_checkpoint(&models);
-    let out = cretok(&[
-        "run",
-        template.to_str().unwrap(),
-        "--quiet",
-        "--models",
-        models.to_str().unwrap(),
-        "--data-dir",
-        data.to_str().unwrap(),
-    ]);
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let path = stdout
-        .lines()
-        .find_map(|l| l.strip_prefix("wrote "))
-        .unwrap_or_else(|| panic!("prints the image path: {stdout}"));
-    assert!(path.ends_with("ComfyUI_00001_.png"), "{path}");
-    assert_eq!(png_size(Path::new(path)), (1024, 1024));
+    let path = run_headless(&template, &models, &data, &[]);
+    assert!(path.ends_with("ComfyUI_00001_.png"), "{path:?}");
+    assert_eq!(png_size(&path), (1024, 1024));
 }
 
 #[tokio::test]
@@ -101,7 +78,7 @@ async fn the_official_sd35_template_runs_unchanged_through_the_server() -> anyho
     tiny_checkpoint(&models);
     // What the editor queues: the API form of the file it opened.
     let api: Value =
-        serde_json::from_slice(&cretok(&["convert", template.to_str().unwrap()]).stdout)?;
+        serde_json::from_slice(&cretok_ok(&["convert", template.to_str().unwrap()]).stdout)?;
     let server = Server::start(
         &dir.path().join("data"),
         &["--models", models.to_str().unwrap()],

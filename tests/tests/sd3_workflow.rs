@@ -2,30 +2,15 @@
 //! `cretok dev tiny-checkpoint`: headless, then through the server.
 
 use std::path::Path;
-use std::process::Command;
 
-use cretok_tests::{cretok_bin, repo_root, Frame, Server};
+use cretok_tests::{cretok_ok, repo_root, run_headless, Frame, Server};
 use serde_json::{json, Value};
 
 const WORKFLOW: &str = "workflows/sd3_txt2img.json";
 
-fn cretok(args: &[&str]) -> std::process::Output {
-    let out = Command::new(cretok_bin())
-        .args(args)
-        .current_dir(repo_root())
-        .output()
-        .expect("cretok runs");
-    assert!(
-        out.status.success(),
-        "cretok {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
-
 /// Writes the tiny checkpoint into `models/checkpoints/`.
 fn tiny_checkpoint(models: &Path) {
-    let out = cretok(&[
+    let out = cretok_ok(&[
         "dev",
         "tiny-checkpoint",
         "--models",
@@ -76,23 +61,10 @@ fn sd3_txt2img_runs_headless_on_the_tiny_checkpoint() {
     let dir = tempfile::tempdir().unwrap();
     let (models, data) = (dir.path().join("models"), dir.path().join("data"));
     tiny_checkpoint(&models);
-    let out = cretok(&[
-        "run",
-        WORKFLOW,
-        "--quiet",
-        "--models",
-        models.to_str().unwrap(),
-        "--data-dir",
-        data.to_str().unwrap(),
-    ]);
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let path = stdout
-        .lines()
-        .find_map(|l| l.strip_prefix("wrote "))
-        .unwrap_or_else(|| panic!("prints the image path: {stdout}"));
-    assert!(path.ends_with(".png"), "{path}");
+    let path = run_headless(&repo_root().join(WORKFLOW), &models, &data, &[]);
+    assert!(path.extension().is_some_and(|e| e == "png"), "{path:?}");
     let expected = workflow();
-    let (prompt, size) = read_png(Path::new(path));
+    let (prompt, size) = read_png(&path);
     assert_eq!(prompt, expected);
     assert_eq!(size, requested_size(&expected));
 }
@@ -255,7 +227,7 @@ fn tiny_sd35_diffusers_folder_runs_the_same_workflow() {
     let dir = tempfile::tempdir().unwrap();
     let (models, data) = (dir.path().join("models"), dir.path().join("data"));
     let models_arg = models.to_str().unwrap();
-    let out = cretok(&[
+    let out = cretok_ok(&[
         "dev",
         "tiny-checkpoint",
         "--models",
@@ -272,27 +244,16 @@ fn tiny_sd35_diffusers_folder_runs_the_same_workflow() {
         .is_file());
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("\"tiny-sd3.5-medium\""), "{stdout}");
-    let out = cretok(&[
-        "run",
-        WORKFLOW,
-        "--quiet",
+    let set = [
         "--set",
         "4.ckpt_name=tiny-sd3.5-medium",
         "--set",
         "5.width=32",
         "--set",
         "4.weight_dtype=int8",
-        "--models",
-        models_arg,
-        "--data-dir",
-        data.to_str().unwrap(),
-    ]);
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let path = stdout
-        .lines()
-        .find_map(|l| l.strip_prefix("wrote "))
-        .unwrap_or_else(|| panic!("prints the image path: {stdout}"));
-    let (prompt, size) = read_png(Path::new(path));
+    ];
+    let path = run_headless(&repo_root().join(WORKFLOW), &models, &data, &set);
+    let (prompt, size) = read_png(&path);
     assert_eq!(prompt["4"]["inputs"]["ckpt_name"], "tiny-sd3.5-medium");
     assert_eq!(prompt["4"]["inputs"]["weight_dtype"], "int8");
     assert_eq!(size, (32, 64));
@@ -332,22 +293,8 @@ fn run_saved(
 ) -> (Value, (u32, u32), Vec<u8>) {
     let file = dir.join(name);
     std::fs::write(&file, workflow.to_string()).unwrap();
-    let data = dir.join("data");
-    let out = cretok(&[
-        "run",
-        file.to_str().unwrap(),
-        "--quiet",
-        "--models",
-        models.to_str().unwrap(),
-        "--data-dir",
-        data.to_str().unwrap(),
-    ]);
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let path = stdout
-        .lines()
-        .find_map(|l| l.strip_prefix("wrote "))
-        .unwrap_or_else(|| panic!("prints the image path: {stdout}"));
-    let (prompt, size) = read_png(Path::new(path));
+    let path = run_headless(&file, models, &dir.join("data"), &[]);
+    let (prompt, size) = read_png(&path);
     (prompt, size, std::fs::read(path).unwrap())
 }
 
@@ -411,21 +358,8 @@ fn comfyui_img2img_of_an_uploaded_picture_runs_headless() {
     prompt["3"]["inputs"]["denoise"] = json!(0.6);
     let file = dir.path().join("img2img.json");
     std::fs::write(&file, prompt.to_string()).unwrap();
-    let out = cretok(&[
-        "run",
-        file.to_str().unwrap(),
-        "--quiet",
-        "--models",
-        models.to_str().unwrap(),
-        "--data-dir",
-        data.to_str().unwrap(),
-    ]);
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let path = stdout
-        .lines()
-        .find_map(|l| l.strip_prefix("wrote "))
-        .unwrap_or_else(|| panic!("prints the image path: {stdout}"));
-    let (saved, size) = read_png(Path::new(path));
+    let path = run_headless(&file, &models, &data, &[]);
+    let (saved, size) = read_png(&path);
     assert_eq!(saved, prompt);
     assert_eq!(size, (96, 64));
 }
