@@ -6,6 +6,7 @@
 //! shapes), diffusers 0.42.1 `loaders/single_file_utils.py` (key map),
 //! docs/parity.md, "Checkpoint keys".
 
+pub mod components;
 pub mod keymap;
 pub mod layouts;
 pub mod random_file;
