@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use candle_core::Tensor;
 use cretok_nodes::builtin::{
-    CheckpointLoader, ClipLoader, ClipTextEncode, ClipTextEncodeSd3, EmptySd3LatentImage,
-    KSampler, TripleClipLoader, UnetLoader, VaeDecode, VaeLoader,
+    CheckpointLoader, ClipLoader, ClipTextEncode, ClipTextEncodeSd3, EmptySd3LatentImage, KSampler,
+    TripleClipLoader, UnetLoader, VaeDecode, VaeLoader,
 };
 use cretok_nodes::sd3::text_encoders::Sd3TextEncoders;
 use cretok_nodes::sd3::tiny::{
@@ -80,13 +80,21 @@ fn triple_clip(s: &Setup, names: [&str; 3]) -> Result<Vec<Value>, NodeError> {
         .with("clip_name1", file_name(names[0]))
         .with("clip_name2", file_name(names[1]))
         .with("clip_name3", file_name(names[2]));
-    run(&TripleClipLoader { paths: s.paths.clone() }, &inputs, s)
+    run(
+        &TripleClipLoader {
+            paths: s.paths.clone(),
+        },
+        &inputs,
+        s,
+    )
 }
 
 fn separate_clip(s: &Setup) -> Value {
     let f = COMPONENT_FILES;
     // Any order: the loader tells the encoders by their keys.
-    triple_clip(s, [f.t5xxl, f.clip_l, f.clip_g]).unwrap().remove(0)
+    triple_clip(s, [f.t5xxl, f.clip_l, f.clip_g])
+        .unwrap()
+        .remove(0)
 }
 
 fn encode_sd3(s: &Setup, clip: &Value, texts: [&str; 3], empty_padding: &str) -> Conditioning {
@@ -156,13 +164,25 @@ fn separate_files_give_the_image_of_the_single_file() {
     let unet_inputs = Inputs::new()
         .with("unet_name", file_name(f.diffusion_model))
         .with("weight_dtype", text("default"));
-    let model = run(&UnetLoader { paths: s.paths.clone() }, &unet_inputs, &s)
-        .unwrap()
-        .remove(0);
+    let model = run(
+        &UnetLoader {
+            paths: s.paths.clone(),
+        },
+        &unet_inputs,
+        &s,
+    )
+    .unwrap()
+    .remove(0);
     let vae_inputs = Inputs::new().with("vae_name", file_name(f.vae));
-    let vae = run(&VaeLoader { paths: s.paths.clone() }, &vae_inputs, &s)
-        .unwrap()
-        .remove(0);
+    let vae = run(
+        &VaeLoader {
+            paths: s.paths.clone(),
+        },
+        &vae_inputs,
+        &s,
+    )
+    .unwrap()
+    .remove(0);
     let clip = separate_clip(&s);
     let prompt = "a lettuce mantis";
     let positive = encode_sd3(&s, &clip, [prompt; 3], "empty_prompt");
@@ -185,7 +205,11 @@ fn clip_text_encode_sd3_with_one_text_is_clip_text_encode() {
     for prompt in ["a lettuce mantis", ""] {
         let plain = encoders.encode(prompt).unwrap();
         let each = encode_sd3(&s, &clip, [prompt; 3], "empty_prompt");
-        assert_eq!(max_abs_diff(&each.context, &plain.context), 0.0, "{prompt:?}");
+        assert_eq!(
+            max_abs_diff(&each.context, &plain.context),
+            0.0,
+            "{prompt:?}"
+        );
         assert_eq!(max_abs_diff(&each.pooled, &plain.pooled), 0.0, "{prompt:?}");
     }
     // With `none`, non-empty texts encode as with `empty_prompt`.
@@ -208,7 +232,10 @@ fn empty_texts_with_padding_none_drop_their_part_as_comfyui() {
     let no_t5 = encode_sd3(&s, &clip, [prompt, prompt, ""], "none");
     assert_eq!(no_t5.context.dims(), &[1, 77 + 1, 128]);
     let clip_rows = |c: &Conditioning| c.context.narrow(1, 0, 77).unwrap();
-    assert_eq!(max_abs_diff(&clip_rows(&no_t5), &clip_rows(&reference)), 0.0);
+    assert_eq!(
+        max_abs_diff(&clip_rows(&no_t5), &clip_rows(&reference)),
+        0.0
+    );
     assert_eq!(max_abs_diff(&no_t5.pooled, &reference.pooled), 0.0);
     let t5_empty = encode_sd3(&s, &clip, [prompt, prompt, ""], "empty_prompt");
     assert_eq!(t5_empty.context.dims(), &[1, 77 + 256, 128]);
@@ -227,7 +254,13 @@ fn empty_texts_with_padding_none_drop_their_part_as_comfyui() {
     assert_eq!(max_abs_diff(&one_empty.context, &padded.context), 0.0);
     let empty_l = encoders.encode("").unwrap();
     let l_width = 32;
-    let l_cols = |c: &Conditioning| c.context.narrow(1, 0, 77).unwrap().narrow(2, 0, l_width).unwrap();
+    let l_cols = |c: &Conditioning| {
+        c.context
+            .narrow(1, 0, 77)
+            .unwrap()
+            .narrow(2, 0, l_width)
+            .unwrap()
+    };
     assert_eq!(max_abs_diff(&l_cols(&one_empty), &l_cols(&empty_l)), 0.0);
 
     // Everything empty: T5's end token alone.
@@ -240,11 +273,19 @@ fn empty_texts_with_padding_none_drop_their_part_as_comfyui() {
     let unet_inputs = Inputs::new()
         .with("unet_name", file_name(f.diffusion_model))
         .with("weight_dtype", text("default"));
-    let model = run(&UnetLoader { paths: s.paths.clone() }, &unet_inputs, &s)
-        .unwrap()
-        .remove(0);
+    let model = run(
+        &UnetLoader {
+            paths: s.paths.clone(),
+        },
+        &unet_inputs,
+        &s,
+    )
+    .unwrap()
+    .remove(0);
     let vae = run(
-        &VaeLoader { paths: s.paths.clone() },
+        &VaeLoader {
+            paths: s.paths.clone(),
+        },
         &Inputs::new().with("vae_name", file_name(f.vae)),
         &s,
     )
@@ -275,7 +316,9 @@ fn error_of(result: Result<Vec<Value>, NodeError>) -> String {
 fn files_of_the_wrong_kind_and_missing_files_are_named() {
     let s = setup();
     let f = COMPONENT_FILES;
-    let unet = UnetLoader { paths: s.paths.clone() };
+    let unet = UnetLoader {
+        paths: s.paths.clone(),
+    };
     let unet_with = |name: &str| {
         let inputs = Inputs::new()
             .with("unet_name", text(name))
@@ -283,16 +326,27 @@ fn files_of_the_wrong_kind_and_missing_files_are_named() {
         run(&unet, &inputs, &s)
     };
     // The VAE file copied where diffusion models go.
-    let misplaced = s.paths.model_folder("diffusion_models").join("vae.safetensors");
+    let misplaced = s
+        .paths
+        .model_folder("diffusion_models")
+        .join("vae.safetensors");
     std::fs::copy(s.paths.models_dir.join(f.vae), &misplaced).unwrap();
     let err = error_of(unet_with("vae.safetensors"));
     assert!(err.contains("vae.safetensors"), "{err}");
-    assert!(err.contains("not an SD3 diffusion model: it holds a VAE"), "{err}");
+    assert!(
+        err.contains("not an SD3 diffusion model: it holds a VAE"),
+        "{err}"
+    );
     let err = error_of(unet_with("nope.safetensors"));
     assert!(err.contains("`nope.safetensors` is not in"), "{err}");
-    assert!(err.contains("diffusion_models") && err.contains("unet"), "{err}");
+    assert!(
+        err.contains("diffusion_models") && err.contains("unet"),
+        "{err}"
+    );
 
-    let vae = VaeLoader { paths: s.paths.clone() };
+    let vae = VaeLoader {
+        paths: s.paths.clone(),
+    };
     let models = s.paths.model_folder("vae");
     std::fs::copy(
         s.paths.models_dir.join(f.clip_g),
@@ -304,7 +358,10 @@ fn files_of_the_wrong_kind_and_missing_files_are_named() {
         &Inputs::new().with("vae_name", text("clip_g.safetensors")),
         &s,
     ));
-    assert!(err.contains("not a VAE: it holds a CLIP text encoder"), "{err}");
+    assert!(
+        err.contains("not a VAE: it holds a CLIP text encoder"),
+        "{err}"
+    );
 
     let err = error_of(triple_clip(&s, [f.clip_l, f.clip_l, f.t5xxl]));
     assert!(err.contains("holds clip_l, as clip_name1 does"), "{err}");
@@ -316,9 +373,14 @@ fn files_of_the_wrong_kind_and_missing_files_are_named() {
     .unwrap();
     let err = error_of(triple_clip(&s, [f.clip_l, f.clip_g, "vae.safetensors"]));
     assert!(err.contains("clip_name3"), "{err}");
-    assert!(err.contains("not a CLIP-L, CLIP-G or T5-XXL text encoder: it holds a VAE"), "{err}");
+    assert!(
+        err.contains("not a CLIP-L, CLIP-G or T5-XXL text encoder: it holds a VAE"),
+        "{err}"
+    );
 
-    let clip_loader = ClipLoader { paths: s.paths.clone() };
+    let clip_loader = ClipLoader {
+        paths: s.paths.clone(),
+    };
     let single = |clip_type: &str| {
         let inputs = Inputs::new()
             .with("clip_name", file_name(f.clip_l))
@@ -342,18 +404,26 @@ fn legacy_folders_unet_and_clip_are_read_too() {
         let name = format!("legacy_{}", from.rsplit('/').next().unwrap());
         std::fs::rename(s.paths.models_dir.join(from), dir.join(name)).unwrap();
     }
-    let unet = UnetLoader { paths: s.paths.clone() };
+    let unet = UnetLoader {
+        paths: s.paths.clone(),
+    };
     let listed = unet.schema().to_object_info()["input"]["required"]["unet_name"][0].clone();
     assert_eq!(listed, json!(["legacy_tiny-sd3-mmdit.safetensors"]));
     let inputs = Inputs::new()
         .with("unet_name", text("legacy_tiny-sd3-mmdit.safetensors"))
         .with("weight_dtype", text("fp8_e4m3fn"));
     run(&unet, &inputs, &s).unwrap();
-    let triple = TripleClipLoader { paths: s.paths.clone() };
+    let triple = TripleClipLoader {
+        paths: s.paths.clone(),
+    };
     let listed = triple.schema().to_object_info()["input"]["required"]["clip_name1"][0].clone();
     assert_eq!(
         listed,
-        json!(["clip_g.safetensors", "legacy_clip_l.safetensors", "t5xxl.safetensors"])
+        json!([
+            "clip_g.safetensors",
+            "legacy_clip_l.safetensors",
+            "t5xxl.safetensors"
+        ])
     );
     triple_clip(&s, ["legacy_clip_l.safetensors", f.clip_g, f.t5xxl]).unwrap();
 }
@@ -363,26 +433,41 @@ fn schemas_are_comfyuis() {
     let s = setup();
     let paths = s.paths.clone();
     let info = |node: &dyn Node| node.schema().to_object_info();
-    let unet = info(&UnetLoader { paths: paths.clone() });
+    let unet = info(&UnetLoader {
+        paths: paths.clone(),
+    });
     assert_eq!(unet["category"], "advanced/loaders");
     assert_eq!(unet["output"], json!(["MODEL"]));
     assert_eq!(
         unet["input"]["required"]["weight_dtype"][0],
-        json!(["default", "fp8_e4m3fn", "fp8_e4m3fn_fast", "fp8_e5m2", "int8"])
+        json!([
+            "default",
+            "fp8_e4m3fn",
+            "fp8_e4m3fn_fast",
+            "fp8_e5m2",
+            "int8"
+        ])
     );
-    let vae = info(&VaeLoader { paths: paths.clone() });
+    let vae = info(&VaeLoader {
+        paths: paths.clone(),
+    });
     assert_eq!(vae["category"], "loaders");
     assert_eq!(vae["output"], json!(["VAE"]));
     assert_eq!(
         vae["input"]["required"]["vae_name"][0],
         json!(["tiny-sd3-vae.safetensors"])
     );
-    let clip = info(&ClipLoader { paths: paths.clone() });
+    let clip = info(&ClipLoader {
+        paths: paths.clone(),
+    });
     assert_eq!(clip["output"], json!(["CLIP"]));
     let types = clip["input"]["required"]["type"][0].as_array().unwrap();
     assert_eq!(types[0], "stable_diffusion");
     assert!(types.contains(&json!("sd3")));
-    assert_eq!(clip["input"]["optional"]["device"][0], json!(["default", "cpu"]));
+    assert_eq!(
+        clip["input"]["optional"]["device"][0],
+        json!(["default", "cpu"])
+    );
     let triple = info(&TripleClipLoader { paths });
     assert_eq!(triple["output"], json!(["CLIP"]));
     assert_eq!(

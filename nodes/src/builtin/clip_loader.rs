@@ -160,10 +160,7 @@ impl Node for TripleClipLoader {
             .display_name("TripleCLIPLoader")
             .description("[Recipes]\n\nsd3: clip-l, clip-g, t5");
         for input in TRIPLE_INPUTS {
-            schema = schema.input(InputSpec::required(
-                input,
-                InputKind::combo(names.clone()),
-            ));
+            schema = schema.input(InputSpec::required(input, InputKind::combo(names.clone())));
         }
         schema.output(OutputSpec::new(data_type::CLIP))
     }

@@ -6,8 +6,8 @@
 use super::clip_text_encode::text_inputs_estimate;
 use crate::sd3::text_encoders::{EmptyText, EncoderTexts, Sd3TextEncoders};
 use crate::{
-    data_type, Estimate, EstimateInputs, InputKind, InputSpec, Inputs, Node, NodeError,
-    NodeOutput, NodeSchema, OutputSpec, RunContext, Value,
+    data_type, Estimate, EstimateInputs, InputKind, InputSpec, Inputs, Node, NodeError, NodeOutput,
+    NodeSchema, OutputSpec, RunContext, Value,
 };
 
 const TEXT_INPUTS: [&str; 3] = ["clip_l", "clip_g", "t5xxl"];

@@ -246,7 +246,11 @@ pub fn write_component_files(models: &Path, opts: &TinyOptions) -> Result<()> {
         save(&named, &path)
     };
     let files = COMPONENT_FILES;
-    write(files.diffusion_model, "model.diffusion_model.", mmdit_tensors(opts)?)?;
+    write(
+        files.diffusion_model,
+        "model.diffusion_model.",
+        mmdit_tensors(opts)?,
+    )?;
     write(files.vae, "", vae_tensors(opts)?)?;
     for kind in text_encoder_kinds(opts) {
         let relative = match kind {

@@ -47,12 +47,7 @@ impl DiffusionModelFile {
                     keys.iter().any(|k| k.starts_with(&block))
                 })
                 .count();
-            Weights::new(
-                files,
-                &prefix,
-                Naming::DiffusersTransformer { depth },
-                path,
-            )
+            Weights::new(files, &prefix, Naming::DiffusersTransformer { depth }, path)
         } else {
             bail!(
                 "{}: not an SD3 diffusion model: {}",

@@ -447,14 +447,26 @@ mod tests {
             skip_layer_guidance: None,
             total: 1,
         };
-        let empty = Prompt::resolve(&crate::sd3::types::ConditioningList { entries: Vec::new() }, 1.0);
+        let empty = Prompt::resolve(
+            &crate::sd3::types::ConditioningList {
+                entries: Vec::new(),
+            },
+            1.0,
+        );
         let guided = GuidedModel::new(&mmdit, &empty, &empty, 1, guidance)?;
         let x = Tensor::ones((1, 16, 8, 8), DType::F32, &Device::Cpu)?.affine(0.3, 0.0)?;
         let alone = |c: &Conditioning| -> Result<Tensor> {
             Ok(guided.forward_each(&x, 0.5, &[c], &[])?.remove(0))
         };
         let max_diff = |a: &Tensor, b: &Tensor| -> f32 {
-            (a - b).unwrap().abs().unwrap().max_all().unwrap().to_scalar().unwrap()
+            (a - b)
+                .unwrap()
+                .abs()
+                .unwrap()
+                .max_all()
+                .unwrap()
+                .to_scalar()
+                .unwrap()
         };
         // 2 and 4 rows: LCM 4 is 2x the shorter, so they run in one batch, the
         // 2-row context tiled to 4 rows (which changes joint attention).
