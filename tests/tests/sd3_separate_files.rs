@@ -50,7 +50,13 @@ fn single_file_workflow() -> Value {
     });
     merge(
         loaders,
-        tail(json!(["1", 0]), json!(["1", 2]), json!(["2", 0]), json!(["3", 0]), "single"),
+        tail(
+            json!(["1", 0]),
+            json!(["1", 2]),
+            json!(["2", 0]),
+            json!(["3", 0]),
+            "single",
+        ),
     )
 }
 
@@ -74,7 +80,13 @@ fn separate_files_workflow() -> Value {
     });
     merge(
         loaders,
-        tail(json!(["1", 0]), json!(["9", 0]), json!(["2", 0]), json!(["3", 0]), "separate"),
+        tail(
+            json!(["1", 0]),
+            json!(["9", 0]),
+            json!(["2", 0]),
+            json!(["3", 0]),
+            "separate",
+        ),
     )
 }
 
@@ -124,5 +136,8 @@ fn separate_files_save_the_image_of_the_single_file() {
     let separate = run(&separate_files_workflow(), dir.path());
     let distinct: std::collections::HashSet<_> = single.iter().collect();
     assert!(distinct.len() > 1, "the image is a flat colour");
-    assert!(single == separate, "the two workflows saved different pixels");
+    assert!(
+        single == separate,
+        "the two workflows saved different pixels"
+    );
 }

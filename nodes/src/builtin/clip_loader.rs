@@ -11,7 +11,9 @@ use candle_core::Device;
 
 use super::load_sd3::{t5_tokenizer, TEXT_ENCODERS};
 use crate::sd3::checkpoint::components::open_text_encoder;
-use crate::sd3::checkpoint::{default_dtype, TextEncoderKind, TextEncoderWeights};
+use crate::sd3::checkpoint::{
+    default_dtype, text_encoders_summary, TextEncoderKind, TextEncoderWeights,
+};
 use crate::sd3::text_encoders::{EncoderVarBuilders, Sd3TextConfig, Sd3TextEncoders};
 use crate::{
     data_type, InputKind, InputSpec, Inputs, Node, NodeError, NodeOutput, NodeSchema, OutputSpec,
@@ -68,34 +70,26 @@ fn load_text_encoders(
     files: &[(&str, PathBuf)],
     ctx: &RunContext,
 ) -> Result<Sd3TextEncoders, NodeError> {
-    let mut found: Vec<(&str, TextEncoderWeights)> = Vec::new();
+    // `found[i]` is the encoder of `files[i]`.
+    let mut found: Vec<TextEncoderWeights> = Vec::new();
     for (input, path) in files {
         let weights = open_text_encoder(path)
             .map_err(|e| NodeError::invalid_input(input, format!("{e:#}")))?;
-        if let Some((other, _)) = found.iter().find(|(_, w)| w.kind == weights.kind) {
+        if let Some(other) = found.iter().position(|w| w.kind == weights.kind) {
             return Err(NodeError::invalid_input(
                 input,
                 format!(
-                    "{} holds {}, as {other} does: give each of CLIP-L, CLIP-G and T5-XXL once",
+                    "{} holds {}, as {} does: give each of CLIP-L, CLIP-G and T5-XXL once",
                     path.display(),
-                    weights.kind.name()
+                    weights.kind.name(),
+                    files[other].0
                 ),
             ));
         }
-        found.push((input, weights));
+        found.push(weights);
     }
-    let get = |kind| found.iter().find(|(_, w)| w.kind == kind).map(|(_, w)| w);
-    let summary: Vec<String> = TextEncoderKind::ALL
-        .iter()
-        .map(|&kind| match get(kind) {
-            Some(w) => format!("{} ({})", kind.name(), w.weights.origin().display()),
-            None if kind == TextEncoderKind::T5Xxl => {
-                "t5xxl missing (T5 rows are zeros: prompts use CLIP-L and CLIP-G only)".into()
-            }
-            None => format!("{} missing", kind.name()),
-        })
-        .collect();
-    let summary = format!("text encoders: {}", summary.join(", "));
+    let get = |kind| found.iter().find(|w| w.kind == kind);
+    let summary = text_encoders_summary(&found);
     ctx.text(&summary);
     let (Some(clip_l), Some(clip_g)) = (get(TextEncoderKind::ClipL), get(TextEncoderKind::ClipG))
     else {

@@ -7,18 +7,20 @@
 //! which tells CLIP-G from CLIP-L and T5 by their keys).
 
 use std::path::Path;
+use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
+use candle_core::safetensors::MmapedSafetensors;
 use candle_core::{DType, Device};
 
-use super::super::mmdit::{self, MMDiT};
-use super::super::precision::WeightDtype;
-use super::super::text_encoders::Sd3TextConfig;
-use super::super::vae::{self, AutoEncoder};
 use super::{
     open_safetensors, prefix_of, reject_other_families, Naming, TextEncoderKind,
     TextEncoderWeights, Weights,
 };
+use crate::sd3::mmdit::{self, MMDiT};
+use crate::sd3::precision::WeightDtype;
+use crate::sd3::text_encoders::Sd3TextConfig;
+use crate::sd3::vae::{self, AutoEncoder};
 
 const MMDIT_MARKER: &str = "joint_blocks.0.x_block.attn.qkv.weight";
 const DIFFUSERS_MMDIT_MARKER: &str = "transformer_blocks.0.attn.to_q.weight";
@@ -163,12 +165,8 @@ pub fn open_text_encoder(path: &Path) -> Result<TextEncoderWeights> {
     Ok(TextEncoderWeights { kind, weights })
 }
 
-fn open_keys(
-    path: &Path,
-) -> Result<(
-    std::sync::Arc<candle_core::safetensors::MmapedSafetensors>,
-    Vec<String>,
-)> {
+/// The memory-mapped file and its tensor names.
+fn open_keys(path: &Path) -> Result<(Arc<MmapedSafetensors>, Vec<String>)> {
     if !path.is_file() {
         bail!("{}: no such file", path.display());
     }
