@@ -21,7 +21,7 @@ use crate::{
 };
 
 /// Where ComfyUI looks for text encoders: `text_encoders`, then its legacy name `clip`.
-pub(crate) const TEXT_ENCODER_FOLDERS: &[&str] = &[TEXT_ENCODERS, "clip"];
+const TEXT_ENCODER_FOLDERS: &[&str] = &[TEXT_ENCODERS, "clip"];
 
 /// ComfyUI's `CLIPLoader` `type` options (its `nodes.py`); only `sd3` runs here.
 const CLIP_TYPES: &[&str] = &[
