@@ -65,6 +65,33 @@ impl Paths {
         found.sort();
         found
     }
+
+    /// Model files in several subfolders read as one (ComfyUI's folder aliases:
+    /// `diffusion_models` and `unet`, `text_encoders` and `clip`), each name once, sorted.
+    pub fn list_models_in(&self, folders: &[&str]) -> Vec<String> {
+        let mut found: Vec<String> = folders
+            .iter()
+            .flat_map(|folder| self.list_models(folder, false))
+            .collect();
+        found.sort();
+        found.dedup();
+        found
+    }
+
+    /// Where `name` (relative, `/`-separated) is in the first of `folders` that has it.
+    pub fn find_model(&self, folders: &[&str], name: &str) -> anyhow::Result<PathBuf> {
+        for folder in folders {
+            let path = crate::fsutil::safe_join(&self.model_folder(folder), name)?;
+            if path.is_file() {
+                return Ok(path);
+            }
+        }
+        let searched: Vec<String> = folders
+            .iter()
+            .map(|f| self.model_folder(f).display().to_string())
+            .collect();
+        anyhow::bail!("`{name}` is not in {}", searched.join(" or "))
+    }
 }
 
 fn collect_models(root: &Path, dir: &Path, with_dirs: bool, found: &mut Vec<String>) {

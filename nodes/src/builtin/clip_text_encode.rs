@@ -24,12 +24,25 @@ const CONDITIONING_BYTES: u64 = 4 * ((77 + 256) * 4096 + 2048);
 
 /// The estimate of a text encoder given input `text`: refuses texts over [`MAX_TEXT_BYTES`].
 pub(crate) fn text_encoder_estimate(inputs: &EstimateInputs) -> Result<Estimate, String> {
-    let text = inputs.bytes("text");
-    if text > MAX_TEXT_BYTES {
-        return Err(format!(
-            "text: {text} bytes, more than the {MAX_TEXT_BYTES} a text encoder accepts \
-             (it only sees the first few hundred tokens)"
-        ));
+    text_inputs_estimate(inputs, &["text"])
+}
+
+/// The estimate of a text encoder given the text inputs `names`: refuses any text over
+/// [`MAX_TEXT_BYTES`].
+pub(crate) fn text_inputs_estimate(
+    inputs: &EstimateInputs,
+    names: &[&str],
+) -> Result<Estimate, String> {
+    let mut text = 0;
+    for name in names {
+        let bytes = inputs.bytes(name);
+        if bytes > MAX_TEXT_BYTES {
+            return Err(format!(
+                "{name}: {bytes} bytes, more than the {MAX_TEXT_BYTES} a text encoder accepts \
+                 (it only sees the first few hundred tokens)"
+            ));
+        }
+        text += bytes;
     }
     // The tokenizers' pieces and offsets (generously 64 bytes a byte of text), then
     // the encoders' activations over the truncated tokens.

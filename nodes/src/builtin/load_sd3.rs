@@ -15,7 +15,7 @@ use crate::{
 };
 
 const CHECKPOINTS: &str = "checkpoints";
-const TEXT_ENCODERS: &str = "text_encoders";
+pub(crate) const TEXT_ENCODERS: &str = "text_encoders";
 
 /// Loads an SD3 / SD3.5 checkpoint (single file or diffusers folder under
 /// `models/checkpoints`) as MODEL, CLIP (the three text encoders) and VAE.
@@ -72,7 +72,7 @@ impl CheckpointLoader {
 }
 
 /// The checkpoint's own (or the user's) T5 `tokenizer.json` when present, else the shipped one.
-fn t5_tokenizer(path: &std::path::Path) -> anyhow::Result<T5Tokenizer> {
+pub(crate) fn t5_tokenizer(path: &std::path::Path) -> anyhow::Result<T5Tokenizer> {
     if path.is_file() {
         T5Tokenizer::from_file(path)
     } else {

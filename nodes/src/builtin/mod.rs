@@ -1,7 +1,9 @@
 //! Native nodes, one file per node (or per family of trivial ones).
 
 mod canny;
+mod clip_loader;
 mod clip_text_encode;
+mod clip_text_encode_sd3;
 mod conditioning_list;
 mod conditioning_zero_out;
 mod cretok_encode;
@@ -33,15 +35,19 @@ mod string_concatenate;
 mod string_to_int;
 mod string_transform;
 mod style_modifier;
+mod unet_loader;
 mod vae_decode;
 mod vae_encode;
+mod vae_loader;
 
 use std::sync::Arc;
 
 use crate::{Paths, Registry};
 
 pub use canny::Canny;
+pub use clip_loader::{ClipLoader, TripleClipLoader};
 pub use clip_text_encode::ClipTextEncode;
+pub use clip_text_encode_sd3::ClipTextEncodeSd3;
 pub use conditioning_list::{
     ConditioningAverage, ConditioningCombine, ConditioningConcat, ConditioningSetTimestepRange,
 };
@@ -77,8 +83,10 @@ pub use string_concatenate::StringConcatenate;
 pub use string_to_int::StringToInt;
 pub use string_transform::StringTransform;
 pub use style_modifier::StyleModifier;
+pub use unet_loader::UnetLoader;
 pub use vae_decode::VaeDecode;
 pub use vae_encode::VaeEncode;
+pub use vae_loader::VaeLoader;
 
 /// Registers every native node.
 pub fn register_all(registry: &mut Registry, paths: Arc<Paths>) {
@@ -95,6 +103,19 @@ pub fn register_all(registry: &mut Registry, paths: Arc<Paths>) {
     registry.register(Arc::new(CheckpointLoader::checkpoint_loader_simple(
         Arc::clone(&paths),
     )));
+    registry.register(Arc::new(UnetLoader {
+        paths: Arc::clone(&paths),
+    }));
+    registry.register(Arc::new(VaeLoader {
+        paths: Arc::clone(&paths),
+    }));
+    registry.register(Arc::new(ClipLoader {
+        paths: Arc::clone(&paths),
+    }));
+    registry.register(Arc::new(TripleClipLoader {
+        paths: Arc::clone(&paths),
+    }));
+    registry.register(Arc::new(ClipTextEncodeSd3));
     registry.register(Arc::new(EmptySd3LatentImage));
     registry.register(Arc::new(Sample));
     registry.register(Arc::new(KSampler));

@@ -12,7 +12,7 @@ use candle_nn::VarBuilder;
 use super::clip::{ClipConfig, ClipTextModel};
 use super::conditioning::{assemble, T5Part};
 use super::t5::{t5_tiny, t5_xxl, T5Config, T5Encoder};
-use super::tokenizer::{ClipTokenizer, T5Tokenizer, CLIP_EOS};
+use super::tokenizer::{ClipTokenizer, T5Tokenizer, CLIP_EOS, T5_EOS};
 use super::types::Conditioning;
 
 /// Shapes and settings of the SD3 text side.
@@ -83,6 +83,23 @@ impl<'a> EncoderVarBuilders<'a> {
     }
 }
 
+/// One text per encoder (ComfyUI's `CLIPTextEncodeSD3` inputs).
+#[derive(Debug, Clone, Copy)]
+pub struct EncoderTexts<'a> {
+    pub clip_l: &'a str,
+    pub clip_g: &'a str,
+    pub t5xxl: &'a str,
+}
+
+/// What an empty text of [`EncoderTexts`] means (ComfyUI's `empty_padding`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EmptyText {
+    /// `none`: the encoder's part is left out.
+    Dropped,
+    /// `empty_prompt`: the encoder encodes the empty prompt.
+    EmptyPrompt,
+}
+
 struct T5Branch {
     encoder: T5Encoder,
     tokenizer: T5Tokenizer,
@@ -120,6 +137,8 @@ pub struct Sd3TextEncoders {
     t5: Option<T5Branch>,
     joint_dim: usize,
     t5_len: usize,
+    /// Width of the pooled vector (CLIP-L's then CLIP-G's).
+    pooled_dim: usize,
     device: Device,
 }
 
@@ -165,6 +184,7 @@ impl Sd3TextEncoders {
             t5,
             joint_dim: cfg.joint_dim,
             t5_len: cfg.t5_len,
+            pooled_dim: cfg.clip_l.projection_dim + cfg.clip_g.projection_dim,
             device,
         })
     }
@@ -193,6 +213,44 @@ impl Sd3TextEncoders {
     /// The prompt's conditioning, as diffusers' `encode_prompt` makes it.
     pub fn encode(&self, prompt: &str) -> Result<Conditioning> {
         self.encode_embeds(&self.embed(&self.tokenize(prompt)?)?)
+    }
+
+    /// ComfyUI's `CLIPTextEncodeSD3`: each encoder reads its own text. With
+    /// [`EmptyText::Dropped`] (ComfyUI's `empty_padding` `none`), empty CLIP-L and CLIP-G
+    /// texts together drop the CLIP rows (the context is T5's alone, the pooled vector
+    /// zeros; one empty CLIP text alone is the empty prompt, as ComfyUI pads it), and an
+    /// empty T5 text gives T5 its end token only (one row). With [`EmptyText::EmptyPrompt`]
+    /// every encoder encodes its text, the same text in all three being [`Self::encode`].
+    /// Without T5 its rows are zeros either way.
+    pub fn encode_each(&self, texts: &EncoderTexts, empty: EmptyText) -> Result<Conditioning> {
+        let drop = empty == EmptyText::Dropped;
+        let tokens = PromptTokens {
+            clip_l: self.tokenizer_l.encode(texts.clip_l)?,
+            clip_g: self.tokenizer_g.encode(texts.clip_g)?,
+            t5: match &self.t5 {
+                Some(_) if drop && texts.t5xxl.is_empty() => Some(vec![T5_EOS]),
+                Some(t5) => Some(t5.tokenizer.encode(texts.t5xxl, self.t5_len)?),
+                None => None,
+            },
+        };
+        let embeds = self.embed(&tokens)?;
+        if drop && texts.clip_l.is_empty() && texts.clip_g.is_empty() {
+            self.encode_t5_only(&embeds)
+        } else {
+            self.encode_embeds(&embeds)
+        }
+    }
+
+    /// T5's rows alone (zeros without T5) and a zero pooled vector (ComfyUI's
+    /// `SD3ClipModel` when neither CLIP has tokens).
+    fn encode_t5_only(&self, embeds: &PromptEmbeds) -> Result<Conditioning> {
+        let dtype = embeds.clip_l.dtype();
+        let context = match (&self.t5, &embeds.t5_ids) {
+            (Some(t5), Some(ids)) => t5.encoder.forward(ids)?,
+            _ => Tensor::zeros((1, self.t5_len, self.joint_dim), dtype, &self.device)?,
+        };
+        let pooled = Tensor::zeros((1, self.pooled_dim), context.dtype(), &self.device)?;
+        Ok(Conditioning { context, pooled })
     }
 
     /// The ids each encoder sees.

@@ -211,6 +211,58 @@ pub fn write_single_file(path: &Path, opts: &TinyOptions) -> Result<()> {
     save(&all, path)
 }
 
+/// The file names [`write_component_files`] writes, relative to the models folder.
+pub const COMPONENT_FILES: ComponentFiles = ComponentFiles {
+    diffusion_model: "diffusion_models/tiny-sd3-mmdit.safetensors",
+    vae: "vae/tiny-sd3-vae.safetensors",
+    clip_l: "text_encoders/clip_l.safetensors",
+    clip_g: "text_encoders/clip_g.safetensors",
+    t5xxl: "text_encoders/t5xxl.safetensors",
+};
+
+/// Where each component of [`write_component_files`] goes.
+#[derive(Debug, Clone, Copy)]
+pub struct ComponentFiles {
+    pub diffusion_model: &'static str,
+    pub vae: &'static str,
+    pub clip_l: &'static str,
+    pub clip_g: &'static str,
+    pub t5xxl: &'static str,
+}
+
+/// Writes the weights of [`write_single_file`] as ComfyUI's separate files under the
+/// models folder `models` ([`COMPONENT_FILES`]): the MMDiT under `model.diffusion_model.`,
+/// the VAE and the text encoders (those `opts` asks for) with bare keys.
+pub fn write_component_files(models: &Path, opts: &TinyOptions) -> Result<()> {
+    let write = |relative: &str, prefix: &str, tensors: BTreeMap<String, Tensor>| {
+        let path = models.join(relative);
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        }
+        let named = tensors
+            .into_iter()
+            .map(|(k, v)| (format!("{prefix}{k}"), v))
+            .collect();
+        save(&named, &path)
+    };
+    let files = COMPONENT_FILES;
+    write(
+        files.diffusion_model,
+        "model.diffusion_model.",
+        mmdit_tensors(opts)?,
+    )?;
+    write(files.vae, "", vae_tensors(opts)?)?;
+    for kind in text_encoder_kinds(opts) {
+        let relative = match kind {
+            TextEncoderKind::ClipL => files.clip_l,
+            TextEncoderKind::ClipG => files.clip_g,
+            TextEncoderKind::T5Xxl => files.t5xxl,
+        };
+        write(relative, "", text_encoder_tensors(kind, opts.seed, true)?)?;
+    }
+    Ok(())
+}
+
 fn write_json(path: &Path, value: &serde_json::Value) -> Result<()> {
     let text = serde_json::to_string_pretty(value)?;
     std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))

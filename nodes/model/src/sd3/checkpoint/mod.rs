@@ -6,6 +6,7 @@
 //! shapes), diffusers 0.42.1 `loaders/single_file_utils.py` (key map),
 //! docs/parity.md, "Checkpoint keys".
 
+pub mod components;
 pub mod keymap;
 pub mod layouts;
 pub mod random_file;
@@ -276,18 +277,8 @@ impl Sd3Checkpoint {
 
     /// One line for logs: variant, depth, and which text encoders were found.
     pub fn summary(&self) -> String {
-        let encoders: Vec<String> = TextEncoderKind::ALL
-            .iter()
-            .map(|&kind| match self.text_encoder(kind) {
-                Some(t) => format!("{} ({})", kind.name(), t.weights.origin().display()),
-                None if kind == TextEncoderKind::T5Xxl => {
-                    "t5xxl missing (T5 rows are zeros: prompts use CLIP-L and CLIP-G only)".into()
-                }
-                None => format!("{} missing", kind.name()),
-            })
-            .collect();
         format!(
-            "{} ({} blocks, {} heads × {}), {:?} layout, VAE {}, text encoders: {}",
+            "{} ({} blocks, {} heads × {}), {:?} layout, VAE {}, {}",
             self.mmdit_config.variant_name(),
             self.mmdit_config.depth,
             self.mmdit_config.num_heads,
@@ -298,9 +289,24 @@ impl Sd3Checkpoint {
             } else {
                 "missing"
             },
-            encoders.join(", ")
+            text_encoders_summary(&self.text_encoders)
         )
     }
+}
+
+/// `text encoders: ` and where each was found, or that it is missing.
+pub fn text_encoders_summary(found: &[TextEncoderWeights]) -> String {
+    let encoders: Vec<String> = TextEncoderKind::ALL
+        .iter()
+        .map(|&kind| match found.iter().find(|t| t.kind == kind) {
+            Some(t) => format!("{} ({})", kind.name(), t.weights.origin().display()),
+            None if kind == TextEncoderKind::T5Xxl => {
+                "t5xxl missing (T5 rows are zeros: prompts use CLIP-L and CLIP-G only)".into()
+            }
+            None => format!("{} missing", kind.name()),
+        })
+        .collect();
+    format!("text encoders: {}", encoders.join(", "))
 }
 
 /// `shift` from `scheduler/scheduler_config.json`, 3.0 without the file.

@@ -277,8 +277,11 @@ impl<'a> GuidedModel<'a> {
         }
     }
 
-    /// The model's velocity for `x` under each conditioning: one batched
-    /// forward when their shapes agree (the usual case), else one each.
+    /// The model's velocity for `x` under each conditioning, batched as ComfyUI's
+    /// `calc_cond_batch` batches them (without its memory limit): the first
+    /// conditioning left and every other that [`can_batch`] with it run together,
+    /// contexts of different lengths repeated to their least common multiple
+    /// (`CONDCrossAttn.concat`).
     fn forward_each(
         &self,
         x: &Tensor,
@@ -288,13 +291,13 @@ impl<'a> GuidedModel<'a> {
     ) -> Result<Vec<Tensor>> {
         let batch = x.dim(0)?;
         let timestep = sigma * 1000.0;
-        let forward = |conds: &[&Conditioning]| -> Result<Tensor> {
-            let n = conds.len();
-            let (input, context, pooled) = match conds {
+        let forward = |group: &[&Conditioning]| -> Result<Tensor> {
+            let n = group.len();
+            let (input, context, pooled) = match group {
                 [one] => (x.clone(), one.context.clone(), one.pooled.clone()),
                 _ => {
-                    let contexts: Vec<&Tensor> = conds.iter().map(|c| &c.context).collect();
-                    let pooled: Vec<&Tensor> = conds.iter().map(|c| &c.pooled).collect();
+                    let contexts = repeat_to_common_length(group)?;
+                    let pooled: Vec<&Tensor> = group.iter().map(|c| &c.pooled).collect();
                     (
                         Tensor::cat(&vec![x; n], 0)?,
                         Tensor::cat(&contexts, 0)?,
@@ -307,20 +310,73 @@ impl<'a> GuidedModel<'a> {
                 .forward(&input, &t, &pooled, &context, skip_layers)?
                 .to_dtype(DType::F32)
         };
-        if conds.is_empty() {
-            return Ok(Vec::new());
+        let mut outputs: Vec<Option<Tensor>> = vec![None; conds.len()];
+        let mut remaining: Vec<usize> = (0..conds.len()).collect();
+        while let Some(&first) = remaining.first() {
+            let (group, rest): (Vec<usize>, Vec<usize>) = remaining
+                .iter()
+                .partition(|&&i| can_batch(conds[first], conds[i]));
+            remaining = rest;
+            let members: Vec<&Conditioning> = group.iter().map(|&i| conds[i]).collect();
+            let out = forward(&members)?;
+            for (k, &i) in group.iter().enumerate() {
+                outputs[i] = Some(out.narrow(0, k * batch, batch)?);
+            }
         }
-        let same_shape = conds
-            .windows(2)
-            .all(|w| w[0].context.dims() == w[1].context.dims());
-        if !same_shape {
-            return conds.iter().map(|c| forward(&[c])).collect();
-        }
-        let out = forward(conds)?;
-        (0..conds.len())
-            .map(|i| out.narrow(0, i * batch, batch))
+        outputs
+            .into_iter()
+            .map(|o| o.ok_or_else(|| candle_core::Error::Msg("a conditioning was not run".into())))
             .collect()
     }
+}
+
+/// ComfyUI's limit on repeating a context to batch it with a longer one
+/// (`CONDCrossAttn.can_concat`).
+const MAX_CONTEXT_REPEAT: usize = 4;
+
+fn gcd(a: usize, b: usize) -> usize {
+    if b == 0 {
+        a
+    } else {
+        gcd(b, a % b)
+    }
+}
+
+fn lcm(a: usize, b: usize) -> usize {
+    a / gcd(a, b) * b
+}
+
+/// ComfyUI's `CONDCrossAttn.can_concat`: same batch, width and pooled shape, and
+/// context lengths whose least common multiple is at most [`MAX_CONTEXT_REPEAT`]
+/// times the shorter one.
+fn can_batch(a: &Conditioning, b: &Conditioning) -> bool {
+    let (da, db) = (a.context.dims(), b.context.dims());
+    if da.len() != 3 || db.len() != 3 || da[0] != db[0] || da[2] != db[2] {
+        return false;
+    }
+    if a.pooled.dims() != b.pooled.dims() {
+        return false;
+    }
+    let shorter = da[1].min(db[1]);
+    shorter > 0 && lcm(da[1], db[1]) / shorter <= MAX_CONTEXT_REPEAT
+}
+
+/// Each context tiled along its rows to the least common multiple of their lengths
+/// (torch's `repeat(1, k, 1)`, as ComfyUI's `CONDCrossAttn.concat`).
+fn repeat_to_common_length(group: &[&Conditioning]) -> Result<Vec<Tensor>> {
+    let mut lengths = Vec::with_capacity(group.len());
+    for c in group {
+        lengths.push(c.context.dim(1)?);
+    }
+    let common = lengths.iter().fold(1, |acc, &len| lcm(acc, len));
+    group
+        .iter()
+        .zip(lengths)
+        .map(|(c, len)| match common / len {
+            1 => Ok(c.context.clone()),
+            times => c.context.repeat((1, times, 1)),
+        })
+        .collect()
 }
 
 /// The average of a side's velocities; with none active, the velocity of a
@@ -350,6 +406,102 @@ fn slg_active(slg: &SkipLayerGuidance, index: usize, total: usize) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sd3::tiny::{mmdit_tensors, TinyOptions, TinyVariant};
+
+    /// The tiny MMDiT and its context and pooled widths.
+    fn tiny_mmdit() -> (MMDiT, usize, usize) {
+        let opts = TinyOptions {
+            variant: TinyVariant::Sd3Medium,
+            seed: 3,
+            clips: false,
+            t5: false,
+            positions: None,
+        };
+        let tensors = mmdit_tensors(&opts).unwrap().into_iter().collect();
+        let vb = candle_nn::VarBuilder::from_tensors(tensors, DType::F32, &Device::Cpu);
+        let cfg = opts.mmdit_config();
+        let mmdit = MMDiT::new(&cfg, vb).unwrap();
+        (mmdit, cfg.context_embed_size, cfg.adm_in_channels)
+    }
+
+    fn cond(rows: usize, seed: f64, width: usize, pooled: usize) -> Conditioning {
+        let dev = Device::Cpu;
+        let ramp = |n: usize| Tensor::arange(0f32, n as f32, &dev).unwrap();
+        let context = (ramp(rows * width).reshape((1, rows, width)).unwrap() * (seed * 1e-3))
+            .unwrap()
+            .sin()
+            .unwrap();
+        let pooled = (ramp(pooled).reshape((1, pooled)).unwrap() * (seed * 1e-2))
+            .unwrap()
+            .cos()
+            .unwrap();
+        Conditioning { context, pooled }
+    }
+
+    #[test]
+    fn contexts_of_different_lengths_batch_as_comfyui_repeats_them() -> Result<()> {
+        let (mmdit, width, pooled) = tiny_mmdit();
+        let guidance = Guidance {
+            cfg: 2.0,
+            guided: true,
+            skip_layer_guidance: None,
+            total: 1,
+        };
+        let empty = Prompt::resolve(
+            &crate::sd3::types::ConditioningList {
+                entries: Vec::new(),
+            },
+            1.0,
+        );
+        let guided = GuidedModel::new(&mmdit, &empty, &empty, 1, guidance)?;
+        let x = Tensor::ones((1, 16, 8, 8), DType::F32, &Device::Cpu)?.affine(0.3, 0.0)?;
+        let alone = |c: &Conditioning| -> Result<Tensor> {
+            Ok(guided.forward_each(&x, 0.5, &[c], &[])?.remove(0))
+        };
+        let max_diff = |a: &Tensor, b: &Tensor| -> f32 {
+            (a - b)
+                .unwrap()
+                .abs()
+                .unwrap()
+                .max_all()
+                .unwrap()
+                .to_scalar()
+                .unwrap()
+        };
+        // 2 and 4 rows: LCM 4 is 2x the shorter, so they run in one batch, the
+        // 2-row context tiled to 4 rows (which changes joint attention).
+        let short = cond(2, 1.0, width, pooled);
+        let long = cond(4, 2.0, width, pooled);
+        assert!(can_batch(&short, &long));
+        let batched = guided.forward_each(&x, 0.5, &[&short, &long], &[])?;
+        let tiled = Conditioning {
+            context: short.context.repeat((1, 2, 1))?,
+            pooled: short.pooled.clone(),
+        };
+        assert_eq!(max_diff(&batched[0], &alone(&tiled)?), 0.0);
+        assert_eq!(max_diff(&batched[1], &alone(&long)?), 0.0);
+        assert!(max_diff(&batched[0], &alone(&short)?) > 1e-6);
+        // 1, 5 and 6 rows: every LCM is over 4x the shorter (ComfyUI's limit): each
+        // runs as it is.
+        let one = cond(1, 3.0, width, pooled);
+        let five = cond(5, 4.0, width, pooled);
+        let six = cond(6, 5.0, width, pooled);
+        assert!(!can_batch(&one, &five) && !can_batch(&one, &six) && !can_batch(&five, &six));
+        let apart = guided.forward_each(&x, 0.5, &[&one, &five, &six], &[])?;
+        assert_eq!(max_diff(&apart[0], &alone(&one)?), 0.0);
+        assert_eq!(max_diff(&apart[1], &alone(&five)?), 0.0);
+        assert_eq!(max_diff(&apart[2], &alone(&six)?), 0.0);
+        // A 1-row context batches with a 4-row one (tiled 4 times).
+        assert!(can_batch(&one, &long));
+        Ok(())
+    }
+
+    #[test]
+    fn least_common_multiple() {
+        assert_eq!(lcm(77, 77 + 256), 77 * 333);
+        assert_eq!(lcm(4, 6), 12);
+        assert_eq!(lcm(154, 77), 154);
+    }
 
     #[test]
     fn img2img_start_mixes_noise_and_latent() -> Result<()> {
