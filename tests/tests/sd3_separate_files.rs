@@ -4,12 +4,11 @@
 //! same weights.
 
 use std::path::Path;
-use std::process::Command;
 
 use cretok_nodes::sd3::tiny::{
     write_component_files, write_single_file, TinyOptions, TinyVariant, COMPONENT_FILES,
 };
-use cretok_tests::cretok_bin;
+use cretok_tests::run_headless;
 use serde_json::{json, Value};
 
 const PROMPT: &str = "a lettuce mantis";
@@ -94,23 +93,7 @@ fn separate_files_workflow() -> Value {
 fn run(workflow: &Value, dir: &Path) -> Vec<u8> {
     let file = dir.join("workflow.json");
     std::fs::write(&file, workflow.to_string()).unwrap();
-    let out = Command::new(cretok_bin())
-        .args(["run", file.to_str().unwrap(), "--quiet", "--models"])
-        .arg(dir.join("models"))
-        .arg("--data-dir")
-        .arg(dir.join("data"))
-        .output()
-        .expect("cretok runs");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let path = stdout
-        .lines()
-        .find_map(|l| l.strip_prefix("wrote "))
-        .unwrap_or_else(|| panic!("prints the image path: {stdout}"));
+    let path = run_headless(&file, &dir.join("models"), &dir.join("data"), &[]);
     let decoder = png::Decoder::new(std::io::BufReader::new(std::fs::File::open(path).unwrap()));
     let mut reader = decoder.read_info().unwrap();
     let mut pixels = vec![0; reader.output_buffer_size().unwrap()];
