@@ -68,6 +68,7 @@ fn setup() -> Setup {
         mmdit: Arc::new(ckpt.load_mmdit(DType::F32, &dev).unwrap()),
         shift: 3.0,
         shift_from_model_sampling: false,
+        skip_layer_patches: Vec::new(),
     };
     let vae = ckpt.load_vae(DType::F32, &dev).unwrap();
     let positive = Conditioning {
@@ -312,9 +313,7 @@ fn ksampler_img2img_keeps_more_of_the_input_at_low_denoise() {
 
 /// KSampler's inputs for `sampler` on a 1×16×8×8 latent of zeros.
 fn ksampler_inputs(s: &Setup, sampler: &str) -> Inputs {
-    let latent = Latent {
-        samples: Tensor::zeros(&[1, 16, 8, 8], DType::F32, &Device::Cpu).unwrap(),
-    };
+    let latent = Latent::new(Tensor::zeros(&[1, 16, 8, 8], DType::F32, &Device::Cpu).unwrap());
     Inputs::new()
         .with("model", Value::handle(s.model.clone()))
         .with("positive", Value::handle(s.positive.clone()))

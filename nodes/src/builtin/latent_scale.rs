@@ -162,7 +162,12 @@ fn scaled(
         resample::resize(&x, height, width, method)
     };
     let samples = resize().map_err(anyhow::Error::from)?;
-    Ok(NodeOutput::values(vec![Value::handle(Latent { samples })]))
+    // ComfyUI copies the LATENT dict: a noise mask stays (the samplers resize it).
+    let noise_mask = latent.noise_mask.clone();
+    Ok(NodeOutput::values(vec![Value::handle(Latent {
+        samples,
+        noise_mask,
+    })]))
 }
 
 #[cfg(test)]
@@ -192,7 +197,7 @@ mod tests {
         let latent = || {
             let samples =
                 Tensor::zeros((1, 16, 64, 96), candle_core::DType::F32, &Device::Cpu).unwrap();
-            Value::handle(Latent { samples })
+            Value::handle(Latent::new(samples))
         };
         let upscale = |w: i64, h: i64| {
             Inputs::new()

@@ -140,6 +140,7 @@ impl Node for CheckpointLoader {
             mmdit: Arc::new(ckpt.load_mmdit_as(dtype, &device, weight_dtype)?),
             shift: ckpt.shift,
             shift_from_model_sampling: false,
+            skip_layer_patches: Vec::new(),
         };
         ctx.progress(1, 3)?;
         let (clip_l, clip_g) = ckpt.clip_var_builders(dtype, &device)?;
