@@ -492,19 +492,16 @@ fn comfyui_inpainting_with_a_noise_mask_keeps_the_unmasked_latent() {
         data.to_str().unwrap(),
     ]);
     let stdout = String::from_utf8_lossy(&out.stdout);
-    let wrote = |suffix: &str| {
-        stdout
-            .lines()
-            .filter_map(|l| l.strip_prefix("wrote "))
-            .find(|p| p.contains(suffix))
-            .unwrap_or_else(|| panic!("wrote no {suffix}: {stdout}"))
-            .to_owned()
-    };
-    let (saved, size) = read_png(Path::new(&wrote("inpaint_")));
+    let path = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("wrote "))
+        .unwrap_or_else(|| panic!("prints the image path: {stdout}"));
+    let (saved, size) = read_png(Path::new(path));
     assert_eq!(saved, prompt);
     assert_eq!(size, (64, 48));
-    let encoded = read_latent(Path::new(&wrote("encoded_")));
-    let inpainted = read_latent(Path::new(&wrote("inpainted_")));
+    let latents = data.join("output/latents");
+    let encoded = read_latent(&latents.join("encoded_00001_.latent"));
+    let inpainted = read_latent(&latents.join("inpainted_00001_.latent"));
     assert_eq!(encoded.dims(), [1, 16, 6, 8]);
     let change = |from: usize| -> f32 {
         let diff = (inpainted.narrow(3, from, 4).unwrap() - encoded.narrow(3, from, 4).unwrap())
