@@ -18,13 +18,12 @@ mod node;
 mod paths;
 mod preview_method;
 mod registry;
-pub mod resample;
 mod schema;
 mod value;
 
 pub use context::{EventSink, NullSink, PreviewFormat, RunContext};
 pub use cretok_model::interrupt::{check_interrupted, with_cancel_token, CancelToken};
-pub use cretok_model::{cretok, sd3};
+pub use cretok_model::{cretok, resample, sd3};
 pub use error::NodeError;
 pub use estimate::{
     default_memory_budget, f32_bytes, Estimate, EstimateInputs, PromptLimits, ValueEstimate,

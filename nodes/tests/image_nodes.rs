@@ -8,12 +8,12 @@ use cretok_nodes::builtin::{
     BasicGuider, BasicScheduler, CfgGuider, ConditioningAverage, ConditioningCombine,
     ConditioningConcat, ConditioningSetTimestepRange, ConditioningZeroOut, DisableNoise,
     EmptySd3LatentImage, KSampler, KSamplerAdvanced, KSamplerSelect, ModelSamplingSd3,
-    PreviewImage, RandomNoise, Sample, SamplerCustomAdvanced, SaveImage, SplitSigmas, VaeDecode,
-    VaeEncode,
+    PreviewImage, RandomNoise, Sample, SamplerCustomAdvanced, SaveImage, SetLatentNoiseMask,
+    SplitSigmas, VaeDecode, VaeEncode,
 };
 use cretok_nodes::sd3::checkpoint::Sd3Checkpoint;
 use cretok_nodes::sd3::sampling::{seeded_noise, DiffusionModel};
-use cretok_nodes::sd3::types::{Conditioning, Image, Latent};
+use cretok_nodes::sd3::types::{Conditioning, Image, Latent, Mask};
 use cretok_nodes::sd3::vae::AutoEncoder;
 use cretok_nodes::{
     CancelToken, EventSink, Inputs, Node, NodeError, Paths, PreviewFormat, PreviewMethod,
@@ -68,6 +68,7 @@ fn setup() -> Setup {
         mmdit: Arc::new(ckpt.load_mmdit(DType::F32, &dev).unwrap()),
         shift: 3.0,
         shift_from_model_sampling: false,
+        skip_layer_patches: Vec::new(),
     };
     let vae = ckpt.load_vae(DType::F32, &dev).unwrap();
     let positive = Conditioning {
@@ -312,9 +313,7 @@ fn ksampler_img2img_keeps_more_of_the_input_at_low_denoise() {
 
 /// KSampler's inputs for `sampler` on a 1×16×8×8 latent of zeros.
 fn ksampler_inputs(s: &Setup, sampler: &str) -> Inputs {
-    let latent = Latent {
-        samples: Tensor::zeros(&[1, 16, 8, 8], DType::F32, &Device::Cpu).unwrap(),
-    };
+    let latent = Latent::new(Tensor::zeros(&[1, 16, 8, 8], DType::F32, &Device::Cpu).unwrap());
     Inputs::new()
         .with("model", Value::handle(s.model.clone()))
         .with("positive", Value::handle(s.positive.clone()))
@@ -894,4 +893,52 @@ fn sampler_custom_advanced_equals_ksampler_and_chains_over_split_sigmas() {
         max_abs_diff(&handle::<Latent>(&a).samples, &handle::<Latent>(&b).samples),
         0.0
     );
+}
+
+#[test]
+fn ksampler_advanced_denoises_only_inside_a_latent_noise_mask() {
+    let s = setup();
+    let (sink, cancel) = (Recorder::default(), CancelToken::new());
+    let dev = Device::Cpu;
+    let latent = seeded_noise(11, &[1, 16, 8, 8], &dev).unwrap();
+    // Left four columns kept, right four denoised (the latent's own size).
+    let columns: Vec<f32> = (0..64).map(|i| if i % 8 < 4 { 0.0 } else { 1.0 }).collect();
+    let mask = Mask {
+        values: Tensor::from_vec(columns, (1, 8, 8), &dev).unwrap(),
+    };
+    let masked = run(
+        &SetLatentNoiseMask,
+        &Inputs::new()
+            .with("samples", Value::handle(Latent::new(latent.clone())))
+            .with("mask", Value::handle(mask)),
+        &s,
+        &sink,
+        &cancel,
+    )
+    .unwrap()
+    .values[0]
+        .clone();
+    for sampler in ["ddim", "dpmpp_2m", "euler_ancestral"] {
+        let inputs = ksampler_inputs(&s, sampler)
+            .with("latent_image", masked.clone())
+            .with("cfg", Value::Float(3.0))
+            .with("add_noise", Value::String("enable".into()))
+            .with("start_at_step", Value::Int(0))
+            .with("end_at_step", Value::Int(10000))
+            .with(
+                "return_with_leftover_noise",
+                Value::String("disable".into()),
+            );
+        let out = run(&KSamplerAdvanced, &inputs, &s, &sink, &cancel).unwrap();
+        let out = handle::<Latent>(&out.values[0]);
+        assert!(
+            out.noise_mask.is_some(),
+            "{sampler}: the mask stays on the latent"
+        );
+        let half = |t: &Tensor, from: usize| t.narrow(3, from, 4).unwrap();
+        let kept = max_abs_diff(&half(&out.samples, 0), &half(&latent, 0));
+        assert!(kept < 1e-5, "{sampler}: the kept half moved by {kept}");
+        let changed = max_abs_diff(&half(&out.samples, 4), &half(&latent, 4));
+        assert!(changed > 0.1, "{sampler}: the masked half did not change");
+    }
 }

@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use cretok_tests::{cretok_ok, repo_root, run_headless, Frame, Server};
+use cretok_tests::{cretok_bin, cretok_ok, repo_root, run_headless, Frame, Server};
 use serde_json::{json, Value};
 
 const WORKFLOW: &str = "workflows/sd3_txt2img.json";
@@ -362,4 +362,138 @@ fn comfyui_img2img_of_an_uploaded_picture_runs_headless() {
     let (saved, size) = read_png(&path);
     assert_eq!(saved, prompt);
     assert_eq!(size, (96, 64));
+}
+
+/// Writes a 64×48 picture whose right half is transparent (LoadImage's MASK
+/// is 1 there: the part to inpaint).
+fn write_half_transparent_picture(path: &Path) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let file = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
+    let (width, height) = (64u32, 48u32);
+    let mut encoder = png::Encoder::new(file, width, height);
+    encoder.set_color(png::ColorType::Rgba);
+    let pixels: Vec<u8> = (0..width * height)
+        .flat_map(|i| {
+            let (x, y) = (i % width, i / width);
+            let alpha = if x < width / 2 { 255 } else { 0 };
+            [(x * 4) as u8, (y * 5) as u8, 90, alpha]
+        })
+        .collect();
+    encoder
+        .write_header()
+        .unwrap()
+        .write_image_data(&pixels)
+        .unwrap();
+}
+
+/// The `latent_tensor` of a ComfyUI `.latent` file.
+fn read_latent(path: &Path) -> candle_core::Tensor {
+    let mut tensors = candle_core::safetensors::load(path, &candle_core::Device::Cpu).unwrap();
+    tensors.remove("latent_tensor").expect("a latent_tensor")
+}
+
+#[test]
+fn comfyui_inpainting_with_a_noise_mask_keeps_the_unmasked_latent() {
+    let dir = tempfile::tempdir().unwrap();
+    let (models, data) = (dir.path().join("models"), dir.path().join("data"));
+    tiny_checkpoint(&models);
+    write_half_transparent_picture(&data.join("input/half.png"));
+    let prompt = json!({
+        "4": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "tiny-sd3.safetensors"}},
+        "6": {"class_type": "CLIPTextEncode", "inputs": {"text": "a lettuce mantis", "clip": ["4", 1]}},
+        "7": {"class_type": "CLIPTextEncode", "inputs": {"text": "", "clip": ["4", 1]}},
+        "10": {"class_type": "LoadImage", "inputs": {"image": "half.png"}},
+        "12": {"class_type": "VAEEncode", "inputs": {"pixels": ["10", 0], "vae": ["4", 2]}},
+        "20": {"class_type": "SetLatentNoiseMask", "inputs": {"samples": ["12", 0], "mask": ["10", 1]}},
+        "3": {"class_type": "KSampler", "inputs": {
+            "seed": 3, "steps": 4, "cfg": 4.0, "sampler_name": "euler", "scheduler": "simple",
+            "denoise": 1.0, "model": ["4", 0], "positive": ["6", 0], "negative": ["7", 0],
+            "latent_image": ["20", 0]}},
+        "8": {"class_type": "VAEDecode", "inputs": {"samples": ["3", 0], "vae": ["4", 2]}},
+        "9": {"class_type": "SaveImage", "inputs": {"filename_prefix": "inpaint", "images": ["8", 0]}},
+        "21": {"class_type": "SaveLatent", "inputs": {"samples": ["12", 0], "filename_prefix": "latents/encoded"}},
+        "22": {"class_type": "SaveLatent", "inputs": {"samples": ["3", 0], "filename_prefix": "latents/inpainted"}}
+    });
+    let file = dir.path().join("inpaint.json");
+    std::fs::write(&file, prompt.to_string()).unwrap();
+    let path = run_headless(&file, &models, &data, &[]);
+    let (saved, size) = read_png(&path);
+    assert_eq!(saved, prompt);
+    assert_eq!(size, (64, 48));
+    let latents = data.join("output/latents");
+    let encoded = read_latent(&latents.join("encoded_00001_.latent"));
+    let inpainted = read_latent(&latents.join("inpainted_00001_.latent"));
+    assert_eq!(encoded.dims(), [1, 16, 6, 8]);
+    let change = |from: usize| -> f32 {
+        let diff = (inpainted.narrow(3, from, 4).unwrap() - encoded.narrow(3, from, 4).unwrap())
+            .unwrap()
+            .abs()
+            .unwrap();
+        diff.max_all().unwrap().to_scalar().unwrap()
+    };
+    // The mask resized to 6×8 cells (bilinear) is 0 on the left four
+    // columns and 1 on the right four.
+    assert!(change(0) < 1e-4, "the kept half moved by {}", change(0));
+    assert!(change(4) > 0.1, "the masked half was not resampled");
+}
+
+/// `sd3_negative_recipe_workflow` with ComfyUI's SkipLayerGuidanceSD3 on the model.
+fn skip_layer_workflow(layers: &str, start: f64, end: f64) -> Value {
+    let mut prompt = sd3_negative_recipe_workflow();
+    prompt["14"] = json!({"class_type": "SkipLayerGuidanceSD3", "inputs": {
+        "model": ["13", 0], "layers": layers, "scale": 3.0,
+        "start_percent": start, "end_percent": end}});
+    prompt["3"]["inputs"]["model"] = json!(["14", 0]);
+    prompt
+}
+
+#[test]
+fn comfyui_skip_layer_guidance_applies_within_its_percents() {
+    let dir = tempfile::tempdir().unwrap();
+    let models = dir.path().join("models");
+    tiny_checkpoint(&models);
+    let pixels = |png: &[u8]| {
+        let mut reader = png::Decoder::new(std::io::Cursor::new(png))
+            .read_info()
+            .unwrap();
+        let mut buf = vec![0; reader.output_buffer_size().unwrap()];
+        reader.next_frame(&mut buf).unwrap();
+        buf
+    };
+    let (_, _, plain) = run_saved(
+        &sd3_negative_recipe_workflow(),
+        dir.path(),
+        &models,
+        "plain.json",
+    );
+    let guided = skip_layer_workflow("1", 0.0, 1.0);
+    let (prompt, size, guided_png) = run_saved(&guided, dir.path(), &models, "slg.json");
+    assert_eq!(prompt, guided);
+    assert_eq!(size, (64, 48));
+    assert_ne!(
+        pixels(&guided_png),
+        pixels(&plain),
+        "guidance on every step"
+    );
+    // 99% to 100% is σ ≤ shift(0.01) ≈ 0.03, below every step's σ here.
+    let late = skip_layer_workflow("1", 0.99, 1.0);
+    let (_, _, late_png) = run_saved(&late, dir.path(), &models, "late.json");
+    assert_eq!(pixels(&late_png), pixels(&plain), "no step in range");
+
+    // The tiny model has 2 blocks: layer 5 is refused by name.
+    let bad = dir.path().join("bad.json");
+    std::fs::write(&bad, skip_layer_workflow("1, 5", 0.0, 1.0).to_string()).unwrap();
+    let out = std::process::Command::new(cretok_bin())
+        .args(["run", bad.to_str().unwrap(), "--quiet", "--models"])
+        .arg(&models)
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("layer 5 does not exist: the model has 2 blocks"),
+        "{stderr}"
+    );
 }

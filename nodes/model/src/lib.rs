@@ -7,6 +7,7 @@ pub mod bitmap_font;
 pub mod cretok;
 pub mod files;
 pub mod interrupt;
+pub mod resample;
 pub mod sd3;
 
 pub use interrupt::check_interrupted;

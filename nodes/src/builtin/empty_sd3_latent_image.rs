@@ -50,7 +50,9 @@ impl Node for EmptySd3LatentImage {
         let len = shape.0 * shape.1 * shape.2 * shape.3;
         let zeros = filled_vec(len, 0f32, "the latent")?;
         let samples = Tensor::from_vec(zeros, shape, &Device::Cpu).map_err(anyhow::Error::from)?;
-        Ok(NodeOutput::values(vec![Value::handle(Latent { samples })]))
+        Ok(NodeOutput::values(vec![Value::handle(Latent::new(
+            samples,
+        ))]))
     }
 
     fn estimate(&self, inputs: &EstimateInputs) -> Result<Estimate, String> {

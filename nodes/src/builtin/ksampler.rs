@@ -4,8 +4,8 @@ use candle_core::{Device, Tensor};
 
 use crate::sd3::latent_preview::preview;
 use crate::sd3::sampling::{
-    ksampler_sigmas, noise_latent, ComfySampler, DiffusionModel, EulerSampler, NoiseSource, Prompt,
-    Sampler, Scheduler, SkipLayerGuidance, Step, MAX_SCHEDULE_STEPS,
+    comfy_noise, ksampler_sigmas, noise_latent, ComfySampler, DiffusionModel, EulerSampler,
+    Inpaint, NoiseSource, Prompt, Sampler, Scheduler, SkipLayerGuidance, Step, MAX_SCHEDULE_STEPS,
 };
 use crate::sd3::types::{ConditioningList, Latent};
 use crate::{
@@ -37,6 +37,10 @@ pub(crate) struct SamplingJob<'a> {
     pub shape: [usize; 4],
     /// The img2img start, when given.
     pub latent: Option<&'a Tensor>,
+    /// The latent's noise mask (`SetLatentNoiseMask`); ComfyUI's samplers
+    /// only denoise inside it, and it stays on the output latent as ComfyUI
+    /// copies the LATENT dict.
+    pub noise_mask: Option<&'a Tensor>,
 }
 
 /// What a sampling run returns.
@@ -51,6 +55,10 @@ pub(crate) struct Sampled {
 /// Noise is drawn on the CPU, so a seed gives the same image on every device.
 /// No sigmas (`denoise` 0): the latent comes back unchanged, as in ComfyUI.
 pub(crate) fn run_sampling(job: SamplingJob<'_>, ctx: &RunContext) -> Result<Sampled, NodeError> {
+    let with_mask = |samples: Tensor| Latent {
+        samples,
+        noise_mask: job.noise_mask.cloned(),
+    };
     if job.sigmas.len() < 2 {
         let samples = match job.latent {
             Some(latent) => latent.clone(),
@@ -58,20 +66,32 @@ pub(crate) fn run_sampling(job: SamplingJob<'_>, ctx: &RunContext) -> Result<Sam
                 .map_err(anyhow::Error::from)?,
         };
         return Ok(Sampled {
-            latent: Latent { samples },
+            latent: with_mask(samples),
             denoised: None,
         });
     }
     let device = job.model.mmdit.device().clone();
-    let prepare = || -> candle_core::Result<Tensor> {
+    let prepare = || -> candle_core::Result<(Tensor, Option<Inpaint>)> {
         let noise = job
             .noise
             .noise(job.seed, &job.shape, &Device::Cpu)?
             .to_device(&device)?;
         let latent = job.latent.map(|l| l.to_device(&device)).transpose()?;
-        noise_latent(&noise, latent.as_ref(), job.sigmas[0])
+        let x = noise_latent(&noise, latent.as_ref(), job.sigmas[0])?;
+        let inpaint = match (job.noise_mask, &latent, job.sampler) {
+            (Some(mask), Some(latent), Some(sampler)) => {
+                let noise = match sampler.inpaints_with_fresh_noise() {
+                    true => comfy_noise(job.seed.wrapping_add(1), &job.shape, &Device::Cpu)?
+                        .to_device(&device)?,
+                    false => noise,
+                };
+                Some(Inpaint::new(mask, latent, &noise)?)
+            }
+            _ => None,
+        };
+        Ok((x, inpaint))
     };
-    let x = prepare().map_err(anyhow::Error::from)?;
+    let (x, inpaint) = prepare().map_err(anyhow::Error::from)?;
     let positive = Prompt::resolve(job.positive, job.shift);
     let negative = Prompt::resolve(job.negative, job.shift);
     let mut failure = None;
@@ -101,6 +121,8 @@ pub(crate) fn run_sampling(job: SamplingJob<'_>, ctx: &RunContext) -> Result<Sam
             cfg: job.cfg,
             shift: job.shift,
             seed: job.seed,
+            skip_layer_patches: &job.model.skip_layer_patches,
+            inpaint: inpaint.as_ref(),
         }
         .sample(mmdit, &positive, &negative, &x, &mut on_step),
         None => EulerSampler {
@@ -115,7 +137,7 @@ pub(crate) fn run_sampling(job: SamplingJob<'_>, ctx: &RunContext) -> Result<Sam
         let samples = samples
             .to_device(&Device::Cpu)
             .map_err(anyhow::Error::from)?;
-        Ok(Latent { samples })
+        Ok(with_mask(samples))
     };
     match out {
         Some(samples) => Ok(Sampled {
@@ -252,6 +274,7 @@ impl Node for KSampler {
             noise: NoiseSource::Torch,
             shape: latent_shape(&latent.samples)?,
             latent: Some(&latent.samples),
+            noise_mask: latent.noise_mask.as_ref(),
         };
         let out = run_sampling(job, ctx)?.latent;
         Ok(NodeOutput::values(vec![Value::handle(out)]))

@@ -112,6 +112,7 @@ impl Node for KSamplerAdvanced {
             noise,
             shape: latent_shape(&latent.samples)?,
             latent: Some(&latent.samples),
+            noise_mask: latent.noise_mask.as_ref(),
         };
         let out = run_sampling(job, ctx)?.latent;
         Ok(NodeOutput::values(vec![Value::handle(out)]))

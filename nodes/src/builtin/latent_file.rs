@@ -88,7 +88,9 @@ impl Node for LoadLatent {
         let path = confined_join(&self.paths.input_dir(), name).map_err(fail)?;
         let bytes = read_bounded(&path).map_err(fail)?;
         let samples = decode(&bytes).map_err(fail)?;
-        Ok(NodeOutput::values(vec![Value::handle(Latent { samples })]))
+        Ok(NodeOutput::values(vec![Value::handle(Latent::new(
+            samples,
+        ))]))
     }
 }
 
@@ -178,12 +180,7 @@ mod tests {
         let cancel = crate::CancelToken::new();
         let ctx = RunContext::new("1", &paths, &cancel, &crate::NullSink);
         let inputs = Inputs::new()
-            .with(
-                "samples",
-                Value::handle(Latent {
-                    samples: samples.clone(),
-                }),
-            )
+            .with("samples", Value::handle(Latent::new(samples.clone())))
             .with("filename_prefix", Value::String("latents/test".into()));
         let saved = SaveLatent.run(&inputs, &ctx).unwrap();
         let entry = &saved.ui.unwrap()["latents"][0];

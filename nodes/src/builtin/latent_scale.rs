@@ -126,7 +126,12 @@ fn scaled(
     }
     let samples = resized(&latent.samples, width, height, method, center_crop)
         .map_err(anyhow::Error::from)?;
-    Ok(NodeOutput::values(vec![Value::handle(Latent { samples })]))
+    // ComfyUI copies the LATENT dict: a noise mask stays (the samplers resize it).
+    let noise_mask = latent.noise_mask.clone();
+    Ok(NodeOutput::values(vec![Value::handle(Latent {
+        samples,
+        noise_mask,
+    })]))
 }
 
 #[cfg(test)]
@@ -156,7 +161,7 @@ mod tests {
         let latent = || {
             let samples =
                 Tensor::zeros((1, 16, 64, 96), candle_core::DType::F32, &Device::Cpu).unwrap();
-            Value::handle(Latent { samples })
+            Value::handle(Latent::new(samples))
         };
         let upscale = |w: i64, h: i64| {
             Inputs::new()

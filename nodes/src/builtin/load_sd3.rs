@@ -136,11 +136,10 @@ impl Node for CheckpointLoader {
             ctx.text("weight_dtype int8 applies on the CPU only: weights load as usual");
         }
         ctx.progress(0, 3)?;
-        let model = DiffusionModel {
-            mmdit: Arc::new(ckpt.load_mmdit_as(dtype, &device, weight_dtype)?),
-            shift: ckpt.shift,
-            shift_from_model_sampling: false,
-        };
+        let model = DiffusionModel::new(
+            ckpt.load_mmdit_as(dtype, &device, weight_dtype)?,
+            ckpt.shift,
+        );
         ctx.progress(1, 3)?;
         let (clip_l, clip_g) = ckpt.clip_var_builders(dtype, &device)?;
         let t5_weights = ckpt.text_encoder(TextEncoderKind::T5Xxl);

@@ -30,9 +30,9 @@ impl Node for ModelSamplingSd3 {
             return Err(NodeError::invalid_input("shift", "must be positive"));
         }
         let model = DiffusionModel {
-            mmdit: model.mmdit.clone(),
             shift,
             shift_from_model_sampling: true,
+            ..(*model).clone()
         };
         Ok(NodeOutput::values(vec![Value::handle(model)]))
     }

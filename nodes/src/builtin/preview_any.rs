@@ -128,14 +128,14 @@ mod tests {
             as_text(&Value::StringList(vec!["a".into(), "b".into()])),
             "[\n    \"a\",\n    \"b\"\n]"
         );
-        let latent = Latent {
-            samples: candle_core::Tensor::zeros(
+        let latent = Latent::new(
+            candle_core::Tensor::zeros(
                 (1, 16, 8, 8),
                 candle_core::DType::F32,
                 &candle_core::Device::Cpu,
             )
             .unwrap(),
-        };
+        );
         assert_eq!(as_text(&Value::handle(latent)), "LATENT 1×16×8×8");
     }
 }

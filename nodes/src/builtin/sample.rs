@@ -152,6 +152,7 @@ impl Node for Sample {
             noise: NoiseSource::SplitMix64,
             shape,
             latent: latent.as_ref().map(|l| &l.samples),
+            noise_mask: None,
         };
         let out = run_sampling(job, ctx)?.latent;
         Ok(NodeOutput::values(vec![Value::handle(out)]))

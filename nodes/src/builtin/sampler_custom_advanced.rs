@@ -61,6 +61,7 @@ impl Node for SamplerCustomAdvanced {
             noise: noise.source,
             shape: latent_shape(&latent.samples)?,
             latent: Some(&latent.samples),
+            noise_mask: latent.noise_mask.as_ref(),
         };
         let out = run_sampling(job, ctx)?;
         // ComfyUI: with no step run, the denoised output is the output.

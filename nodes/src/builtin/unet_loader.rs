@@ -96,11 +96,8 @@ impl Node for UnetLoader {
         if weight_dtype == WeightDtype::Int8 && !device.is_cpu() {
             ctx.text("weight_dtype int8 applies on the CPU only: weights load as usual");
         }
-        let model = DiffusionModel {
-            mmdit: Arc::new(file.load(default_dtype(&device), &device, weight_dtype)?),
-            shift: DEFAULT_SHIFT,
-            shift_from_model_sampling: false,
-        };
+        let mmdit = file.load(default_dtype(&device), &device, weight_dtype)?;
+        let model = DiffusionModel::new(mmdit, DEFAULT_SHIFT);
         Ok(NodeOutput::values(vec![Value::handle(model)]))
     }
 }

@@ -46,7 +46,7 @@ impl Node for VaeEncode {
                 .affine(2.0, -1.0)?
                 .to_device(vae.device())?;
             let samples = vae.encode(&x)?.to_device(&candle_core::Device::Cpu)?;
-            Ok(Latent { samples })
+            Ok(Latent::new(samples))
         };
         let latent = encode().map_err(anyhow::Error::from)?;
         Ok(NodeOutput::values(vec![Value::handle(latent)]))

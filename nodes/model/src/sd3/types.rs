@@ -70,6 +70,19 @@ impl ConditioningList {
 #[derive(Debug, Clone)]
 pub struct Latent {
     pub samples: Tensor,
+    /// ComfyUI's `noise_mask` (`SetLatentNoiseMask`): `[batch, height, width]`
+    /// in 0..=1 at any size, 1 where the samplers denoise.
+    pub noise_mask: Option<Tensor>,
+}
+
+impl Latent {
+    /// Latents without a noise mask.
+    pub fn new(samples: Tensor) -> Self {
+        Latent {
+            samples,
+            noise_mask: None,
+        }
+    }
 }
 
 /// An `IMAGE` value: pixels `[batch, height, width, 3]`, f32 in 0..=1 (ComfyUI's layout).

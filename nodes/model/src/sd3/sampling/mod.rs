@@ -19,11 +19,13 @@ use std::ops::ControlFlow;
 
 use candle_core::{DType, Device, Result, Tensor};
 
+mod inpaint;
 mod prompt;
 mod samplers;
 mod schedulers;
 pub mod torch_rng;
 
+pub use inpaint::{latent_mask, Inpaint, InpaintDenoiser};
 pub use prompt::{percent_to_sigma, Prompt};
 pub use samplers::{sample, Denoiser, Run, Sampler, StepNoise};
 pub use schedulers::{
@@ -84,13 +86,50 @@ pub fn noise_latent(noise: &Tensor, latent: Option<&Tensor>, sigma0: f32) -> Res
 }
 
 /// A `MODEL` value: the MMDiT and the schedule shift it samples with
-/// (ComfyUI's `ModelSamplingSD3` changes the shift).
+/// (ComfyUI's `ModelSamplingSD3` changes the shift), with the guidance
+/// patches nodes put on it.
 #[derive(Debug, Clone)]
 pub struct DiffusionModel {
     pub mmdit: std::sync::Arc<MMDiT>,
     pub shift: f64,
     /// Set by `ModelSamplingSD3`: its shift then also overrides `Sample`'s own.
     pub shift_from_model_sampling: bool,
+    /// `SkipLayerGuidanceSD3` patches, in the order they were added; ComfyUI's
+    /// samplers apply them after CFG.
+    pub skip_layer_patches: Vec<SkipLayerPatch>,
+}
+
+impl DiffusionModel {
+    /// A loaded model with its file's shift, no patches.
+    pub fn new(mmdit: MMDiT, shift: f64) -> Self {
+        DiffusionModel {
+            mmdit: std::sync::Arc::new(mmdit),
+            shift,
+            shift_from_model_sampling: false,
+            skip_layer_patches: Vec::new(),
+        }
+    }
+}
+
+/// ComfyUI's `SkipLayerGuidanceSD3` (`comfy_extras/nodes_slg.py`
+/// `SkipLayerGuidanceDiT`, a post-CFG function): while
+/// `sigma_end ≤ σ ≤ sigma_start`, the guided estimate moves by
+/// `(cond − cond_skipping_layers)·scale`. The sigmas come from the percents
+/// through the shift the model had when the patch was made, as in ComfyUI.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SkipLayerPatch {
+    pub layers: Vec<usize>,
+    pub scale: f64,
+    pub sigma_start: f64,
+    pub sigma_end: f64,
+}
+
+impl SkipLayerPatch {
+    /// ComfyUI compares the model call's σ (a float32) with the bounds in f64.
+    fn active(&self, sigma: f32) -> bool {
+        let sigma = f64::from(sigma);
+        self.scale > 0.0 && sigma >= self.sigma_end && sigma <= self.sigma_start
+    }
 }
 
 /// Skip-layer guidance (SD3.5): `v += s·(v_cond − v_cond_skipping_layers)`
@@ -142,6 +181,7 @@ impl EulerSampler {
             cfg: self.cfg,
             guided: self.cfg > 1.0,
             skip_layer_guidance: self.skip_layer_guidance.as_ref(),
+            skip_layer_patches: &[],
             total,
         };
         let guided = GuidedModel::new(model, positive, negative, x.dim(0)?, guide)?;
@@ -167,8 +207,7 @@ impl EulerSampler {
 
 /// ComfyUI's `KSampler`: one of its samplers on its schedule, with per-step
 /// noise drawn as ComfyUI does on the CPU for `seed`.
-#[derive(Debug, Clone)]
-pub struct ComfySampler {
+pub struct ComfySampler<'a> {
     pub sampler: Sampler,
     /// Descending sigmas (ending at 0 for a full denoise).
     pub sigmas: Vec<f32>,
@@ -177,9 +216,13 @@ pub struct ComfySampler {
     /// The model's shift (`ModelSamplingSD3`).
     pub shift: f64,
     pub seed: u64,
+    /// The model's `SkipLayerGuidanceSD3` patches.
+    pub skip_layer_patches: &'a [SkipLayerPatch],
+    /// The noise mask, when the latent has one.
+    pub inpaint: Option<&'a Inpaint>,
 }
 
-impl ComfySampler {
+impl ComfySampler<'_> {
     /// As [`EulerSampler::sample`].
     pub fn sample(
         &self,
@@ -194,6 +237,7 @@ impl ComfySampler {
             // ComfyUI skips the negative only at cfg 1 (`math.isclose`).
             guided: (self.cfg - 1.0).abs() > 1e-9 * self.cfg.abs().max(1.0),
             skip_layer_guidance: None,
+            skip_layer_patches: self.skip_layer_patches,
             total: self.sigmas.len().saturating_sub(1),
         };
         let mut guided = GuidedModel::new(model, positive, negative, x.dim(0)?, guide)?;
@@ -203,13 +247,17 @@ impl ComfySampler {
             shift: self.shift,
         };
         let mut noise = StepNoise::comfy(self.seed);
-        sample(
-            &run,
-            &mut guided,
-            x.to_dtype(DType::F32)?,
-            &mut noise,
-            callback,
-        )
+        let x = x.to_dtype(DType::F32)?;
+        match self.inpaint {
+            Some(inpaint) => {
+                let mut masked = InpaintDenoiser {
+                    inner: &mut guided,
+                    inpaint,
+                };
+                sample(&run, &mut masked, x, &mut noise, callback)
+            }
+            None => sample(&run, &mut guided, x, &mut noise, callback),
+        }
     }
 }
 
@@ -220,6 +268,8 @@ struct Guidance<'a> {
     /// Whether the negative runs: diffusers above 1, ComfyUI at anything but 1.
     guided: bool,
     skip_layer_guidance: Option<&'a SkipLayerGuidance>,
+    /// ComfyUI's post-CFG skip-layer guidance (`SkipLayerGuidanceSD3`).
+    skip_layer_patches: &'a [SkipLayerPatch],
     /// The run's step count (skip-layer guidance is set in fractions of it).
     total: usize,
 }
@@ -262,19 +312,31 @@ impl<'a> GuidedModel<'a> {
         let outputs = self.forward_each(x, sigma, &all, &[])?;
         let (uncond, cond) = outputs.split_at(negative.len());
         let cond = mean_velocity(x, sigma, cond)?;
-        if !self.guidance.guided {
-            return Ok(cond);
-        }
-        let uncond = mean_velocity(x, sigma, uncond)?;
-        let v = (&uncond + ((&cond - &uncond)? * self.guidance.cfg)?)?;
-        match self.guidance.skip_layer_guidance {
-            Some(slg) if slg_active(slg, index, self.guidance.total) => {
-                let skipped = self.forward_each(x, sigma, &positive, &slg.layers)?;
-                let skipped = mean_velocity(x, sigma, &skipped)?;
-                v + ((cond - skipped)? * slg.scale)?
+        let mut v = if self.guidance.guided {
+            let uncond = mean_velocity(x, sigma, uncond)?;
+            let v = (&uncond + ((&cond - &uncond)? * self.guidance.cfg)?)?;
+            match self.guidance.skip_layer_guidance {
+                Some(slg) if slg_active(slg, index, self.guidance.total) => {
+                    let skipped = self.forward_each(x, sigma, &positive, &slg.layers)?;
+                    let skipped = mean_velocity(x, sigma, &skipped)?;
+                    (v + ((&cond - skipped)? * slg.scale)?)?
+                }
+                _ => v,
             }
-            _ => Ok(v),
+        } else {
+            cond.clone()
+        };
+        // ComfyUI runs post-CFG functions at every cfg, 1 included. In its
+        // denoised terms `+ (cond − skipped)·s`, the same as here on velocities
+        // (`denoised = x − σ·v`).
+        for patch in self.guidance.skip_layer_patches {
+            if patch.active(sigma) {
+                let skipped = self.forward_each(x, sigma, &positive, &patch.layers)?;
+                let skipped = mean_velocity(x, sigma, &skipped)?;
+                v = (v + ((&cond - skipped)? * patch.scale)?)?;
+            }
         }
+        Ok(v)
     }
 
     /// The model's velocity for `x` under each conditioning, batched as ComfyUI's
@@ -409,10 +471,10 @@ mod tests {
     use crate::sd3::tiny::{mmdit_tensors, TinyOptions, TinyVariant};
 
     /// The tiny MMDiT and its context and pooled widths.
-    fn tiny_mmdit() -> (MMDiT, usize, usize) {
+    fn tiny_mmdit(seed: u64) -> (MMDiT, usize, usize) {
         let opts = TinyOptions {
             variant: TinyVariant::Sd3Medium,
-            seed: 3,
+            seed,
             clips: false,
             t5: false,
             positions: None,
@@ -440,11 +502,12 @@ mod tests {
 
     #[test]
     fn contexts_of_different_lengths_batch_as_comfyui_repeats_them() -> Result<()> {
-        let (mmdit, width, pooled) = tiny_mmdit();
+        let (mmdit, width, pooled) = tiny_mmdit(3);
         let guidance = Guidance {
             cfg: 2.0,
             guided: true,
             skip_layer_guidance: None,
+            skip_layer_patches: &[],
             total: 1,
         };
         let empty = Prompt::resolve(
@@ -510,6 +573,67 @@ mod tests {
         let latent = Tensor::new(&[1f32, -1.0], &dev)?;
         let x = noise_latent(&noise, Some(&latent), 0.25)?;
         assert_eq!(x.to_vec1::<f32>()?, vec![1.25, -0.25]);
+        Ok(())
+    }
+
+    fn max_diff(a: &Tensor, b: &Tensor) -> Result<f32> {
+        (a - b)?.abs()?.max_all()?.to_scalar::<f32>()
+    }
+
+    #[test]
+    fn skip_layer_patch_adds_its_term_only_within_its_sigmas() -> Result<()> {
+        let dev = Device::Cpu;
+        let (mmdit, _, _) = tiny_mmdit(5);
+        let cond = |seed: u64| -> Result<Prompt> {
+            Ok(Prompt::plain(Conditioning {
+                context: seeded_noise(seed, &[1, 12, 128], &dev)?,
+                pooled: seeded_noise(seed + 1, &[1, 96], &dev)?,
+            }))
+        };
+        let (positive, negative) = (cond(1)?, cond(3)?);
+        let x = seeded_noise(9, &[1, 16, 8, 8], &dev)?;
+        let patches = [SkipLayerPatch {
+            layers: vec![1],
+            scale: 2.5,
+            sigma_start: 0.75,
+            sigma_end: 0.375,
+        }];
+        let guided = |cfg: f64, patches| {
+            let guidance = Guidance {
+                cfg,
+                guided: cfg != 1.0,
+                skip_layer_guidance: None,
+                skip_layer_patches: patches,
+                total: 4,
+            };
+            GuidedModel::new(&mmdit, &positive, &negative, 1, guidance)
+        };
+        let forward = |p: &Prompt, sigma: f32, skip: &[usize]| -> Result<Tensor> {
+            let c = p.active(sigma)[0];
+            let t = Tensor::full(sigma * 1000.0, 1, &dev)?;
+            mmdit.forward(&x, &t, &c.pooled, &c.context, skip)
+        };
+        for cfg in [4.0, 1.0] {
+            let plain = guided(cfg, &[])?;
+            let patched = guided(cfg, &patches)?;
+            // Sigmas exact in f32, so the bounds are hit (both included).
+            for sigma in [0.875f32, 0.75, 0.5, 0.375, 0.25] {
+                let v = patched.velocity(&x, sigma, 0)?;
+                let v_cfg = plain.velocity(&x, sigma, 0)?;
+                if (0.375..=0.75).contains(&sigma) {
+                    let cond = forward(&positive, sigma, &[])?;
+                    let skipped = forward(&positive, sigma, &[1])?;
+                    let expected = (&v_cfg + ((cond - skipped)? * 2.5)?)?;
+                    assert!(max_diff(&v, &expected)? < 1e-5, "cfg {cfg}, σ {sigma}");
+                    assert!(
+                        max_diff(&v, &v_cfg)? > 1e-3,
+                        "cfg {cfg}, σ {sigma}: no term"
+                    );
+                } else {
+                    assert_eq!(max_diff(&v, &v_cfg)?, 0.0, "cfg {cfg}, σ {sigma}");
+                }
+            }
+        }
         Ok(())
     }
 }

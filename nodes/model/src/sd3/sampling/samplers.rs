@@ -31,7 +31,7 @@ pub enum Sampler {
     /// dpmpp_2m_sde with the Heun correction instead of the midpoint one.
     Dpmpp2mSdeHeun,
     Dpmpp3mSde,
-    /// ComfyUI's `ddim` is `euler` (its random inpaint noise only matters with a mask).
+    /// ComfyUI's `ddim` is `euler` with fresh inpaint noise (only matters with a mask).
     Ddim,
     Lcm,
     UniPc,
@@ -85,6 +85,12 @@ impl Sampler {
             "uni_pc_bh2" => Self::UniPcBh2,
             _ => return None,
         })
+    }
+
+    /// `sampler_object`: `ddim` inpaints with fresh noise (`inpaint_options`
+    /// `random`), the others with the run's initial noise.
+    pub fn inpaints_with_fresh_noise(self) -> bool {
+        self == Self::Ddim
     }
 
     /// `KSampler.DISCARD_PENULTIMATE_SIGMA_SAMPLERS`: these run on a schedule
