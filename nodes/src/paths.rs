@@ -1,11 +1,16 @@
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 /// The folders the product reads and writes, all under one data directory
-/// unless the models folder is given separately.
+/// unless the models folder is given separately. A headless run may move a
+/// model folder or the input folder elsewhere for itself (`cretok train`'s
+/// `--out`, `--pairs` and `--tiny`).
 #[derive(Debug, Clone)]
 pub struct Paths {
     pub data_dir: PathBuf,
     pub models_dir: PathBuf,
+    moved_model_folders: BTreeMap<String, PathBuf>,
+    moved_input_dir: Option<PathBuf>,
 }
 
 /// Files a model folder may list.
@@ -19,7 +24,22 @@ impl Paths {
         Paths {
             data_dir,
             models_dir,
+            moved_model_folders: BTreeMap::new(),
+            moved_input_dir: None,
         }
+    }
+
+    /// These paths with the model subfolder `folder` at `dir`.
+    pub fn with_model_folder(mut self, folder: &str, dir: impl Into<PathBuf>) -> Self {
+        self.moved_model_folders
+            .insert(folder.to_owned(), dir.into());
+        self
+    }
+
+    /// These paths with the input folder at `dir`.
+    pub fn with_input_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.moved_input_dir = Some(dir.into());
+        self
     }
 
     pub fn output_dir(&self) -> PathBuf {
@@ -27,7 +47,10 @@ impl Paths {
     }
 
     pub fn input_dir(&self) -> PathBuf {
-        self.data_dir.join("input")
+        match &self.moved_input_dir {
+            Some(dir) => dir.clone(),
+            None => self.data_dir.join("input"),
+        }
     }
 
     pub fn temp_dir(&self) -> PathBuf {
@@ -40,7 +63,10 @@ impl Paths {
 
     /// A ComfyUI-style model subfolder: `checkpoints`, `text_encoders`, `embeddings`.
     pub fn model_folder(&self, folder: &str) -> PathBuf {
-        self.models_dir.join(folder)
+        match self.moved_model_folders.get(folder) {
+            Some(dir) => dir.clone(),
+            None => self.models_dir.join(folder),
+        }
     }
 
     /// The model subfolders that exist.

@@ -233,3 +233,66 @@ fn train_node_reports_saves_and_honours_cancel() {
         other => panic!("{:?}", other.map(|_| ())),
     }
 }
+
+#[test]
+fn train_node_resumes_its_checkpoint_and_refuses_other_settings() {
+    let enc = encoders();
+    let dir = tempfile::tempdir().unwrap();
+    let paths = Paths::new(dir.path(), None);
+    let inputs = Inputs::new()
+        .with("clip", Value::Handle(enc.clone()))
+        .with("pairs_file", Value::String(String::new()))
+        .with("word", Value::String("creative".into()))
+        .with("theta", Value::Float(0.9))
+        .with("pairs_per_step", Value::Int(4))
+        .with("steps", Value::Int(3))
+        .with("lr", Value::Float(0.01))
+        .with("seed", Value::Int(3))
+        .with("encoders", Value::String("both".into()))
+        .with("target", Value::String("pooled".into()))
+        .with("filename_prefix", Value::String("tok".into()))
+        .with("report_every", Value::Int(0))
+        .with("checkpoint_every", Value::Int(0));
+    let run = |inputs: &Inputs| {
+        let sink = Recorder::default();
+        let cancel = CancelToken::new();
+        let result = CreTokTrain.run(inputs, &RunContext::new("2", &paths, &cancel, &sink));
+        let text = sink.text.lock().unwrap().join("\n");
+        (result.map(|_| ()), text)
+    };
+    let (first, _) = run(&inputs);
+    first.unwrap();
+    let embeddings = paths.model_folder("embeddings");
+    assert!(embeddings.join("tok.ckpt.safetensors").is_file());
+    assert!(embeddings.join("tok.loss.png").is_file());
+
+    let resumed = inputs.clone().with("resume", Value::Bool(true));
+    let (extended, text) = run(&resumed.clone().with("steps", Value::Int(5)));
+    extended.unwrap();
+    assert!(
+        text.contains("extending the run from 3 to 5 steps"),
+        "{text}"
+    );
+    assert!(text.contains("resuming at step 3 of 5"), "{text}");
+    let token = CreTokToken::load(&embeddings.join("tok.safetensors")).unwrap();
+    assert_eq!(token.metadata["trained_steps"], "5");
+
+    match run(&resumed.clone().with("steps", Value::Int(5))).0 {
+        Err(NodeError::InvalidInput { input, reason }) => {
+            assert_eq!(input, "steps");
+            assert!(reason.contains("has finished its 5 steps"), "{reason}");
+        }
+        other => panic!("{other:?}"),
+    }
+    match run(&resumed
+        .with("steps", Value::Int(9))
+        .with("seed", Value::Int(4)))
+    .0
+    {
+        Err(NodeError::InvalidInput { input, reason }) => {
+            assert_eq!(input, "seed");
+            assert!(reason.contains("seed disagree"), "{reason}");
+        }
+        other => panic!("{other:?}"),
+    }
+}

@@ -1,6 +1,7 @@
 //! `cretok train --tiny` end to end: trains in seconds, writes a token file that CreTokEncode
 //! and `embedding:NAME` both load and the loss plot next to it, checkpoints, stops cleanly on
-//! Ctrl-C and resumes, extends a run with `--resume --steps` and refuses changed settings.
+//! Ctrl-C and resumes, extends a run with `--resume --steps` and refuses changed settings; it runs
+//! as the prompt LoadSD3 → CreTokTrain through the executor.
 
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
@@ -205,7 +206,7 @@ fn resume_extends_to_a_larger_steps_and_refuses_changed_settings() {
     );
     assert!(
         !dir.path()
-            .join("models/checkpoints/cretok_tiny_text.safetensors")
+            .join("models/checkpoints/cretok_tiny.safetensors")
             .exists(),
         "the tiny fixture must stay out of the checkpoint loaders' folder"
     );
@@ -286,4 +287,69 @@ fn train_draws_the_loss_curves_next_to_the_token() {
         let n = count(&rgb, [c.0, c.1, c.2]);
         assert!(n > 200, "the {name} curve has {n} pixels");
     }
+}
+
+/// `cretok train` is a prompt run by the executor: the loader's and the trainer's text come as
+/// their nodes' lines, and a setting the node's schema refuses is reported as validation reports
+/// any prompt.
+#[test]
+fn train_runs_the_loader_and_trainer_nodes_through_the_executor() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = train(dir.path(), &["--steps", "2", "--eval-every", "1"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("[1] ") && stderr.contains("text encoders:"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("[2] step 0: clip_l"), "{stderr}");
+    assert!(stderr.contains("[2] step 2/2: loss"), "{stderr}");
+    let default_token =
+        CreTokToken::load(&dir.path().join("models/embeddings/cretok.safetensors")).unwrap();
+
+    // --out and --pairs name any folder: the run's token and input folders are moved there.
+    let elsewhere = tempfile::tempdir().unwrap();
+    let pairs = elsewhere.path().join("pairs.json");
+    std::fs::write(
+        &pairs,
+        r#"{"format": "cretok-pairs/1",
+            "train": [["cauliflower", "sheep"], ["bee", "frog"], ["giraffe", "peacock"],
+                      ["butterfly", "chicken"]],
+            "test": [["lettuce", "mantis"]]}"#,
+    )
+    .unwrap();
+    let token = elsewhere.path().join("tokens/mine.safetensors");
+    let out = train(
+        dir.path(),
+        &[
+            "--steps",
+            "2",
+            "--out",
+            token.to_str().unwrap(),
+            "--pairs",
+            pairs.to_str().unwrap(),
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for name in ["mine.safetensors", "mine.ckpt.safetensors", "mine.loss.png"] {
+        assert!(
+            elsewhere.path().join("tokens").join(name).is_file(),
+            "{name}"
+        );
+    }
+    let mine = CreTokToken::load(&token).unwrap();
+    assert_ne!(
+        mine.metadata["dataset_sha256"],
+        default_token.metadata["dataset_sha256"]
+    );
+
+    let out = train(dir.path(), &["--steps", "0", "--out", "other.safetensors"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("node 2 (CreTokTrain)"), "{stderr}");
+    assert!(stderr.contains("steps"), "{stderr}");
 }

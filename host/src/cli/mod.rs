@@ -4,6 +4,7 @@ mod checkpoint;
 mod console;
 mod convert;
 mod dev;
+mod headless;
 mod nodes;
 mod run;
 mod serve;

@@ -1,21 +1,17 @@
 //! `cretok run`: validate and execute one workflow file headless.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use anyhow::{bail, Context};
+use anyhow::bail;
 use clap::Args;
-use cretok_nodes::{CancelToken, PreviewFormat, Registry};
-use indicatif::ProgressStyle;
+use cretok_nodes::Registry;
 use serde_json::Value as Json;
 
-use super::console::Console;
+use super::headless::{execute, failure_exit, Headless};
 use super::{CustomNodeArgs, DataArgs, NodeSource};
-use crate::executor::{ExecutionObserver, Executor, Outcome, PromptJob};
-use crate::protocol::ServerMessage;
-use crate::validation::validate;
+use crate::executor::Outcome;
 use crate::workflow;
 
 #[derive(Args)]
@@ -72,74 +68,19 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     }
     check_targets(&prompt, &registry, &args.targets)?;
     let targets = (!args.targets.is_empty()).then_some(args.targets.as_slice());
-    let valid = match validate(&prompt, &registry, targets) {
-        Ok(v) => v,
-        Err(failure) => {
-            eprintln!("{}", failure.report());
-            eprintln!("{}", serde_json::to_string_pretty(&failure.to_json())?);
-            return Ok(ExitCode::from(2));
-        }
+    let record = match execute(&paths, &registry, prompt, extra_data, targets, args.quiet)? {
+        Headless::Invalid => return Ok(ExitCode::from(2)),
+        Headless::Ran(record) => record,
     };
-    for (id, errors) in &valid.node_errors {
-        eprintln!(
-            "warning: output {id} ({}) skipped: {:?}",
-            errors.class_type, errors.errors
-        );
-    }
-    let classes = valid
-        .nodes
-        .iter()
-        .map(|(id, n)| (id.clone(), n.class_type.clone()))
-        .collect();
-    let job = PromptJob {
-        prompt_id: uuid::Uuid::new_v4().to_string(),
-        number: 1,
-        prompt,
-        valid,
-        client_id: None,
-        extra_data,
-    };
-    let observer = CliObserver::new(classes, args.quiet);
-    let cancel = CancelToken::new();
-    let (on_ctrl_c, console) = (cancel.clone(), observer.console.clone());
-    ctrlc::set_handler(move || {
-        if on_ctrl_c.is_cancelled() {
-            std::process::exit(130);
-        }
-        console.line("interrupting (Ctrl-C again to quit at once)");
-        on_ctrl_c.cancel();
-    })
-    .context("installing the Ctrl-C handler")?;
-
-    let record = Executor::new(Arc::clone(&paths)).run(&job, &registry, &cancel, &observer);
-    observer.console.bar().finish_and_clear();
     for ui in record.outputs.values() {
         for path in output_files(&paths.data_dir, ui) {
             println!("wrote {}", path.display());
         }
     }
-    match (record.outcome, record.failure()) {
-        (Outcome::Success, _) => Ok(ExitCode::SUCCESS),
-        (
-            _,
-            Some(ServerMessage::ExecutionError {
-                failed,
-                exception_message,
-                exception_type,
-                ..
-            }),
-        ) => {
-            eprintln!(
-                "error in node {} ({}): {exception_type}: {exception_message}",
-                failed.node_id, failed.node_type
-            );
-            Ok(ExitCode::FAILURE)
-        }
-        _ => {
-            eprintln!("interrupted");
-            Ok(ExitCode::from(130))
-        }
-    }
+    Ok(match record.outcome {
+        Outcome::Success => ExitCode::SUCCESS,
+        _ => failure_exit(&record),
+    })
 }
 
 /// Applies `NODE.INPUT=VALUE` to the prompt.
@@ -175,54 +116,4 @@ fn output_files(data_dir: &Path, ui: &Json) -> Vec<PathBuf> {
             Some(data_dir.join(kind).join(sub).join(name))
         })
         .collect()
-}
-
-/// Shows execution as a progress bar on stderr, and node messages as lines (see [`Console`]).
-struct CliObserver {
-    console: Console,
-    classes: HashMap<String, String>,
-}
-
-impl CliObserver {
-    fn new(classes: HashMap<String, String>, quiet: bool) -> Self {
-        let console = Console::new(quiet, 0);
-        console.bar().set_style(
-            ProgressStyle::with_template("{msg:28} [{bar:40}] {pos}/{len} {elapsed}")
-                .unwrap_or_else(|_| ProgressStyle::default_bar())
-                .progress_chars("=> "),
-        );
-        CliObserver { console, classes }
-    }
-}
-
-impl ExecutionObserver for CliObserver {
-    fn message(&self, message: ServerMessage) {
-        let bar = self.console.bar();
-        match message {
-            ServerMessage::Executing {
-                node: Some(node), ..
-            } => {
-                let class = self.classes.get(&node).cloned().unwrap_or_default();
-                bar.set_message(format!("{node} {class}"));
-                bar.set_length(0);
-                bar.set_position(0);
-            }
-            ServerMessage::Progress { value, max, .. } => {
-                bar.set_length(max);
-                bar.set_position(value);
-            }
-            ServerMessage::ExecutionCached { nodes, .. } if !nodes.is_empty() => {
-                self.console.line(&format!("cached: {}", nodes.join(", ")));
-            }
-            _ => {}
-        }
-    }
-
-    fn preview(&self, _node_id: &str, _format: PreviewFormat, _image: Vec<u8>) {}
-
-    fn text(&self, node_id: &str, text: &str) {
-        for line in text.lines() {
-            self.console.line(&format!("[{node_id}] {line}"));
-        }
-    }
 }

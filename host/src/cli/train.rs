@@ -1,33 +1,38 @@
-//! `cretok train`: the CreTok trainer headless (docs/cretok.md; Feng et al., arXiv 2410.24160), with a
-//! progress bar, checkpoints every N steps, `--resume`, and Ctrl-C that stops after the current
-//! step and leaves a valid checkpoint.
+//! `cretok train`: the CreTok trainer headless (docs/cretok.md; Feng et al., arXiv 2410.24160).
+//! It builds the graph LoadSD3 → CreTokTrain from its flags and runs it through the executor, as
+//! `cretok run` runs a workflow: the progress bar follows the node's progress events, checkpoints
+//! come every N steps, `--resume` continues one, and Ctrl-C interrupts the prompt, which the
+//! trainer takes as "stop after this step" (the checkpoint stays valid).
 //!
-//! The CLIP encoders come from an SD3 checkpoint in `models/checkpoints/`, found as LoadSD3 finds
-//! them, or from the seeded tiny text fixture (`--tiny`, kept in the cache folder so that no
-//! loader lists it as a checkpoint).
+//! The run's paths put the token's folder where `--out` is and the input folder where `--pairs`
+//! is. `--tiny` writes a tiny seeded SD3 checkpoint (its CLIPs are the tiny text fixture's) into
+//! the cache folder and gives the run that folder as its checkpoints and text-encoders folders,
+//! so no loader lists the fixture anywhere else.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use anyhow::{ensure, Context, Result};
+use anyhow::{bail, ensure, Context, Result};
 use clap::Args;
 use cretok_nodes::builtin::EMBEDDINGS;
-use cretok_nodes::cretok::encoder_refs;
-use cretok_nodes::cretok::text_source::{checkpoint_clip_encoders, tiny_clip_encoders};
-use cretok_nodes::cretok::{
-    Control, CreTokToken, EncoderRef, EncoderSet, EvalReport, LossHistory, PairSet, Reporter,
-    RunEnd, RunOptions, StartReport, StepReport, Target, TrainConfig, Trainer,
-};
-use cretok_nodes::fsutil::atomic_write;
-use indicatif::ProgressStyle;
+use cretok_nodes::cretok::{CreTokToken, EncoderSet, Target, TrainConfig};
+use cretok_nodes::sd3::text_tiny::TINY_SEED;
+use cretok_nodes::sd3::tiny::{write_single_file, TinyOptions, TinyVariant};
+use cretok_nodes::Paths;
+use serde_json::{json, Value as Json};
 
-use super::console::Console;
-use super::DataArgs;
+use super::headless::{execute, failure_exit, Headless};
+use super::{native_registry, DataArgs};
+use crate::executor::Outcome;
 
-/// The tiny fixture's file name (`--tiny`), in `<data dir>/cache/`, out of the loaders' sight.
-const TINY_FILE: &str = "cretok_tiny_text.safetensors";
+/// The tiny fixture (`--tiny`): a folder under `<data dir>/cache/` and the checkpoint in it.
+const TINY_DIR: &str = "cretok_tiny";
+const TINY_NAME: &str = "cretok_tiny.safetensors";
+
+/// The graph's node ids.
+const LOADER: &str = "1";
+const TRAINER: &str = "2";
 
 #[derive(Args)]
 pub struct TrainArgs {
@@ -41,11 +46,12 @@ pub struct TrainArgs {
     /// Pairs file (cretok-pairs/1 JSON). Default: the built-in CangJie set.
     #[arg(long)]
     pairs: Option<PathBuf>,
-    /// The token file to write. Default: models/embeddings/cretok.safetensors. Checkpoints go to
-    /// the same name with `.ckpt.safetensors`, the loss plot with `.loss.png`.
+    /// The token file to write (a .safetensors name). Default:
+    /// models/embeddings/cretok.safetensors. Checkpoints go to the same name with
+    /// `.ckpt.safetensors`, the loss plot with `.loss.png`.
     #[arg(long)]
     out: Option<PathBuf>,
-    /// Continue from the checkpoint next to --out. A larger --steps extends the run (the cosine
+    /// Continue from the checkpoint next to --out (CreTokTrain's `resume`). A larger --steps extends the run (the cosine
     /// schedule is recomputed over the new total); every other setting comes from the
     /// checkpoint, and a flag that disagrees with it is refused.
     #[arg(long)]
@@ -83,7 +89,8 @@ pub struct TrainArgs {
     /// Write a resumable checkpoint every N steps (0: only at the end or on Ctrl-C).
     #[arg(long, default_value_t = 500)]
     checkpoint_every: u64,
-    /// Evaluate the full train and held-out losses every N steps (0: only at the end).
+    /// Evaluate the full train and held-out losses every N steps (0: only at the start and the
+    /// end).
     #[arg(long, default_value_t = 1000)]
     eval_every: u64,
     /// No progress bar (lines still go to stderr).
@@ -121,53 +128,39 @@ impl TrainArgs {
             },
         })
     }
-}
 
-struct CliReporter {
-    console: Console,
-    stop: Arc<AtomicBool>,
-    history: LossHistory,
-}
-
-impl Reporter for CliReporter {
-    fn start(&mut self, report: &StartReport) {
-        for line in report.lines() {
-            self.console.line(&line);
-        }
-    }
-
-    fn step(&mut self, r: &StepReport) -> Control {
-        let bar = self.console.bar();
-        bar.set_position(r.step);
-        bar.set_message(format!(
-            "loss {:.5} lr {:.6} {:.2} steps/s",
-            r.loss, r.lr, r.steps_per_s
-        ));
-        if self.stop.load(Ordering::SeqCst) {
-            Control::Stop
-        } else {
-            Control::Continue
-        }
-    }
-
-    fn eval(&mut self, report: &EvalReport) {
-        self.console.line(&report.line());
-        self.history.record(report);
+    /// CreTokTrain's inputs: the flags given, else `base`'s settings. Values go to the graph as
+    /// typed, so its validation judges them.
+    fn node_inputs(&self, base: &TrainConfig, prefix: &str, pairs_file: &str) -> Json {
+        json!({
+            "clip": [LOADER, 1],
+            "pairs_file": pairs_file,
+            "word": self.word.as_deref().unwrap_or(&base.word),
+            "restrictive_template":
+                self.restrictive_template.as_deref().unwrap_or(&base.restrictive_template),
+            "adaptive_template":
+                self.adaptive_template.as_deref().unwrap_or(&base.adaptive_template),
+            "theta": self.theta.unwrap_or(base.theta),
+            "pairs_per_step": self.pairs_per_step.unwrap_or(base.pairs_per_step),
+            "steps": self.steps.unwrap_or(base.steps),
+            "lr": self.lr.unwrap_or(base.lr),
+            "seed": self.seed.unwrap_or(base.seed),
+            "encoders": self.encoders.as_deref().unwrap_or(base.encoders.name()),
+            "target": self.target.as_deref().unwrap_or(base.target.name()),
+            "filename_prefix": prefix,
+            "report_every": self.eval_every,
+            "checkpoint_every": self.checkpoint_every,
+            "resume": self.resume,
+        })
     }
 }
 
-/// The trainer that continues the checkpoint `ckpt`: its settings, a larger `--steps` if given,
-/// and a refusal naming every other flag that disagrees with the checkpoint.
-fn resume<'a>(
-    args: &TrainArgs,
-    refs: &[EncoderRef<'a>],
-    pairs: PairSet,
-    ckpt: &Path,
-    cache: &Path,
-) -> Result<Trainer<'a>> {
+/// The settings of the checkpoint `ckpt` that `--resume` continues; a flag that disagrees with
+/// them is refused by name.
+fn resumed_settings(args: &TrainArgs, ckpt: &Path) -> Result<TrainConfig> {
     let saved = CreTokToken::load(ckpt).context("--resume")?;
-    let mut trainer = Trainer::resume(refs, pairs, &saved, Some(cache))?;
-    let settings = trainer.config().clone();
+    let settings =
+        TrainConfig::from_metadata(&saved.metadata).context("--resume: checkpoint settings")?;
     let changed: Vec<String> = settings
         .differences(&args.settings_over(settings.clone())?)
         .iter()
@@ -180,110 +173,112 @@ fn resume<'a>(
         changed.join(", "),
         ckpt.display()
     );
-    let step = trainer.step();
-    match args.steps {
-        Some(steps) if steps != settings.steps => {
-            let before = trainer.next_lr();
-            trainer.set_steps(steps)?;
-            eprintln!(
-                "extending the run from {} to {steps} steps: the cosine schedule is recomputed \
-                 over {steps} steps (the rate at step {step} goes from {before:.6} to {:.6})",
-                settings.steps,
-                trainer.next_lr()
-            );
-        }
-        _ => ensure!(
-            step < settings.steps,
-            "the checkpoint {} has finished its {} steps; pass a larger --steps to continue",
-            ckpt.display(),
-            settings.steps
-        ),
+    Ok(settings)
+}
+
+/// Writes the tiny fixture into `dir` unless it is there.
+fn write_tiny_fixture(dir: &Path) -> Result<()> {
+    let path = dir.join(TINY_NAME);
+    if path.is_file() {
+        return Ok(());
     }
-    eprintln!(
-        "resuming at step {step} of {} (settings from {})",
-        trainer.config().steps,
-        ckpt.display()
-    );
-    Ok(trainer)
+    let opts = TinyOptions {
+        variant: TinyVariant::Sd3Medium,
+        seed: TINY_SEED,
+        clips: true,
+        t5: false,
+        positions: None,
+    };
+    write_single_file(&path, &opts).context("writing the tiny fixture")
+}
+
+/// `--out` as the token's folder and CreTokTrain's `filename_prefix`.
+fn split_out(out: &Path) -> Result<(PathBuf, String)> {
+    let Some(prefix) = out
+        .file_name()
+        .and_then(|n| n.to_str())
+        .and_then(|n| n.strip_suffix(".safetensors"))
+        .filter(|p| !p.is_empty())
+    else {
+        bail!("--out {}: expected a NAME.safetensors file", out.display());
+    };
+    let dir = match out.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    Ok((dir, prefix.to_owned()))
 }
 
 pub fn train(args: TrainArgs) -> Result<ExitCode> {
-    let paths = args.data.paths();
-    let encoders = if args.tiny {
-        tiny_clip_encoders(&paths.data_dir.join("cache").join(TINY_FILE))
+    let mut paths: Paths = args.data.paths().as_ref().clone();
+    let ckpt_name = if args.tiny {
+        let dir = paths.data_dir.join("cache").join(TINY_DIR);
+        write_tiny_fixture(&dir)?;
+        paths = paths
+            .with_model_folder("checkpoints", &dir)
+            .with_model_folder("text_encoders", &dir);
+        TINY_NAME.to_owned()
     } else {
-        let name = args
-            .checkpoint
-            .as_deref()
-            .context("--checkpoint is required")?;
-        checkpoint_clip_encoders(
-            &paths.model_folder("checkpoints").join(name),
-            &[paths.model_folder("text_encoders")],
-        )
-    }
-    .context("loading the CLIP text encoders")?;
-    let pairs = match &args.pairs {
-        Some(p) => PairSet::from_file(p)?,
-        None => PairSet::cangjie()?,
+        args.checkpoint
+            .clone()
+            .context("--checkpoint is required")?
     };
     let out = args
         .out
         .clone()
         .unwrap_or_else(|| paths.model_folder(EMBEDDINGS).join("cretok.safetensors"));
-    let ckpt = out.with_extension("ckpt.safetensors");
-    let cache = paths.data_dir.join("cache").join("cretok");
-    let refs = encoder_refs(&encoders);
-    let mut trainer = if args.resume {
-        resume(&args, &refs, pairs, &ckpt, &cache)?
-    } else {
-        let config = args.settings_over(TrainConfig::default())?;
-        Trainer::new(&refs, pairs, config, Some(&cache))?
-    };
-
-    let console = Console::new(args.quiet, trainer.config().steps);
-    console.bar().set_style(
-        ProgressStyle::with_template("{bar:30} {pos}/{len} {msg} [{elapsed} < {eta}]")
-            .context("progress style")?,
-    );
-    console.bar().set_position(trainer.step());
-    let stop = Arc::new(AtomicBool::new(false));
-    let (on_ctrl_c, said) = (Arc::clone(&stop), console.clone());
-    ctrlc::set_handler(move || {
-        if on_ctrl_c.swap(true, Ordering::SeqCst) {
-            std::process::exit(130);
+    let (token_dir, prefix) = split_out(&out)?;
+    paths = paths.with_model_folder(EMBEDDINGS, token_dir);
+    let pairs_file = match &args.pairs {
+        Some(file) => {
+            let (dir, name) = match (file.parent(), file.file_name().and_then(|n| n.to_str())) {
+                (Some(dir), Some(name)) => (dir, name),
+                _ => bail!("--pairs {}: expected a file", file.display()),
+            };
+            let dir = if dir.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                dir
+            };
+            paths = paths.with_input_dir(dir);
+            name.to_owned()
         }
-        said.line("stopping after this step (Ctrl-C again to quit at once)");
-    })
-    .context("installing the Ctrl-C handler")?;
-    let mut reporter = CliReporter {
-        console: console.clone(),
-        stop,
-        history: LossHistory::default(),
+        None => String::new(),
     };
-    let opts = RunOptions {
-        checkpoint: Some(ckpt.clone()),
-        checkpoint_every: args.checkpoint_every,
-        eval_every: args.eval_every,
+    let ckpt = out.with_extension("ckpt.safetensors");
+    let base = if args.resume {
+        resumed_settings(&args, &ckpt)?
+    } else {
+        TrainConfig::default()
     };
-    let end = trainer.run(&opts, &mut reporter)?;
-    console.bar().finish_and_clear();
-    if !reporter.history.is_empty() {
-        let plot = out.with_extension("loss.png");
-        atomic_write(&plot, &reporter.history.png()?)?;
-        println!("wrote {}", plot.display());
-    }
-    match end {
-        RunEnd::Finished(losses) => {
-            trainer.token_file(Some(&losses))?.save(&out)?;
+    let prompt = json!({
+        LOADER: {"class_type": "LoadSD3", "inputs": {"ckpt_name": ckpt_name}},
+        TRAINER: {
+            "class_type": "CreTokTrain",
+            "inputs": args.node_inputs(&base, &prefix, &pairs_file),
+        },
+    });
+
+    let paths = Arc::new(paths);
+    let registry = native_registry(&paths);
+    let record = match execute(&paths, &registry, prompt, json!({}), None, args.quiet)? {
+        Headless::Invalid => return Ok(ExitCode::from(2)),
+        Headless::Ran(record) => record,
+    };
+    let plot = out.with_extension("loss.png");
+    match record.outcome {
+        Outcome::Success => {
+            println!("wrote {}", plot.display());
             println!("wrote {}", out.display());
             Ok(ExitCode::SUCCESS)
         }
-        RunEnd::Stopped { step } => {
+        Outcome::Interrupted => {
             eprintln!(
-                "interrupted at step {step}; checkpoint {} (continue with --resume)",
+                "interrupted; checkpoint {} (continue with --resume)",
                 ckpt.display()
             );
             Ok(ExitCode::from(130))
         }
+        Outcome::Error => Ok(failure_exit(&record)),
     }
 }

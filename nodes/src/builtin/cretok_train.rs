@@ -1,16 +1,17 @@
 //! `CreTokTrain`: trains the CreTok token on a CLIP link's encoders (docs/cretok.md; Feng et al.,
 //! arXiv 2410.24160), reporting progress per step (cancellable) and the loss as text, and saves
-//! the token file under `output/<filename_prefix>_NNNNN_.safetensors` (checkpoints next to it).
+//! the token file as `models/embeddings/<filename_prefix>.safetensors`, its checkpoints and loss
+//! plot next to it; it may resume from that checkpoint. `cretok train` runs it headless.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use crate::builtin::EMBEDDINGS;
 use crate::cretok::plot::{PLOT_HEIGHT, PLOT_WIDTH};
 use crate::cretok::{
-    encoder_refs, Control, EncoderSet, EvalReport, LossHistory, PairSet, Reporter, RunEnd,
-    RunOptions, StartReport, StepReport, Target, TrainConfig, Trainer,
+    encoder_refs, Control, CreTokToken, EncoderSet, EvalReport, LossHistory, PairSet, Reporter,
+    RunEnd, RunOptions, StartReport, StepReport, Target, TrainConfig, Trainer,
 };
-use crate::fsutil::confined_join;
+use crate::fsutil::{atomic_write, confined_join};
 use crate::sd3::text_encoders::Sd3TextEncoders;
 use crate::sd3::types::Image;
 use crate::{
@@ -22,6 +23,9 @@ use super::save_image::save_images;
 
 /// Trains a token; see the module docs.
 pub struct CreTokTrain;
+
+/// Steps between checkpoints unless the prompt says.
+const DEFAULT_CHECKPOINT_EVERY: u64 = 500;
 
 struct NodeReporter<'c, 'p> {
     ctx: &'c RunContext<'p>,
@@ -35,7 +39,7 @@ impl Reporter for NodeReporter<'_, '_> {
     }
 
     fn step(&mut self, r: &StepReport) -> Control {
-        if r.step.is_multiple_of(self.every) || r.step == r.steps {
+        if (self.every > 0 && r.step.is_multiple_of(self.every)) || r.step == r.steps {
             self.ctx.text(&format!(
                 "step {}/{}: loss {:.5}, lr {:.6}, {:.2} steps/s",
                 r.step, r.steps, r.loss, r.lr, r.steps_per_s
@@ -76,8 +80,109 @@ fn file_stem(prefix: &str) -> &str {
     prefix.rsplit('/').next().unwrap_or(prefix)
 }
 
+/// An optional input, or its default when the prompt leaves it out (workflows written before it).
+fn optional<'i, T>(
+    inputs: &'i Inputs,
+    name: &str,
+    read: impl FnOnce(&'i Inputs, &str) -> Result<T, NodeError>,
+    default: T,
+) -> Result<T, NodeError> {
+    match inputs.get(name) {
+        Some(_) => read(inputs, name),
+        None => Ok(default),
+    }
+}
+
+/// Where the token, its checkpoint and its loss plot go.
+struct TokenFiles {
+    /// The prefix as given (`models/embeddings/<prefix>.safetensors`).
+    prefix: String,
+    token: PathBuf,
+    checkpoint: PathBuf,
+    plot: PathBuf,
+}
+
+impl TokenFiles {
+    fn new(embeddings: &Path, prefix: &str) -> Result<Self, NodeError> {
+        let stem = file_stem(prefix);
+        if stem.is_empty() {
+            return Err(NodeError::invalid_input(
+                "filename_prefix",
+                "needs a file name",
+            ));
+        }
+        let token = confined_join(embeddings, &format!("{prefix}.safetensors"))
+            .map_err(invalid("filename_prefix"))?;
+        Ok(TokenFiles {
+            prefix: prefix.to_owned(),
+            checkpoint: token.with_file_name(format!("{stem}.ckpt.safetensors")),
+            plot: token.with_file_name(format!("{stem}.loss.png")),
+            token,
+        })
+    }
+}
+
+/// The trainer that continues the checkpoint in `files` with the node's settings, which must be
+/// the checkpoint's; a larger `steps` extends the run.
+fn resume<'a>(
+    refs: &[EncoderRef<'a>],
+    pairs: PairSet,
+    config: &TrainConfig,
+    files: &TokenFiles,
+    cache: &Path,
+    ctx: &RunContext,
+) -> Result<Trainer<'a>, NodeError> {
+    let ckpt = &files.checkpoint;
+    let saved = CreTokToken::load(ckpt).map_err(|e| {
+        NodeError::invalid_input("resume", format!("no checkpoint to resume: {e:#}"))
+    })?;
+    let mut trainer =
+        Trainer::resume(refs, pairs, &saved, Some(cache)).map_err(invalid("resume"))?;
+    let settings = trainer.config().clone();
+    let changed = settings.differences(config);
+    if let Some(first) = changed.first() {
+        return Err(NodeError::invalid_input(
+            first,
+            format!(
+                "{} disagree(s) with the checkpoint {}: a resumed run keeps the checkpoint's \
+                 settings (set them as they were, or train under another filename_prefix)",
+                changed.join(", "),
+                ckpt.display()
+            ),
+        ));
+    }
+    let step = trainer.step();
+    if config.steps != settings.steps {
+        let before = trainer.next_lr();
+        trainer.set_steps(config.steps).map_err(invalid("steps"))?;
+        ctx.text(&format!(
+            "extending the run from {} to {steps} steps: the cosine schedule is recomputed over \
+             {steps} steps (the rate at step {step} goes from {before:.6} to {:.6})",
+            settings.steps,
+            trainer.next_lr(),
+            steps = config.steps,
+        ));
+    } else if step >= settings.steps {
+        return Err(NodeError::invalid_input(
+            "steps",
+            format!(
+                "the checkpoint {} has finished its {} steps; raise steps to continue",
+                ckpt.display(),
+                settings.steps
+            ),
+        ));
+    }
+    ctx.text(&format!(
+        "resuming at step {step} of {} (settings from {})",
+        trainer.config().steps,
+        ckpt.display()
+    ));
+    Ok(trainer)
+}
+
 impl Node for CreTokTrain {
     fn schema(&self) -> NodeSchema {
+        let defaults = TrainConfig::default();
         NodeSchema::new("CreTokTrain", "cretok/train")
             .display_name("CreTok Train")
             .description(
@@ -94,6 +199,20 @@ impl Node for CreTokTrain {
                 ),
             )
             .input(InputSpec::required("word", InputKind::string("creative")))
+            .input(
+                InputSpec::optional(
+                    "restrictive_template",
+                    InputKind::string(&defaults.restrictive_template),
+                )
+                .with_tooltip("the restrictive prompt P_r, with {t1} and {t2}"),
+            )
+            .input(
+                InputSpec::optional(
+                    "adaptive_template",
+                    InputKind::string(&defaults.adaptive_template),
+                )
+                .with_tooltip("the adaptive prompt P_a, with <CreTok>"),
+            )
             .input(InputSpec::required(
                 "theta",
                 InputKind::float(0.5, -0.99, 1.0, 0.01),
@@ -125,12 +244,32 @@ impl Node for CreTokTrain {
                      (replacing an older one), where CreTokLoad lists it",
                 ),
             )
-            .input(InputSpec::required(
-                "report_every",
-                InputKind::int(100, 1, 1_000_000),
-            ))
+            .input(
+                InputSpec::required("report_every", InputKind::int(100, 0, 1_000_000))
+                    .with_tooltip(
+                        "evaluate the train and held-out losses (and say the step's loss) every \
+                         N steps; 0: only at the start and the end",
+                    ),
+            )
+            .input(
+                InputSpec::optional(
+                    "checkpoint_every",
+                    InputKind::int(DEFAULT_CHECKPOINT_EVERY as i64, 0, 10_000_000),
+                )
+                .with_tooltip(
+                    "write the resumable checkpoint <filename_prefix>.ckpt.safetensors every N \
+                     steps (0: only when interrupted)",
+                ),
+            )
+            .input(
+                InputSpec::optional("resume", InputKind::Bool { default: false }).with_tooltip(
+                    "continue from the checkpoint of filename_prefix with its settings (a larger \
+                 steps extends the run; another setting is refused)",
+                ),
+            )
             .output(OutputSpec::new(data_type::CRETOK))
             .output(OutputSpec::named("loss_plot", data_type::IMAGE))
+            .output_node()
     }
 
     fn run(&self, inputs: &Inputs, ctx: &RunContext) -> Result<NodeOutput, NodeError> {
@@ -140,8 +279,22 @@ impl Node for CreTokTrain {
             u64::try_from(inputs.int(name)?)
                 .map_err(|_| NodeError::invalid_input(name, "must not be negative"))
         };
+        let defaults = TrainConfig::default();
+        let string = |inputs: &Inputs, name: &str| inputs.string(name).map(str::to_owned);
         let config = TrainConfig {
             word: inputs.string("word")?.trim().to_owned(),
+            restrictive_template: optional(
+                inputs,
+                "restrictive_template",
+                string,
+                defaults.restrictive_template,
+            )?,
+            adaptive_template: optional(
+                inputs,
+                "adaptive_template",
+                string,
+                defaults.adaptive_template,
+            )?,
             theta: inputs.float("theta")?,
             pairs_per_step: int("pairs_per_step")? as usize,
             steps: int("steps")?,
@@ -149,28 +302,28 @@ impl Node for CreTokTrain {
             seed: int("seed")?,
             encoders: EncoderSet::parse(inputs.string("encoders")?).map_err(invalid("encoders"))?,
             target: Target::parse(inputs.string("target")?).map_err(invalid("target"))?,
-            ..TrainConfig::default()
         };
-        let embeddings = ctx.paths.model_folder(EMBEDDINGS);
-        let prefix = inputs.string("filename_prefix")?.trim();
-        if file_stem(prefix).is_empty() {
-            return Err(NodeError::invalid_input(
-                "filename_prefix",
-                "needs a file name",
-            ));
-        }
-        let token_path = confined_join(&embeddings, &format!("{prefix}.safetensors"))
-            .map_err(invalid("filename_prefix"))?;
-        let checkpoint =
-            token_path.with_file_name(format!("{}.ckpt.safetensors", file_stem(prefix)));
+        let files = TokenFiles::new(
+            &ctx.paths.model_folder(EMBEDDINGS),
+            inputs.string("filename_prefix")?.trim(),
+        )?;
         let cache = ctx.paths.data_dir.join("cache").join("cretok");
         let refs = encoder_refs(&encoders);
-        let mut trainer =
-            Trainer::new(&refs, pairs, config, Some(&cache)).map_err(NodeError::Failed)?;
-        let every = int("report_every")?.max(1);
+        let mut trainer = if optional(inputs, "resume", Inputs::bool, false)? {
+            resume(&refs, pairs, &config, &files, &cache, ctx)?
+        } else {
+            Trainer::new(&refs, pairs, config, Some(&cache)).map_err(NodeError::Failed)?
+        };
+        let every = int("report_every")?;
         let opts = RunOptions {
-            checkpoint: Some(checkpoint),
-            checkpoint_every: 500,
+            checkpoint: Some(files.checkpoint.clone()),
+            checkpoint_every: u64::try_from(optional(
+                inputs,
+                "checkpoint_every",
+                Inputs::int,
+                DEFAULT_CHECKPOINT_EVERY as i64,
+            )?)
+            .map_err(|_| NodeError::invalid_input("checkpoint_every", "must not be negative"))?,
             eval_every: every,
         };
         let mut reporter = NodeReporter {
@@ -178,12 +331,23 @@ impl Node for CreTokTrain {
             every,
             history: LossHistory::default(),
         };
-        let losses = match trainer.run(&opts, &mut reporter)? {
+        let end = trainer.run(&opts, &mut reporter)?;
+        if !reporter.history.is_empty() {
+            atomic_write(&files.plot, &reporter.history.png()?)?;
+        }
+        let losses = match end {
             RunEnd::Finished(losses) => losses,
-            RunEnd::Stopped { .. } => return Err(NodeError::Interrupted),
+            RunEnd::Stopped { step } => {
+                ctx.text(&format!(
+                    "stopped at step {step}; checkpoint {}",
+                    files.checkpoint.display()
+                ));
+                return Err(NodeError::Interrupted);
+            }
         };
         let token = trainer.token_file(Some(&losses))?;
-        token.save(&token_path)?;
+        token.save(&files.token)?;
+        let prefix = &files.prefix;
         ctx.text(&format!(
             "saved models/{EMBEDDINGS}/{prefix}.safetensors (CreTokLoad: {prefix}.safetensors)"
         ));

@@ -6,8 +6,8 @@
 //! One concept per module: [`dataset`] (pairs files), [`prompts`] (templates and ids),
 //! [`encoder`] (`E(P_a)` with the exact speed-ups), [`cache`] (restrictive embeddings),
 //! [`loss`], [`optim`] (AdamW, cosine schedule), [`sampler`], [`trainer`], [`report`],
-//! [`token_file`], [`text_source`] (the encoders `cretok train` uses), [`inference`] (putting a token into a prompt) and [`plot`] (the loss curves
-//! as an image).
+//! [`token_file`], [`inference`] (putting a token into a prompt) and [`plot`] (the loss curves
+//! as an image). The `CreTokTrain` node runs the trainer, in workflows and for `cretok train`.
 
 pub mod cache;
 pub mod config;
@@ -20,7 +20,6 @@ pub mod plot;
 pub mod prompts;
 pub mod report;
 pub mod sampler;
-pub mod text_source;
 pub mod token_file;
 pub mod trainer;
 
