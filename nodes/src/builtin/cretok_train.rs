@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 use crate::builtin::EMBEDDINGS;
 use crate::cretok::plot::{PLOT_HEIGHT, PLOT_WIDTH};
 use crate::cretok::{
-    encoder_refs, Control, CreTokToken, EncoderSet, EvalReport, LossHistory, PairSet, Reporter,
-    RunEnd, RunOptions, StartReport, StepReport, Target, TrainConfig, Trainer,
+    encoder_refs, Control, CreTokToken, EncoderRef, EncoderSet, EvalReport, LossHistory, PairSet,
+    Reporter, RunEnd, RunOptions, StartReport, StepReport, Target, TrainConfig, Trainer,
 };
 use crate::fsutil::{atomic_write, confined_join};
 use crate::sd3::text_encoders::Sd3TextEncoders;
