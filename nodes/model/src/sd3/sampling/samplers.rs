@@ -224,6 +224,13 @@ fn half_log_snr(sigma: f64) -> f64 {
     ((1.0 - sigma) / sigma).ln()
 }
 
+/// The flow step from `x` at σ `from` towards its clean estimate, to σ `to`:
+/// `(to/from)·x + (1 − to/from)·denoised`.
+fn toward(x: &Tensor, denoised: &Tensor, to: f64, from: f64) -> Result<Tensor> {
+    let ratio = to / from;
+    lin(ratio, x, 1.0 - ratio, denoised)
+}
+
 /// ComfyUI's default `eta` and `s_noise` for the ancestral and SDE samplers.
 const ETA: f64 = 1.0;
 
@@ -315,10 +322,8 @@ impl Sampling<'_, '_> {
                 denoised.clone()
             } else {
                 let step = FlowAncestral::new(s, next);
-                let ratio = step.down / s;
-                let x = lin(ratio, &x, 1.0 - ratio, &denoised)?;
-                let noise = self.noise.like(&x)?;
-                lin(step.rescale, &x, step.renoise, &noise)?
+                let x = toward(&x, &denoised, step.down, s)?;
+                self.renoised(&x, &step)?
             };
             if !self.report(i, &x, &denoised) {
                 return Ok(None);
@@ -384,8 +389,7 @@ impl Sampling<'_, '_> {
                 (&x + d.affine(step.down - s, 0.0)?)?
             } else {
                 let x = self.dpm_2_step(&x, &d, s, step.down, i)?;
-                let noise = self.noise.like(&x)?;
-                lin(step.rescale, &x, step.renoise, &noise)?
+                self.renoised(&x, &step)?
             };
             if !self.report(i, &x, &denoised) {
                 return Ok(None);
@@ -438,13 +442,10 @@ impl Sampling<'_, '_> {
                     let (t_i, t_down) = (half_log_snr(s), half_log_snr(step.down));
                     1.0 / ((t_i + 0.5 * (t_down - t_i)).exp() + 1.0)
                 };
-                let ratio = sigma_s / s;
-                let u = lin(ratio, &x, 1.0 - ratio, &denoised)?;
+                let u = toward(&x, &denoised, sigma_s, s)?;
                 let denoised_2 = self.denoise(&u, sigma_s, i)?;
-                let ratio = step.down / s;
-                let x = lin(ratio, &x, 1.0 - ratio, &denoised_2)?;
-                let noise = self.noise.like(&x)?;
-                lin(step.rescale, &x, step.renoise, &noise)?
+                let x = toward(&x, &denoised_2, step.down, s)?;
+                self.renoised(&x, &step)?
             };
             if !self.report(i, &x, &denoised) {
                 return Ok(None);
@@ -623,6 +624,12 @@ impl Sampling<'_, '_> {
             history.truncate(2);
         }
         Ok(Some(x))
+    }
+
+    /// The ancestral renoise from `σ_down` up to `σ_next` with this step's noise.
+    fn renoised(&mut self, x: &Tensor, step: &FlowAncestral) -> Result<Tensor> {
+        let noise = self.noise.like(x)?;
+        lin(step.rescale, x, step.renoise, &noise)
     }
 
     fn lcm(&mut self, mut x: Tensor) -> Result<Option<Tensor>> {
