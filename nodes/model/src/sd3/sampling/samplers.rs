@@ -301,12 +301,24 @@ impl Sampling<'_, '_> {
         }
     }
 
-    fn euler(&mut self, mut x: Tensor) -> Result<Option<Tensor>> {
+    /// ComfyUI's sampler loop: the model at each step's own σ, `step` to the
+    /// next latent, then the callback. `None` when the callback stops it.
+    fn run_steps(
+        &mut self,
+        mut x: Tensor,
+        mut step: impl FnMut(&mut Self, StepIn<'_>) -> Result<Tensor>,
+    ) -> Result<Option<Tensor>> {
         for i in 0..self.steps() {
             let (s, next) = (self.sigmas[i], self.sigmas[i + 1]);
             let denoised = self.denoise_at(&x, i)?;
-            let d = to_d(&x, s, &denoised)?;
-            x = (&x + d.affine(next - s, 0.0)?)?;
+            let at = StepIn {
+                i,
+                s,
+                next,
+                x: &x,
+                denoised: &denoised,
+            };
+            x = step(self, at)?;
             if !self.report(i, &x, &denoised) {
                 return Ok(None);
             }
@@ -314,43 +326,36 @@ impl Sampling<'_, '_> {
         Ok(Some(x))
     }
 
-    fn euler_ancestral(&mut self, mut x: Tensor) -> Result<Option<Tensor>> {
-        for i in 0..self.steps() {
-            let (s, next) = (self.sigmas[i], self.sigmas[i + 1]);
-            let denoised = self.denoise_at(&x, i)?;
-            x = if next == 0.0 {
-                denoised.clone()
-            } else {
-                let step = FlowAncestral::new(s, next);
-                let x = toward(&x, &denoised, step.down, s)?;
-                self.renoised(&x, &step)?
-            };
-            if !self.report(i, &x, &denoised) {
-                return Ok(None);
-            }
-        }
-        Ok(Some(x))
+    fn euler(&mut self, x: Tensor) -> Result<Option<Tensor>> {
+        self.run_steps(x, |_, at| {
+            let d = to_d(at.x, at.s, at.denoised)?;
+            at.x + d.affine(at.next - at.s, 0.0)?
+        })
     }
 
-    fn heun(&mut self, mut x: Tensor) -> Result<Option<Tensor>> {
-        for i in 0..self.steps() {
-            let (s, next) = (self.sigmas[i], self.sigmas[i + 1]);
-            let denoised = self.denoise_at(&x, i)?;
-            let d = to_d(&x, s, &denoised)?;
-            let dt = next - s;
-            x = if next == 0.0 {
-                (&x + d.affine(dt, 0.0)?)?
-            } else {
-                let x_2 = (&x + d.affine(dt, 0.0)?)?;
-                let denoised_2 = self.denoise(&x_2, self.sigmas[i + 1], i)?;
-                let d_2 = to_d(&x_2, next, &denoised_2)?;
-                (&x + lin(dt / 2.0, &d, dt / 2.0, &d_2)?)?
-            };
-            if !self.report(i, &x, &denoised) {
-                return Ok(None);
+    fn euler_ancestral(&mut self, x: Tensor) -> Result<Option<Tensor>> {
+        self.run_steps(x, |this, at| {
+            if at.next == 0.0 {
+                return Ok(at.denoised.clone());
             }
-        }
-        Ok(Some(x))
+            let step = FlowAncestral::new(at.s, at.next);
+            let x = toward(at.x, at.denoised, step.down, at.s)?;
+            this.renoised(&x, &step)
+        })
+    }
+
+    fn heun(&mut self, x: Tensor) -> Result<Option<Tensor>> {
+        self.run_steps(x, |this, at| {
+            let d = to_d(at.x, at.s, at.denoised)?;
+            let dt = at.next - at.s;
+            let x_2 = (at.x + d.affine(dt, 0.0)?)?;
+            if at.next == 0.0 {
+                return Ok(x_2);
+            }
+            let denoised_2 = this.denoise(&x_2, at.next, at.i)?;
+            let d_2 = to_d(&x_2, at.next, &denoised_2)?;
+            at.x + lin(dt / 2.0, &d, dt / 2.0, &d_2)?
+        })
     }
 
     /// DPM-Solver-2's midpoint step from `s` to `to` (`σ_mid` geometric).
@@ -362,168 +367,130 @@ impl Sampling<'_, '_> {
         x + d_2.affine(to - s, 0.0)?
     }
 
-    fn dpm_2(&mut self, mut x: Tensor) -> Result<Option<Tensor>> {
-        for i in 0..self.steps() {
-            let (s, next) = (self.sigmas[i], self.sigmas[i + 1]);
-            let denoised = self.denoise_at(&x, i)?;
-            let d = to_d(&x, s, &denoised)?;
-            x = if next == 0.0 {
-                (&x + d.affine(next - s, 0.0)?)?
+    fn dpm_2(&mut self, x: Tensor) -> Result<Option<Tensor>> {
+        self.run_steps(x, |this, at| {
+            let d = to_d(at.x, at.s, at.denoised)?;
+            if at.next == 0.0 {
+                at.x + d.affine(at.next - at.s, 0.0)?
             } else {
-                self.dpm_2_step(&x, &d, s, next, i)?
-            };
-            if !self.report(i, &x, &denoised) {
-                return Ok(None);
+                this.dpm_2_step(at.x, &d, at.s, at.next, at.i)
             }
-        }
-        Ok(Some(x))
+        })
     }
 
-    fn dpm_2_ancestral(&mut self, mut x: Tensor) -> Result<Option<Tensor>> {
-        for i in 0..self.steps() {
-            let (s, next) = (self.sigmas[i], self.sigmas[i + 1]);
-            let denoised = self.denoise_at(&x, i)?;
-            let step = FlowAncestral::new(s, next);
-            let d = to_d(&x, s, &denoised)?;
-            x = if step.down == 0.0 {
-                (&x + d.affine(step.down - s, 0.0)?)?
-            } else {
-                let x = self.dpm_2_step(&x, &d, s, step.down, i)?;
-                self.renoised(&x, &step)?
-            };
-            if !self.report(i, &x, &denoised) {
-                return Ok(None);
+    fn dpm_2_ancestral(&mut self, x: Tensor) -> Result<Option<Tensor>> {
+        self.run_steps(x, |this, at| {
+            let step = FlowAncestral::new(at.s, at.next);
+            let d = to_d(at.x, at.s, at.denoised)?;
+            if step.down == 0.0 {
+                return at.x + d.affine(step.down - at.s, 0.0)?;
             }
-        }
-        Ok(Some(x))
+            let x = this.dpm_2_step(at.x, &d, at.s, step.down, at.i)?;
+            this.renoised(&x, &step)
+        })
     }
 
-    fn lms(&mut self, mut x: Tensor) -> Result<Option<Tensor>> {
+    fn lms(&mut self, x: Tensor) -> Result<Option<Tensor>> {
         const ORDER: usize = 4;
         let mut ds: Vec<Tensor> = Vec::with_capacity(ORDER + 1);
-        for i in 0..self.steps() {
-            let (s, next) = (self.sigmas[i], self.sigmas[i + 1]);
-            let denoised = self.denoise_at(&x, i)?;
-            ds.push(to_d(&x, s, &denoised)?);
+        self.run_steps(x, |this, at| {
+            ds.push(to_d(at.x, at.s, at.denoised)?);
             if ds.len() > ORDER {
                 ds.remove(0);
             }
-            x = if next == 0.0 {
-                denoised.clone()
-            } else {
-                let order = (i + 1).min(ORDER);
-                let mut sum = x.clone();
-                for (j, d) in ds.iter().rev().enumerate().take(order) {
-                    let coeff = linear_multistep_coeff(order, &self.sigmas, i, j);
-                    sum = (sum + d.affine(coeff, 0.0)?)?;
-                }
-                sum
-            };
-            if !self.report(i, &x, &denoised) {
-                return Ok(None);
+            if at.next == 0.0 {
+                return Ok(at.denoised.clone());
             }
-        }
-        Ok(Some(x))
+            let order = (at.i + 1).min(ORDER);
+            let mut sum = at.x.clone();
+            for (j, d) in ds.iter().rev().enumerate().take(order) {
+                let coeff = linear_multistep_coeff(order, &this.sigmas, at.i, j);
+                sum = (sum + d.affine(coeff, 0.0)?)?;
+            }
+            Ok(sum)
+        })
     }
 
-    fn dpmpp_2s_ancestral(&mut self, mut x: Tensor) -> Result<Option<Tensor>> {
-        for i in 0..self.steps() {
-            let (s, next) = (self.sigmas[i], self.sigmas[i + 1]);
-            let denoised = self.denoise_at(&x, i)?;
-            let step = FlowAncestral::new(s, next);
-            x = if next == 0.0 {
-                let d = to_d(&x, s, &denoised)?;
-                (&x + d.affine(step.down - s, 0.0)?)?
-            } else {
-                // The midpoint in half-logSNR; ComfyUI takes 0.9999 when σ is exactly 1.
-                let sigma_s = if self.f32_sigmas[i] == 1.0 {
-                    f64::from(0.9999f32)
-                } else {
-                    let (t_i, t_down) = (half_log_snr(s), half_log_snr(step.down));
-                    1.0 / ((t_i + 0.5 * (t_down - t_i)).exp() + 1.0)
-                };
-                let u = toward(&x, &denoised, sigma_s, s)?;
-                let denoised_2 = self.denoise(&u, sigma_s, i)?;
-                let x = toward(&x, &denoised_2, step.down, s)?;
-                self.renoised(&x, &step)?
-            };
-            if !self.report(i, &x, &denoised) {
-                return Ok(None);
+    fn dpmpp_2s_ancestral(&mut self, x: Tensor) -> Result<Option<Tensor>> {
+        self.run_steps(x, |this, at| {
+            let (s, i) = (at.s, at.i);
+            let step = FlowAncestral::new(s, at.next);
+            if at.next == 0.0 {
+                let d = to_d(at.x, s, at.denoised)?;
+                return at.x + d.affine(step.down - s, 0.0)?;
             }
-        }
-        Ok(Some(x))
+            // The midpoint in half-logSNR; ComfyUI takes 0.9999 when σ is exactly 1.
+            let sigma_s = if this.f32_sigmas[i] == 1.0 {
+                f64::from(0.9999f32)
+            } else {
+                let (t_i, t_down) = (half_log_snr(s), half_log_snr(step.down));
+                1.0 / ((t_i + 0.5 * (t_down - t_i)).exp() + 1.0)
+            };
+            let u = toward(at.x, at.denoised, sigma_s, s)?;
+            let denoised_2 = this.denoise(&u, sigma_s, i)?;
+            let x = toward(at.x, &denoised_2, step.down, s)?;
+            this.renoised(&x, &step)
+        })
     }
 
-    fn dpmpp_2m(&mut self, mut x: Tensor) -> Result<Option<Tensor>> {
+    fn dpmpp_2m(&mut self, x: Tensor) -> Result<Option<Tensor>> {
         let mut old_denoised: Option<Tensor> = None;
-        for i in 0..self.steps() {
-            let (s, next) = (self.sigmas[i], self.sigmas[i + 1]);
-            let denoised = self.denoise_at(&x, i)?;
-            x = if next == 0.0 {
-                denoised.clone()
-            } else {
-                let (t, t_next) = (-s.ln(), -next.ln());
-                let h = t_next - t;
-                let guided = match &old_denoised {
-                    None => denoised.clone(),
-                    Some(old) => {
-                        let r = (t + self.sigmas[i - 1].ln()) / h;
-                        lin(1.0 + 1.0 / (2.0 * r), &denoised, -1.0 / (2.0 * r), old)?
-                    }
-                };
-                lin(next / s, &x, -(-h).exp_m1(), &guided)?
-            };
-            if !self.report(i, &x, &denoised) {
-                return Ok(None);
+        self.run_steps(x, |this, at| {
+            let (s, next) = (at.s, at.next);
+            let old = old_denoised.replace(at.denoised.clone());
+            if next == 0.0 {
+                return Ok(at.denoised.clone());
             }
-            old_denoised = Some(denoised);
-        }
-        Ok(Some(x))
+            let (t, t_next) = (-s.ln(), -next.ln());
+            let h = t_next - t;
+            let guided = match old {
+                None => at.denoised.clone(),
+                Some(old) => {
+                    let r = (t + this.sigmas[at.i - 1].ln()) / h;
+                    lin(1.0 + 1.0 / (2.0 * r), at.denoised, -1.0 / (2.0 * r), &old)?
+                }
+            };
+            lin(next / s, at.x, -(-h).exp_m1(), &guided)
+        })
     }
 
-    fn dpmpp_sde(&mut self, mut x: Tensor) -> Result<Option<Tensor>> {
-        for i in 0..self.steps() {
-            let (s, next) = (self.sigmas[i], self.sigmas[i + 1]);
-            let denoised = self.denoise_at(&x, i)?;
-            x = if next == 0.0 {
-                denoised.clone()
-            } else {
-                let (lambda_s, lambda_t) = (half_log_snr(s), half_log_snr(next));
-                let lambda_s_1 = lambda_s + 0.5 * (lambda_t - lambda_s);
-                let sigma_s_1 = 1.0 / (1.0 + lambda_s_1.exp());
-                let alpha_s = s * lambda_s.exp();
-                let alpha_s_1 = sigma_s_1 * lambda_s_1.exp();
-                let alpha_t = next * lambda_t.exp();
-
-                let (down, up) = ancestral_step((-lambda_s).exp(), (-lambda_s_1).exp(), ETA);
-                let h = -down.ln() - lambda_s;
-                let x_2 = lin(
-                    alpha_s_1 / alpha_s * (-h).exp(),
-                    &x,
-                    -alpha_s_1 * (-h).exp_m1(),
-                    &denoised,
-                )?;
-                let noise = self.noise.like(&x_2)?;
-                let x_2 = (x_2 + noise.affine(alpha_s_1 * up, 0.0)?)?;
-                let denoised_2 = self.denoise(&x_2, sigma_s_1, i)?;
-
-                // With r = 1/2 the blend (1 − 1/2r)·denoised + (1/2r)·denoised_2 is denoised_2.
-                let (down, up) = ancestral_step((-lambda_s).exp(), (-lambda_t).exp(), ETA);
-                let h = -down.ln() - lambda_s;
-                let x = lin(
-                    alpha_t / alpha_s * (-h).exp(),
-                    &x,
-                    -alpha_t * (-h).exp_m1(),
-                    &denoised_2,
-                )?;
-                let noise = self.noise.like(&x)?;
-                (x + noise.affine(alpha_t * up, 0.0)?)?
-            };
-            if !self.report(i, &x, &denoised) {
-                return Ok(None);
+    fn dpmpp_sde(&mut self, x: Tensor) -> Result<Option<Tensor>> {
+        self.run_steps(x, |this, at| {
+            let (s, next) = (at.s, at.next);
+            if next == 0.0 {
+                return Ok(at.denoised.clone());
             }
-        }
-        Ok(Some(x))
+            let (lambda_s, lambda_t) = (half_log_snr(s), half_log_snr(next));
+            let lambda_s_1 = lambda_s + 0.5 * (lambda_t - lambda_s);
+            let sigma_s_1 = 1.0 / (1.0 + lambda_s_1.exp());
+            let alpha_s = s * lambda_s.exp();
+            let alpha_s_1 = sigma_s_1 * lambda_s_1.exp();
+            let alpha_t = next * lambda_t.exp();
+
+            let (down, up) = ancestral_step((-lambda_s).exp(), (-lambda_s_1).exp(), ETA);
+            let h = -down.ln() - lambda_s;
+            let x_2 = lin(
+                alpha_s_1 / alpha_s * (-h).exp(),
+                at.x,
+                -alpha_s_1 * (-h).exp_m1(),
+                at.denoised,
+            )?;
+            let noise = this.noise.like(&x_2)?;
+            let x_2 = (x_2 + noise.affine(alpha_s_1 * up, 0.0)?)?;
+            let denoised_2 = this.denoise(&x_2, sigma_s_1, at.i)?;
+
+            // With r = 1/2 the blend (1 − 1/2r)·denoised + (1/2r)·denoised_2 is denoised_2.
+            let (down, up) = ancestral_step((-lambda_s).exp(), (-lambda_t).exp(), ETA);
+            let h = -down.ln() - lambda_s;
+            let x = lin(
+                alpha_t / alpha_s * (-h).exp(),
+                at.x,
+                -alpha_t * (-h).exp_m1(),
+                &denoised_2,
+            )?;
+            let noise = this.noise.like(&x)?;
+            x + noise.affine(alpha_t * up, 0.0)?
+        })
     }
 
     /// The shared first part of the 2M/3M SDE steps: the exponential-integrator
@@ -552,54 +519,47 @@ impl Sampling<'_, '_> {
     }
 
     /// DPM-Solver++(2M) SDE with the midpoint correction, or Heun's with `heun`.
-    fn dpmpp_2m_sde(&mut self, mut x: Tensor, heun: bool) -> Result<Option<Tensor>> {
+    fn dpmpp_2m_sde(&mut self, x: Tensor, heun: bool) -> Result<Option<Tensor>> {
         let mut old: Option<(Tensor, f64)> = None;
-        for i in 0..self.steps() {
-            let denoised = self.denoise_at(&x, i)?;
-            let mut h = old.as_ref().map_or(0.0, |o| o.1);
-            x = if self.sigmas[i + 1] == 0.0 {
-                denoised.clone()
-            } else {
-                let (mut x, step) = self.sde_base(&x, &denoised, i)?;
-                h = step.h;
-                if let Some((old_denoised, h_last)) = &old {
-                    let r = h_last / step.h;
-                    let phi_1 = -(-step.h_eta).exp_m1();
-                    let scale = if heun {
-                        step.alpha_t * (phi_1 / -step.h_eta + 1.0) / r
-                    } else {
-                        0.5 * step.alpha_t * phi_1 / r
-                    };
-                    x = (x + (&denoised - old_denoised)?.affine(scale, 0.0)?)?;
-                }
-                let noise = self.noise.like(&x)?;
-                (x + noise.affine(step.noise_scale, 0.0)?)?
-            };
-            if !self.report(i, &x, &denoised) {
-                return Ok(None);
+        self.run_steps(x, |this, at| {
+            if at.next == 0.0 {
+                let h = old.as_ref().map_or(0.0, |o| o.1);
+                old = Some((at.denoised.clone(), h));
+                return Ok(at.denoised.clone());
             }
-            old = Some((denoised, h));
-        }
-        Ok(Some(x))
+            let (mut x, step) = this.sde_base(at.x, at.denoised, at.i)?;
+            if let Some((old_denoised, h_last)) = &old {
+                let r = h_last / step.h;
+                let phi_1 = -(-step.h_eta).exp_m1();
+                let scale = if heun {
+                    step.alpha_t * (phi_1 / -step.h_eta + 1.0) / r
+                } else {
+                    0.5 * step.alpha_t * phi_1 / r
+                };
+                x = (x + (at.denoised - old_denoised)?.affine(scale, 0.0)?)?;
+            }
+            old = Some((at.denoised.clone(), step.h));
+            let noise = this.noise.like(&x)?;
+            x + noise.affine(step.noise_scale, 0.0)?
+        })
     }
 
-    fn dpmpp_3m_sde(&mut self, mut x: Tensor) -> Result<Option<Tensor>> {
+    fn dpmpp_3m_sde(&mut self, x: Tensor) -> Result<Option<Tensor>> {
         // (denoised, h) of the last two steps, newest first.
         let mut history: Vec<(Tensor, Option<f64>)> = Vec::with_capacity(3);
         let mut h: Option<f64> = None;
-        for i in 0..self.steps() {
-            let denoised = self.denoise_at(&x, i)?;
-            x = if self.sigmas[i + 1] == 0.0 {
-                denoised.clone()
+        self.run_steps(x, |this, at| {
+            let x = if at.next == 0.0 {
+                at.denoised.clone()
             } else {
-                let (mut x, step) = self.sde_base(&x, &denoised, i)?;
+                let (mut x, step) = this.sde_base(at.x, at.denoised, at.i)?;
                 h = Some(step.h);
                 let h_eta = step.h_eta;
                 let phi_2 = (-h_eta).exp_m1() / h_eta + 1.0;
                 match history.as_slice() {
                     [(d_1, Some(h_1)), (d_2, Some(h_2)), ..] => {
                         let (r0, r1) = (h_1 / step.h, h_2 / step.h);
-                        let d1_0 = (&denoised - d_1)?.affine(1.0 / r0, 0.0)?;
+                        let d1_0 = (at.denoised - d_1)?.affine(1.0 / r0, 0.0)?;
                         let d1_1 = (d_1 - d_2)?.affine(1.0 / r1, 0.0)?;
                         let diff = (&d1_0 - &d1_1)?;
                         let d1 = (&d1_0 + diff.affine(r0 / (r0 + r1), 0.0)?)?;
@@ -609,21 +569,18 @@ impl Sampling<'_, '_> {
                     }
                     [(d_1, Some(h_1)), ..] => {
                         let r = h_1 / step.h;
-                        let d = (&denoised - d_1)?.affine(1.0 / r, 0.0)?;
+                        let d = (at.denoised - d_1)?.affine(1.0 / r, 0.0)?;
                         x = (x + d.affine(step.alpha_t * phi_2, 0.0)?)?;
                     }
                     _ => {}
                 }
-                let noise = self.noise.like(&x)?;
+                let noise = this.noise.like(&x)?;
                 (x + noise.affine(step.noise_scale, 0.0)?)?
             };
-            if !self.report(i, &x, &denoised) {
-                return Ok(None);
-            }
-            history.insert(0, (denoised, h));
+            history.insert(0, (at.denoised.clone(), h));
             history.truncate(2);
-        }
-        Ok(Some(x))
+            Ok(x)
+        })
     }
 
     /// The ancestral renoise from `σ_down` up to `σ_next` with this step's noise.
@@ -632,22 +589,26 @@ impl Sampling<'_, '_> {
         lin(step.rescale, x, step.renoise, &noise)
     }
 
-    fn lcm(&mut self, mut x: Tensor) -> Result<Option<Tensor>> {
-        for i in 0..self.steps() {
-            let next = self.sigmas[i + 1];
-            let denoised = self.denoise_at(&x, i)?;
-            x = denoised.clone();
-            if next > 0.0 {
-                // CONST.noise_scaling(σ_next, noise, x).
-                let noise = self.noise.like(&x)?;
-                x = lin(next, &noise, 1.0 - next, &x)?;
+    fn lcm(&mut self, x: Tensor) -> Result<Option<Tensor>> {
+        self.run_steps(x, |this, at| {
+            if at.next == 0.0 {
+                return Ok(at.denoised.clone());
             }
-            if !self.report(i, &x, &denoised) {
-                return Ok(None);
-            }
-        }
-        Ok(Some(x))
+            // CONST.noise_scaling(σ_next, noise, x).
+            let noise = this.noise.like(at.denoised)?;
+            lin(at.next, &noise, 1.0 - at.next, at.denoised)
+        })
     }
+}
+
+/// What one step of a sampler starts from (see `Sampling::run_steps`).
+struct StepIn<'a> {
+    i: usize,
+    s: f64,
+    next: f64,
+    x: &'a Tensor,
+    /// The model's clean estimate at σ `s`.
+    denoised: &'a Tensor,
 }
 
 struct SdeStep {
