@@ -62,7 +62,7 @@ pub use custom_sampling::{
     BasicGuider, BasicScheduler, CfgGuider, DisableNoise, KSamplerSelect, RandomNoise, SplitSigmas,
 };
 pub use delay::Delay;
-pub use empty_sd3_latent_image::EmptySd3LatentImage;
+pub use empty_sd3_latent_image::{EmptyLatentImage, EmptySd3LatentImage};
 pub use image_batch::ImageBatch;
 pub use image_edit::{ImageCrop, ImageInvert};
 pub use image_grid::ImageGrid;
@@ -123,6 +123,7 @@ pub fn register_all(registry: &mut Registry, paths: Arc<Paths>) {
     }));
     registry.register(Arc::new(ClipTextEncodeSd3));
     registry.register(Arc::new(EmptySd3LatentImage));
+    registry.register(Arc::new(EmptyLatentImage));
     registry.register(Arc::new(Sample));
     registry.register(Arc::new(KSampler));
     registry.register(Arc::new(KSamplerAdvanced));
