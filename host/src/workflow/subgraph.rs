@@ -484,6 +484,32 @@ mod tests {
     }
 
     #[test]
+    fn instances_multiplying_past_the_node_cap_are_refused() {
+        // Each level holds 11 instances of the level below: 11^5 Load nodes.
+        let eleven = |class_type: &str| -> Vec<Json> {
+            (1..=11)
+                .map(|id| json!({"id": id, "type": class_type, "widgets_values": ["a.png"]}))
+                .collect()
+        };
+        let mut subgraphs = vec![json!({"id": "level-0", "nodes": eleven("Load")})];
+        for level in 1..5 {
+            let below = format!("level-{}", level - 1);
+            subgraphs.push(json!({"id": format!("level-{level}"), "nodes": eleven(&below)}));
+        }
+        let ui = json!({
+            "nodes": [{"id": 1, "type": "level-4"}],
+            "definitions": {"subgraphs": subgraphs}
+        });
+        let err = convert(&ui).unwrap_err();
+        assert_eq!(
+            err.problems,
+            [Problem::TooManyNodes {
+                limit: MAX_EXPANDED_NODES
+            }]
+        );
+    }
+
+    #[test]
     fn a_missing_definition_is_an_unknown_type() {
         let mut ui = with_subgraph(json!([2.5]));
         ui["nodes"][1]["type"] = json!("sub-9");
