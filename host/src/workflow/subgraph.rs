@@ -253,7 +253,9 @@ impl<'a> Flattener<'a> {
             .outputs
             .get(link.origin_slot)
             .ok_or(Unresolved::Missing)?;
-        match output.link_ids.first() {
+        // Saved files may list a link the subgraph no longer has: the output is
+        // then unconnected, as the editor sees it.
+        match output.link_ids.iter().find(|&&l| inner.link(l).is_some()) {
             Some(&inner_link) => self.source(&inner, inner_link, visited),
             None => Ok(None),
         }
@@ -444,6 +446,14 @@ mod tests {
             "{prompt}"
         );
         assert_eq!(prompt["7"]["inputs"], json!({"images": ["9:5:1", 0]}));
+    }
+
+    #[test]
+    fn an_output_listing_a_missing_inner_link_is_unconnected() {
+        let mut ui = with_subgraph(json!([2.5]));
+        ui["definitions"]["subgraphs"][0]["outputs"][0]["linkIds"] = json!([99]);
+        let prompt = convert(&ui).unwrap();
+        assert_eq!(prompt["7"]["inputs"], json!({}));
     }
 
     #[test]
