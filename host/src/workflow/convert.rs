@@ -1,21 +1,23 @@
 //! UI format → API format, as the editor's "queue prompt" does it: muted
 //! nodes are left out, bypassed nodes pass an input of the matching type
 //! through, reroutes are followed to their source, primitive nodes give their
-//! value to the widget they feed, and positional widget values are named with
-//! the node schemas.
+//! value to the widget they feed, subgraphs are flattened (see
+//! [`super::subgraph`]), and positional widget values are named with the node
+//! schemas.
 
 use std::collections::{BTreeMap, HashSet};
 use std::fmt;
 
 use serde_json::{json, Map, Value as Json};
 
+use super::subgraph::flatten;
 use super::ui::{mode, UiNode, UiWorkflow};
 use super::widgets::{layout, required_slots, WidgetSlot, CONTROL_VALUES};
 use crate::validation::NodeTypes;
 
 /// Editor-only nodes: they never reach the prompt.
 const REROUTE: &str = "Reroute";
-const PRIMITIVE: &str = "PrimitiveNode";
+pub(super) const PRIMITIVE: &str = "PrimitiveNode";
 const NOTES: [&str; 2] = ["Note", "MarkdownNote"];
 
 /// Why a UI workflow cannot be converted; every problem is listed.
@@ -47,6 +49,10 @@ pub enum Problem {
     },
     /// Following reroutes and bypassed nodes came back to where it started.
     Cycle { node: String, input: String },
+    /// Subgraphs nest deeper than the limit inside this instance.
+    SubgraphTooDeep { node: String, limit: usize },
+    /// Flattening the subgraphs makes more nodes than the limit.
+    TooManyNodes { limit: usize },
 }
 
 impl fmt::Display for Problem {
@@ -76,7 +82,15 @@ impl fmt::Display for Problem {
             ),
             Problem::Cycle { node, input } => write!(
                 f,
-                "node {node}: input '{input}' loops through reroutes or bypassed nodes"
+                "node {node}: input '{input}' loops through reroutes, bypassed nodes or subgraphs"
+            ),
+            Problem::SubgraphTooDeep { node, limit } => write!(
+                f,
+                "node {node}: subgraphs nest more than {limit} levels deep"
+            ),
+            Problem::TooManyNodes { limit } => write!(
+                f,
+                "the subgraphs expand to more than {limit} nodes"
             ),
         }
     }
@@ -96,6 +110,8 @@ impl std::error::Error for ConvertError {}
 
 /// Converts an editor workflow to an API-format prompt.
 pub fn to_api(ui: &UiWorkflow, types: &dyn NodeTypes) -> Result<Json, ConvertError> {
+    let flat = flatten(ui).map_err(|problems| ConvertError { problems })?;
+    let ui = flat.as_ref();
     let mut problems = unknown_types(ui, types);
     let mut prompt = Map::new();
     for node in ui.nodes.iter().filter(|n| runs(n)) {
@@ -197,6 +213,7 @@ fn widget_inputs(
             WidgetSlot::Input(name) => {
                 inputs.insert(name.clone(), literal(value));
             }
+            WidgetSlot::ImageUpload => {}
             WidgetSlot::ControlAfterGenerate => {
                 if !value.as_str().is_some_and(|v| CONTROL_VALUES.contains(&v)) {
                     return Err(mismatch(
@@ -334,6 +351,7 @@ mod tests {
                     name: t.to_lowercase(),
                     data_type: (*t).into(),
                     link: None,
+                    widget: None,
                 })
                 .collect(),
             outputs: outputs

@@ -1,5 +1,7 @@
 //! The editor's UI format (LiteGraph's serialization, schema version 0.4 and 1):
 //! `{nodes: [{id, type, mode, inputs, widgets_values, ...}], links: [...]}`.
+//! Subgraph definitions (`definitions.subgraphs`) hold the inside of the
+//! nodes whose type is a definition's id.
 //! Only what conversion needs is read; everything else is ignored.
 
 use serde::Deserialize;
@@ -19,7 +21,43 @@ pub struct UiWorkflow {
     pub nodes: Vec<UiNode>,
     #[serde(default)]
     pub links: Vec<UiLink>,
+    #[serde(default)]
+    pub definitions: UiDefinitions,
 }
+
+/// The reusable parts a workflow carries.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct UiDefinitions {
+    #[serde(default)]
+    pub subgraphs: Vec<UiSubgraph>,
+}
+
+/// A subgraph definition: its instances are nodes whose type is `id`. Inside,
+/// links from node [`SUBGRAPH_INPUT_NODE`] carry the instance's inputs, and
+/// each output lists the links that feed it.
+#[derive(Debug, Clone, Deserialize)]
+pub struct UiSubgraph {
+    pub id: String,
+    #[serde(default)]
+    pub inputs: Vec<UiSubgraphSlot>,
+    #[serde(default)]
+    pub outputs: Vec<UiSubgraphSlot>,
+    #[serde(default)]
+    pub nodes: Vec<UiNode>,
+    #[serde(default)]
+    pub links: Vec<UiLink>,
+}
+
+/// One input or output of a subgraph and the inner links attached to it.
+#[derive(Debug, Clone, Deserialize)]
+pub struct UiSubgraphSlot {
+    pub name: String,
+    #[serde(rename = "linkIds", default)]
+    pub link_ids: Vec<u64>,
+}
+
+/// The origin id of links from a subgraph's inputs.
+pub const SUBGRAPH_INPUT_NODE: &str = "-10";
 
 /// One node of the canvas.
 #[derive(Debug, Clone, Deserialize)]
@@ -50,6 +88,9 @@ pub struct UiInput {
     pub data_type: String,
     #[serde(default)]
     pub link: Option<u64>,
+    /// `{name}` of the widget the input stands for, if any.
+    #[serde(default)]
+    pub widget: Option<Json>,
 }
 
 /// One output socket.
@@ -104,6 +145,10 @@ impl UiWorkflow {
 
     pub fn link(&self, id: u64) -> Option<&UiLink> {
         self.links.iter().find(|l| l.id == id)
+    }
+
+    pub fn subgraph(&self, id: &str) -> Option<&UiSubgraph> {
+        self.definitions.subgraphs.iter().find(|s| s.id == id)
     }
 }
 

@@ -1,7 +1,7 @@
 //! Where each widget value sits in a node's `widgets_values`: the editor
 //! makes one widget per widget-able input, required inputs first, each in
 //! schema order, and puts a "control after generate" widget right after
-//! seed-like integers.
+//! seed-like integers and an upload button right after image choices.
 
 use cretok_nodes::{InputKind, InputSpec, NodeSchema};
 
@@ -15,6 +15,8 @@ pub enum WidgetSlot {
     Input(String),
     /// The editor-only "control after generate" value of the seed before it.
     ControlAfterGenerate,
+    /// The editor-only upload button of the image choice before it.
+    ImageUpload,
 }
 
 impl WidgetSlot {
@@ -22,6 +24,7 @@ impl WidgetSlot {
         match self {
             WidgetSlot::Input(name) => name,
             WidgetSlot::ControlAfterGenerate => "control_after_generate",
+            WidgetSlot::ImageUpload => "upload",
         }
     }
 }
@@ -49,6 +52,15 @@ fn slots_of<'a>(inputs: impl Iterator<Item = &'a InputSpec>) -> Vec<WidgetSlot> 
         slots.push(WidgetSlot::Input(input.name.clone()));
         if has_control_after_generate(input) {
             slots.push(WidgetSlot::ControlAfterGenerate);
+        }
+        if matches!(
+            input.kind,
+            InputKind::Combo {
+                image_upload: true,
+                ..
+            }
+        ) {
+            slots.push(WidgetSlot::ImageUpload);
         }
     }
     slots
@@ -81,7 +93,11 @@ mod tests {
             ))
             .input(InputSpec::required("seed", InputKind::int(0, 0, 10)))
             .input(InputSpec::required("noise", InputKind::seed()))
-            .input(InputSpec::required("steps", InputKind::int(4, 1, 100)));
+            .input(InputSpec::required("steps", InputKind::int(4, 1, 100)))
+            .input(InputSpec::required(
+                "image",
+                InputKind::image_upload(vec!["a.png".into()]),
+            ));
         let slots = layout(&schema);
         let names: Vec<&str> = slots.iter().map(WidgetSlot::name).collect();
         assert_eq!(
@@ -92,9 +108,11 @@ mod tests {
                 "noise",
                 "control_after_generate",
                 "steps",
+                "image",
+                "upload",
                 "note"
             ]
         );
-        assert_eq!(required_slots(&schema), 5);
+        assert_eq!(required_slots(&schema), 7);
     }
 }
