@@ -213,7 +213,7 @@ fn widget_inputs(
             WidgetSlot::Input(name) => {
                 inputs.insert(name.clone(), literal(value));
             }
-            WidgetSlot::ImageUpload => {}
+            WidgetSlot::ImageUpload | WidgetSlot::Display(_) => {}
             WidgetSlot::ControlAfterGenerate => {
                 if !value.as_str().is_some_and(|v| CONTROL_VALUES.contains(&v)) {
                     return Err(mismatch(
@@ -381,5 +381,44 @@ mod tests {
         assert!(connects("*", "MODEL"));
         assert!(connects("INT,FLOAT", "FLOAT"));
         assert!(!connects("INT", "FLOAT"));
+    }
+}
+
+#[cfg(test)]
+mod comfyui_files {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::cli::native_registry;
+
+    /// One node with these widget values, converted with the native schemas.
+    fn convert_one(class_type: &str, widgets_values: Json) -> Result<Json, ConvertError> {
+        let ui = UiWorkflow::parse(&json!({
+            "nodes": [{"id": 1, "type": class_type, "mode": 0, "inputs": [], "outputs": [],
+                       "widgets_values": widgets_values}],
+            "links": []
+        }))
+        .unwrap();
+        let registry = native_registry(&Arc::new(cretok_nodes::Paths::new("/nonexistent", None)));
+        to_api(&ui, &registry)
+    }
+
+    #[test]
+    fn the_editors_display_widgets_of_preview_any_are_not_inputs() {
+        for values in [
+            json!([]),
+            json!([null, null, null]),
+            json!([null, null, false]),
+        ] {
+            let prompt = convert_one("PreviewAny", values.clone()).unwrap();
+            assert_eq!(prompt["1"]["inputs"], json!({}), "{values}");
+        }
+        assert!(convert_one("PreviewAny", json!([null, null, null, null])).is_err());
+    }
+
+    #[test]
+    fn primitive_int_carries_control_after_generate_as_comfyui_saves_it() {
+        let prompt = convert_one("PrimitiveInt", json!([8, "fixed"])).unwrap();
+        assert_eq!(prompt["1"]["inputs"], json!({"value": 8}));
     }
 }

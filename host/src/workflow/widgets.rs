@@ -17,6 +17,9 @@ pub enum WidgetSlot {
     ControlAfterGenerate,
     /// The editor-only upload button of the image choice before it.
     ImageUpload,
+    /// A widget the editor adds to show something (PreviewAny's text), after
+    /// the inputs' widgets; files from older editors lack it.
+    Display(&'static str),
 }
 
 impl WidgetSlot {
@@ -25,6 +28,7 @@ impl WidgetSlot {
             WidgetSlot::Input(name) => name,
             WidgetSlot::ControlAfterGenerate => "control_after_generate",
             WidgetSlot::ImageUpload => "upload",
+            WidgetSlot::Display(name) => name,
         }
     }
 }
@@ -33,7 +37,22 @@ impl WidgetSlot {
 pub fn layout(schema: &NodeSchema) -> Vec<WidgetSlot> {
     let required = schema.inputs.iter().filter(|i| i.required);
     let optional = schema.inputs.iter().filter(|i| !i.required);
-    slots_of(required.chain(optional))
+    let mut slots = slots_of(required.chain(optional));
+    slots.extend(
+        display_widgets(&schema.name)
+            .iter()
+            .map(|&name| WidgetSlot::Display(name)),
+    );
+    slots
+}
+
+/// The widgets ComfyUI's frontend adds to show a node's result, saved with
+/// the file but never sent in a prompt.
+fn display_widgets(class_type: &str) -> &'static [&'static str] {
+    match class_type {
+        "PreviewAny" => &["preview_markdown", "preview_text", "previewMode"],
+        _ => &[],
+    }
 }
 
 /// How many of [`layout`]'s slots belong to required inputs. They come

@@ -36,7 +36,14 @@ impl PrimitiveKind {
         match self {
             PrimitiveKind::String => InputKind::string(""),
             PrimitiveKind::StringMultiline => InputKind::text(""),
-            PrimitiveKind::Int => InputKind::int(0, i64::MIN, i64::MAX),
+            // As ComfyUI's: the editor adds "control after generate" to it.
+            PrimitiveKind::Int => InputKind::Int {
+                default: 0,
+                min: i64::MIN,
+                max: i64::MAX,
+                step: 1,
+                control_after_generate: true,
+            },
             PrimitiveKind::Float => InputKind::float(0.0, f64::MIN, f64::MAX, 0.01),
             PrimitiveKind::Boolean => InputKind::Bool { default: false },
         }
