@@ -23,8 +23,8 @@ pub fn checkpoint_clip_encoders(
     let (clip_l, clip_g) = ckpt.clip_var_builders(DType::F32, &device)?;
     let cfg = Sd3TextConfig::for_context_width(ckpt.mmdit_config.context_embed_size)?;
     let vbs = EncoderVarBuilders {
-        clip_l,
-        clip_g,
+        clip_l: Some(clip_l),
+        clip_g: Some(clip_g),
         t5: None,
     };
     Sd3TextEncoders::new(&cfg, None, vbs)
