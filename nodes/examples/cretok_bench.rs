@@ -44,8 +44,8 @@ fn encoders(stored: DType, device: &Device) -> Result<Sd3TextEncoders> {
     let cfg = Sd3TextConfig::sd3();
     let vbs = EncoderVarBuilders {
         // SD3 files carry no CLIP-L projection.
-        clip_l: vb(&cfg.clip_l, false, stored, device)?,
-        clip_g: vb(&cfg.clip_g, true, stored, device)?,
+        clip_l: Some(vb(&cfg.clip_l, false, stored, device)?),
+        clip_g: Some(vb(&cfg.clip_g, true, stored, device)?),
         t5: None,
     };
     let encoders = Sd3TextEncoders::new(&cfg, None, vbs)?;

@@ -44,8 +44,8 @@ fn tiny() -> Sd3TextEncoders {
         VarBuilder::from_tensors(map, DType::F32, &Device::Cpu)
     };
     let vbs = EncoderVarBuilders {
-        clip_l: vb(tiny_clip_l_weights(TINY_SEED).unwrap()),
-        clip_g: vb(tiny_clip_g_weights(TINY_SEED).unwrap()),
+        clip_l: Some(vb(tiny_clip_l_weights(TINY_SEED).unwrap())),
+        clip_g: Some(vb(tiny_clip_g_weights(TINY_SEED).unwrap())),
         t5: None,
     };
     Sd3TextEncoders::new(&Sd3TextConfig::tiny(), None, vbs).unwrap()

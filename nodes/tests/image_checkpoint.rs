@@ -29,8 +29,8 @@ fn encoders(ckpt: &Sd3Checkpoint) -> Sd3TextEncoders {
             .map(|t| t.var_builder(DType::F32, &dev))
     };
     let vbs = EncoderVarBuilders {
-        clip_l: vb(TextEncoderKind::ClipL).expect("clip_l"),
-        clip_g: vb(TextEncoderKind::ClipG).expect("clip_g"),
+        clip_l: Some(vb(TextEncoderKind::ClipL).expect("clip_l")),
+        clip_g: Some(vb(TextEncoderKind::ClipG).expect("clip_g")),
         t5: vb(TextEncoderKind::T5Xxl),
     };
     Sd3TextEncoders::new(&Sd3TextConfig::tiny(), None, vbs).unwrap()

@@ -181,8 +181,8 @@ fn outputs_as(file: &Path, weight_dtype: WeightDtype) -> Vec<(&'static str, Tens
             .map(|t| t.var_builder(DType::F32, &dev))
     };
     let vbs = EncoderVarBuilders {
-        clip_l: vb(TextEncoderKind::ClipL).unwrap(),
-        clip_g: vb(TextEncoderKind::ClipG).unwrap(),
+        clip_l: Some(vb(TextEncoderKind::ClipL).unwrap()),
+        clip_g: Some(vb(TextEncoderKind::ClipG).unwrap()),
         t5: vb(TextEncoderKind::T5Xxl),
     };
     let encoders = Sd3TextEncoders::new(&Sd3TextConfig::tiny(), None, vbs).unwrap();

@@ -6,13 +6,16 @@ use std::sync::Arc;
 
 use candle_core::Tensor;
 use cretok_nodes::builtin::{
-    CheckpointLoader, ClipLoader, ClipTextEncode, ClipTextEncodeSd3, EmptySd3LatentImage, KSampler,
-    TripleClipLoader, UnetLoader, VaeDecode, VaeLoader,
+    CheckpointLoader, ClipLoader, ClipTextEncode, ClipTextEncodeSd3, CreTokEncode,
+    EmptySd3LatentImage, KSampler, TripleClipLoader, UnetLoader, VaeDecode, VaeLoader,
 };
-use cretok_nodes::sd3::text_encoders::Sd3TextEncoders;
+use cretok_nodes::cretok::{CreTokToken, EncoderId};
+use cretok_nodes::sd3::checkpoint::components::open_text_encoder;
+use cretok_nodes::sd3::text_encoders::{EncoderVarBuilders, Sd3TextConfig, Sd3TextEncoders};
 use cretok_nodes::sd3::tiny::{
     write_component_files, write_single_file, TinyOptions, TinyVariant, COMPONENT_FILES,
 };
+use cretok_nodes::sd3::tokenizer::T5Tokenizer;
 use cretok_nodes::sd3::types::{Conditioning, Image};
 use cretok_nodes::{CancelToken, Inputs, Node, NodeError, NullSink, Paths, RunContext, Value};
 use serde_json::json;
@@ -378,20 +381,260 @@ fn files_of_the_wrong_kind_and_missing_files_are_named() {
         "{err}"
     );
 
-    let clip_loader = ClipLoader {
+    let err = error_of(clip_loader(&s, f.clip_l, "flux2"));
+    assert!(err.contains("only SD3"), "{err}");
+    let err = error_of(clip_loader(&s, "vae.safetensors", "sd3"));
+    assert!(err.contains("it holds a VAE"), "{err}");
+}
+
+fn clip_loader(s: &Setup, file: &str, clip_type: &str) -> Result<Vec<Value>, NodeError> {
+    let inputs = Inputs::new()
+        .with("clip_name", file_name(file))
+        .with("type", text(clip_type));
+    let loader = ClipLoader {
         paths: s.paths.clone(),
     };
-    let single = |clip_type: &str| {
-        let inputs = Inputs::new()
-            .with("clip_name", file_name(f.clip_l))
-            .with("type", text(clip_type));
-        run(&clip_loader, &inputs, &s)
+    run(&loader, &inputs, s)
+}
+
+fn clip_text_encode(s: &Setup, clip: &Value, prompt: &str) -> Conditioning {
+    let inputs = Inputs::new()
+        .with("clip", clip.clone())
+        .with("text", text(prompt));
+    let out = run(&ClipTextEncode, &inputs, s).unwrap();
+    (*handle::<Conditioning>(&out[0])).clone()
+}
+
+/// Columns `start..start + len` of the rows `rows` of a `[1, rows, width]` context.
+fn block(t: &Tensor, rows: std::ops::Range<usize>, cols: std::ops::Range<usize>) -> Tensor {
+    t.narrow(1, rows.start, rows.len())
+        .unwrap()
+        .narrow(t.rank() - 1, cols.start, cols.len())
+        .unwrap()
+}
+
+/// Columns `cols` of a `[1, width]` pooled vector.
+fn pooled_part(t: &Tensor, cols: std::ops::Range<usize>) -> Tensor {
+    t.narrow(1, cols.start, cols.len()).unwrap()
+}
+
+#[test]
+fn clip_loader_loads_each_single_file_as_comfyui() {
+    let s = setup();
+    let f = COMPONENT_FILES;
+    let prompt = "a lettuce mantis";
+    let full = clip_text_encode(&s, &separate_clip(&s), prompt);
+    let cfg = Sd3TextConfig::tiny();
+    let (l, g, joint) = (
+        cfg.clip_l.hidden_size,
+        cfg.clip_g.hidden_size,
+        cfg.joint_dim,
+    );
+    let (pl, pg) = (cfg.clip_l.projection_dim, cfg.clip_g.projection_dim);
+    let (clip_rows, t5_rows) = (0..77, 77..77 + cfg.t5_len);
+    let same = |a: &Tensor, b: &Tensor| assert_eq!(max_abs_diff(a, b), 0.0);
+    let zero = |t: &Tensor| assert_eq!(max_abs(t), 0.0);
+
+    // CLIP-L alone: its columns, then zeros; zeros for T5's rows and CLIP-G's pooled part.
+    let only_l = clip_loader(&s, f.clip_l, "sd3").unwrap().remove(0);
+    let c = clip_text_encode(&s, &only_l, prompt);
+    assert_eq!(c.context.dims(), &[1, 77 + cfg.t5_len, joint]);
+    assert_eq!(c.pooled.dims(), &[1, pl + pg]);
+    let ctx = |c: &Conditioning, rows, cols| block(&c.context, rows, cols);
+    same(
+        &ctx(&c, clip_rows.clone(), 0..l),
+        &ctx(&full, clip_rows.clone(), 0..l),
+    );
+    assert!(max_abs(&ctx(&c, clip_rows.clone(), 0..l)) > 0.0);
+    zero(&ctx(&c, clip_rows.clone(), l..joint));
+    zero(&ctx(&c, t5_rows.clone(), 0..joint));
+    same(
+        &pooled_part(&c.pooled, 0..pl),
+        &pooled_part(&full.pooled, 0..pl),
+    );
+    zero(&pooled_part(&c.pooled, pl..pl + pg));
+    let only_l_cond = c;
+
+    // CLIP-G alone: zeros where CLIP-L's columns are, then CLIP-G's.
+    let only_g = clip_loader(&s, f.clip_g, "sd3").unwrap().remove(0);
+    let c = clip_text_encode(&s, &only_g, prompt);
+    assert_eq!(c.context.dims(), &[1, 77 + cfg.t5_len, joint]);
+    zero(&ctx(&c, clip_rows.clone(), 0..l));
+    same(
+        &ctx(&c, clip_rows.clone(), l..l + g),
+        &ctx(&full, clip_rows.clone(), l..l + g),
+    );
+    zero(&ctx(&c, clip_rows.clone(), l + g..joint));
+    zero(&ctx(&c, t5_rows.clone(), 0..joint));
+    zero(&pooled_part(&c.pooled, 0..pl));
+    same(
+        &pooled_part(&c.pooled, pl..pl + pg),
+        &pooled_part(&full.pooled, pl..pl + pg),
+    );
+    let only_g_cond = c;
+
+    // T5 alone: its rows are the whole context, the pooled vector zeros.
+    let only_t5 = clip_loader(&s, f.t5xxl, "sd3").unwrap().remove(0);
+    let c = clip_text_encode(&s, &only_t5, prompt);
+    assert_eq!(c.context.dims(), &[1, cfg.t5_len, joint]);
+    same(&c.context, &ctx(&full, t5_rows.clone(), 0..joint));
+    assert_eq!(c.pooled.dims(), &[1, pl + pg]);
+    zero(&c.pooled);
+    let only_t5_cond = c;
+
+    // CLIPTextEncodeSD3 with one text in all three is CLIPTextEncode on a partial CLIP too.
+    for (clip, plain) in [
+        (&only_l, &only_l_cond),
+        (&only_g, &only_g_cond),
+        (&only_t5, &only_t5_cond),
+    ] {
+        let each = encode_sd3(&s, clip, [prompt; 3], "empty_prompt");
+        same(&each.context, &plain.context);
+        same(&each.pooled, &plain.pooled);
+    }
+    // Empty CLIP texts with `none` on a CLIP without T5: no CLIP rows, T5's zero rows.
+    let dropped = encode_sd3(&s, &only_l, ["", "", prompt], "none");
+    assert_eq!(dropped.context.dims(), &[1, cfg.t5_len, joint]);
+    zero(&dropped.context);
+    zero(&dropped.pooled);
+
+    // Each samples with the tiny MMDiT and decodes.
+    let model = run(
+        &UnetLoader {
+            paths: s.paths.clone(),
+        },
+        &Inputs::new()
+            .with("unet_name", file_name(f.diffusion_model))
+            .with("weight_dtype", text("default")),
+        &s,
+    )
+    .unwrap()
+    .remove(0);
+    let vae = run(
+        &VaeLoader {
+            paths: s.paths.clone(),
+        },
+        &Inputs::new().with("vae_name", file_name(f.vae)),
+        &s,
+    )
+    .unwrap()
+    .remove(0);
+    for clip in [&only_l, &only_g, &only_t5] {
+        let negative = clip_text_encode(&s, clip, "");
+        let positive = clip_text_encode(&s, clip, prompt);
+        let image = generate(
+            &s,
+            &model,
+            &vae,
+            Value::handle(positive),
+            Value::handle(negative),
+        );
+        assert_eq!(image.dims(), &[1, 64, 64, 3]);
+        assert!(image
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap()
+            .iter()
+            .all(|x| x.is_finite()));
+    }
+}
+
+#[test]
+fn a_partial_set_of_two_encoders_leaves_zeros_for_the_third() {
+    let s = setup();
+    let f = COMPONENT_FILES;
+    let prompt = "a lettuce mantis";
+    let full = clip_text_encode(&s, &separate_clip(&s), prompt);
+    let cfg = Sd3TextConfig::tiny();
+    let (l, pl) = (cfg.clip_l.hidden_size, cfg.clip_l.projection_dim);
+    let vb = |file: &str| {
+        open_text_encoder(&s.paths.models_dir.join(file))
+            .unwrap()
+            .var_builder(candle_core::DType::F32, &candle_core::Device::Cpu)
     };
-    let err = error_of(single("sd3"));
-    assert!(err.contains("needs CLIP-L and CLIP-G"), "{err}");
-    assert!(err.contains("clip_g missing"), "{err}");
-    let err = error_of(single("flux2"));
-    assert!(err.contains("only SD3"), "{err}");
+    // DualCLIPLoader-style CLIP-G and T5.
+    let vbs = EncoderVarBuilders {
+        clip_l: None,
+        clip_g: Some(vb(f.clip_g)),
+        t5: Some(vb(f.t5xxl)),
+    };
+    let encoders = Sd3TextEncoders::new(&cfg, Some(T5Tokenizer::shipped().unwrap()), vbs).unwrap();
+    let c = encoders.encode(prompt).unwrap();
+    assert_eq!(c.context.dims(), full.context.dims());
+    let joint = cfg.joint_dim;
+    assert_eq!(max_abs(&block(&c.context, 0..77, 0..l)), 0.0);
+    assert_eq!(
+        max_abs_diff(
+            &block(&c.context, 0..77, l..joint),
+            &block(&full.context, 0..77, l..joint)
+        ),
+        0.0
+    );
+    let t5_rows = 77..77 + cfg.t5_len;
+    assert_eq!(
+        max_abs_diff(
+            &block(&c.context, t5_rows.clone(), 0..joint),
+            &block(&full.context, t5_rows, 0..joint)
+        ),
+        0.0
+    );
+    assert_eq!(max_abs(&pooled_part(&c.pooled, 0..pl)), 0.0);
+    let rest = pl..c.pooled.dim(1).unwrap();
+    assert_eq!(
+        max_abs_diff(
+            &pooled_part(&c.pooled, rest.clone()),
+            &pooled_part(&full.pooled, rest)
+        ),
+        0.0
+    );
+    assert!(format!("{encoders:?}").contains("CLIP-G and T5"));
+
+    // Nothing to load is refused.
+    let none = EncoderVarBuilders {
+        clip_l: None,
+        clip_g: None,
+        t5: None,
+    };
+    let err = Sd3TextEncoders::new(&cfg, None, none).unwrap_err();
+    assert!(
+        format!("{err:#}").contains("no text encoder to load"),
+        "{err:#}"
+    );
+}
+
+#[test]
+fn cretok_on_a_clip_without_clip_l_is_a_clear_error() {
+    let s = setup();
+    let f = COMPONENT_FILES;
+    let cfg = Sd3TextConfig::tiny();
+    let mut token = CreTokToken::default();
+    for (id, width) in [
+        (EncoderId::ClipL, cfg.clip_l.hidden_size),
+        (EncoderId::ClipG, cfg.clip_g.hidden_size),
+    ] {
+        let v = Tensor::ones(
+            (1, width),
+            candle_core::DType::F32,
+            &candle_core::Device::Cpu,
+        );
+        token.vectors.insert(id, v.unwrap());
+    }
+    token.metadata.insert("word".into(), "creative".into());
+    for (file, holds) in [(f.clip_g, "only CLIP-G"), (f.t5xxl, "only T5")] {
+        let clip = clip_loader(&s, file, "sd3").unwrap().remove(0);
+        let inputs = Inputs::new()
+            .with("clip", clip)
+            .with("cretok", Value::handle(token.clone()))
+            .with("text", text("a photo of a creative mixture"))
+            .with("strength", Value::Float(1.0));
+        let err = error_of(run(&CreTokEncode, &inputs, &s));
+        assert!(err.contains("CreTok needs CLIP-L and CLIP-G"), "{err}");
+        assert!(
+            err.contains(&format!("this CLIP has no CLIP-L (it holds {holds})")),
+            "{err}"
+        );
+    }
 }
 
 #[test]

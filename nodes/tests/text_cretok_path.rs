@@ -33,24 +33,20 @@ fn substituted_row_changes_the_conditioning_and_receives_gradients() {
     let pos = tokens.clip_l.iter().position(|&t| t == creative).unwrap();
     assert_eq!(pos, 5);
     let embeds = enc.embed(&tokens).unwrap();
+    let clip_l = embeds.clip_l.clone().unwrap();
     let plain = enc.encode(prompt).unwrap();
 
     // Substituting the word's own embedding is the identity.
-    let own = embeds
-        .clip_l
-        .narrow(1, pos, 1)
-        .unwrap()
-        .flatten_all()
-        .unwrap();
+    let own = clip_l.narrow(1, pos, 1).unwrap().flatten_all().unwrap();
     let mut same = embeds.clone();
-    same.clip_l = substitute_row(&embeds.clip_l, pos, &own).unwrap();
+    same.clip_l = Some(substitute_row(&clip_l, pos, &own).unwrap());
     let same = enc.encode_embeds(&same).unwrap();
     assert_eq!(max_abs(&(&same.context - &plain.context).unwrap()), 0.0);
 
     // A learned vector moves the conditioning, and the gradient reaches it.
     let token = Var::from_tensor(&(own * 1.5).unwrap()).unwrap();
     let mut edited = embeds.clone();
-    edited.clip_l = substitute_row(&embeds.clip_l, pos, token.as_tensor()).unwrap();
+    edited.clip_l = Some(substitute_row(&clip_l, pos, token.as_tensor()).unwrap());
     let cond = enc.encode_embeds(&edited).unwrap();
     assert!(max_abs(&(&cond.pooled - &plain.pooled).unwrap()) > 1e-3);
     let loss = cond.pooled.sqr().unwrap().sum_all().unwrap();

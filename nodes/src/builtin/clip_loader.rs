@@ -1,8 +1,9 @@
 //! ComfyUI's `CLIPLoader` and `TripleCLIPLoader`: SD3's text encoders from separate
 //! files in `models/text_encoders` (or the legacy `models/clip`), each file's encoder
 //! (CLIP-L, CLIP-G or T5-XXL) told by its keys, in any order. The `CLIP` they output
-//! is the one `CheckpointLoaderSimple` gives: CLIP-L and CLIP-G are needed, T5 is
-//! optional (its rows are zeros without it).
+//! is the one `CheckpointLoaderSimple` gives, with any encoder absent as in ComfyUI's
+//! `SD3ClipModel`: an absent CLIP's columns and pooled part are zeros, no CLIP at all
+//! leaves T5's rows alone, and T5's rows are zeros without it.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -89,33 +90,24 @@ fn load_text_encoders(
         found.push(weights);
     }
     let get = |kind| found.iter().find(|w| w.kind == kind);
-    let summary = text_encoders_summary(&found);
-    ctx.text(&summary);
-    let (Some(clip_l), Some(clip_g)) = (get(TextEncoderKind::ClipL), get(TextEncoderKind::ClipG))
-    else {
-        return Err(NodeError::invalid_input(
-            files[0].0,
-            format!("SD3 here needs CLIP-L and CLIP-G in one CLIP; {summary}"),
-        ));
-    };
-    let width = |w: &TextEncoderWeights| {
-        w.weights
-            .shape_of("text_model.embeddings.token_embedding.weight")
-            .and_then(|s| s.get(1).copied())
-    };
+    ctx.text(&text_encoders_summary(&found));
     let cfg = [Sd3TextConfig::sd3(), Sd3TextConfig::tiny()]
         .into_iter()
         .find(|c| {
-            width(clip_l) == Some(c.clip_l.hidden_size)
-                && width(clip_g) == Some(c.clip_g.hidden_size)
+            found
+                .iter()
+                .all(|w| width(w) == Some(expected_width(c, w.kind)))
         })
         .ok_or_else(|| {
+            let origins: Vec<String> = found
+                .iter()
+                .map(|w| w.weights.origin().display().to_string())
+                .collect();
             NodeError::invalid_input(
                 files[0].0,
                 format!(
-                    "{} and {} are not a CLIP-L and CLIP-G of one SD3 model",
-                    clip_l.weights.origin().display(),
-                    clip_g.weights.origin().display()
+                    "{} are not text encoders of one SD3 model",
+                    origins.join(", ")
                 ),
             )
         })?;
@@ -132,12 +124,34 @@ fn load_text_encoders(
         }
         None => None,
     };
+    let vb = |kind| get(kind).map(|w| w.var_builder(dtype, &device));
     let vbs = EncoderVarBuilders {
-        clip_l: clip_l.var_builder(dtype, &device),
-        clip_g: clip_g.var_builder(dtype, &device),
-        t5: t5.map(|w| w.var_builder(dtype, &device)),
+        clip_l: vb(TextEncoderKind::ClipL),
+        clip_g: vb(TextEncoderKind::ClipG),
+        t5: vb(TextEncoderKind::T5Xxl),
     };
     Ok(Sd3TextEncoders::new(&cfg, tokenizer, vbs)?)
+}
+
+/// An encoder's hidden width (T5's `d_model`): the columns of its token embeddings or, for
+/// T5 (whose embedding has two names), of its first query projection.
+fn width(w: &TextEncoderWeights) -> Option<usize> {
+    let key = match w.kind {
+        TextEncoderKind::ClipL | TextEncoderKind::ClipG => {
+            "text_model.embeddings.token_embedding.weight"
+        }
+        TextEncoderKind::T5Xxl => "encoder.block.0.layer.0.SelfAttention.q.weight",
+    };
+    w.weights.shape_of(key)?.get(1).copied()
+}
+
+/// The width `cfg` gives an encoder of this kind.
+fn expected_width(cfg: &Sd3TextConfig, kind: TextEncoderKind) -> usize {
+    match kind {
+        TextEncoderKind::ClipL => cfg.clip_l.hidden_size,
+        TextEncoderKind::ClipG => cfg.clip_g.hidden_size,
+        TextEncoderKind::T5Xxl => cfg.t5.d_model,
+    }
 }
 
 /// ComfyUI's `TripleCLIPLoader`: CLIP-L, CLIP-G and T5-XXL from three files.
@@ -173,8 +187,8 @@ impl Node for TripleClipLoader {
     }
 }
 
-/// ComfyUI's `CLIPLoader` with `type` `sd3`: one text encoder file. SD3 here needs
-/// CLIP-L and CLIP-G together, so a single file is refused with what it holds.
+/// ComfyUI's `CLIPLoader` with `type` `sd3`: one text encoder file (CLIP-L, CLIP-G or
+/// T5-XXL), the other encoders absent.
 pub struct ClipLoader {
     pub paths: Arc<Paths>,
 }
@@ -183,10 +197,7 @@ impl Node for ClipLoader {
     fn schema(&self) -> NodeSchema {
         NodeSchema::new("CLIPLoader", "advanced/loaders")
             .display_name("Load CLIP")
-            .description(
-                "[Recipes]\n\nsd3: t5 xxl/ clip-g / clip-l (SD3 here needs CLIP-L and \
-                 CLIP-G together: use TripleCLIPLoader)",
-            )
+            .description("[Recipes]\n\nsd3: t5 xxl/ clip-g / clip-l")
             .input(InputSpec::required(
                 "clip_name",
                 InputKind::combo(self.paths.list_models_in(TEXT_ENCODER_FOLDERS)),

@@ -148,8 +148,8 @@ impl Node for CheckpointLoader {
             None => None,
         };
         let vbs = EncoderVarBuilders {
-            clip_l,
-            clip_g,
+            clip_l: Some(clip_l),
+            clip_g: Some(clip_g),
             t5: t5_weights.map(|t| t.var_builder(dtype, &device)),
         };
         let cfg = Sd3TextConfig::for_context_width(ckpt.mmdit_config.context_embed_size)?;

@@ -233,18 +233,20 @@ impl PerPairAdaptive<'_> {
     }
 }
 
-/// The two CLIP encoders of SD3's text encoders, as the trainer takes them.
-pub fn encoder_refs(enc: &Sd3TextEncoders) -> [EncoderRef<'_>; 2] {
+/// The CLIP encoders of SD3's text encoders that are loaded, as the trainer takes them
+/// (it refuses to train on one that is not there).
+pub fn encoder_refs(enc: &Sd3TextEncoders) -> Vec<EncoderRef<'_>> {
     [
-        EncoderRef {
-            id: EncoderId::ClipL,
-            model: enc.clip_l(),
-            tokenizer: enc.tokenizer_l(),
-        },
-        EncoderRef {
-            id: EncoderId::ClipG,
-            model: enc.clip_g(),
-            tokenizer: enc.tokenizer_g(),
-        },
+        (EncoderId::ClipL, enc.clip_l(), enc.tokenizer_l()),
+        (EncoderId::ClipG, enc.clip_g(), enc.tokenizer_g()),
     ]
+    .into_iter()
+    .filter_map(|(id, model, tokenizer)| {
+        Some(EncoderRef {
+            id,
+            model: model.ok()?,
+            tokenizer,
+        })
+    })
+    .collect()
 }

@@ -9,7 +9,7 @@
 
 use std::collections::BTreeMap;
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use candle_core::{DType, Tensor};
 
 use super::encoder::EncoderId;
@@ -75,7 +75,7 @@ pub fn token_pieces(
     let word = token.word();
     let mut rows = BTreeMap::new();
     for (&id, v) in &token.vectors {
-        let (model, tokenizer) = clip(encoders, id);
+        let (model, tokenizer) = clip(encoders, id)?;
         let e = model
             .token_embedding()
             .get(word_id(tokenizer, word)? as usize)?
@@ -97,14 +97,16 @@ pub fn token_pieces(
         .collect())
 }
 
+/// The CLIP `id` and its tokenizer; an error when the CLIP is not loaded.
 fn clip(
     encoders: &Sd3TextEncoders,
     id: EncoderId,
-) -> (&crate::sd3::clip::ClipTextModel, &ClipTokenizer) {
-    match id {
-        EncoderId::ClipL => (encoders.clip_l(), encoders.tokenizer_l()),
-        EncoderId::ClipG => (encoders.clip_g(), encoders.tokenizer_g()),
-    }
+) -> Result<(&crate::sd3::clip::ClipTextModel, &ClipTokenizer)> {
+    let found = match id {
+        EncoderId::ClipL => encoders.clip_l().map(|m| (m, encoders.tokenizer_l())),
+        EncoderId::ClipG => encoders.clip_g().map(|m| (m, encoders.tokenizer_g())),
+    };
+    found.context("CreTok needs CLIP-L and CLIP-G")
 }
 
 /// Text tokens without BOS/EOS.
@@ -125,7 +127,7 @@ pub fn encode_pieces(encoders: &Sd3TextEncoders, pieces: &[Piece]) -> Result<Con
     let mut tokens = encoders.tokenize(&t5_text)?;
     let mut subs: BTreeMap<EncoderId, Vec<(usize, Tensor)>> = BTreeMap::new();
     for id in EncoderId::ALL {
-        let (model, tokenizer) = clip(encoders, id);
+        let (model, tokenizer) = clip(encoders, id)?;
         let mut ids = vec![CLIP_BOS];
         let list = subs.entry(id).or_default();
         for piece in pieces {
@@ -170,7 +172,9 @@ pub fn encode_pieces(encoders: &Sd3TextEncoders, pieces: &[Piece]) -> Result<Con
         let target = match id {
             EncoderId::ClipL => &mut embeds.clip_l,
             EncoderId::ClipG => &mut embeds.clip_g,
-        };
+        }
+        .as_mut()
+        .with_context(|| format!("no {} embeddings", id.key()))?;
         for (pos, row) in list {
             *target = substitute_row(target, pos, &row)?;
         }

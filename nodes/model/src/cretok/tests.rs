@@ -101,11 +101,14 @@ fn composed_ops_train_the_same_token_as_the_custom_gradients() {
     for stored in [DType::F32, DType::F16] {
         let enc = tiny_encoders_stored(5, stored);
         let custom = encoder_refs(&enc);
-        let models = custom.map(|e| {
-            e.model
-                .clone()
-                .with_input_grads(crate::sd3::clip::InputGrads::Composed)
-        });
+        let models: Vec<_> = custom
+            .iter()
+            .map(|e| {
+                e.model
+                    .clone()
+                    .with_input_grads(crate::sd3::clip::InputGrads::Composed)
+            })
+            .collect();
         let composed = [
             EncoderRef {
                 model: &models[0],
@@ -370,4 +373,44 @@ fn restrictive_embeddings_are_cached_on_disk() {
         "template is in the key"
     );
     assert_ne!(a.evaluate().unwrap(), other.evaluate().unwrap());
+}
+
+#[test]
+fn training_needs_the_chosen_clips_in_the_clip() {
+    use std::collections::HashMap;
+
+    use candle_nn::VarBuilder;
+
+    use crate::sd3::text_encoders::{EncoderVarBuilders, Sd3TextConfig};
+    use crate::sd3::text_tiny::tiny_clip_g_weights;
+
+    let weights: HashMap<String, Tensor> = tiny_clip_g_weights(5).unwrap().into_iter().collect();
+    let vbs = EncoderVarBuilders {
+        clip_l: None,
+        clip_g: Some(VarBuilder::from_tensors(weights, DType::F32, &Device::Cpu)),
+        t5: None,
+    };
+    let only_g = Sd3TextEncoders::new(&Sd3TextConfig::tiny(), None, vbs).unwrap();
+    let refs = encoder_refs(&only_g);
+    assert_eq!(
+        refs.iter().map(|r| r.id).collect::<Vec<_>>(),
+        [EncoderId::ClipG]
+    );
+    let err = Trainer::new(&refs, small_pairs(), config(1), None)
+        .err()
+        .unwrap();
+    assert_eq!(
+        err.to_string(),
+        "CreTok trains on clip_l, which this CLIP does not hold"
+    );
+    let g_only = TrainConfig {
+        encoders: EncoderSet::ClipG,
+        ..config(1)
+    };
+    Trainer::new(&refs, small_pairs(), g_only, None).unwrap();
+    let err = only_g.clip_l().err().unwrap();
+    assert_eq!(
+        err.to_string(),
+        "this CLIP has no CLIP-L (it holds only CLIP-G)"
+    );
 }

@@ -113,7 +113,10 @@ impl<'a> Trainer<'a> {
         let mut encoders = Vec::new();
         for id in config.encoders.ids() {
             let Some(&enc) = available.iter().find(|e| e.id == id) else {
-                bail!("encoder {} is not loaded", id.key())
+                bail!(
+                    "CreTok trains on {}, which this CLIP does not hold",
+                    id.key()
+                )
             };
             let word = word_id(enc.tokenizer, &config.word).context(id.key())?;
             let (template, target) = (&config.adaptive_template, config.target);

@@ -3,14 +3,15 @@
 //!
 //! Reference: diffusers `StableDiffusion3Pipeline.encode_prompt` (v0.42.1; docs/parity.md, "Pipeline conventions").
 //! Each CLIP runs on its own 77 ids (CLIP-L padded with EOS, CLIP-G with 0); T5 runs on
-//! `t5_len` ids or is replaced by zeros when absent.
+//! `t5_len` ids or is replaced by zeros when absent. Any encoder may be absent (ComfyUI's
+//! `CLIPLoader` loads one file): see [`super::conditioning`] for what takes its place.
 
 use anyhow::{bail, Context, Result};
-use candle_core::{Device, Tensor};
+use candle_core::Tensor;
 use candle_nn::VarBuilder;
 
 use super::clip::{ClipConfig, ClipTextModel};
-use super::conditioning::{assemble, T5Part};
+use super::conditioning::{assemble, Layout, T5Part};
 use super::t5::{t5_tiny, t5_xxl, T5Config, T5Encoder};
 use super::tokenizer::{ClipTokenizer, T5Tokenizer, CLIP_EOS, T5_EOS};
 use super::types::Conditioning;
@@ -62,8 +63,10 @@ impl Sd3TextConfig {
 /// Where each encoder's weights are, as transformers state dicts.
 #[derive(Clone)]
 pub struct EncoderVarBuilders<'a> {
-    pub clip_l: VarBuilder<'a>,
-    pub clip_g: VarBuilder<'a>,
+    /// `None` leaves CLIP-L out (zeros in its place).
+    pub clip_l: Option<VarBuilder<'a>>,
+    /// `None` leaves CLIP-G out (zeros in its place).
+    pub clip_g: Option<VarBuilder<'a>>,
     /// `None` drops T5 (zeros in its place).
     pub t5: Option<VarBuilder<'a>>,
 }
@@ -74,8 +77,8 @@ impl<'a> EncoderVarBuilders<'a> {
     pub fn single_file(vb: &VarBuilder<'a>) -> Self {
         let t5 = vb.pp("text_encoders.t5xxl.transformer");
         Self {
-            clip_l: vb.pp("text_encoders.clip_l.transformer"),
-            clip_g: vb.pp("text_encoders.clip_g.transformer"),
+            clip_l: Some(vb.pp("text_encoders.clip_l.transformer")),
+            clip_g: Some(vb.pp("text_encoders.clip_g.transformer")),
             t5: (t5.contains_tensor("shared.weight")
                 || t5.contains_tensor("encoder.embed_tokens.weight"))
             .then_some(t5),
@@ -116,11 +119,12 @@ pub struct PromptTokens {
     pub t5: Option<Vec<u32>>,
 }
 
-/// One prompt's CLIP input embeddings `[1, 77, hidden]`, to be edited and encoded.
+/// One prompt's CLIP input embeddings `[1, 77, hidden]`, to be edited and encoded; `None`
+/// for a CLIP that is not loaded.
 #[derive(Debug, Clone)]
 pub struct PromptEmbeds {
-    pub clip_l: Tensor,
-    pub clip_g: Tensor,
+    pub clip_l: Option<Tensor>,
+    pub clip_g: Option<Tensor>,
     /// First EOS position in each CLIP's ids (where the pooled state is read).
     pub eos_l: usize,
     pub eos_g: usize,
@@ -128,40 +132,56 @@ pub struct PromptEmbeds {
     pub t5_ids: Option<Tensor>,
 }
 
-/// The SD3 text encoders and their tokenizers.
+/// The SD3 text encoders that are loaded (at least one) and the CLIP tokenizers (always
+/// there: they are built in, as in ComfyUI's `SD3Tokenizer`).
 pub struct Sd3TextEncoders {
-    clip_l: ClipTextModel,
-    clip_g: ClipTextModel,
+    clip_l: Option<ClipTextModel>,
+    clip_g: Option<ClipTextModel>,
     tokenizer_l: ClipTokenizer,
     tokenizer_g: ClipTokenizer,
     t5: Option<T5Branch>,
-    joint_dim: usize,
     t5_len: usize,
-    /// Width of the pooled vector (CLIP-L's then CLIP-G's).
-    pooled_dim: usize,
-    device: Device,
+    layout: Layout,
 }
 
 impl std::fmt::Debug for Sd3TextEncoders {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Sd3TextEncoders")
-            .field("has_t5", &self.has_t5())
-            .field("joint_dim", &self.joint_dim)
+            .field("holds", &self.holds())
+            .field("joint_dim", &self.layout.joint_dim)
             .field("t5_len", &self.t5_len)
             .finish_non_exhaustive()
     }
 }
 
 impl Sd3TextEncoders {
-    /// Loads CLIP-L, CLIP-G and, when both its weights and a tokenizer are given, T5.
+    /// Loads the CLIPs whose weights are given and, when both its weights and a tokenizer
+    /// are given, T5; refuses to load nothing.
     pub fn new(
         cfg: &Sd3TextConfig,
         t5_tokenizer: Option<T5Tokenizer>,
         vbs: EncoderVarBuilders,
     ) -> Result<Self> {
-        let device = vbs.clip_l.device().clone();
-        let clip_l = ClipTextModel::new(&cfg.clip_l, vbs.clip_l).context("loading CLIP-L")?;
-        let clip_g = ClipTextModel::new(&cfg.clip_g, vbs.clip_g).context("loading CLIP-G")?;
+        let t5_vb = match (&vbs.t5, &t5_tokenizer) {
+            (Some(vb), Some(_)) => Some(vb),
+            _ => None,
+        };
+        let Some(first) = [vbs.clip_l.as_ref(), vbs.clip_g.as_ref(), t5_vb]
+            .into_iter()
+            .flatten()
+            .next()
+        else {
+            bail!("no text encoder to load (T5 needs its tokenizer)")
+        };
+        let (device, dtype) = (first.device().clone(), first.dtype());
+        let clip_l = vbs
+            .clip_l
+            .map(|vb| ClipTextModel::new(&cfg.clip_l, vb).context("loading CLIP-L"))
+            .transpose()?;
+        let clip_g = vbs
+            .clip_g
+            .map(|vb| ClipTextModel::new(&cfg.clip_g, vb).context("loading CLIP-G"))
+            .transpose()?;
         let t5 = match (vbs.t5, t5_tokenizer) {
             (Some(vb), Some(tokenizer)) => {
                 if cfg.t5.d_model != cfg.joint_dim {
@@ -182,11 +202,38 @@ impl Sd3TextEncoders {
             tokenizer_l: ClipTokenizer::clip_l()?,
             tokenizer_g: ClipTokenizer::clip_g()?,
             t5,
-            joint_dim: cfg.joint_dim,
             t5_len: cfg.t5_len,
-            pooled_dim: cfg.clip_l.projection_dim + cfg.clip_g.projection_dim,
-            device,
+            layout: Layout {
+                clip_l_width: cfg.clip_l.hidden_size,
+                pooled_l: cfg.clip_l.projection_dim,
+                pooled_g: cfg.clip_g.projection_dim,
+                joint_dim: cfg.joint_dim,
+                dtype,
+                device,
+            },
         })
+    }
+
+    /// What is loaded, e.g. `CLIP-L and T5` or `only T5`.
+    pub fn holds(&self) -> String {
+        let names: Vec<&str> = [
+            (self.clip_l.is_some(), "CLIP-L"),
+            (self.clip_g.is_some(), "CLIP-G"),
+            (self.t5.is_some(), "T5"),
+        ]
+        .into_iter()
+        .filter_map(|(loaded, name)| loaded.then_some(name))
+        .collect();
+        match names.as_slice() {
+            [one] => format!("only {one}"),
+            [first, second] => format!("{first} and {second}"),
+            all => format!("{}, {} and {}", all[0], all[1], all[2]),
+        }
+    }
+
+    /// A missing CLIP's error, for the paths that need its weights (CreTok).
+    fn missing(&self, name: &str) -> anyhow::Error {
+        anyhow::anyhow!("this CLIP has no {name} (it holds {})", self.holds())
     }
 
     /// Whether T5 runs (otherwise its rows are zeros).
@@ -194,12 +241,14 @@ impl Sd3TextEncoders {
         self.t5.is_some()
     }
 
-    pub fn clip_l(&self) -> &ClipTextModel {
-        &self.clip_l
+    /// CLIP-L, an error naming what is loaded when it is not.
+    pub fn clip_l(&self) -> Result<&ClipTextModel> {
+        self.clip_l.as_ref().ok_or_else(|| self.missing("CLIP-L"))
     }
 
-    pub fn clip_g(&self) -> &ClipTextModel {
-        &self.clip_g
+    /// CLIP-G, an error naming what is loaded when it is not.
+    pub fn clip_g(&self) -> Result<&ClipTextModel> {
+        self.clip_g.as_ref().ok_or_else(|| self.missing("CLIP-G"))
     }
 
     pub fn tokenizer_l(&self) -> &ClipTokenizer {
@@ -221,7 +270,7 @@ impl Sd3TextEncoders {
     /// zeros; one empty CLIP text alone is the empty prompt, as ComfyUI pads it), and an
     /// empty T5 text gives T5 its end token only (one row). With [`EmptyText::EmptyPrompt`]
     /// every encoder encodes its text, the same text in all three being [`Self::encode`].
-    /// Without T5 its rows are zeros either way.
+    /// Without T5 its rows are zeros either way. Absent CLIPs are zeros as in [`Self::encode`].
     pub fn encode_each(&self, texts: &EncoderTexts, empty: EmptyText) -> Result<Conditioning> {
         let drop = empty == EmptyText::Dropped;
         let tokens = PromptTokens {
@@ -244,13 +293,27 @@ impl Sd3TextEncoders {
     /// T5's rows alone (zeros without T5) and a zero pooled vector (ComfyUI's
     /// `SD3ClipModel` when neither CLIP has tokens).
     fn encode_t5_only(&self, embeds: &PromptEmbeds) -> Result<Conditioning> {
-        let dtype = embeds.clip_l.dtype();
-        let context = match (&self.t5, &embeds.t5_ids) {
-            (Some(t5), Some(ids)) => t5.encoder.forward(ids)?,
-            _ => Tensor::zeros((1, self.t5_len, self.joint_dim), dtype, &self.device)?,
-        };
-        let pooled = Tensor::zeros((1, self.pooled_dim), context.dtype(), &self.device)?;
-        Ok(Conditioning { context, pooled })
+        let t5_states = self.t5_states(embeds)?;
+        Ok(assemble(
+            None,
+            None,
+            self.t5_part(&t5_states),
+            &self.layout,
+        )?)
+    }
+
+    fn t5_states(&self, embeds: &PromptEmbeds) -> Result<Option<Tensor>> {
+        Ok(match (&self.t5, &embeds.t5_ids) {
+            (Some(t5), Some(ids)) => Some(t5.encoder.forward(ids)?),
+            _ => None,
+        })
+    }
+
+    fn t5_part<'a>(&self, states: &'a Option<Tensor>) -> T5Part<'a> {
+        match states {
+            Some(states) => T5Part::States(states),
+            None => T5Part::Zeros { len: self.t5_len },
+        }
     }
 
     /// The ids each encoder sees.
@@ -265,37 +328,50 @@ impl Sd3TextEncoders {
         })
     }
 
-    /// Looks the CLIP ids up in each token-embedding table.
+    /// Looks the CLIP ids up in each loaded CLIP's token-embedding table.
     pub fn embed(&self, tokens: &PromptTokens) -> Result<PromptEmbeds> {
-        let row =
-            |ids: &[u32]| -> Result<Tensor> { Ok(Tensor::new(ids, &self.device)?.unsqueeze(0)?) };
+        let row = |ids: &[u32]| -> Result<Tensor> {
+            Ok(Tensor::new(ids, &self.layout.device)?.unsqueeze(0)?)
+        };
+        let lookup = |clip: &Option<ClipTextModel>, ids: &[u32]| -> Result<Option<Tensor>> {
+            clip.as_ref()
+                .map(|model| Ok(model.embed(&row(ids)?)?))
+                .transpose()
+        };
         let eos = |ids: &[u32]| {
             ids.iter()
                 .position(|&t| t == CLIP_EOS)
                 .context("CLIP ids without an EOS")
         };
         Ok(PromptEmbeds {
-            clip_l: self.clip_l.embed(&row(&tokens.clip_l)?)?,
-            clip_g: self.clip_g.embed(&row(&tokens.clip_g)?)?,
+            clip_l: lookup(&self.clip_l, &tokens.clip_l)?,
+            clip_g: lookup(&self.clip_g, &tokens.clip_g)?,
             eos_l: eos(&tokens.clip_l)?,
             eos_g: eos(&tokens.clip_g)?,
             t5_ids: tokens.t5.as_deref().map(row).transpose()?,
         })
     }
 
-    /// Encodes (possibly edited) input embeddings.
+    /// Encodes (possibly edited) input embeddings; a CLIP is encoded when it is loaded
+    /// and has embeddings.
     pub fn encode_embeds(&self, embeds: &PromptEmbeds) -> Result<Conditioning> {
-        let l = self.clip_l.forward(&embeds.clip_l, &[embeds.eos_l])?;
-        let g = self.clip_g.forward(&embeds.clip_g, &[embeds.eos_g])?;
-        let t5_states = match (&self.t5, &embeds.t5_ids) {
-            (Some(t5), Some(ids)) => Some(t5.encoder.forward(ids)?),
-            _ => None,
+        let run = |clip: &Option<ClipTextModel>, embeds: &Option<Tensor>, eos: usize| match (
+            clip, embeds,
+        ) {
+            (Some(model), Some(embeds)) => {
+                Ok::<_, anyhow::Error>(Some(model.forward(embeds, &[eos])?))
+            }
+            _ => Ok(None),
         };
-        let t5 = match &t5_states {
-            Some(states) => T5Part::States(states),
-            None => T5Part::Zeros { len: self.t5_len },
-        };
-        Ok(assemble(&l, &g, t5, self.joint_dim)?)
+        let l = run(&self.clip_l, &embeds.clip_l, embeds.eos_l)?;
+        let g = run(&self.clip_g, &embeds.clip_g, embeds.eos_g)?;
+        let t5_states = self.t5_states(embeds)?;
+        Ok(assemble(
+            l.as_ref(),
+            g.as_ref(),
+            self.t5_part(&t5_states),
+            &self.layout,
+        )?)
     }
 }
 

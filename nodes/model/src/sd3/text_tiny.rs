@@ -157,8 +157,8 @@ impl TinyTextEncoders {
             Ok(VarBuilder::from_tensors(map, DType::F32, &self.device))
         };
         let vbs = EncoderVarBuilders {
-            clip_l: vb(tiny_clip_l_weights(self.seed)?)?,
-            clip_g: vb(tiny_clip_g_weights(self.seed)?)?,
+            clip_l: Some(vb(tiny_clip_l_weights(self.seed)?)?),
+            clip_g: Some(vb(tiny_clip_g_weights(self.seed)?)?),
             t5: None,
         };
         let cfg = Sd3TextConfig {

@@ -300,9 +300,7 @@ pub fn text_encoders_summary(found: &[TextEncoderWeights]) -> String {
         .iter()
         .map(|&kind| match found.iter().find(|t| t.kind == kind) {
             Some(t) => format!("{} ({})", kind.name(), t.weights.origin().display()),
-            None if kind == TextEncoderKind::T5Xxl => {
-                "t5xxl missing (T5 rows are zeros: prompts use CLIP-L and CLIP-G only)".into()
-            }
+            None if kind == TextEncoderKind::T5Xxl => "t5xxl missing (T5 rows are zeros)".into(),
             None => format!("{} missing", kind.name()),
         })
         .collect();
