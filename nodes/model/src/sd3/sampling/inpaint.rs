@@ -12,6 +12,7 @@
 
 use candle_core::{DType, Result, Tensor};
 
+use super::noise_latent;
 use super::samplers::Denoiser;
 use crate::resample::{self, Method};
 
@@ -76,9 +77,7 @@ pub struct InpaintDenoiser<'a> {
 impl Denoiser for InpaintDenoiser<'_> {
     fn denoise(&mut self, x: &Tensor, sigma: f32, step: usize) -> Result<Tensor> {
         let inpaint = self.inpaint;
-        let sigma64 = f64::from(sigma);
-        let noised = (inpaint.noise.affine(sigma64, 0.0)?
-            + inpaint.latent.affine(f64::from(1.0 - sigma), 0.0)?)?;
+        let noised = noise_latent(&inpaint.noise, Some(&inpaint.latent), sigma)?;
         let x = inpaint.blend(x, &noised)?;
         let denoised = self.inner.denoise(&x, sigma, step)?;
         inpaint.blend(&denoised, &inpaint.latent)
