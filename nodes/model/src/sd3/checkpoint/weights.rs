@@ -31,6 +31,30 @@ pub fn mmap(paths: &[PathBuf]) -> Result<MmapedSafetensors> {
     unsafe { MmapedSafetensors::multi(paths) }
 }
 
+/// Unmaps from this process the pages wholly inside `bytes`, a tensor's bytes in the memory
+/// map that have been copied out, so that a loaded model is not resident twice (in its tensors
+/// and in the file pages they came from: SD3-medium with T5 is 15.7 GB). The pages stay in the
+/// page cache; reading `bytes` again maps them again.
+#[cfg(unix)]
+#[allow(unsafe_code)]
+fn release_mapped_pages(bytes: &[u8]) {
+    // SAFETY: sysconf has no preconditions. The range is whole pages inside the read-only
+    // file mapping that holds `bytes`. MADV_DONTNEED on a file mapping that is never written
+    // drops this process's references to the pages: a later read faults them in again from
+    // the file with the same contents, so every slice into the map stays valid.
+    unsafe {
+        let page = libc::sysconf(libc::_SC_PAGESIZE).max(1) as usize;
+        let start = (bytes.as_ptr() as usize).next_multiple_of(page);
+        let end = (bytes.as_ptr() as usize + bytes.len()) / page * page;
+        if end > start {
+            libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_DONTNEED);
+        }
+    }
+}
+
+#[cfg(not(unix))]
+fn release_mapped_pages(_bytes: &[u8]) {}
+
 /// Which key names the files use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Naming {
@@ -158,6 +182,7 @@ impl Weights {
             } else {
                 self.files.load(n, device)?
             });
+            release_mapped_pages(view.data());
         }
         if parts.iter().any(|p| p.dtype() != parts[0].dtype()) {
             let wide: Vec<Tensor> = parts
