@@ -228,12 +228,13 @@ fn resume_extends_to_a_larger_steps_and_refuses_changed_settings() {
     assert_eq!(token.metadata["trained_steps"], "10");
     assert_eq!(token.metadata["steps"], "10");
 
-    for (flag, value) in [("--seed", "3"), ("--lr", "0.02"), ("--word", "odd")] {
-        let out = train(dir.path(), &["--resume", "--steps", "12", flag, value]);
+    for (input, value) in [("seed", "3"), ("lr", "0.02"), ("word", "odd")] {
+        let flag = format!("--{input}");
+        let out = train(dir.path(), &["--resume", "--steps", "12", &flag, value]);
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "{flag}: {stderr}");
         assert!(
-            stderr.contains(&format!("{flag} disagree")),
+            stderr.contains(&format!("{input} disagree")),
             "{flag}: {stderr}"
         );
     }

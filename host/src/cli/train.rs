@@ -13,10 +13,11 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use anyhow::{bail, ensure, Context, Result};
+use anyhow::{bail, Context, Result};
 use clap::Args;
 use cretok_nodes::builtin::EMBEDDINGS;
-use cretok_nodes::cretok::{CreTokToken, EncoderSet, Target, TrainConfig};
+use cretok_nodes::cretok::{CreTokToken, TrainConfig};
+use cretok_nodes::fsutil::parent_dir;
 use cretok_nodes::sd3::text_tiny::TINY_SEED;
 use cretok_nodes::sd3::tiny::{write_single_file, TinyOptions, TinyVariant};
 use cretok_nodes::Paths;
@@ -101,34 +102,6 @@ pub struct TrainArgs {
 }
 
 impl TrainArgs {
-    /// `base` with the settings given on the command line put in.
-    fn settings_over(&self, base: TrainConfig) -> Result<TrainConfig> {
-        Ok(TrainConfig {
-            word: self.word.clone().unwrap_or(base.word),
-            restrictive_template: self
-                .restrictive_template
-                .clone()
-                .unwrap_or(base.restrictive_template),
-            adaptive_template: self
-                .adaptive_template
-                .clone()
-                .unwrap_or(base.adaptive_template),
-            theta: self.theta.unwrap_or(base.theta),
-            pairs_per_step: self.pairs_per_step.unwrap_or(base.pairs_per_step),
-            steps: self.steps.unwrap_or(base.steps),
-            lr: self.lr.unwrap_or(base.lr),
-            seed: self.seed.unwrap_or(base.seed),
-            encoders: match &self.encoders {
-                Some(e) => EncoderSet::parse(e)?,
-                None => base.encoders,
-            },
-            target: match &self.target {
-                Some(t) => Target::parse(t)?,
-                None => base.target,
-            },
-        })
-    }
-
     /// CreTokTrain's inputs: the flags given, else `base`'s settings. Values go to the graph as
     /// typed, so its validation judges them.
     fn node_inputs(&self, base: &TrainConfig, prefix: &str, pairs_file: &str) -> Json {
@@ -155,25 +128,11 @@ impl TrainArgs {
     }
 }
 
-/// The settings of the checkpoint `ckpt` that `--resume` continues; a flag that disagrees with
-/// them is refused by name.
-fn resumed_settings(args: &TrainArgs, ckpt: &Path) -> Result<TrainConfig> {
+/// The settings of the checkpoint `ckpt` that `--resume` continues: the flags left out take
+/// them (CreTokTrain refuses a flag that disagrees with them, by its input name).
+fn resumed_settings(ckpt: &Path) -> Result<TrainConfig> {
     let saved = CreTokToken::load(ckpt).context("--resume")?;
-    let settings =
-        TrainConfig::from_metadata(&saved.metadata).context("--resume: checkpoint settings")?;
-    let changed: Vec<String> = settings
-        .differences(&args.settings_over(settings.clone())?)
-        .iter()
-        .map(|name| format!("--{}", name.replace('_', "-")))
-        .collect();
-    ensure!(
-        changed.is_empty(),
-        "{} disagree(s) with the checkpoint {}: a resumed run keeps the checkpoint's settings \
-         (leave the flag out, or start a new run with another --out)",
-        changed.join(", "),
-        ckpt.display()
-    );
-    Ok(settings)
+    TrainConfig::from_metadata(&saved.metadata).context("--resume: checkpoint settings")
 }
 
 /// Writes the tiny fixture into `dir` unless it is there.
@@ -202,11 +161,7 @@ fn split_out(out: &Path) -> Result<(PathBuf, String)> {
     else {
         bail!("--out {}: expected a NAME.safetensors file", out.display());
     };
-    let dir = match out.parent() {
-        Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    Ok((dir, prefix.to_owned()))
+    Ok((parent_dir(out).to_path_buf(), prefix.to_owned()))
 }
 
 pub fn train(args: TrainArgs) -> Result<ExitCode> {
@@ -231,23 +186,17 @@ pub fn train(args: TrainArgs) -> Result<ExitCode> {
     paths = paths.with_model_folder(EMBEDDINGS, token_dir);
     let pairs_file = match &args.pairs {
         Some(file) => {
-            let (dir, name) = match (file.parent(), file.file_name().and_then(|n| n.to_str())) {
-                (Some(dir), Some(name)) => (dir, name),
-                _ => bail!("--pairs {}: expected a file", file.display()),
+            let Some(name) = file.file_name().and_then(|n| n.to_str()) else {
+                bail!("--pairs {}: expected a file", file.display());
             };
-            let dir = if dir.as_os_str().is_empty() {
-                Path::new(".")
-            } else {
-                dir
-            };
-            paths = paths.with_input_dir(dir);
+            paths = paths.with_input_dir(parent_dir(file));
             name.to_owned()
         }
         None => String::new(),
     };
     let ckpt = out.with_extension("ckpt.safetensors");
     let base = if args.resume {
-        resumed_settings(&args, &ckpt)?
+        resumed_settings(&ckpt)?
     } else {
         TrainConfig::default()
     };

@@ -145,7 +145,7 @@ fn resume<'a>(
             first,
             format!(
                 "{} disagree(s) with the checkpoint {}: a resumed run keeps the checkpoint's \
-                 settings (set them as they were, or train under another filename_prefix)",
+                 settings (leave them as they were, or train into another file)",
                 changed.join(", "),
                 ckpt.display()
             ),
