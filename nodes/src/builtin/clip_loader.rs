@@ -8,13 +8,12 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use candle_core::Device;
-
-use super::load_sd3::{t5_tokenizer, TEXT_ENCODERS};
-use crate::sd3::checkpoint::components::open_text_encoder;
-use crate::sd3::checkpoint::{
-    default_dtype, text_encoders_summary, TextEncoderKind, TextEncoderWeights,
+use super::loader_options::{
+    file_fingerprint, model_device, t5_tokenizer, user_t5_tokenizer_path, TEXT_ENCODERS,
 };
+use crate::sd3::checkpoint::components::open_text_encoder;
+use crate::sd3::checkpoint::{text_encoders_summary, TextEncoderKind, TextEncoderWeights};
+use crate::sd3::precision::WeightDtype;
 use crate::sd3::text_encoders::{EncoderVarBuilders, Sd3TextConfig, Sd3TextEncoders};
 use crate::{
     data_type, InputKind, InputSpec, Inputs, Node, NodeError, NodeOutput, NodeSchema, OutputSpec,
@@ -59,8 +58,7 @@ fn files_fingerprint(paths: &Paths, inputs: &Inputs, names: &[&str]) -> Option<S
     let mut parts = Vec::new();
     for name in names {
         let path = text_encoder_path(paths, inputs, name).ok()?;
-        let meta = std::fs::metadata(path).ok()?;
-        parts.push(format!("{:?}/{}", meta.modified().ok()?, meta.len()));
+        parts.push(file_fingerprint(&path)?);
     }
     Some(parts.join(","))
 }
@@ -111,17 +109,10 @@ fn load_text_encoders(
                 ),
             )
         })?;
-    let device = Device::cuda_if_available(0).map_err(anyhow::Error::from)?;
-    let dtype = default_dtype(&device);
+    let (device, dtype) = model_device(WeightDtype::Stored, ctx)?;
     let t5 = get(TextEncoderKind::T5Xxl);
     let tokenizer = match t5 {
-        Some(_) => {
-            let path = paths
-                .model_folder(TEXT_ENCODERS)
-                .join("t5_tokenizer")
-                .join("tokenizer.json");
-            Some(t5_tokenizer(&path)?)
-        }
+        Some(_) => Some(t5_tokenizer(&user_t5_tokenizer_path(paths))?),
         None => None,
     };
     let vb = |kind| get(kind).map(|w| w.var_builder(dtype, &device));

@@ -1,21 +1,20 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use candle_core::Device;
-
+use super::loader_options::{
+    file_fingerprint, model_device, t5_tokenizer, user_t5_tokenizer_path, weight_dtype,
+    TEXT_ENCODERS,
+};
 use crate::fsutil::safe_join;
-use crate::sd3::checkpoint::{default_dtype, Layout, Sd3Checkpoint, TextEncoderKind};
+use crate::sd3::checkpoint::{Layout, Sd3Checkpoint};
 use crate::sd3::precision::WeightDtype;
 use crate::sd3::sampling::DiffusionModel;
-use crate::sd3::text_encoders::{EncoderVarBuilders, Sd3TextConfig, Sd3TextEncoders};
-use crate::sd3::tokenizer::T5Tokenizer;
 use crate::{
     data_type, InputKind, InputSpec, Inputs, Node, NodeError, NodeOutput, NodeSchema, OutputSpec,
     Paths, RunContext, Value,
 };
 
 const CHECKPOINTS: &str = "checkpoints";
-pub(crate) const TEXT_ENCODERS: &str = "text_encoders";
 
 /// Loads an SD3 / SD3.5 checkpoint (single file or diffusers folder under
 /// `models/checkpoints`) as MODEL, CLIP (the three text encoders) and VAE.
@@ -23,8 +22,8 @@ pub(crate) const TEXT_ENCODERS: &str = "text_encoders";
 /// folder's `tokenizer_3/` or `models/text_encoders/t5_tokenizer/tokenizer.json`
 /// when present, else the shipped T5 v1.1 tokenizer; without T5 weights its
 /// rows are zeros (the summary says so). The optional `weight_dtype`
-/// (`default`, `int8`) quantises the MMDiT's linear weights to int8 blocks at
-/// load (docs/sd3.md, "Weight precision").
+/// (`default`, `int8`) quantises the linear weights of the MMDiT and T5 to int8
+/// blocks at load (docs/sd3.md, "Weight precision").
 ///
 /// Registered twice: as `LoadSD3` and under ComfyUI's name
 /// `CheckpointLoaderSimple`, so ComfyUI SD3 workflows run unchanged.
@@ -62,36 +61,9 @@ impl CheckpointLoader {
     fn t5_tokenizer_path(&self, ckpt: &Sd3Checkpoint, path: &std::path::Path) -> PathBuf {
         match ckpt.layout {
             Layout::Diffusers => path.join("tokenizer_3").join("tokenizer.json"),
-            Layout::SingleFile => self
-                .paths
-                .model_folder(TEXT_ENCODERS)
-                .join("t5_tokenizer")
-                .join("tokenizer.json"),
+            Layout::SingleFile => user_t5_tokenizer_path(&self.paths),
         }
     }
-}
-
-/// The checkpoint's own (or the user's) T5 `tokenizer.json` when present, else the shipped one.
-pub(crate) fn t5_tokenizer(path: &std::path::Path) -> anyhow::Result<T5Tokenizer> {
-    if path.is_file() {
-        T5Tokenizer::from_file(path)
-    } else {
-        T5Tokenizer::shipped()
-    }
-}
-
-/// The `weight_dtype` input; `default` when absent (workflows written before it existed).
-fn weight_dtype(inputs: &Inputs) -> Result<WeightDtype, NodeError> {
-    if inputs.get("weight_dtype").is_none() {
-        return Ok(WeightDtype::Stored);
-    }
-    let name = inputs.string("weight_dtype")?;
-    WeightDtype::from_name(name).ok_or_else(|| {
-        NodeError::invalid_input(
-            "weight_dtype",
-            format!("`{name}` is not one of {:?}", WeightDtype::NAMES),
-        )
-    })
 }
 
 impl Node for CheckpointLoader {
@@ -106,9 +78,9 @@ impl Node for CheckpointLoader {
             .input(
                 InputSpec::optional("weight_dtype", InputKind::combo(WeightDtype::NAMES))
                     .with_tooltip(
-                        "int8: the diffusion model's linear weights quantised to 8 bits \
-                         (blocks of 32 with a scale) at load, about half the memory of f16 \
-                         (CPU only)",
+                        "int8: the linear weights of the diffusion model and of T5 quantised \
+                         to 8 bits (blocks of 32 with a scale) at load, about half the memory \
+                         of f16 (CPU only)",
                     ),
             )
             .output(OutputSpec::new(data_type::MODEL))
@@ -120,40 +92,27 @@ impl Node for CheckpointLoader {
         let path = self
             .checkpoint_path(inputs.string("ckpt_name").ok()?)
             .ok()?;
-        let meta = std::fs::metadata(path).ok()?;
-        Some(format!("{:?}/{}", meta.modified().ok()?, meta.len()))
+        file_fingerprint(&path)
     }
 
     fn run(&self, inputs: &Inputs, ctx: &RunContext) -> Result<NodeOutput, NodeError> {
         let path = self.checkpoint_path(inputs.string("ckpt_name")?)?;
-        let weight_dtype = weight_dtype(inputs)?;
+        let (weight_dtype, note) = weight_dtype(inputs)?;
         let text_dirs = [self.paths.model_folder(TEXT_ENCODERS)];
         let ckpt = Sd3Checkpoint::open(&path, &text_dirs)?;
         ctx.text(&ckpt.summary());
-        let device = Device::cuda_if_available(0).map_err(anyhow::Error::from)?;
-        let dtype = default_dtype(&device);
-        if weight_dtype == WeightDtype::Int8 && !device.is_cpu() {
-            ctx.text("weight_dtype int8 applies on the CPU only: weights load as usual");
+        if let Some(note) = note {
+            ctx.text(&note);
         }
+        let (device, dtype) = model_device(weight_dtype, ctx)?;
         ctx.progress(0, 3)?;
         let model = DiffusionModel::new(
             ckpt.load_mmdit_as(dtype, &device, weight_dtype)?,
             ckpt.shift,
         );
         ctx.progress(1, 3)?;
-        let (clip_l, clip_g) = ckpt.clip_var_builders(dtype, &device)?;
-        let t5_weights = ckpt.text_encoder(TextEncoderKind::T5Xxl);
-        let t5_tokenizer = match t5_weights {
-            Some(_) => Some(t5_tokenizer(&self.t5_tokenizer_path(&ckpt, &path))?),
-            None => None,
-        };
-        let vbs = EncoderVarBuilders {
-            clip_l: Some(clip_l),
-            clip_g: Some(clip_g),
-            t5: t5_weights.map(|t| t.var_builder(dtype, &device)),
-        };
-        let cfg = Sd3TextConfig::for_context_width(ckpt.mmdit_config.context_embed_size)?;
-        let clip = Sd3TextEncoders::new(&cfg, t5_tokenizer, vbs)?;
+        let t5_tokenizer = || t5_tokenizer(&self.t5_tokenizer_path(&ckpt, &path));
+        let clip = ckpt.load_text_encoders(dtype, &device, t5_tokenizer, weight_dtype)?;
         ctx.progress(2, 3)?;
         let vae = ckpt.load_vae(dtype, &device)?;
         ctx.progress(3, 3)?;

@@ -24,6 +24,7 @@ mod latent_scale;
 mod lists;
 mod load_image;
 mod load_sd3;
+mod loader_options;
 mod model_sampling_sd3;
 mod preview_any;
 mod preview_image;

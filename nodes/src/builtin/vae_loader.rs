@@ -4,10 +4,9 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use candle_core::Device;
-
+use super::loader_options::{file_fingerprint, model_device};
 use crate::sd3::checkpoint::components::VaeFile;
-use crate::sd3::checkpoint::default_dtype;
+use crate::sd3::precision::WeightDtype;
 use crate::{
     data_type, InputKind, InputSpec, Inputs, Node, NodeError, NodeOutput, NodeSchema, OutputSpec,
     Paths, RunContext, Value,
@@ -41,8 +40,7 @@ impl Node for VaeLoader {
     }
 
     fn fingerprint(&self, inputs: &Inputs) -> Option<String> {
-        let meta = std::fs::metadata(self.vae_path(inputs).ok()?).ok()?;
-        Some(format!("{:?}/{}", meta.modified().ok()?, meta.len()))
+        file_fingerprint(&self.vae_path(inputs).ok()?)
     }
 
     fn run(&self, inputs: &Inputs, ctx: &RunContext) -> Result<NodeOutput, NodeError> {
@@ -50,8 +48,8 @@ impl Node for VaeLoader {
         let file = VaeFile::open(&path)
             .map_err(|e| NodeError::invalid_input("vae_name", format!("{e:#}")))?;
         ctx.text(&format!("VAE: {}", path.display()));
-        let device = Device::cuda_if_available(0).map_err(anyhow::Error::from)?;
-        let vae = file.load(default_dtype(&device), &device)?;
+        let (device, dtype) = model_device(WeightDtype::Stored, ctx)?;
+        let vae = file.load(dtype, &device)?;
         Ok(NodeOutput::values(vec![Value::handle(vae)]))
     }
 }

@@ -22,6 +22,8 @@ use candle_nn::VarBuilder;
 use super::mmdit::{self, MMDiT};
 use super::precision::WeightDtype;
 use super::sampling::DEFAULT_SHIFT;
+use super::text_encoders::{EncoderVarBuilders, Sd3TextConfig, Sd3TextEncoders};
+use super::tokenizer::T5Tokenizer;
 use super::vae::{self, AutoEncoder};
 pub use weights::{Naming, Weights};
 
@@ -91,6 +93,20 @@ pub struct TextEncoderWeights {
 impl TextEncoderWeights {
     pub fn var_builder(&self, dtype: DType, device: &Device) -> VarBuilder<'static> {
         self.weights.var_builder(dtype, device)
+    }
+
+    /// As [`Self::var_builder`], linear weights in `linear_dtype` where they compute on the
+    /// CPU in f32.
+    pub fn var_builder_as(
+        &self,
+        dtype: DType,
+        device: &Device,
+        linear_dtype: WeightDtype,
+    ) -> VarBuilder<'static> {
+        self.weights
+            .clone()
+            .with_linear_dtype(linear_dtype)
+            .var_builder(dtype, device)
     }
 }
 
@@ -273,6 +289,32 @@ impl Sd3Checkpoint {
             (Some(clip_l), Some(clip_g)) => Ok((clip_l, clip_g)),
             _ => bail!("SD3 needs CLIP-L and CLIP-G: {}", self.summary()),
         }
+    }
+
+    /// CLIP-L, CLIP-G and, when the checkpoint has its weights, T5 with the tokenizer
+    /// `t5_tokenizer` gives and its linear weights in `t5_linear_dtype`.
+    pub fn load_text_encoders(
+        &self,
+        dtype: DType,
+        device: &Device,
+        t5_tokenizer: impl FnOnce() -> Result<T5Tokenizer>,
+        t5_linear_dtype: WeightDtype,
+    ) -> Result<Sd3TextEncoders> {
+        let (clip_l, clip_g) = self.clip_var_builders(dtype, device)?;
+        let (t5, t5_tokenizer) = match self.text_encoder(TextEncoderKind::T5Xxl) {
+            Some(t5) => (
+                Some(t5.var_builder_as(dtype, device, t5_linear_dtype)),
+                Some(t5_tokenizer()?),
+            ),
+            None => (None, None),
+        };
+        let vbs = EncoderVarBuilders {
+            clip_l: Some(clip_l),
+            clip_g: Some(clip_g),
+            t5,
+        };
+        let cfg = Sd3TextConfig::for_context_width(self.mmdit_config.context_embed_size)?;
+        Sd3TextEncoders::new(&cfg, t5_tokenizer, vbs)
     }
 
     /// One line for logs: variant, depth, and which text encoders were found.
