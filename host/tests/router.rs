@@ -37,6 +37,11 @@ impl Host {
             Arc::new(PromptQueue::new()),
             history,
         );
+        Host::serving(app, None, dir)
+    }
+
+    /// The server of `app`, without a frontend, over `dir`.
+    fn serving(app: Arc<AppState>, worker: Option<EmbeddedWorker>, dir: tempfile::TempDir) -> Host {
         let server = Arc::new(ServerState {
             app,
             frontend_dir: None,
@@ -44,7 +49,7 @@ impl Host {
         });
         Host {
             server,
-            worker: None,
+            worker,
             dir,
         }
     }
@@ -63,16 +68,7 @@ impl Host {
         let worker = app
             .spawn_worker(PreviewMethod::None)
             .expect("executor thread");
-        let server = Arc::new(ServerState {
-            app,
-            frontend_dir: None,
-            reload_nodes: Box::new(Vec::<String>::new),
-        });
-        Host {
-            server,
-            worker: Some(worker),
-            dir,
-        }
+        Host::serving(app, Some(worker), dir)
     }
 
     async fn call(&self, method: &str, path: &str, body: Option<Value>) -> (StatusCode, Value) {

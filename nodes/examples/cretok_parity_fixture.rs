@@ -4,26 +4,18 @@
 //!
 //! `cargo run -p cretok-nodes --example cretok_parity_fixture -- DIR`
 
+#[path = "../tests/common/cretok_parity_settings.rs"]
+mod parity_settings;
+
 use std::collections::HashMap;
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use candle_core::Tensor;
 use cretok_nodes::cretok::sampler::PairSampler;
-use cretok_nodes::cretok::{PairSet, TrainConfig};
+use cretok_nodes::cretok::PairSet;
 use cretok_nodes::sd3::text_tiny::{tiny_clip_g_weights, tiny_clip_l_weights, TINY_SEED};
-
-/// The parity run's settings (keep in step with `nodes/tests/cretok_parity.rs`).
-fn parity_config() -> TrainConfig {
-    TrainConfig {
-        pairs_per_step: 4,
-        steps: 60,
-        lr: 0.01,
-        seed: 2410,
-        theta: 0.9,
-        ..TrainConfig::default()
-    }
-}
+use parity_settings::parity_config;
 
 fn main() -> Result<()> {
     let dir = PathBuf::from(std::env::args().nth(1).context("usage: DIR")?);

@@ -173,24 +173,28 @@ impl EventSink for Recorder {
     }
 }
 
-#[test]
-fn train_node_reports_saves_and_honours_cancel() {
-    let enc = encoders();
-    let dir = tempfile::tempdir().unwrap();
-    let paths = Paths::new(dir.path(), None);
-    let inputs = Inputs::new()
+/// CreTokTrain's inputs: `steps` of 4 shipped pairs each, saved as `filename_prefix`.
+fn train_inputs(enc: &Arc<Sd3TextEncoders>, steps: i64, filename_prefix: &str) -> Inputs {
+    Inputs::new()
         .with("clip", Value::Handle(enc.clone()))
         .with("pairs_file", Value::String(String::new()))
         .with("word", Value::String("creative".into()))
         .with("theta", Value::Float(0.9))
         .with("pairs_per_step", Value::Int(4))
-        .with("steps", Value::Int(4))
+        .with("steps", Value::Int(steps))
         .with("lr", Value::Float(0.01))
         .with("seed", Value::Int(3))
         .with("encoders", Value::String("both".into()))
         .with("target", Value::String("pooled".into()))
-        .with("filename_prefix", Value::String("cretok/test".into()))
-        .with("report_every", Value::Int(2));
+        .with("filename_prefix", Value::String(filename_prefix.into()))
+}
+
+#[test]
+fn train_node_reports_saves_and_honours_cancel() {
+    let enc = encoders();
+    let dir = tempfile::tempdir().unwrap();
+    let paths = Paths::new(dir.path(), None);
+    let inputs = train_inputs(&enc, 4, "cretok/test").with("report_every", Value::Int(2));
     let sink = Recorder::default();
     let cancel = CancelToken::new();
     let ctx = RunContext::new("7", &paths, &cancel, &sink);
@@ -239,18 +243,7 @@ fn train_node_resumes_its_checkpoint_and_refuses_other_settings() {
     let enc = encoders();
     let dir = tempfile::tempdir().unwrap();
     let paths = Paths::new(dir.path(), None);
-    let inputs = Inputs::new()
-        .with("clip", Value::Handle(enc.clone()))
-        .with("pairs_file", Value::String(String::new()))
-        .with("word", Value::String("creative".into()))
-        .with("theta", Value::Float(0.9))
-        .with("pairs_per_step", Value::Int(4))
-        .with("steps", Value::Int(3))
-        .with("lr", Value::Float(0.01))
-        .with("seed", Value::Int(3))
-        .with("encoders", Value::String("both".into()))
-        .with("target", Value::String("pooled".into()))
-        .with("filename_prefix", Value::String("tok".into()))
+    let inputs = train_inputs(&enc, 3, "tok")
         .with("report_every", Value::Int(0))
         .with("checkpoint_every", Value::Int(0));
     let run = |inputs: &Inputs| {

@@ -11,32 +11,24 @@
 //! same relative size, so 60 steps of lr <= 0.01 stay near 1e-6. A real bug (a missing order, a
 //! wrong θ clip, a padding-dependent EOS, a wrong schedule) moves the vectors by > 1e-2.
 
+#[path = "common/cretok_parity_settings.rs"]
+mod parity_settings;
+
 use std::collections::HashMap;
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 use cretok_nodes::cretok::encoder_refs;
 use cretok_nodes::cretok::sampler::PairSampler;
-use cretok_nodes::cretok::{EncoderId, PairSet, TrainConfig, Trainer};
+use cretok_nodes::cretok::{EncoderId, PairSet, Trainer};
 use cretok_nodes::sd3::text_encoders::{EncoderVarBuilders, Sd3TextConfig, Sd3TextEncoders};
 use cretok_nodes::sd3::text_tiny::{tiny_clip_g_weights, tiny_clip_l_weights, TINY_SEED};
+use parity_settings::parity_config;
 
 const GOLDEN: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/parity/goldens/cretok_reference.safetensors"
 );
-
-/// Keep in step with `nodes/examples/cretok_parity_fixture.rs`.
-fn parity_config() -> TrainConfig {
-    TrainConfig {
-        pairs_per_step: 4,
-        steps: 60,
-        lr: 0.01,
-        seed: 2410,
-        theta: 0.9,
-        ..TrainConfig::default()
-    }
-}
 
 fn tiny() -> Sd3TextEncoders {
     let vb = |w: Vec<(String, Tensor)>| {

@@ -1,6 +1,8 @@
 //! The image nodes end to end on the tiny SD3 checkpoint: latent, sampling
 //! (progress, previews, cancel), decode, and PNG saving with ComfyUI metadata.
 
+mod common;
+
 use std::sync::{Arc, Mutex};
 
 use candle_core::{DType, Device, Tensor};
@@ -19,6 +21,8 @@ use cretok_nodes::{
     CancelToken, EventSink, Inputs, Node, NodeError, Paths, PreviewFormat, PreviewMethod,
     RunContext, Value,
 };
+
+use common::{handle, max_abs, max_abs_diff};
 
 #[derive(Default)]
 struct Recorder {
@@ -96,13 +100,6 @@ fn run(
     node.run(inputs, &ctx)
 }
 
-fn handle<T: Send + Sync + 'static>(value: &Value) -> Arc<T> {
-    match value {
-        Value::Handle(h) => h.clone().downcast::<T>().ok().unwrap(),
-        other => panic!("{other:?}"),
-    }
-}
-
 fn sampler_inputs(s: &Setup, negative: &Conditioning) -> Inputs {
     Inputs::new()
         .with("model", Value::handle(s.model.clone()))
@@ -122,26 +119,13 @@ fn text_to_image_to_png_with_progress_previews_and_metadata() {
     let s = setup();
     let sink = Recorder::default();
     let cancel = CancelToken::new();
-    let zero = run(
+    let zero = node_output(
         &ConditioningZeroOut,
-        &Inputs::new().with("conditioning", Value::handle(s.positive.clone())),
+        Inputs::new().with("conditioning", Value::handle(s.positive.clone())),
         &s,
-        &sink,
-        &cancel,
-    )
-    .unwrap();
-    let negative = handle::<Conditioning>(&zero.values[0]);
-    assert_eq!(
-        negative
-            .pooled
-            .abs()
-            .unwrap()
-            .sum_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap(),
-        0.0
     );
+    let negative = handle::<Conditioning>(&zero);
+    assert_eq!(max_abs(&negative.pooled), 0.0);
 
     let out = run(&Sample, &sampler_inputs(&s, &negative), &s, &sink, &cancel).unwrap();
     let latent = handle::<Latent>(&out.values[0]);
@@ -157,25 +141,12 @@ fn text_to_image_to_png_with_progress_previews_and_metadata() {
     }
     // Same seed, same latents.
     let again = run(&Sample, &sampler_inputs(&s, &negative), &s, &sink, &cancel).unwrap();
-    let diff = (&latent.samples - &handle::<Latent>(&again.values[0]).samples)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .max_all()
-        .unwrap();
-    assert_eq!(diff.to_scalar::<f32>().unwrap(), 0.0);
+    assert_eq!(max_abs_diff(&latent.samples, &samples(&again)), 0.0);
 
-    let decoded = run(
-        &VaeDecode,
-        &Inputs::new()
-            .with("samples", out.values[0].clone())
-            .with("vae", Value::handle(s.vae.clone())),
-        &s,
-        &sink,
-        &cancel,
-    )
-    .unwrap();
-    let image = handle::<Image>(&decoded.values[0]);
+    let decode = Inputs::new()
+        .with("samples", out.values[0].clone())
+        .with("vae", Value::handle(s.vae.clone()));
+    let image = handle::<Image>(&node_output(&VaeDecode, decode, &s));
     assert_eq!(image.pixels.dims(), &[2, 48, 64, 3]);
 
     let prompt = serde_json::json!({"7": {"class_type": "SaveImage", "inputs": {}}});
@@ -241,54 +212,30 @@ fn ksampler_img2img_keeps_more_of_the_input_at_low_denoise() {
     let s = setup();
     let sink = Recorder::default();
     let cancel = CancelToken::new();
-    let shifted = run(
-        &ModelSamplingSd3,
-        &Inputs::new()
-            .with("model", Value::handle(s.model.clone()))
-            .with("shift", Value::Float(2.0)),
-        &s,
-        &sink,
-        &cancel,
-    )
-    .unwrap();
-    assert_eq!(handle::<DiffusionModel>(&shifted.values[0]).shift, 2.0);
+    let shifted = shifted_model(&s, 2.0);
+    assert_eq!(handle::<DiffusionModel>(&shifted).shift, 2.0);
 
-    let empty = run(
-        &EmptySd3LatentImage,
-        &Inputs::new()
-            .with("width", Value::Int(64))
-            .with("height", Value::Int(64))
-            .with("batch_size", Value::Int(1)),
-        &s,
-        &sink,
-        &cancel,
-    )
-    .unwrap();
-    assert_eq!(
-        handle::<Latent>(&empty.values[0]).samples.dims(),
-        &[1, 16, 8, 8]
-    );
+    let size = Inputs::new()
+        .with("width", Value::Int(64))
+        .with("height", Value::Int(64))
+        .with("batch_size", Value::Int(1));
+    let empty = node_output(&EmptySd3LatentImage, size, &s);
+    assert_eq!(handle::<Latent>(&empty).samples.dims(), &[1, 16, 8, 8]);
 
     let pixels = seeded_noise(5, &[1, 64, 64, 3], &Device::Cpu)
         .unwrap()
         .affine(0.1, 0.5)
         .unwrap();
-    let encoded = run(
-        &VaeEncode,
-        &Inputs::new()
-            .with("pixels", Value::handle(Image { pixels }))
-            .with("vae", Value::handle(s.vae.clone())),
-        &s,
-        &sink,
-        &cancel,
-    )
-    .unwrap();
-    let start = handle::<Latent>(&encoded.values[0]);
+    let encode = Inputs::new()
+        .with("pixels", Value::handle(Image { pixels }))
+        .with("vae", Value::handle(s.vae.clone()));
+    let encoded = node_output(&VaeEncode, encode, &s);
+    let start = handle::<Latent>(&encoded);
     assert_eq!(start.samples.dims(), &[1, 16, 8, 8]);
 
     let distance = |denoise: f64| -> f32 {
         let inputs = Inputs::new()
-            .with("model", shifted.values[0].clone())
+            .with("model", shifted.clone())
             .with("positive", Value::handle(s.positive.clone()))
             .with("negative", Value::handle(s.positive.clone()))
             .with("seed", Value::Int(1))
@@ -296,7 +243,7 @@ fn ksampler_img2img_keeps_more_of_the_input_at_low_denoise() {
             .with("cfg", Value::Float(1.0))
             .with("sampler_name", Value::String("euler".into()))
             .with("scheduler", Value::String("simple".into()))
-            .with("latent_image", encoded.values[0].clone())
+            .with("latent_image", encoded.clone())
             .with("denoise", Value::Float(denoise));
         let out = run(&KSampler, &inputs, &s, &sink, &cancel).unwrap();
         let d: Tensor = (&handle::<Latent>(&out.values[0]).samples - &start.samples).unwrap();
@@ -313,7 +260,6 @@ fn ksampler_img2img_keeps_more_of_the_input_at_low_denoise() {
 
 /// KSampler's inputs for `sampler` on a 1×16×8×8 latent of zeros.
 fn ksampler_inputs(s: &Setup, sampler: &str) -> Inputs {
-    let latent = Latent::new(Tensor::zeros(&[1, 16, 8, 8], DType::F32, &Device::Cpu).unwrap());
     Inputs::new()
         .with("model", Value::handle(s.model.clone()))
         .with("positive", Value::handle(s.positive.clone()))
@@ -324,19 +270,51 @@ fn ksampler_inputs(s: &Setup, sampler: &str) -> Inputs {
         .with("cfg", Value::Float(1.0))
         .with("sampler_name", Value::String(sampler.into()))
         .with("scheduler", Value::String("sgm_uniform".into()))
-        .with("latent_image", Value::handle(latent))
+        .with("latent_image", zero_latent())
         .with("denoise", Value::Float(1.0))
 }
 
-fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
-    (a - b)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .max_all()
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap()
+/// The 1×16×8×8 latent of zeros that [`ksampler_inputs`] samples.
+fn zero_latent() -> Value {
+    let zeros = Tensor::zeros(&[1, 16, 8, 8], DType::F32, &Device::Cpu).unwrap();
+    Value::handle(Latent::new(zeros))
+}
+
+/// [`ksampler_inputs`] guided at cfg 4.5 by `negative`.
+fn guided_inputs(s: &Setup, sampler: &str, negative: Value) -> Inputs {
+    ksampler_inputs(s, sampler)
+        .with("negative", negative)
+        .with("cfg", Value::Float(4.5))
+}
+
+/// KSamplerAdvanced on KSampler's `inputs` over steps `start..end`; `add_noise` and
+/// `leftover` (`return_with_leftover_noise`) are "enable" or "disable". Its latent.
+fn sample_advanced(
+    s: &Setup,
+    inputs: Inputs,
+    add_noise: &str,
+    (start, end): (i64, i64),
+    leftover: &str,
+) -> Value {
+    let inputs = inputs
+        .with("add_noise", Value::String(add_noise.into()))
+        .with("start_at_step", Value::Int(start))
+        .with("end_at_step", Value::Int(end))
+        .with("return_with_leftover_noise", Value::String(leftover.into()));
+    node_output(&KSamplerAdvanced, inputs, s)
+}
+
+/// The samples of the latent a sampler node returned.
+fn samples(out: &cretok_nodes::NodeOutput) -> Tensor {
+    handle::<Latent>(&out.values[0]).samples.clone()
+}
+
+/// The diffusion model with `shift` (ModelSamplingSD3).
+fn shifted_model(s: &Setup, shift: f64) -> Value {
+    let inputs = Inputs::new()
+        .with("model", Value::handle(s.model.clone()))
+        .with("shift", Value::Float(shift));
+    node_output(&ModelSamplingSd3, inputs, s)
 }
 
 #[test]
@@ -367,8 +345,7 @@ fn ksampler_guides_below_cfg_1_as_comfyui_does() {
         let inputs = ksampler_inputs(&s, "euler")
             .with("negative", Value::handle(negative.clone()))
             .with("cfg", Value::Float(cfg));
-        let out = run(&KSampler, &inputs, &s, &sink, &cancel).unwrap();
-        handle::<Latent>(&out.values[0]).samples.clone()
+        samples(&run(&KSampler, &inputs, &s, &sink, &cancel).unwrap())
     };
     // cfg 1 is the positive alone; 0.5 blends in the negative (diffusers would not guide).
     assert!(max_abs_diff(&at(0.5), &at(1.0)) > 1e-3);
@@ -381,21 +358,10 @@ fn ksampler_advanced_in_two_stages_equals_one_ksampler() {
     let whole = run(&KSampler, &ksampler_inputs(&s, "euler"), &s, &sink, &cancel).unwrap();
     let whole = handle::<Latent>(&whole.values[0]);
     let stage = |latent: Value, add_noise: &str, start: i64, end: i64, leftover: &str| {
-        let inputs = ksampler_inputs(&s, "euler")
-            .with("latent_image", latent)
-            .with("add_noise", Value::String(add_noise.into()))
-            .with("start_at_step", Value::Int(start))
-            .with("end_at_step", Value::Int(end))
-            .with("return_with_leftover_noise", Value::String(leftover.into()));
-        run(&KSamplerAdvanced, &inputs, &s, &sink, &cancel)
-            .unwrap()
-            .values[0]
-            .clone()
+        let inputs = ksampler_inputs(&s, "euler").with("latent_image", latent);
+        sample_advanced(&s, inputs, add_noise, (start, end), leftover)
     };
-    let zeros = ksampler_inputs(&s, "euler")
-        .get("latent_image")
-        .unwrap()
-        .clone();
+    let zeros = zero_latent();
     let first = stage(zeros.clone(), "enable", 0, 2, "enable");
     let second = stage(first.clone(), "disable", 2, 10000, "disable");
     let staged = handle::<Latent>(&second);
@@ -437,34 +403,14 @@ fn sample_takes_the_shift_of_a_linked_model_sampling_sd3() {
             .with("model", model)
             .with("shift", Value::Float(widget_shift))
             .with("steps", Value::Int(2));
-        let out = run(&Sample, &inputs, &s, &sink, &cancel).unwrap();
-        handle::<Latent>(&out.values[0]).samples.clone()
+        samples(&run(&Sample, &inputs, &s, &sink, &cancel).unwrap())
     };
-    let shifted = run(
-        &ModelSamplingSd3,
-        &Inputs::new()
-            .with("model", Value::handle(s.model.clone()))
-            .with("shift", Value::Float(1.5)),
-        &s,
-        &sink,
-        &cancel,
-    )
-    .unwrap();
+    let shifted = shifted_model(&s, 1.5);
     let plain = Value::handle(s.model.clone());
-    let max_diff = |a: &Tensor, b: &Tensor| -> f32 {
-        (a - b)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar()
-            .unwrap()
-    };
-    let via_node = latent(shifted.values[0].clone(), 3.0);
+    let via_node = latent(shifted, 3.0);
     assert!(!sink.previews.lock().unwrap().is_empty());
-    assert_eq!(max_diff(&via_node, &latent(plain.clone(), 1.5)), 0.0);
-    assert!(max_diff(&via_node, &latent(plain, 3.0)) > 0.0);
+    assert_eq!(max_abs_diff(&via_node, &latent(plain.clone(), 1.5)), 0.0);
+    assert!(max_abs_diff(&via_node, &latent(plain, 3.0)) > 0.0);
 }
 
 #[test]
@@ -514,20 +460,14 @@ fn load_sd3_lists_and_loads_both_layouts_then_generates() {
             .with("positive", Value::handle(positive))
             .with("batch_size", Value::Int(1));
         let sampled = run(&Sample, &inputs, &s, &sink, &cancel).unwrap();
-        latents.push(handle::<Latent>(&sampled.values[0]).samples.clone());
+        latents.push(samples(&sampled));
         let decode = Inputs::new()
             .with("samples", sampled.values[0].clone())
             .with("vae", out.values[2].clone());
         run(&VaeDecode, &decode, &s, &sink, &cancel).unwrap();
     }
-    let diff = (&latents[0] - &latents[1])
-        .unwrap()
-        .abs()
-        .unwrap()
-        .max_all()
-        .unwrap();
     assert_eq!(
-        diff.to_scalar::<f32>().unwrap(),
+        max_abs_diff(&latents[0], &latents[1]),
         0.0,
         "layouts must generate the same image"
     );
@@ -560,22 +500,10 @@ fn sample_skip_layer_guidance_inputs() {
         ("slg_stop", Value::Float(1.0)),
     ];
     let guided = handle::<Latent>(&sample(&slg).unwrap().values[0]);
-    let diff = (&plain.samples - &guided.samples)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .max_all()
-        .unwrap();
-    assert!(diff.to_scalar::<f32>().unwrap() > 1e-3);
+    assert!(max_abs_diff(&plain.samples, &guided.samples) > 1e-3);
     // The default window (1%-20% of 4 steps) holds no step: same as without SLG.
     let outside = handle::<Latent>(&sample(&slg[..1]).unwrap().values[0]);
-    let diff = (&plain.samples - &outside.samples)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .max_all()
-        .unwrap();
-    assert_eq!(diff.to_scalar::<f32>().unwrap(), 0.0);
+    assert_eq!(max_abs_diff(&plain.samples, &outside.samples), 0.0);
     for bad in ["5", "x"] {
         let err = sample(&[("skip_layers", Value::String(bad.into()))]).unwrap_err();
         assert!(matches!(err, NodeError::InvalidInput { .. }), "{err}");
@@ -620,11 +548,8 @@ fn an_entry_whose_range_covers_no_step_changes_nothing() {
         Value::handle(noise_conditioning(20)),
     );
     let sample = |negative: Value| {
-        let inputs = ksampler_inputs(&s, "dpmpp_2m")
-            .with("negative", negative)
-            .with("cfg", Value::Float(4.5));
-        let out = run(&KSampler, &inputs, &s, &sink, &cancel).unwrap();
-        handle::<Latent>(&out.values[0]).samples.clone()
+        let inputs = guided_inputs(&s, "dpmpp_2m", negative);
+        samples(&run(&KSampler, &inputs, &s, &sink, &cancel).unwrap())
     };
     let alone = sample(a.clone());
     // 1..1 is σ = 0 only: never a sampling step.
@@ -657,43 +582,22 @@ fn timestep_ranges_switch_the_negative_where_the_schedule_crosses_them() {
         in_range(&s, a.clone(), 0.0, percent),
         in_range(&s, b.clone(), percent, 1.0),
     );
-    let inputs = ksampler_inputs(&s, "euler")
-        .with("negative", switched)
-        .with("cfg", Value::Float(4.5));
-    let out = run(&KSampler, &inputs, &s, &sink, &cancel).unwrap();
-    let ranged = handle::<Latent>(&out.values[0]).samples.clone();
+    let inputs = guided_inputs(&s, "euler", switched);
+    let ranged = samples(&run(&KSampler, &inputs, &s, &sink, &cancel).unwrap());
 
     // The same as negative `a` for steps 0..2, then `b` (two KSamplerAdvanced).
     let stage = |latent: Value, negative: &Value, add_noise: &str, start: i64, end: i64| {
         let leftover = if end < 4 { "enable" } else { "disable" };
-        let inputs = ksampler_inputs(&s, "euler")
-            .with("negative", negative.clone())
-            .with("cfg", Value::Float(4.5))
-            .with("latent_image", latent)
-            .with("add_noise", Value::String(add_noise.into()))
-            .with("start_at_step", Value::Int(start))
-            .with("end_at_step", Value::Int(end))
-            .with("return_with_leftover_noise", Value::String(leftover.into()));
-        run(&KSamplerAdvanced, &inputs, &s, &sink, &cancel)
-            .unwrap()
-            .values[0]
-            .clone()
+        let inputs = guided_inputs(&s, "euler", negative.clone()).with("latent_image", latent);
+        sample_advanced(&s, inputs, add_noise, (start, end), leftover)
     };
-    let zeros = ksampler_inputs(&s, "euler")
-        .get("latent_image")
-        .unwrap()
-        .clone();
+    let zeros = zero_latent();
     let first = stage(zeros, &a, "enable", 0, 2);
     let staged = handle::<Latent>(&stage(first, &b, "disable", 2, 4));
     assert!(max_abs_diff(&staged.samples, &ranged) < 1e-4);
 
-    let only_a = {
-        let inputs = ksampler_inputs(&s, "euler")
-            .with("negative", a)
-            .with("cfg", Value::Float(4.5));
-        let out = run(&KSampler, &inputs, &s, &sink, &cancel).unwrap();
-        handle::<Latent>(&out.values[0]).samples.clone()
-    };
+    let inputs = guided_inputs(&s, "euler", a);
+    let only_a = samples(&run(&KSampler, &inputs, &s, &sink, &cancel).unwrap());
     assert!(max_abs_diff(&only_a, &ranged) > 1e-3);
 }
 
@@ -791,9 +695,7 @@ fn lists_stay_lists_and_zero_out_zeros_every_entry() {
 fn sampler_custom_advanced_equals_ksampler_and_chains_over_split_sigmas() {
     let s = setup();
     let negative = Value::handle(noise_conditioning(8));
-    let ksampler_in = ksampler_inputs(&s, "dpmpp_2m")
-        .with("negative", negative.clone())
-        .with("cfg", Value::Float(4.5));
+    let ksampler_in = guided_inputs(&s, "dpmpp_2m", negative.clone());
     let whole = handle::<Latent>(&node_output(&KSampler, ksampler_in.clone(), &s));
     let model = ksampler_in.get("model").unwrap().clone();
     let latent = ksampler_in.get("latent_image").unwrap().clone();
@@ -882,10 +784,7 @@ fn sampler_custom_advanced_equals_ksampler_and_chains_over_split_sigmas() {
             .with("cfg", Value::Float(1.0)),
         &s,
     );
-    let latent = ksampler_inputs(&s, "euler")
-        .get("latent_image")
-        .unwrap()
-        .clone();
+    let latent = zero_latent();
     let sigmas = Value::handle(cretok_nodes::sd3::types::Sigmas(vec![1.0, 0.5, 0.0]));
     let (a, _) = custom(&euler, &noise, &basic, sigmas.clone(), latent.clone());
     let (b, _) = custom(&euler, &noise, &cfg1, sigmas, latent);
@@ -921,16 +820,9 @@ fn ksampler_advanced_denoises_only_inside_a_latent_noise_mask() {
     for sampler in ["ddim", "dpmpp_2m", "euler_ancestral"] {
         let inputs = ksampler_inputs(&s, sampler)
             .with("latent_image", masked.clone())
-            .with("cfg", Value::Float(3.0))
-            .with("add_noise", Value::String("enable".into()))
-            .with("start_at_step", Value::Int(0))
-            .with("end_at_step", Value::Int(10000))
-            .with(
-                "return_with_leftover_noise",
-                Value::String("disable".into()),
-            );
-        let out = run(&KSamplerAdvanced, &inputs, &s, &sink, &cancel).unwrap();
-        let out = handle::<Latent>(&out.values[0]);
+            .with("cfg", Value::Float(3.0));
+        let out = sample_advanced(&s, inputs, "enable", (0, 10000), "disable");
+        let out = handle::<Latent>(&out);
         assert!(
             out.noise_mask.is_some(),
             "{sampler}: the mask stays on the latent"

@@ -25,7 +25,7 @@ use std::path::{Path, PathBuf};
 
 use std::ops::ControlFlow;
 
-use candle_core::{DType, Device};
+use candle_core::{DType, Device, Tensor};
 use common::{assert_close, goldens, max_abs_diff};
 use cretok_nodes::sd3::checkpoint::{Layout, Sd3Checkpoint};
 use cretok_nodes::sd3::sampling::{EulerSampler, Prompt, Scheduler, SkipLayerGuidance};
@@ -88,6 +88,34 @@ fn fixtures() -> Fixtures {
     }
 }
 
+/// The MMDiT goldens' inputs `(x, t, y, context)`.
+fn mmdit_inputs(g: &HashMap<String, Tensor>) -> (&Tensor, &Tensor, &Tensor, &Tensor) {
+    (
+        &g["mmdit.x"],
+        &g["mmdit.t"],
+        &g["mmdit.y"],
+        &g["mmdit.context"],
+    )
+}
+
+/// The pipeline's `gen.{kind}prompt_embeds` and `gen.{kind}pooled_prompt_embeds`
+/// (`kind` is "" or "negative_").
+fn golden_prompt(g: &HashMap<String, Tensor>, kind: &str) -> Prompt {
+    Prompt::plain(Conditioning {
+        context: g[&format!("gen.{kind}prompt_embeds")].clone(),
+        pooled: g[&format!("gen.{kind}pooled_prompt_embeds")].clone(),
+    })
+}
+
+/// Euler over the diffusers schedule of 4 steps at shift 3, as the goldens ran.
+fn four_step_euler(cfg: f64, skip_layer_guidance: Option<SkipLayerGuidance>) -> EulerSampler {
+    EulerSampler {
+        sigmas: Scheduler::Diffusers.sigmas(4, 3.0),
+        cfg,
+        skip_layer_guidance,
+    }
+}
+
 #[test]
 fn sigma_schedules_match_diffusers() {
     let g = goldens("image_goldens.safetensors");
@@ -102,12 +130,7 @@ fn mmdit_forward_matches_diffusers_in_both_layouts() {
     let g = goldens("image_goldens.safetensors");
     let fx = fixtures();
     let dev = Device::Cpu;
-    let (x, t, y, ctx) = (
-        &g["mmdit.x"],
-        &g["mmdit.t"],
-        &g["mmdit.y"],
-        &g["mmdit.context"],
-    );
+    let (x, t, y, ctx) = mmdit_inputs(&g);
     for name in ["sd3", "sd35m"] {
         let single = fx.single[name].load_mmdit(DType::F32, &dev).unwrap();
         let folder = fx.folder[name].load_mmdit(DType::F32, &dev).unwrap();
@@ -177,19 +200,9 @@ fn four_step_generation_matches_the_pipeline() {
     let dev = Device::Cpu;
     let model = fx.single["sd3"].load_mmdit(DType::F32, &dev).unwrap();
     let vae = fx.single["sd3"].load_vae(DType::F32, &dev).unwrap();
-    let positive = Prompt::plain(Conditioning {
-        context: g["gen.prompt_embeds"].clone(),
-        pooled: g["gen.pooled_prompt_embeds"].clone(),
-    });
-    let negative = Prompt::plain(Conditioning {
-        context: g["gen.negative_prompt_embeds"].clone(),
-        pooled: g["gen.negative_pooled_prompt_embeds"].clone(),
-    });
-    let sampler = EulerSampler {
-        sigmas: Scheduler::Diffusers.sigmas(4, 3.0),
-        cfg: 5.0,
-        skip_layer_guidance: None,
-    };
+    let positive = golden_prompt(&g, "");
+    let negative = golden_prompt(&g, "negative_");
+    let sampler = four_step_euler(5.0, None);
     let mut steps = Vec::new();
     let latents = sampler
         .sample(&model, &positive, &negative, &g["gen.noise"], &mut |s| {
@@ -216,15 +229,8 @@ fn cancelling_stops_the_sampler() {
     let model = fx.single["sd3"]
         .load_mmdit(DType::F32, &Device::Cpu)
         .unwrap();
-    let cond = Prompt::plain(Conditioning {
-        context: g["gen.prompt_embeds"].clone(),
-        pooled: g["gen.pooled_prompt_embeds"].clone(),
-    });
-    let sampler = EulerSampler {
-        sigmas: Scheduler::Diffusers.sigmas(4, 3.0),
-        cfg: 1.0,
-        skip_layer_guidance: None,
-    };
+    let cond = golden_prompt(&g, "");
+    let sampler = four_step_euler(1.0, None);
     let mut calls = 0;
     let out = sampler
         .sample(&model, &cond, &cond, &g["gen.noise"], &mut |_| {
@@ -243,40 +249,26 @@ fn skip_layer_guidance_matches_the_pipeline() {
     let model = fx.single["sd35m"]
         .load_mmdit(DType::F32, &Device::Cpu)
         .unwrap();
-    let positive = Prompt::plain(Conditioning {
-        context: g["gen.prompt_embeds"].clone(),
-        pooled: g["gen.pooled_prompt_embeds"].clone(),
-    });
-    let negative = Prompt::plain(Conditioning {
-        context: g["gen.negative_prompt_embeds"].clone(),
-        pooled: g["gen.negative_pooled_prompt_embeds"].clone(),
-    });
-    let sampler = EulerSampler {
-        sigmas: Scheduler::Diffusers.sigmas(4, 3.0),
-        cfg: 5.0,
-        skip_layer_guidance: Some(SkipLayerGuidance {
-            layers: vec![1],
-            scale: 2.8,
-            start: 0.0,
-            stop: 1.0,
-        }),
+    let positive = golden_prompt(&g, "");
+    let negative = golden_prompt(&g, "negative_");
+    let run = |sampler: EulerSampler| {
+        let noise = &g["gen.noise"];
+        sampler
+            .sample(&model, &positive, &negative, noise, &mut |_| {
+                ControlFlow::Continue(())
+            })
+            .unwrap()
+            .unwrap()
     };
-    let latents = sampler
-        .sample(&model, &positive, &negative, &g["gen.noise"], &mut |_| {
-            ControlFlow::Continue(())
-        })
-        .unwrap()
-        .unwrap();
+    let slg = SkipLayerGuidance {
+        layers: vec![1],
+        scale: 2.8,
+        start: 0.0,
+        stop: 1.0,
+    };
+    let latents = run(four_step_euler(5.0, Some(slg)));
     assert_close(&latents, &g["gen_slg.latents"], "latents with SLG");
-    let plain = EulerSampler {
-        skip_layer_guidance: None,
-        ..sampler
-    }
-    .sample(&model, &positive, &negative, &g["gen.noise"], &mut |_| {
-        ControlFlow::Continue(())
-    })
-    .unwrap()
-    .unwrap();
+    let plain = run(four_step_euler(5.0, None));
     assert!(
         max_abs_diff(&latents, &plain) > 1e-2,
         "SLG must change the result"
@@ -290,12 +282,7 @@ fn half_precision_weights_run_close_to_f32() {
     // x/y/context, norms, attention). Half precision is ~1e-2 off f32 (docs/parity.md, "Tolerances").
     let g = goldens("image_goldens.safetensors");
     let fx = fixtures();
-    let (x, t, y, ctx) = (
-        &g["mmdit.x"],
-        &g["mmdit.t"],
-        &g["mmdit.y"],
-        &g["mmdit.context"],
-    );
+    let (x, t, y, ctx) = mmdit_inputs(&g);
     let dtype = DType::F16;
     let model = fx.single["sd35m"].load_mmdit(dtype, &Device::Cpu).unwrap();
     let out = model.forward(x, t, y, ctx, &[]).unwrap();

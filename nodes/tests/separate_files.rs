@@ -2,6 +2,8 @@
 //! CLIPTextEncodeSD3, on the tiny checkpoint's weights written both as one file and as
 //! ComfyUI's separate files.
 
+mod common;
+
 use std::sync::Arc;
 
 use candle_core::Tensor;
@@ -19,6 +21,8 @@ use cretok_nodes::sd3::tokenizer::T5Tokenizer;
 use cretok_nodes::sd3::types::{Conditioning, Image};
 use cretok_nodes::{CancelToken, Inputs, Node, NodeError, NullSink, Paths, RunContext, Value};
 use serde_json::json;
+
+use common::{handle, max_abs, max_abs_diff};
 
 const SINGLE_FILE: &str = "tiny-sd3.safetensors";
 
@@ -59,25 +63,6 @@ fn file_name(relative: &str) -> Value {
     text(relative.rsplit('/').next().unwrap())
 }
 
-fn handle<T: Send + Sync + 'static>(value: &Value) -> Arc<T> {
-    match value {
-        Value::Handle(h) => h.clone().downcast::<T>().ok().unwrap(),
-        other => panic!("{other:?}"),
-    }
-}
-
-fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
-    assert_eq!(a.dims(), b.dims());
-    (a - b)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .max_all()
-        .unwrap()
-        .to_scalar()
-        .unwrap()
-}
-
 fn triple_clip(s: &Setup, names: [&str; 3]) -> Result<Vec<Value>, NodeError> {
     let inputs = Inputs::new()
         .with("clip_name1", file_name(names[0]))
@@ -109,6 +94,24 @@ fn encode_sd3(s: &Setup, clip: &Value, texts: [&str; 3], empty_padding: &str) ->
         .with("empty_padding", text(empty_padding));
     let out = run(&ClipTextEncodeSd3, &inputs, s).unwrap();
     (*handle::<Conditioning>(&out[0])).clone()
+}
+
+/// The MMDiT (UNETLoader, default weights) and the VAE (VAELoader) from the separate files.
+fn separate_model_and_vae(s: &Setup) -> (Value, Value) {
+    let f = COMPONENT_FILES;
+    let unet = UnetLoader {
+        paths: s.paths.clone(),
+    };
+    let inputs = Inputs::new()
+        .with("unet_name", file_name(f.diffusion_model))
+        .with("weight_dtype", text("default"));
+    let model = run(&unet, &inputs, s).unwrap().remove(0);
+    let vae = VaeLoader {
+        paths: s.paths.clone(),
+    };
+    let inputs = Inputs::new().with("vae_name", file_name(f.vae));
+    let vae = run(&vae, &inputs, s).unwrap().remove(0);
+    (model, vae)
 }
 
 /// KSampler then VAEDecode on a 64×64 empty latent.
@@ -149,12 +152,7 @@ fn separate_files_give_the_image_of_the_single_file() {
         &s,
     )
     .unwrap();
-    let encode = |clip: &Value, prompt: &str| {
-        let inputs = Inputs::new()
-            .with("clip", clip.clone())
-            .with("text", text(prompt));
-        run(&ClipTextEncode, &inputs, &s).unwrap().remove(0)
-    };
+    let encode = |clip: &Value, prompt: &str| Value::handle(clip_text_encode(&s, clip, prompt));
     let expected = generate(
         &s,
         &single[0],
@@ -163,29 +161,7 @@ fn separate_files_give_the_image_of_the_single_file() {
         encode(&single[1], ""),
     );
 
-    let f = COMPONENT_FILES;
-    let unet_inputs = Inputs::new()
-        .with("unet_name", file_name(f.diffusion_model))
-        .with("weight_dtype", text("default"));
-    let model = run(
-        &UnetLoader {
-            paths: s.paths.clone(),
-        },
-        &unet_inputs,
-        &s,
-    )
-    .unwrap()
-    .remove(0);
-    let vae_inputs = Inputs::new().with("vae_name", file_name(f.vae));
-    let vae = run(
-        &VaeLoader {
-            paths: s.paths.clone(),
-        },
-        &vae_inputs,
-        &s,
-    )
-    .unwrap()
-    .remove(0);
+    let (model, vae) = separate_model_and_vae(&s);
     let clip = separate_clip(&s);
     let prompt = "a lettuce mantis";
     let positive = encode_sd3(&s, &clip, [prompt; 3], "empty_prompt");
@@ -272,28 +248,7 @@ fn empty_texts_with_padding_none_drop_their_part_as_comfyui() {
 
     // Positive and negative of different lengths sample (each at its own length here:
     // 333 and 78 rows are too far apart for ComfyUI's batching).
-    let f = COMPONENT_FILES;
-    let unet_inputs = Inputs::new()
-        .with("unet_name", file_name(f.diffusion_model))
-        .with("weight_dtype", text("default"));
-    let model = run(
-        &UnetLoader {
-            paths: s.paths.clone(),
-        },
-        &unet_inputs,
-        &s,
-    )
-    .unwrap()
-    .remove(0);
-    let vae = run(
-        &VaeLoader {
-            paths: s.paths.clone(),
-        },
-        &Inputs::new().with("vae_name", file_name(f.vae)),
-        &s,
-    )
-    .unwrap()
-    .remove(0);
+    let (model, vae) = separate_model_and_vae(&s);
     let image = generate(
         &s,
         &model,
@@ -302,10 +257,6 @@ fn empty_texts_with_padding_none_drop_their_part_as_comfyui() {
         Value::handle(nothing),
     );
     assert_eq!(image.dims(), &[1, 64, 64, 3]);
-}
-
-fn max_abs(t: &Tensor) -> f32 {
-    t.abs().unwrap().max_all().unwrap().to_scalar().unwrap()
 }
 
 fn error_of(result: Result<Vec<Value>, NodeError>) -> String {
@@ -499,26 +450,7 @@ fn clip_loader_loads_each_single_file_as_comfyui() {
     zero(&dropped.pooled);
 
     // Each samples with the tiny MMDiT and decodes.
-    let model = run(
-        &UnetLoader {
-            paths: s.paths.clone(),
-        },
-        &Inputs::new()
-            .with("unet_name", file_name(f.diffusion_model))
-            .with("weight_dtype", text("default")),
-        &s,
-    )
-    .unwrap()
-    .remove(0);
-    let vae = run(
-        &VaeLoader {
-            paths: s.paths.clone(),
-        },
-        &Inputs::new().with("vae_name", file_name(f.vae)),
-        &s,
-    )
-    .unwrap()
-    .remove(0);
+    let (model, vae) = separate_model_and_vae(&s);
     for clip in [&only_l, &only_g, &only_t5] {
         let negative = clip_text_encode(&s, clip, "");
         let positive = clip_text_encode(&s, clip, prompt);

@@ -97,12 +97,68 @@ pub fn cretok_ok(args: &[&str]) -> std::process::Output {
         .current_dir(repo_root())
         .output()
         .expect("cretok runs");
+    assert_succeeded(&out, args);
+    out
+}
+
+/// Runs `cretok ARGS --data-dir DATA_DIR` from the repository root.
+pub fn cretok_with_data(args: &[&str], data_dir: &Path) -> std::process::Output {
+    std::process::Command::new(cretok_bin())
+        .args(args)
+        .arg("--data-dir")
+        .arg(data_dir)
+        .current_dir(repo_root())
+        .output()
+        .expect("cretok runs")
+}
+
+/// [`cretok_with_data`] that fails the test unless it succeeds; its stdout.
+pub fn cretok_with_data_ok(args: &[&str], data_dir: &Path) -> String {
+    let out = cretok_with_data(args, data_dir);
+    assert_succeeded(&out, args);
+    String::from_utf8(out.stdout).expect("utf-8 output")
+}
+
+/// Fails the test with `cretok ARGS` and its stderr unless `out` is a success.
+pub fn assert_succeeded(out: &std::process::Output, args: &[&str]) {
     assert!(
         out.status.success(),
         "cretok {args:?}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    out
+}
+
+/// The paths that `cretok run` printed as `wrote PATH` lines.
+pub fn written_paths(stdout: &str) -> Vec<&str> {
+    stdout
+        .lines()
+        .filter_map(|l| l.strip_prefix("wrote "))
+        .collect()
+}
+
+/// Runs a workflow with its data in `data_dir`; returns the one file it wrote.
+pub fn run_one(workflow: &Path, data_dir: &Path) -> PathBuf {
+    let out = cretok_with_data_ok(&["run", workflow.to_str().unwrap(), "--quiet"], data_dir);
+    let written = written_paths(&out);
+    assert_eq!(written.len(), 1, "{out}");
+    PathBuf::from(written[0])
+}
+
+/// Writes the tiny checkpoint into `models/checkpoints/`.
+pub fn tiny_checkpoint(models: &Path) {
+    let out = cretok_ok(&[
+        "dev",
+        "tiny-checkpoint",
+        "--models",
+        models.to_str().unwrap(),
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let file = models.join("checkpoints").join("tiny-sd3.safetensors");
+    assert!(file.is_file(), "{stdout}");
+    assert!(
+        stdout.contains(&format!("wrote {}", file.display())),
+        "{stdout}"
+    );
 }
 
 /// `cretok run WORKFLOW` headless on these folders (and `extra` arguments);
@@ -120,11 +176,8 @@ pub fn run_headless(workflow: &Path, models: &Path, data: &Path, extra: &[&str])
     args.extend_from_slice(extra);
     let out = cretok_ok(&args);
     let stdout = String::from_utf8_lossy(&out.stdout);
-    let path = stdout
-        .lines()
-        .find_map(|l| l.strip_prefix("wrote "))
-        .unwrap_or_else(|| panic!("prints the image path: {stdout}"));
-    PathBuf::from(path)
+    let path = written_paths(&stdout).first().copied();
+    PathBuf::from(path.unwrap_or_else(|| panic!("prints the image path: {stdout}")))
 }
 
 /// The repository root (for workflow files).
@@ -191,6 +244,16 @@ impl Server {
         Self::start_with_env(data_dir, extra_args, &[]).await
     }
 
+    /// Writes the tiny checkpoint into `dir/models` and starts a server on it
+    /// with its data in `dir/data`.
+    pub async fn start_on_tiny_checkpoint(dir: &Path, extra_args: &[&str]) -> Result<Self> {
+        let models = dir.join("models");
+        tiny_checkpoint(&models);
+        let mut args = vec!["--models", models.to_str().unwrap()];
+        args.extend_from_slice(extra_args);
+        Self::start(&dir.join("data"), &args).await
+    }
+
     /// [`Server::start`] with environment variables set for the server.
     pub async fn start_with_env(
         data_dir: &Path,
@@ -225,12 +288,7 @@ impl Server {
 
     pub async fn get(&self, path: &str) -> Result<(u16, Value)> {
         let r = self.http.get(self.url(path)).send().await?;
-        let status = r.status().as_u16();
-        let text = r.text().await?;
-        Ok((
-            status,
-            serde_json::from_str(&text).unwrap_or(Value::String(text)),
-        ))
+        status_and_body(r).await
     }
 
     pub async fn post(&self, path: &str, body: &Value) -> Result<(u16, Value)> {
@@ -239,12 +297,7 @@ impl Server {
 
     pub async fn post_raw(&self, path: &str, body: Vec<u8>) -> Result<(u16, Value)> {
         let r = self.http.post(self.url(path)).body(body).send().await?;
-        let status = r.status().as_u16();
-        let text = r.text().await?;
-        Ok((
-            status,
-            serde_json::from_str(&text).unwrap_or(Value::String(text)),
-        ))
+        status_and_body(r).await
     }
 
     /// Queues a prompt for `client_id`; returns the prompt id.
@@ -290,20 +343,12 @@ impl Server {
             .with_context(|| format!("no {field} in /proc/{pid}/status"))
     }
 
-    /// Whether the process is still running.
     /// The server's resident memory in bytes (`VmRSS` of /proc/PID/status).
     pub fn rss_bytes(&self) -> Result<u64> {
-        let pid = self.child.id().context("the server has exited")?;
-        let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-        let kib = status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.split_whitespace().next())
-            .and_then(|v| v.parse::<u64>().ok())
-            .context("no VmRSS in /proc/PID/status")?;
-        Ok(kib * 1024)
+        Ok(self.memory_kib("VmRSS")? * 1024)
     }
 
+    /// Whether the process is still running.
     pub fn alive(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
     }
@@ -420,6 +465,33 @@ impl WsClient {
             .ok()
             .and_then(Result::ok)
     }
+}
+
+/// An answer's status and its body: JSON when it parses, else the text.
+async fn status_and_body(answer: reqwest::Response) -> Result<(u16, Value)> {
+    let status = answer.status().as_u16();
+    let text = answer.text().await?;
+    Ok((
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    ))
+}
+
+/// Every file under `dir`, in its subfolders too (none when `dir` cannot be read).
+pub fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                stack.push(path);
+            } else {
+                found.push(path);
+            }
+        }
+    }
+    found
 }
 
 /// Message types in order, for comparing event sequences.

@@ -1,10 +1,9 @@
 //! Third-party ComfyUI API clients against `cretok serve`: comfy-api-simplified
 //! (PyPI, pinned in `.ci/test`, installed into the repository's `.venv`).
 
-use std::path::Path;
 use std::process::Command;
 
-use cretok_tests::{cretok_bin, repo_root, Server};
+use cretok_tests::{repo_root, Server};
 
 /// The `.venv` python when `module` imports there; `None` (or a panic under
 /// `CI=true`) when it cannot.
@@ -23,36 +22,13 @@ fn venv_python_with(module: &str) -> Option<std::path::PathBuf> {
     None
 }
 
-fn tiny_checkpoint(models: &Path) {
-    let out = Command::new(cretok_bin())
-        .args([
-            "dev",
-            "tiny-checkpoint",
-            "--models",
-            models.to_str().unwrap(),
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 #[tokio::test]
 async fn comfy_api_simplified_gets_the_saved_image() -> anyhow::Result<()> {
     let Some(python) = venv_python_with("comfy_api_simplified") else {
         return Ok(());
     };
     let dir = tempfile::tempdir()?;
-    let models = dir.path().join("models");
-    tiny_checkpoint(&models);
-    let server = Server::start(
-        &dir.path().join("data"),
-        &["--models", models.to_str().unwrap()],
-    )
-    .await?;
+    let server = Server::start_on_tiny_checkpoint(dir.path(), &[]).await?;
     // Load the checkpoint first: its summary goes out as a binary text frame,
     // which this client would take for an image if it connected in time.
     let workflow_json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(

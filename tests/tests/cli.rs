@@ -3,41 +3,37 @@
 use std::path::Path;
 use std::process::Command;
 
-use cretok_tests::{cretok_bin, repo_root};
+use cretok_tests::{
+    assert_succeeded, cretok_bin, cretok_with_data as cretok, repo_root, written_paths,
+};
 use serde_json::Value;
 
-fn cretok(args: &[&str], data_dir: &std::path::Path) -> std::process::Output {
-    Command::new(cretok_bin())
-        .args(args)
-        .arg("--data-dir")
-        .arg(data_dir)
-        .current_dir(repo_root())
-        .output()
-        .expect("cretok runs")
+/// `cretok run workflows/hello_text.json --set SET`.
+fn run_hello_text_setting(set: &str, data_dir: &Path) -> std::process::Output {
+    let args = ["run", "workflows/hello_text.json", "--set", set];
+    cretok(&args, data_dir)
+}
+
+/// The one file a successful `cretok run` printed as `wrote PATH`.
+fn the_written_file(out: &std::process::Output) -> String {
+    assert_succeeded(out, &["run"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let path = stdout.trim().strip_prefix("wrote ");
+    path.expect("prints the output path").to_owned()
+}
+
+/// Fails the test unless `out` exited with `code` and its stderr holds every one of `needles`.
+fn assert_fails_with(out: &std::process::Output, code: i32, needles: &[&str]) {
+    assert_eq!(out.status.code(), Some(code));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(needles.iter().all(|n| stderr.contains(n)), "{stderr}");
 }
 
 #[test]
 fn run_writes_outputs_and_prints_where() {
     let dir = tempfile::tempdir().unwrap();
-    let out = cretok(
-        &[
-            "run",
-            "workflows/hello_text.json",
-            "--set",
-            "2.string_b=a bee and a frog",
-        ],
-        dir.path(),
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let path = stdout
-        .trim()
-        .strip_prefix("wrote ")
-        .expect("prints the output path");
+    let out = run_hello_text_setting("2.string_b=a bee and a frog", dir.path());
+    let path = the_written_file(&out);
     assert_eq!(
         std::fs::read_to_string(path).unwrap(),
         "a creative mixture that resembles a bee and a frog"
@@ -58,10 +54,7 @@ fn run_targets_only_the_output_nodes_asked_for() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     let stdout = String::from_utf8_lossy(&out.stdout);
-    let written: Vec<&str> = stdout
-        .lines()
-        .filter_map(|l| l.strip_prefix("wrote "))
-        .collect();
+    let written = written_paths(&stdout);
     assert_eq!(written.len(), 1, "{stdout}");
     assert_eq!(std::fs::read_to_string(written[0]).unwrap(), "second");
 
@@ -83,41 +76,15 @@ fn run_targets_only_the_output_nodes_asked_for() {
 #[test]
 fn run_fails_with_the_validation_report() {
     let dir = tempfile::tempdir().unwrap();
-    let out = cretok(
-        &[
-            "run",
-            "workflows/hello_text.json",
-            "--set",
-            "2.string_a=[\"9\", 0]",
-        ],
-        dir.path(),
-    );
-    assert_eq!(out.status.code(), Some(2));
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        stderr.contains("bad_linked_input") && stderr.contains("node '9' does not exist"),
-        "{stderr}"
-    );
+    let out = run_hello_text_setting("2.string_a=[\"9\", 0]", dir.path());
+    assert_fails_with(&out, 2, &["bad_linked_input", "node '9' does not exist"]);
 }
 
 #[test]
 fn run_fails_with_the_node_error() {
     let dir = tempfile::tempdir().unwrap();
-    let out = cretok(
-        &[
-            "run",
-            "workflows/hello_text.json",
-            "--set",
-            "3.filename_prefix=/etc/x",
-        ],
-        dir.path(),
-    );
-    assert_eq!(out.status.code(), Some(1));
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        stderr.contains("node 3 (SaveText)") && stderr.contains("filename_prefix"),
-        "{stderr}"
-    );
+    let out = run_hello_text_setting("3.filename_prefix=/etc/x", dir.path());
+    assert_fails_with(&out, 1, &["node 3 (SaveText)", "filename_prefix"]);
 }
 
 #[test]
@@ -156,25 +123,12 @@ fn written_files_follow_the_umask() {
     for (mask, mode) in [("022", 0o644), ("077", 0o600)] {
         let dir = tempfile::tempdir().unwrap();
         let out = cretok_under_umask(mask, &["run", "workflows/hello_text.json"], dir.path());
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        let path = stdout
-            .trim()
-            .strip_prefix("wrote ")
-            .expect("a written file");
-        let written = std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
+        let path = the_written_file(&out);
+        let written = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
         assert_eq!(written, mode, "umask {mask}: {path}");
 
-        let out = cretok_under_umask(mask, &["dev", "tiny-checkpoint"], dir.path());
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let args = ["dev", "tiny-checkpoint"];
+        assert_succeeded(&cretok_under_umask(mask, &args, dir.path()), &args);
         let ckpt = dir.path().join("models/checkpoints/tiny-sd3.safetensors");
         let written = std::fs::metadata(&ckpt).unwrap().permissions().mode() & 0o777;
         assert_eq!(written, mode, "umask {mask}: {}", ckpt.display());
@@ -184,12 +138,8 @@ fn written_files_follow_the_umask() {
 #[test]
 fn run_prints_node_messages_once_as_plain_lines_when_not_a_terminal() {
     let dir = tempfile::tempdir().unwrap();
-    let out = cretok(&["dev", "tiny-checkpoint"], dir.path());
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let args = ["dev", "tiny-checkpoint"];
+    assert_succeeded(&cretok(&args, dir.path()), &args);
     // `output()` pipes stdout and stderr: neither is a terminal.
     let out = cretok(
         &["run", "workflows/cretok_train_and_blend.json"],
@@ -281,42 +231,36 @@ fn every_option_is_described_and_the_data_dir_default_named() {
 #[test]
 fn checkpoint_random_refuses_unknown_variants_and_bad_paths_without_leaving_files() {
     let dir = tempfile::tempdir().unwrap();
-    let run = |args: &[&str]| {
-        Command::new(cretok_bin())
+    let refused = |args: &[&str], reason: &str| {
+        let out = Command::new(cretok_bin())
             .args(args)
             .current_dir(dir.path())
             .output()
-            .expect("cretok runs")
+            .expect("cretok runs");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success());
+        assert!(stderr.contains(reason), "{stderr}");
     };
-    let out = run(&["checkpoint", "random", "--variant", "sd4", "--out", "x"]);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success());
-    assert!(stderr.contains("sd3-medium-t5"), "{stderr}");
+    refused(
+        &["checkpoint", "random", "--variant", "sd4", "--out", "x"],
+        "sd3-medium-t5",
+    );
     std::fs::create_dir(dir.path().join("folder")).unwrap();
-    let out = run(&[
-        "checkpoint",
-        "random",
-        "--variant",
-        "sd3.5-medium",
-        "--out",
-        "folder",
-        "--quiet",
-    ]);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success());
-    assert!(stderr.contains("is a folder"), "{stderr}");
-    let out = run(&[
-        "checkpoint",
-        "random",
-        "--variant",
-        "sd3.5-medium",
-        "--out",
-        "missing/x.safetensors",
-        "--quiet",
-    ]);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success());
-    assert!(stderr.contains("its folder does not exist"), "{stderr}");
+    for (out, reason) in [
+        ("folder", "is a folder"),
+        ("missing/x.safetensors", "its folder does not exist"),
+    ] {
+        let args = [
+            "checkpoint",
+            "random",
+            "--variant",
+            "sd3.5-medium",
+            "--out",
+            out,
+            "--quiet",
+        ];
+        refused(&args, reason);
+    }
     let entries: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
     assert_eq!(entries.len(), 1, "only the folder is there");
 }

@@ -3,8 +3,19 @@
 
 use std::time::Duration;
 
-use cretok_tests::{types, Server};
+use cretok_tests::{types, Server, WsClient};
 use serde_json::{json, Value};
+
+/// A server on a fresh data folder (kept while the returned guard lives) and
+/// a websocket client `client_id` of it.
+async fn server_with_client(
+    client_id: &str,
+) -> anyhow::Result<(tempfile::TempDir, Server, WsClient)> {
+    let dir = tempfile::tempdir()?;
+    let server = Server::start(dir.path(), &[]).await?;
+    let ws = server.connect(client_id).await?;
+    Ok((dir, server, ws))
+}
 
 fn blend_prompt(second: &str) -> Value {
     json!({
@@ -21,6 +32,20 @@ fn slow_prompt(ms: i64) -> Value {
     })
 }
 
+/// The event types of a three-node prompt up to its last node's start, then `ending`.
+fn three_node_events<'a>(ending: &[&'a str]) -> Vec<&'a str> {
+    let mut events = vec![
+        "status",
+        "execution_start",
+        "execution_cached",
+        "executing",
+        "executing",
+        "executing",
+    ];
+    events.extend_from_slice(ending);
+    events
+}
+
 fn executing_nodes(messages: &[Value]) -> Vec<String> {
     messages
         .iter()
@@ -29,15 +54,19 @@ fn executing_nodes(messages: &[Value]) -> Vec<String> {
         .collect()
 }
 
+/// The nodes the `execution_cached` message lists.
+fn cached_nodes(messages: &[Value]) -> Value {
+    let cached = messages.iter().find(|m| m["type"] == "execution_cached");
+    cached.expect("an execution_cached message")["data"]["nodes"].clone()
+}
+
 fn output_files(server: &Server) -> usize {
     std::fs::read_dir(server.data_dir.join("output")).map_or(0, |d| d.count())
 }
 
 #[tokio::test]
 async fn successful_prompt_sends_the_comfyui_event_sequence() -> anyhow::Result<()> {
-    let dir = tempfile::tempdir()?;
-    let server = Server::start(dir.path(), &[]).await?;
-    let mut ws = server.connect("alice").await?;
+    let (_dir, server, mut ws) = server_with_client("alice").await?;
     let id = server
         .queue(&blend_prompt("a lettuce and a mantis"), "alice")
         .await?;
@@ -45,18 +74,7 @@ async fn successful_prompt_sends_the_comfyui_event_sequence() -> anyhow::Result<
     let kinds = types(&messages);
     assert_eq!(
         kinds,
-        [
-            "status",
-            "execution_start",
-            "execution_cached",
-            "executing",
-            "executing",
-            "executing",
-            "executed",
-            "execution_success",
-            "status",
-            "executing"
-        ],
+        three_node_events(&["executed", "execution_success", "status", "executing"]),
         "{messages:#?}"
     );
     assert_eq!(
@@ -95,26 +113,14 @@ async fn successful_prompt_sends_the_comfyui_event_sequence() -> anyhow::Result<
 
 #[tokio::test]
 async fn failing_node_reports_execution_error_and_the_server_goes_on() -> anyhow::Result<()> {
-    let dir = tempfile::tempdir()?;
-    let mut server = Server::start(dir.path(), &[]).await?;
-    let mut ws = server.connect("bob").await?;
+    let (_dir, mut server, mut ws) = server_with_client("bob").await?;
     let mut bad = blend_prompt("x");
     bad["3"]["inputs"]["filename_prefix"] = json!("../../escape");
     let id = server.queue(&bad, "bob").await?;
     let messages = ws.until_done(&id).await?;
     assert_eq!(
         types(&messages),
-        [
-            "status",
-            "execution_start",
-            "execution_cached",
-            "executing",
-            "executing",
-            "executing",
-            "execution_error",
-            "status",
-            "executing"
-        ]
+        three_node_events(&["execution_error", "status", "executing"])
     );
     let error = &messages[6]["data"];
     assert_eq!(error["node_id"], "3");
@@ -145,9 +151,7 @@ async fn failing_node_reports_execution_error_and_the_server_goes_on() -> anyhow
 
 #[tokio::test]
 async fn unchanged_subgraphs_are_cached_across_prompts() -> anyhow::Result<()> {
-    let dir = tempfile::tempdir()?;
-    let server = Server::start(dir.path(), &[]).await?;
-    let mut ws = server.connect("c").await?;
+    let (_dir, server, mut ws) = server_with_client("c").await?;
     let first = server.queue(&blend_prompt("a bee and a frog"), "c").await?;
     ws.until_done(&first).await?;
     assert_eq!(output_files(&server), 1);
@@ -155,11 +159,7 @@ async fn unchanged_subgraphs_are_cached_across_prompts() -> anyhow::Result<()> {
     // Same prompt: everything cached, nothing re-run, the cached output replayed.
     let second = server.queue(&blend_prompt("a bee and a frog"), "c").await?;
     let messages = ws.until_done(&second).await?;
-    let cached = messages
-        .iter()
-        .find(|m| m["type"] == "execution_cached")
-        .unwrap();
-    assert_eq!(cached["data"]["nodes"], json!(["1", "2", "3"]));
+    assert_eq!(cached_nodes(&messages), json!(["1", "2", "3"]));
     assert!(executing_nodes(&messages).is_empty(), "{messages:#?}");
     assert!(
         types(&messages).contains(&"executed".to_owned()),
@@ -176,11 +176,7 @@ async fn unchanged_subgraphs_are_cached_across_prompts() -> anyhow::Result<()> {
         .queue(&blend_prompt("a giraffe and a peacock"), "c")
         .await?;
     let messages = ws.until_done(&third).await?;
-    let cached = messages
-        .iter()
-        .find(|m| m["type"] == "execution_cached")
-        .unwrap();
-    assert_eq!(cached["data"]["nodes"], json!(["1"]));
+    assert_eq!(cached_nodes(&messages), json!(["1"]));
     assert_eq!(executing_nodes(&messages), ["2", "3"]);
     assert_eq!(output_files(&server), 2);
     Ok(())
@@ -188,9 +184,7 @@ async fn unchanged_subgraphs_are_cached_across_prompts() -> anyhow::Result<()> {
 
 #[tokio::test]
 async fn interrupt_stops_a_slow_node_and_the_next_prompt_runs() -> anyhow::Result<()> {
-    let dir = tempfile::tempdir()?;
-    let server = Server::start(dir.path(), &[]).await?;
-    let mut ws = server.connect("d").await?;
+    let (_dir, server, mut ws) = server_with_client("d").await?;
     let slow = server.queue(&slow_prompt(60_000), "d").await?;
     let progress = ws.wait_for("progress").await?;
     assert_eq!(progress["data"]["node"], "1");
@@ -241,9 +235,7 @@ async fn events_go_only_to_the_prompt_owner() -> anyhow::Result<()> {
 
 #[tokio::test]
 async fn websocket_commands_queue_and_interrupt_with_replies() -> anyhow::Result<()> {
-    let dir = tempfile::tempdir()?;
-    let server = Server::start(dir.path(), &[]).await?;
-    let mut ws = server.connect("cmd").await?;
+    let (_dir, _server, mut ws) = server_with_client("cmd").await?;
     ws.send(&json!({"type": "feature_flags", "data": {"supports_preview_metadata": true}}))
         .await?;
     let flags = ws.wait_for("feature_flags").await?;
@@ -279,9 +271,7 @@ async fn websocket_commands_queue_and_interrupt_with_replies() -> anyhow::Result
 
 #[tokio::test]
 async fn front_prompts_jump_the_queue() -> anyhow::Result<()> {
-    let dir = tempfile::tempdir()?;
-    let server = Server::start(dir.path(), &[]).await?;
-    let mut ws = server.connect("q").await?;
+    let (_dir, server, mut ws) = server_with_client("q").await?;
     let blocker = server.queue(&slow_prompt(60_000), "q").await?;
     ws.wait_for("progress").await?;
     let back = server.queue(&blend_prompt("back"), "q").await?;
@@ -313,9 +303,7 @@ async fn front_prompts_jump_the_queue() -> anyhow::Result<()> {
 
 #[tokio::test]
 async fn a_prompt_id_already_queued_running_or_finished_is_refused() -> anyhow::Result<()> {
-    let dir = tempfile::tempdir()?;
-    let server = Server::start(dir.path(), &[]).await?;
-    let mut ws = server.connect("dup").await?;
+    let (_dir, server, mut ws) = server_with_client("dup").await?;
     let submit =
         |id: &str, prompt: Value| json!({"prompt": prompt, "client_id": "dup", "prompt_id": id});
     let (status, body) = server

@@ -3,20 +3,16 @@
 //! carries its titles and description in `_meta`.
 
 use std::path::Path;
-use std::process::Command;
 
-use cretok_tests::{cretok_bin, example_components, repo_root};
+use cretok_tests::{
+    assert_succeeded, cretok_with_data, example_components, repo_root, written_paths,
+};
 
+/// `cretok ARGS` on the data in `dir` and the models in `dir/models`.
 fn cretok(args: &[&str], dir: &Path) -> std::process::Output {
-    Command::new(cretok_bin())
-        .args(args)
-        .arg("--data-dir")
-        .arg(dir)
-        .arg("--models")
-        .arg(dir.join("models"))
-        .current_dir(repo_root())
-        .output()
-        .expect("cretok runs")
+    let models = dir.join("models");
+    let models = ["--models", models.to_str().unwrap()];
+    cretok_with_data(&[args, &models].concat(), dir)
 }
 
 /// Checks a written file; returns the size of a PNG.
@@ -84,14 +80,8 @@ fn every_workflow_runs_headless() {
     for entry in std::fs::read_dir(&components).unwrap().flatten() {
         std::fs::copy(entry.path(), custom.join(entry.file_name())).unwrap();
     }
-    let out = cretok(&["dev", "tiny-checkpoint"], dir.path());
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-
-    let out = cretok(
+    for args in [
+        &["dev", "tiny-checkpoint"][..],
         &[
             "train",
             "--checkpoint",
@@ -102,13 +92,9 @@ fn every_workflow_runs_headless() {
             "2",
             "--quiet",
         ],
-        dir.path(),
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    ] {
+        assert_succeeded(&cretok(args, dir.path()), args);
+    }
 
     let mut workflows: Vec<_> = std::fs::read_dir(repo_root().join("workflows"))
         .unwrap()
@@ -135,26 +121,17 @@ fn every_workflow_runs_headless() {
     for (workflow, file_name) in workflows.iter().zip(&names) {
         check_meta(workflow);
         let name = workflow.to_str().unwrap();
-        let out = cretok(
-            &[
-                "run",
-                name,
-                "--quiet",
-                "--custom-nodes",
-                custom.to_str().unwrap(),
-            ],
-            dir.path(),
-        );
-        assert!(
-            out.status.success(),
-            "{name}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let args = [
+            "run",
+            name,
+            "--quiet",
+            "--custom-nodes",
+            custom.to_str().unwrap(),
+        ];
+        let out = cretok(&args, dir.path());
+        assert_succeeded(&out, &args);
         let stdout = String::from_utf8_lossy(&out.stdout);
-        let written: Vec<&str> = stdout
-            .lines()
-            .filter_map(|l| l.strip_prefix("wrote "))
-            .collect();
+        let written = written_paths(&stdout);
         assert!(!written.is_empty(), "{name} wrote nothing: {stdout}");
         let sizes: Vec<_> = written
             .iter()
@@ -190,21 +167,13 @@ fn the_readme_pipeline_trains_the_token_blend_pair_loads() {
     );
     let dir = tempfile::tempdir().unwrap();
     for args in &commands[..commands.len() - 1] {
-        let out = cretok(args, dir.path());
-        assert!(
-            out.status.success(),
-            "{args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert_succeeded(&cretok(args, dir.path()), args);
     }
     let token = dir.path().join("models/embeddings/cretok.safetensors");
     assert!(token.is_file(), "no token where blend_pair loads it");
-    let out = cretok(&["run", "workflows/blend_pair.json"], dir.path());
+    let args = ["run", "workflows/blend_pair.json"];
+    let out = cretok(&args, dir.path());
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_succeeded(&out, &args);
     assert!(stdout.contains("blend_pair_00001_.png"), "{stdout}");
 }

@@ -3,27 +3,12 @@
 
 use std::path::Path;
 
-use cretok_tests::{cretok_bin, cretok_ok, repo_root, run_headless, Frame, Server};
+use cretok_tests::{
+    cretok_bin, cretok_ok, repo_root, run_headless, tiny_checkpoint, Frame, Server,
+};
 use serde_json::{json, Value};
 
 const WORKFLOW: &str = "workflows/sd3_txt2img.json";
-
-/// Writes the tiny checkpoint into `models/checkpoints/`.
-fn tiny_checkpoint(models: &Path) {
-    let out = cretok_ok(&[
-        "dev",
-        "tiny-checkpoint",
-        "--models",
-        models.to_str().unwrap(),
-    ]);
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let file = models.join("checkpoints").join("tiny-sd3.safetensors");
-    assert!(file.is_file(), "{stdout}");
-    assert!(
-        stdout.contains(&format!("wrote {}", file.display())),
-        "{stdout}"
-    );
-}
 
 fn workflow() -> Value {
     let text = std::fs::read_to_string(repo_root().join(WORKFLOW)).unwrap();
@@ -130,13 +115,7 @@ async fn queue_and_follow(
 async fn sd3_txt2img_through_the_server_sends_progress_and_previews_when_asked(
 ) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
-    let models = dir.path().join("models");
-    tiny_checkpoint(&models);
-    let server = Server::start(
-        &dir.path().join("data"),
-        &["--models", models.to_str().unwrap()],
-    )
-    .await?;
+    let server = Server::start_on_tiny_checkpoint(dir.path(), &[]).await?;
     let mut ws = server.connect("gallery").await?;
     let mut prompt = workflow();
 
@@ -168,18 +147,8 @@ async fn sd3_txt2img_through_the_server_sends_progress_and_previews_when_asked(
 #[tokio::test]
 async fn serve_preview_method_switches_previews_on_for_every_prompt() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
-    let models = dir.path().join("models");
-    tiny_checkpoint(&models);
-    let server = Server::start(
-        &dir.path().join("data"),
-        &[
-            "--models",
-            models.to_str().unwrap(),
-            "--preview-method",
-            "auto",
-        ],
-    )
-    .await?;
+    let server =
+        Server::start_on_tiny_checkpoint(dir.path(), &["--preview-method", "auto"]).await?;
     let mut ws = server.connect("gallery").await?;
     let body = json!({"prompt": workflow(), "client_id": "gallery"});
     assert!(queue_and_follow(&server, &mut ws, body).await?.previews >= 1);
@@ -196,13 +165,7 @@ async fn serve_preview_method_switches_previews_on_for_every_prompt() -> anyhow:
 #[tokio::test]
 async fn int8_weights_load_anew_and_are_cached_as_their_own_model() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
-    let models = dir.path().join("models");
-    tiny_checkpoint(&models);
-    let server = Server::start(
-        &dir.path().join("data"),
-        &["--models", models.to_str().unwrap()],
-    )
-    .await?;
+    let server = Server::start_on_tiny_checkpoint(dir.path(), &[]).await?;
     let mut ws = server.connect("gallery").await?;
     let mut prompt = workflow();
     let mut cached_loader = Vec::new();
@@ -283,6 +246,16 @@ fn sd3_negative_recipe_workflow() -> Value {
     })
 }
 
+/// The decoded pixels of PNG bytes.
+fn pixels(png: &[u8]) -> Vec<u8> {
+    let mut reader = png::Decoder::new(std::io::Cursor::new(png))
+        .read_info()
+        .unwrap();
+    let mut buf = vec![0; reader.output_buffer_size().unwrap()];
+    reader.next_frame(&mut buf).unwrap();
+    buf
+}
+
 /// Runs `workflow` headless; returns the saved image's `prompt` chunk, size
 /// and PNG bytes.
 fn run_saved(
@@ -313,34 +286,30 @@ fn comfyui_sd3_negative_recipe_runs_headless_with_dpmpp_2m() {
     let mut zeroed = recipe.clone();
     zeroed["3"]["inputs"]["negative"] = json!(["67", 0]);
     let (_, _, zeroed_png) = run_saved(&zeroed, dir.path(), &models, "zeroed.json");
-    let pixels = |png: &[u8]| {
-        let mut reader = png::Decoder::new(std::io::Cursor::new(png))
-            .read_info()
-            .unwrap();
-        let mut buf = vec![0; reader.output_buffer_size().unwrap()];
-        reader.next_frame(&mut buf).unwrap();
-        buf
-    };
     assert_ne!(pixels(&recipe_png), pixels(&zeroed_png));
 }
 
-/// Writes an RGBA gradient picture (its alpha too) of `width × height`.
-fn write_picture(path: &Path, width: u32, height: u32) {
+/// Writes an RGBA picture of `width × height` with `pixel(x, y)` at each place.
+fn write_rgba(path: &Path, width: u32, height: u32, pixel: impl Fn(u32, u32) -> [u8; 4]) {
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
     let file = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
     let mut encoder = png::Encoder::new(file, width, height);
     encoder.set_color(png::ColorType::Rgba);
     let pixels: Vec<u8> = (0..width * height)
-        .flat_map(|i| {
-            let (x, y) = (i % width, i / width);
-            [(x * 255 / width) as u8, (y * 255 / height) as u8, 128, 200]
-        })
+        .flat_map(|i| pixel(i % width, i / width))
         .collect();
     encoder
         .write_header()
         .unwrap()
         .write_image_data(&pixels)
         .unwrap();
+}
+
+/// Writes an RGBA gradient picture (its alpha too) of `width × height`.
+fn write_picture(path: &Path, width: u32, height: u32) {
+    write_rgba(path, width, height, |x, y| {
+        [(x * 255 / width) as u8, (y * 255 / height) as u8, 128, 200]
+    });
 }
 
 #[test]
@@ -356,10 +325,7 @@ fn comfyui_img2img_of_an_uploaded_picture_runs_headless() {
     prompt["5"] =
         json!({"class_type": "VAEEncode", "inputs": {"pixels": ["11", 0], "vae": ["4", 2]}});
     prompt["3"]["inputs"]["denoise"] = json!(0.6);
-    let file = dir.path().join("img2img.json");
-    std::fs::write(&file, prompt.to_string()).unwrap();
-    let path = run_headless(&file, &models, &data, &[]);
-    let (saved, size) = read_png(&path);
+    let (saved, size, _) = run_saved(&prompt, dir.path(), &models, "img2img.json");
     assert_eq!(saved, prompt);
     assert_eq!(size, (96, 64));
 }
@@ -367,23 +333,11 @@ fn comfyui_img2img_of_an_uploaded_picture_runs_headless() {
 /// Writes a 64×48 picture whose right half is transparent (LoadImage's MASK
 /// is 1 there: the part to inpaint).
 fn write_half_transparent_picture(path: &Path) {
-    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    let file = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
     let (width, height) = (64u32, 48u32);
-    let mut encoder = png::Encoder::new(file, width, height);
-    encoder.set_color(png::ColorType::Rgba);
-    let pixels: Vec<u8> = (0..width * height)
-        .flat_map(|i| {
-            let (x, y) = (i % width, i / width);
-            let alpha = if x < width / 2 { 255 } else { 0 };
-            [(x * 4) as u8, (y * 5) as u8, 90, alpha]
-        })
-        .collect();
-    encoder
-        .write_header()
-        .unwrap()
-        .write_image_data(&pixels)
-        .unwrap();
+    write_rgba(path, width, height, |x, y| {
+        let alpha = if x < width / 2 { 255 } else { 0 };
+        [(x * 4) as u8, (y * 5) as u8, 90, alpha]
+    });
 }
 
 /// The `latent_tensor` of a ComfyUI `.latent` file.
@@ -414,10 +368,7 @@ fn comfyui_inpainting_with_a_noise_mask_keeps_the_unmasked_latent() {
         "21": {"class_type": "SaveLatent", "inputs": {"samples": ["12", 0], "filename_prefix": "latents/encoded"}},
         "22": {"class_type": "SaveLatent", "inputs": {"samples": ["3", 0], "filename_prefix": "latents/inpainted"}}
     });
-    let file = dir.path().join("inpaint.json");
-    std::fs::write(&file, prompt.to_string()).unwrap();
-    let path = run_headless(&file, &models, &data, &[]);
-    let (saved, size) = read_png(&path);
+    let (saved, size, _) = run_saved(&prompt, dir.path(), &models, "inpaint.json");
     assert_eq!(saved, prompt);
     assert_eq!(size, (64, 48));
     let latents = data.join("output/latents");
@@ -452,14 +403,6 @@ fn comfyui_skip_layer_guidance_applies_within_its_percents() {
     let dir = tempfile::tempdir().unwrap();
     let models = dir.path().join("models");
     tiny_checkpoint(&models);
-    let pixels = |png: &[u8]| {
-        let mut reader = png::Decoder::new(std::io::Cursor::new(png))
-            .read_info()
-            .unwrap();
-        let mut buf = vec![0; reader.output_buffer_size().unwrap()];
-        reader.next_frame(&mut buf).unwrap();
-        buf
-    };
     let (_, _, plain) = run_saved(
         &sd3_negative_recipe_workflow(),
         dir.path(),

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use cretok_tests::Server;
+use cretok_tests::{files_under, Server};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Map, Value};
 use tokio_tungstenite::tungstenite::Message;
@@ -221,18 +221,8 @@ async fn still_serving(server: &mut Server, batch: usize) -> Result<()> {
 
 /// Every `.txt` file under `dir`.
 fn text_files(dir: &Path) -> Vec<PathBuf> {
-    let mut found = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for entry in std::fs::read_dir(&d).into_iter().flatten().flatten() {
-            let path = entry.path();
-            if entry.file_type().is_ok_and(|t| t.is_dir()) {
-                stack.push(path);
-            } else if path.extension().is_some_and(|e| e == "txt") {
-                found.push(path);
-            }
-        }
-    }
+    let mut found = files_under(dir);
+    found.retain(|path| path.extension().is_some_and(|e| e == "txt"));
     found
 }
 

@@ -8,7 +8,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{bail, Result};
-use cretok_tests::Server;
+use cretok_tests::{files_under, Server};
 use reqwest::header::HeaderMap;
 use reqwest::Method;
 use serde_json::{json, Value};
@@ -163,20 +163,13 @@ async fn send(server: &Server, c: &Call, headers: &[(&str, String)]) -> Result<(
 
 /// Every file under `dir` with its contents.
 fn snapshot(dir: &Path) -> BTreeMap<String, Vec<u8>> {
-    let mut files = BTreeMap::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for entry in std::fs::read_dir(&d).into_iter().flatten().flatten() {
-            let path = entry.path();
-            if entry.file_type().is_ok_and(|t| t.is_dir()) {
-                stack.push(path);
-            } else {
-                let bytes = std::fs::read(&path).unwrap_or_default();
-                files.insert(path.display().to_string(), bytes);
-            }
-        }
-    }
-    files
+    files_under(dir)
+        .into_iter()
+        .map(|path| {
+            let bytes = std::fs::read(&path).unwrap_or_default();
+            (path.display().to_string(), bytes)
+        })
+        .collect()
 }
 
 async fn state(server: &Server) -> Result<(Value, Value, BTreeMap<String, Vec<u8>>)> {

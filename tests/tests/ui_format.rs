@@ -4,30 +4,11 @@
 //! graph runs.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
-use cretok_tests::{cretok_bin, repo_root};
+use cretok_tests::{
+    cretok_with_data as cretok, cretok_with_data_ok as succeed, repo_root, run_one,
+};
 use serde_json::Value;
-
-fn cretok(args: &[&str], dir: &Path) -> Output {
-    Command::new(cretok_bin())
-        .args(args)
-        .arg("--data-dir")
-        .arg(dir)
-        .current_dir(repo_root())
-        .output()
-        .expect("cretok runs")
-}
-
-fn succeed(args: &[&str], dir: &Path) -> String {
-    let out = cretok(args, dir);
-    assert!(
-        out.status.success(),
-        "cretok {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).expect("utf-8 output")
-}
 
 fn fixture(name: &str) -> PathBuf {
     repo_root().join("tests/fixtures/ui").join(name)
@@ -86,17 +67,6 @@ fn tiny_models() -> tempfile::TempDir {
         dir.path(),
     );
     dir
-}
-
-/// Runs a workflow; returns the one PNG it wrote.
-fn run_one(workflow: &Path, dir: &Path) -> PathBuf {
-    let out = succeed(&["run", workflow.to_str().unwrap(), "--quiet"], dir);
-    let written: Vec<&str> = out
-        .lines()
-        .filter_map(|l| l.strip_prefix("wrote "))
-        .collect();
-    assert_eq!(written.len(), 1, "{out}");
-    PathBuf::from(written[0])
 }
 
 fn pixels(png_path: &Path) -> (u32, u32, Vec<u8>) {

@@ -2,32 +2,15 @@
 //! `cretok run PNG` and `cretok convert PNG`: text that is not Latin-1 is
 //! saved as UTF-8 `iTXt`, as ComfyUI (through PIL) saves it.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 
-use cretok_tests::{cretok_bin, repo_root};
+use cretok_tests::{cretok_with_data_ok as cretok, repo_root, run_one};
 use serde_json::{json, Value};
 
 /// Em dash, curly quotes, CJK, Cyrillic and an emoji (outside the BMP).
 const PROMPT: &str = "a lettuce mantis \u{2014} \u{201c}studio\u{201d} \u{732b}\u{306e}\u{7d75} \u{043a}\u{043e}\u{0442} \u{1f98a}";
 const NOTE: &str =
     "Note \u{2014} \u{2018}notes\u{2019} keep \u{00e9}, \u{4e2d}\u{6587} and \u{1f3a8}";
-
-fn cretok(args: &[&str], dir: &Path) -> String {
-    let out = Command::new(cretok_bin())
-        .args(args)
-        .arg("--data-dir")
-        .arg(dir)
-        .current_dir(repo_root())
-        .output()
-        .expect("cretok runs");
-    assert!(
-        out.status.success(),
-        "cretok {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).expect("utf-8 output")
-}
 
 /// One editor node: `inputs` are `(name, type, link)`, `outputs` `(type, links)`.
 fn node(
@@ -123,17 +106,6 @@ fn ui_workflow() -> Value {
     .map(|(id, from, slot, to, to_slot, ty)| json!([id, from, slot, to, to_slot, ty]));
     json!({"last_node_id": 8, "last_link_id": 9, "nodes": nodes, "links": links,
            "groups": [], "config": {}, "extra": {}, "version": 0.4})
-}
-
-/// Runs a workflow; returns the one PNG it wrote.
-fn run_one(workflow: &Path, dir: &Path) -> PathBuf {
-    let out = cretok(&["run", workflow.to_str().unwrap(), "--quiet"], dir);
-    let written: Vec<&str> = out
-        .lines()
-        .filter_map(|l| l.strip_prefix("wrote "))
-        .collect();
-    assert_eq!(written.len(), 1, "{out}");
-    PathBuf::from(written[0])
 }
 
 struct Png {

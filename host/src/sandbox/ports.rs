@@ -195,17 +195,7 @@ fn from_guest(value: GuestValue) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn port(name: &str, kind: PortType, default: Option<GuestValue>) -> GuestPort {
-        GuestPort {
-            name: name.into(),
-            kind,
-            description: String::new(),
-            default,
-            optional: false,
-            is_list: false,
-        }
-    }
+    use crate::sandbox::schema::tests::port;
 
     fn ports(extra_inputs: bool) -> Ports {
         Ports::new(

@@ -261,11 +261,16 @@ fn input_spec(port: &GuestPort) -> InputSpec {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::sandbox::wit::GuestValue;
 
-    fn port(name: &str, kind: PortType, default: Option<GuestValue>) -> GuestPort {
+    /// A required, single-valued guest port without a description.
+    pub(in crate::sandbox) fn port(
+        name: &str,
+        kind: PortType,
+        default: Option<GuestValue>,
+    ) -> GuestPort {
         GuestPort {
             name: name.into(),
             kind,

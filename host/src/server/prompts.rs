@@ -124,23 +124,34 @@ fn id_list(body: &Json_, key: &str) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// A `POST /queue` or `POST /history` body: `apply(app, clear, ids)` empties the
+/// store when `"clear"` is true and drops the entries listed in `"delete"`.
+async fn clear_or_delete(
+    s: &Shared,
+    body: &Json_,
+    apply: impl FnOnce(&AppState, bool, &[String]) -> anyhow::Result<()> + Send + 'static,
+) -> Result<StatusCode, ApiError> {
+    let clear = body.get("clear").and_then(Json_::as_bool) == Some(true);
+    let delete = id_list(body, "delete");
+    off_runtime(s, move |app| apply(app, clear, &delete))
+        .await
+        .map_err(ApiError::unavailable)?;
+    Ok(StatusCode::OK)
+}
+
 pub async fn post_queue(
     State(s): State<Shared>,
     JsonBody(body): JsonBody,
 ) -> Result<StatusCode, ApiError> {
-    let clear = body.get("clear").and_then(Json_::as_bool) == Some(true);
-    let delete = id_list(&body, "delete");
-    off_runtime(&s, move |app| {
+    clear_or_delete(&s, &body, |app, clear, delete| {
         if clear {
             app.queue.clear()?;
         }
-        app.queue.delete(&delete)?;
+        app.queue.delete(delete)?;
         app.broadcast_status();
-        anyhow::Ok(())
+        Ok(())
     })
     .await
-    .map_err(ApiError::unavailable)?;
-    Ok(StatusCode::OK)
 }
 
 pub(super) fn number_param(
@@ -191,17 +202,13 @@ pub async fn post_history(
     State(s): State<Shared>,
     JsonBody(body): JsonBody,
 ) -> Result<StatusCode, ApiError> {
-    let clear = body.get("clear").and_then(Json_::as_bool) == Some(true);
-    let delete = id_list(&body, "delete");
-    off_runtime(&s, move |app| {
+    clear_or_delete(&s, &body, |app, clear, delete| {
         if clear {
             app.history.clear()?;
         }
-        app.history.delete(&delete)
+        app.history.delete(delete)
     })
     .await
-    .map_err(ApiError::unavailable)?;
-    Ok(StatusCode::OK)
 }
 
 pub async fn interrupt(

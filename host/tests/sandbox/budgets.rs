@@ -132,22 +132,26 @@ fn long_names_markup_and_control_characters_are_refused() {
         problem.len() < 160,
         "quotes at most 80 characters: {problem}"
     );
-    assert_eq!(
-        schema_error("X", "<img src=x onerror=alert(1)>", ""),
-        "the display name '<img src=x onerror=alert(1)>' contains '<'"
-    );
-    assert_eq!(
-        schema_error("X", "", "fine\u{202E}txt.exe"),
-        "the description 'fine\\u{202e}txt.exe' contains '\\u{202e}'"
-    );
-    assert_eq!(
-        schema_error("X", "", "a\u{1b}[2J"),
-        "the description 'a\\u{1b}[2J' contains '\\u{1b}'"
-    );
-    assert_eq!(
-        schema_error("..", "", ""),
-        "the id '..' does not start with a letter or digit"
-    );
+    for ((id, display_name, description), problem) in [
+        (
+            ("X", "<img src=x onerror=alert(1)>", ""),
+            "the display name '<img src=x onerror=alert(1)>' contains '<'",
+        ),
+        (
+            ("X", "", "fine\u{202E}txt.exe"),
+            "the description 'fine\\u{202e}txt.exe' contains '\\u{202e}'",
+        ),
+        (
+            ("X", "", "a\u{1b}[2J"),
+            "the description 'a\\u{1b}[2J' contains '\\u{1b}'",
+        ),
+        (
+            ("..", "", ""),
+            "the id '..' does not start with a letter or digit",
+        ),
+    ] {
+        assert_eq!(schema_error(id, display_name, description), problem);
+    }
     let problem = schema_error("X", "", &"d".repeat(2000));
     assert!(
         problem.ends_with("…' is 2000 bytes long, more than 1024"),

@@ -4,8 +4,18 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use candle_core::{DType, Device, Tensor};
+use cretok_nodes::Value;
+
+/// The `T` a node output handle holds; panics on any other value.
+pub fn handle<T: Send + Sync + 'static>(value: &Value) -> Arc<T> {
+    match value {
+        Value::Handle(h) => h.clone().downcast::<T>().ok().unwrap(),
+        other => panic!("{other:?}"),
+    }
+}
 
 /// A goldens file from `nodes/parity/goldens/` (made by the scripts in `nodes/parity/`).
 pub fn goldens(file: &str) -> HashMap<String, Tensor> {
