@@ -11,9 +11,10 @@ load average is recorded before and after each run. Prints a markdown table and 
 raw figures as JSON.
 
     bash nodes/parity/setup_venv.sh
-    cargo build --release -p cretok-model --example sd3_file_bench
-    target/release/cretok checkpoint random --variant sd3-medium-t5 --out /tmp/sd3m-t5.safetensors
-    .venv-parity/bin/python nodes/parity/sd3_file_bench.py --ckpt /tmp/sd3m-t5.safetensors \\
+    cargo build --release -p cretok-host -p cretok-model --example sd3_file_bench
+    mkdir -p target/bench
+    target/release/cretok checkpoint random --variant sd3-medium-t5 --out target/bench/sd3m-t5.safetensors
+    .venv-parity/bin/python nodes/parity/sd3_file_bench.py --ckpt target/bench/sd3m-t5.safetensors \\
         --sizes 512 --steps 4 --precisions f16 8bit --rounds 1 --threads 2 --cap-gib 20
 
 Precisions: `f16` is the file as stored (ours `default`, sd.cpp `wtype=f16`); `8bit` is ours
