@@ -274,7 +274,8 @@ def table(runs, args):
                 lines.append(
                     f"| {size}² | {weights} | {name} | {fmt(med([r['load_s'] for r in ok]))} | "
                     f"{fmt(med([r['encode_prompt'] for r in ok]))} | {fmt(step)} | "
-                    f"{fmt(med([r['decode'] for r in ok]))} | "
+                    f"{fmt(med([r['decode'] for r in ok]))}"
+                    f"{' (tiled)' if any(r.get('decode_tiled') for r in ok) else ''} | "
                     f"{max(r['peak_gib']['VmHWM'] for r in ok):.1f} | "
                     f"{max(r['peak_gib']['RssAnon'] for r in ok):.1f} | "
                     f"{fmt(med([r['cores_used'] for r in ok]), 2)} | "

@@ -237,21 +237,9 @@ impl Default for PromptLimits {
 
 /// [`DEFAULT_MEMORY_SHARE`] of physical memory.
 pub fn default_memory_budget() -> u64 {
-    physical_memory_bytes().map_or(FALLBACK_MEMORY_BYTES, |total| {
+    cretok_model::memory::physical_bytes().map_or(FALLBACK_MEMORY_BYTES, |total| {
         (total as f64 * DEFAULT_MEMORY_SHARE) as u64
     })
-}
-
-/// `MemTotal` of `/proc/meminfo`.
-fn physical_memory_bytes() -> Option<u64> {
-    let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
-    parse_mem_total(&meminfo)
-}
-
-fn parse_mem_total(meminfo: &str) -> Option<u64> {
-    let line = meminfo.lines().find(|l| l.starts_with("MemTotal:"))?;
-    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib.saturating_mul(1024))
 }
 
 #[cfg(test)]
@@ -259,16 +247,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn reads_mem_total_in_kib() {
-        let meminfo = "MemTotal:       24683584 kB\nMemFree:  1 kB\n";
-        assert_eq!(parse_mem_total(meminfo), Some(24683584 * 1024));
-        assert_eq!(parse_mem_total("nothing"), None);
-    }
-
-    #[test]
     fn default_budget_is_a_share_of_physical_memory() {
         let budget = default_memory_budget();
-        match physical_memory_bytes() {
+        match cretok_model::memory::physical_bytes() {
             Some(total) => assert_eq!(budget, (total as f64 * DEFAULT_MEMORY_SHARE) as u64),
             None => assert_eq!(budget, FALLBACK_MEMORY_BYTES),
         }

@@ -11,7 +11,7 @@ use cretok_nodes::builtin::{
     ConditioningConcat, ConditioningSetTimestepRange, ConditioningZeroOut, DisableNoise,
     EmptySd3LatentImage, KSampler, KSamplerAdvanced, KSamplerSelect, ModelSamplingSd3,
     PreviewImage, RandomNoise, Sample, SamplerCustomAdvanced, SaveImage, SetLatentNoiseMask,
-    SplitSigmas, VaeDecode, VaeEncode,
+    SplitSigmas, VaeDecode, VaeDecodeTiled, VaeEncode,
 };
 use cretok_nodes::sd3::checkpoint::Sd3Checkpoint;
 use cretok_nodes::sd3::sampling::{seeded_noise, DiffusionModel};
@@ -205,6 +205,45 @@ fn cancel_during_sampling_interrupts() {
     .unwrap_err();
     assert!(matches!(err, NodeError::Interrupted), "{err}");
     assert_eq!(sink.progress.lock().unwrap().len(), 2);
+}
+
+#[test]
+fn vae_decode_tiled_blends_tiles_and_equals_the_whole_decode_when_one_tile_holds_it() {
+    let s = setup();
+    let latent = Value::handle(Latent {
+        samples: seeded_noise(5, &[1, 16, 6, 8], &Device::Cpu).unwrap(),
+        noise_mask: None,
+    });
+    let decode = |node: &dyn Node, tile_size: i64| {
+        let inputs = Inputs::new()
+            .with("samples", latent.clone())
+            .with("vae", Value::handle(s.vae.clone()))
+            .with("tile_size", Value::Int(tile_size))
+            .with("overlap", Value::Int(16))
+            .with("temporal_size", Value::Int(64))
+            .with("temporal_overlap", Value::Int(8));
+        handle::<Image>(&node_output(node, inputs, &s))
+            .pixels
+            .clone()
+    };
+    let whole = decode(&VaeDecode, 0);
+    // 16×16 latent tiles: each pass's tiles (32×8, 8×32, 16×16) hold the 6×8 latent whole.
+    let one_tile = decode(&VaeDecodeTiled, 128);
+    assert!(max_abs_diff(&one_tile, &whole) < 1e-6);
+    // 8×8 latent tiles: three, two and one tiles in the three passes, blended.
+    let tiled = decode(&VaeDecodeTiled, 64);
+    assert_eq!(tiled.dims(), whole.dims());
+    let diff = max_abs_diff(&tiled, &whole);
+    let mean: f32 = (&tiled - &whole)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .mean_all()
+        .unwrap()
+        .to_scalar()
+        .unwrap();
+    eprintln!("tiled against whole: max {diff}, mean {mean}");
+    assert!(diff > 0.0, "the tiles must see less than the whole latent");
 }
 
 #[test]

@@ -125,7 +125,8 @@ fn main() -> Result<()> {
     let after_sampling = memory_gib();
 
     let start = Instant::now();
-    vae.decode(&x)?;
+    let available = cretok_model::memory::available_bytes();
+    let (_, tiling) = vae.decode_fitting(&x, available, &mut || Ok(()))?;
     let decode = seconds_since(start);
 
     let report = json!({
@@ -137,6 +138,7 @@ fn main() -> Result<()> {
         "weight_dtype": args.weight_dtype,
         "threads": candle_core::utils::get_num_threads(),
         "has_t5": encoders.has_t5(),
+        "decode_tiled": tiling.is_some(),
         "seconds": {
             "load": load,
             "encode_prompt": encode_prompt,

@@ -7,6 +7,7 @@ pub mod bitmap_font;
 pub mod cretok;
 pub mod files;
 pub mod interrupt;
+pub mod memory;
 pub mod resample;
 pub mod sd3;
 

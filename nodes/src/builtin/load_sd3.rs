@@ -22,8 +22,8 @@ const CHECKPOINTS: &str = "checkpoints";
 /// folder's `tokenizer_3/` or `models/text_encoders/t5_tokenizer/tokenizer.json`
 /// when present, else the shipped T5 v1.1 tokenizer; without T5 weights its
 /// rows are zeros (the summary says so). The optional `weight_dtype`
-/// (`default`, `int8`) quantises the linear weights of the MMDiT and T5 to int8
-/// blocks at load (docs/sd3.md, "Weight precision").
+/// (`default`, `int8`) quantises the linear weights of the MMDiT and the text
+/// encoders to int8 blocks at load (docs/sd3.md, "Weight precision").
 ///
 /// Registered twice: as `LoadSD3` and under ComfyUI's name
 /// `CheckpointLoaderSimple`, so ComfyUI SD3 workflows run unchanged.
@@ -78,9 +78,9 @@ impl Node for CheckpointLoader {
             .input(
                 InputSpec::optional("weight_dtype", InputKind::combo(WeightDtype::NAMES))
                     .with_tooltip(
-                        "int8: the linear weights of the diffusion model and of T5 quantised \
-                         to 8 bits (blocks of 32 with a scale) at load, about half the memory \
-                         of f16 (CPU only)",
+                        "int8: the linear weights of the diffusion model and the text encoders \
+                         quantised to 8 bits (blocks of 32 with a scale) at load, about half the \
+                         memory of f16 (CPU only; CreTok training needs default)",
                     ),
             )
             .output(OutputSpec::new(data_type::MODEL))

@@ -91,7 +91,7 @@ pub use string_to_int::StringToInt;
 pub use string_transform::StringTransform;
 pub use style_modifier::StyleModifier;
 pub use unet_loader::UnetLoader;
-pub use vae_decode::VaeDecode;
+pub use vae_decode::{VaeDecode, VaeDecodeTiled};
 pub use vae_encode::VaeEncode;
 pub use vae_loader::VaeLoader;
 
@@ -144,6 +144,7 @@ pub fn register_all(registry: &mut Registry, paths: Arc<Paths>) {
     registry.register(Arc::new(ConditioningConcat));
     registry.register(Arc::new(ConditioningAverage));
     registry.register(Arc::new(VaeDecode));
+    registry.register(Arc::new(VaeDecodeTiled));
     registry.register(Arc::new(VaeEncode));
     registry.register(Arc::new(SaveImage));
     registry.register(Arc::new(PreviewImage));

@@ -48,7 +48,7 @@ impl EncoderRef<'_> {
     }
 
     pub fn dtype(&self) -> DType {
-        self.model.token_embedding().dtype()
+        self.model.dtype()
     }
 
     /// The input embedding of a vocabulary id, `[hidden]`, as `f32`.

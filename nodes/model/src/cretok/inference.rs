@@ -145,7 +145,7 @@ pub fn encode_pieces(encoders: &Sd3TextEncoders, pieces: &[Piece]) -> Result<Con
                             )
                         }
                         for k in 0..r.dim(0)? {
-                            let row = r.get(k)?.to_dtype(model.token_embedding().dtype())?;
+                            let row = r.get(k)?.to_dtype(model.dtype())?;
                             list.push((
                                 ids.len(),
                                 row.to_device(model.token_embedding().device())?,

@@ -14,6 +14,7 @@ use candle_core::{DType, Device, Module, Result, Tensor};
 use candle_nn::{self as nn, Embedding, VarBuilder};
 
 use super::linear::{linear_no_bias, Linear};
+use super::precision;
 
 /// The shapes of a T5 encoder.
 #[derive(Debug, Clone, PartialEq)]
@@ -259,7 +260,7 @@ impl T5Encoder {
             .map(|i| Block::new(cfg, encoder.pp(format!("block.{i}.layer"))))
             .collect::<Result<Vec<_>>>()?;
         Ok(Self {
-            embedding: nn::embedding(cfg.vocab_size, cfg.d_model, embedding_vb)?,
+            embedding: precision::stored_embedding(cfg.vocab_size, cfg.d_model, embedding_vb)?,
             position_bias: RelativePositionBias::new(
                 cfg,
                 encoder.pp("block.0.layer.0.SelfAttention.relative_attention_bias"),

@@ -280,10 +280,11 @@ impl Sd3Checkpoint {
         &self,
         dtype: DType,
         device: &Device,
+        linear_dtype: WeightDtype,
     ) -> Result<(VarBuilder<'static>, VarBuilder<'static>)> {
         let vb = |kind| {
             self.text_encoder(kind)
-                .map(|t| t.var_builder(dtype, device))
+                .map(|t| t.var_builder_as(dtype, device, linear_dtype))
         };
         match (vb(TextEncoderKind::ClipL), vb(TextEncoderKind::ClipG)) {
             (Some(clip_l), Some(clip_g)) => Ok((clip_l, clip_g)),
@@ -292,18 +293,19 @@ impl Sd3Checkpoint {
     }
 
     /// CLIP-L, CLIP-G and, when the checkpoint has its weights, T5 with the tokenizer
-    /// `t5_tokenizer` gives and its linear weights in `t5_linear_dtype`.
+    /// `t5_tokenizer` gives; their linear weights in `linear_dtype` (int8 weights compute
+    /// forward only: CreTok training needs the stored ones).
     pub fn load_text_encoders(
         &self,
         dtype: DType,
         device: &Device,
         t5_tokenizer: impl FnOnce() -> Result<T5Tokenizer>,
-        t5_linear_dtype: WeightDtype,
+        linear_dtype: WeightDtype,
     ) -> Result<Sd3TextEncoders> {
-        let (clip_l, clip_g) = self.clip_var_builders(dtype, device)?;
+        let (clip_l, clip_g) = self.clip_var_builders(dtype, device, linear_dtype)?;
         let (t5, t5_tokenizer) = match self.text_encoder(TextEncoderKind::T5Xxl) {
             Some(t5) => (
-                Some(t5.var_builder_as(dtype, device, t5_linear_dtype)),
+                Some(t5.var_builder_as(dtype, device, linear_dtype)),
                 Some(t5_tokenizer()?),
             ),
             None => (None, None),

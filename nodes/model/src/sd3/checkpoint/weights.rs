@@ -6,7 +6,7 @@
 //! (f16, bf16, float8; see `sd3::precision`); ComfyUI's scaled float8 weights
 //! (`<layer>.weight` in float8 beside a per-tensor `<layer>.scale_weight`) are
 //! seen scaled by every other request. A component loaded with [`WeightDtype::Int8`] gets
-//! `sd3::linear`'s weights quantised to int8 blocks instead (`sd3::precision::int8`).
+//! its linear weights quantised to int8 blocks instead (`sd3::precision::int8`).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -243,6 +243,17 @@ impl Weights {
         })
     }
 
+    /// A lookup table (CPU): as stored when that is f16 or bf16 without a scale, in f32
+    /// otherwise.
+    fn load_table(&self, name: &str) -> Result<Tensor> {
+        let stored = self.load_stored(name, &Device::Cpu)?;
+        let half = matches!(stored.dtype(), DType::F16 | DType::BF16);
+        if half && self.scale_of(name)?.is_none() {
+            return Ok(stored);
+        }
+        self.scaled(name, stored)?.to_dtype(DType::F32)
+    }
+
     fn check_shape(&self, name: &str, t: &Tensor, s: &Shape) -> Result<()> {
         if t.shape() != s {
             candle_core::bail!(
@@ -288,10 +299,11 @@ impl Weights {
 impl SimpleBackend for Weights {
     fn get(&self, s: Shape, name: &str, init: Init, dtype: DType, dev: &Device) -> Result<Tensor> {
         let t = match precision::linear_weight(&init, &s, dtype, dev) {
-            Some(LinearWeight::Stored) if self.linear_dtype == WeightDtype::Int8 => {
+            Some(_) if self.linear_dtype == WeightDtype::Int8 => {
                 return self.load_int8_linear_weight(name, &s);
             }
             Some(request) => self.load_linear_weight(name, request)?,
+            None if precision::stored_table(&init, dtype, dev) => self.load_table(name)?,
             None => self.load(name, dtype, dev)?,
         };
         self.check_shape(name, &t, &s)?;

@@ -51,6 +51,12 @@ fn is_half(weight: &Tensor, xs: &Tensor) -> bool {
 /// The weight in the dtype of `xs`: the f32 values of a half weight (a full copy), other
 /// weights as they are.
 pub fn dense(weight: &Tensor, xs: &Tensor) -> Result<Tensor> {
+    if weight.dtype() == DType::U8 {
+        bail!(
+            "int8 text-encoder weights compute the forward pass only; training through CLIP \
+             (CreTok) needs the loader's weight_dtype `default`"
+        );
+    }
     if is_half(weight, xs) {
         weight.apply_op1_no_bwd(&Widen)
     } else {
@@ -68,8 +74,12 @@ fn streams(weight: &Tensor, xs: &Tensor, rows: usize) -> bool {
         && (is_stored_format(weight.dtype()) || weight.dtype() == DType::F32)
 }
 
-/// `x Wᵀ` for `x` `[rows, in]` (f32) and a weight `[out, in]` of any kept precision.
+/// `x Wᵀ` for `x` `[rows, in]` (f32) and a weight `[out, in]` of any kept precision, or in
+/// int8 blocks (`u8`, [`crate::sd3::precision::int8`]).
 pub fn x_wt(x: &Tensor, weight: &Tensor) -> Result<Tensor> {
+    if weight.dtype() == DType::U8 {
+        return product::x_wt(x, weight, 1.0);
+    }
     if streams(weight, x, x.dim(0)?) {
         return x.contiguous()?.apply_op2_no_bwd(weight, &Product::XWt);
     }
@@ -187,6 +197,20 @@ mod tests {
         let mut rng = crate::sd3::rng::SplitMix64::new(seed);
         let v: Vec<f32> = (0..rows * cols).map(|_| rng.standard() as f32).collect();
         Tensor::from_vec(v, (rows, cols), &Device::Cpu).unwrap()
+    }
+
+    /// int8 blocks multiply as the MMDiT's do (`precision::product`); the gradient path, which
+    /// CreTok training takes through CLIP, refuses them by name.
+    #[test]
+    fn int8_weights_compute_forward_only() {
+        let weight = random(24, 64, 1);
+        let packed = crate::sd3::precision::int8::quantise(&weight, 1.0).unwrap();
+        let x = random(20, 64, 2);
+        let ours = x_wt(&x, &packed).unwrap();
+        let reference = x.matmul(&weight.t().unwrap()).unwrap();
+        assert!(max_rel_diff(&ours, &reference) < 3e-2);
+        let err = g_w(&random(20, 24, 3), &packed).unwrap_err().to_string();
+        assert!(err.contains("weight_dtype"), "{err}");
     }
 
     fn max_rel_diff(a: &Tensor, b: &Tensor) -> f32 {

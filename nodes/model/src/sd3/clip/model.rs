@@ -68,8 +68,11 @@ struct ClipTextEmbeddings {
 
 impl ClipTextEmbeddings {
     fn new(cfg: &ClipConfig, vb: VarBuilder) -> Result<Self> {
-        let token_embedding =
-            candle_nn::embedding(cfg.vocab_size, cfg.hidden_size, vb.pp("token_embedding"))?;
+        let token_embedding = crate::sd3::precision::stored_embedding(
+            cfg.vocab_size,
+            cfg.hidden_size,
+            vb.pp("token_embedding"),
+        )?;
         let position_embedding = vb.get(
             (cfg.max_position_embeddings, cfg.hidden_size),
             "position_embedding.weight",
@@ -150,14 +153,23 @@ impl ClipTextModel {
         self.text_projection.is_some()
     }
 
-    /// The token-embedding table `[vocab, hidden]`.
+    /// The token-embedding table `[vocab, hidden]`, in the precision it is stored in (f16 in
+    /// SD3's checkpoints) on the CPU.
     pub fn token_embedding(&self) -> &Tensor {
         self.embeddings.token_embedding.embeddings()
     }
 
+    /// The dtype the encoder computes in (its input embeddings' dtype).
+    pub fn dtype(&self) -> DType {
+        self.embeddings.position_embedding.dtype()
+    }
+
     /// Input embeddings `[batch, seq, hidden]` of token ids `[batch, seq]` (no positions).
     pub fn embed(&self, ids: &Tensor) -> Result<Tensor> {
-        self.embeddings.token_embedding.forward(ids)
+        self.embeddings
+            .token_embedding
+            .forward(ids)?
+            .to_dtype(self.dtype())
     }
 
     /// Runs ids `[batch, seq]`; the pooled state is taken at each row's first `eos_id`

@@ -50,7 +50,8 @@ impl Linear {
 
     fn value(&self, xs: &Tensor) -> Result<Tensor> {
         // One 2-D product over all leading dimensions (no broadcast copy of the weight).
-        let (out_dim, in_dim) = self.weight.dims2()?;
+        // (An int8 weight's second dimension counts bytes, not inputs.)
+        let (out_dim, in_dim) = (self.weight.dim(0)?, xs.dim(D::Minus1)?);
         let mut dims = xs.dims().to_vec();
         let rows = xs.elem_count() / in_dim;
         let xs = xs.reshape((rows, in_dim))?;

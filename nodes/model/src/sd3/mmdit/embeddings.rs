@@ -7,6 +7,7 @@
 //! (`PatchEmbed`, `TimestepEmbedder`, `VectorEmbedder`, `cropped_pos_embed`).
 
 use crate::sd3::linear::{linear, Linear};
+use crate::sd3::precision;
 use candle_core::{DType, Module, Result, Tensor, D};
 use candle_nn::{self as nn, VarBuilder};
 
@@ -35,7 +36,8 @@ impl PatchEmbedder {
             vb.pp("x_embedder.proj"),
         )?;
         let max = cfg.pos_embed_max_size;
-        let pos_embed = vb.get((1, max * max, cfg.hidden_size()), "pos_embed")?;
+        let shape = (1, max * max, cfg.hidden_size());
+        let pos_embed = vb.get_with_hints(shape, "pos_embed", precision::STORED_TABLE)?;
         Ok(Self {
             proj,
             pos_embed,
@@ -67,7 +69,7 @@ impl Module for PatchEmbedder {
         let x = self.proj.forward(x)?;
         let (b, c, h, w) = x.dims4()?;
         let x = x.reshape((b, c, h * w))?.transpose(1, 2)?;
-        x.broadcast_add(&self.cropped_pos_embed(h, w)?)
+        x.broadcast_add(&self.cropped_pos_embed(h, w)?.to_dtype(x.dtype())?)
     }
 }
 

@@ -26,6 +26,35 @@ pub const STORED_LINEAR_WEIGHT: Init = Init::Kaiming {
     non_linearity: NonLinearity::ExplicitGain(std::f64::consts::SQRT_2),
 };
 
+/// The hint with which a model asks for a lookup table (token embeddings, position tables) in
+/// the precision it is stored in: the model reads a few rows per call and widens them, so the
+/// table need not be widened whole at load (T5-XXL's is 32128 × 4096). The values a `VarMap`
+/// draws for it are transformers' embedding init (normal, σ = `initializer_range` 0.02), which
+/// tells the request apart from candle-nn's `embedding` (standard normal).
+pub const STORED_TABLE: Init = Init::Randn {
+    mean: 0.,
+    stdev: 0.02,
+};
+
+/// Whether a request is for a table that may stay in its stored format ([`STORED_TABLE`] in
+/// f32 on the CPU).
+pub fn stored_table(init: &Init, dtype: DType, device: &Device) -> bool {
+    matches!(init, Init::Randn { mean, stdev } if *mean == 0. && *stdev == 0.02)
+        && dtype == DType::F32
+        && device.is_cpu()
+}
+
+/// A token-embedding table `[vocab, dim]` asked for as [`STORED_TABLE`]; its lookups come in
+/// the table's dtype.
+pub fn stored_embedding(
+    vocab: usize,
+    dim: usize,
+    vb: candle_nn::VarBuilder,
+) -> candle_core::Result<candle_nn::Embedding> {
+    let table = vb.get_with_hints((vocab, dim), "weight", STORED_TABLE)?;
+    Ok(candle_nn::Embedding::new(table, dim))
+}
+
 /// The precision a loader keeps linear weights in (a loader option, ComfyUI's `weight_dtype`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum WeightDtype {

@@ -8,11 +8,13 @@
 //! accumulators, as exact as the chain) and written once, groups in parallel.
 //! Other devices and dtypes use candle-nn's GroupNorm.
 
-use candle_core::{CpuStorage, CustomOp3, DType, Layout, Module, Result, Shape, Tensor};
+use candle_core::{
+    CpuStorage, CustomOp3, DType, InplaceOp3, Layout, Module, Result, Shape, Tensor,
+};
 use candle_nn::VarBuilder;
 use rayon::prelude::*;
 
-use crate::sd3::cpu_storage::f32_values;
+use crate::sd3::cpu_storage::{f32_values, f32_values_mut};
 use crate::sd3::vector_math::scale_shift_silu;
 
 #[derive(Debug, Clone)]
@@ -50,18 +52,33 @@ impl GroupNorm {
         self.run(x, true)
     }
 
+    /// `silu(group_norm(x))` written over `x`, which the caller hands over: no other handle
+    /// may share its storage. Off the CPU, or for a strided `x`, a new tensor.
+    pub fn forward_silu_in_place(&self, x: Tensor) -> Result<Tensor> {
+        if !(x.device().is_cpu() && x.dtype() == DType::F32 && x.is_contiguous()) {
+            return self.forward_silu(&x);
+        }
+        let op = self.fused(true);
+        x.inplace_op3(&self.weight.contiguous()?, &self.bias.contiguous()?, &op)?;
+        Ok(x)
+    }
+
     fn run(&self, x: &Tensor, silu: bool) -> Result<Tensor> {
         if !(x.device().is_cpu() && x.dtype() == DType::F32) {
             let y = x.apply(&self.inner)?;
             return if silu { y.silu() } else { Ok(y) };
         }
-        let op = FusedGroupNorm {
+        let op = self.fused(silu);
+        x.contiguous()?
+            .apply_op3_no_bwd(&self.weight.contiguous()?, &self.bias.contiguous()?, &op)
+    }
+
+    fn fused(&self, silu: bool) -> FusedGroupNorm {
+        FusedGroupNorm {
             groups: self.groups,
             eps: self.eps,
             silu,
-        };
-        x.contiguous()?
-            .apply_op3_no_bwd(&self.weight.contiguous()?, &self.bias.contiguous()?, &op)
+        }
     }
 }
 
@@ -91,6 +108,66 @@ impl CustomOp3 for FusedGroupNorm {
         bias: &CpuStorage,
         bias_l: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
+        let group_len = self.group_len(x_l, weight_l)?;
+        let name = CustomOp3::name(self);
+        let (x, weight, bias) = (
+            f32_values(name, x, x_l)?,
+            f32_values(name, weight, weight_l)?,
+            f32_values(name, bias, bias_l)?,
+        );
+        let mut out = vec![0f32; x.len()];
+        out.par_chunks_mut(group_len)
+            .zip(x.par_chunks(group_len))
+            .enumerate()
+            .for_each(|(i, (out, x))| {
+                let (weight, bias) = self.group_params(i, weight, bias);
+                self.normalize(x, weight, bias, out);
+            });
+        Ok((CpuStorage::F32(out), x_l.shape().clone()))
+    }
+}
+
+impl InplaceOp3 for FusedGroupNorm {
+    fn name(&self) -> &'static str {
+        "fused-group-norm-in-place"
+    }
+
+    fn cpu_fwd(
+        &self,
+        x: &mut CpuStorage,
+        x_l: &Layout,
+        weight: &CpuStorage,
+        weight_l: &Layout,
+        bias: &CpuStorage,
+        bias_l: &Layout,
+    ) -> Result<()> {
+        let group_len = self.group_len(x_l, weight_l)?;
+        let name = InplaceOp3::name(self);
+        let (weight, bias) = (
+            f32_values(name, weight, weight_l)?,
+            f32_values(name, bias, bias_l)?,
+        );
+        let x = f32_values_mut(name, x, x_l)?;
+        x.par_chunks_mut(group_len).enumerate().for_each(|(i, x)| {
+            let (weight, bias) = self.group_params(i, weight, bias);
+            // One channel plane at a time through a copy, so the SIMD kernel reads and
+            // writes separate slices.
+            let plane = x.len() / weight.len();
+            let mut input = vec![0f32; plane];
+            let (mean, inv_std) = self.statistics(x);
+            for (x, (&w, &b)) in x.chunks_exact_mut(plane).zip(weight.iter().zip(bias)) {
+                input.copy_from_slice(x);
+                self.write_channel(&input, Self::scale_shift(w, b, mean, inv_std), x);
+            }
+        });
+        Ok(())
+    }
+}
+
+impl FusedGroupNorm {
+    /// The length of one (image, group) run of `x` `[b, channels, ...]`, once `x` and the
+    /// per-channel `weight` are checked to fit the groups.
+    fn group_len(&self, x_l: &Layout, weight_l: &Layout) -> Result<usize> {
         let dims = x_l.shape().dims();
         let channels = dims.get(1).copied().unwrap_or(0);
         if dims.len() < 3 || channels % self.groups != 0 || weight_l.shape().dims() != [channels] {
@@ -101,48 +178,58 @@ impl CustomOp3 for FusedGroupNorm {
                 weight_l.shape()
             );
         }
-        let (x, weight, bias) = (
-            f32_values(self.name(), x, x_l)?,
-            f32_values(self.name(), weight, weight_l)?,
-            f32_values(self.name(), bias, bias_l)?,
-        );
         let per_channel: usize = dims[2..].iter().product();
-        let group_channels = channels / self.groups;
-        let mut out = vec![0f32; x.len()];
-        out.par_chunks_mut(group_channels * per_channel)
-            .zip(x.par_chunks(group_channels * per_channel))
-            .enumerate()
-            .for_each(|(i, (out, x))| {
-                let first = (i % self.groups) * group_channels;
-                let channels = first..first + group_channels;
-                self.normalize(x, &weight[channels.clone()], &bias[channels], out);
-            });
-        Ok((CpuStorage::F32(out), x_l.shape().clone()))
+        Ok(channels / self.groups * per_channel)
     }
-}
 
-impl FusedGroupNorm {
-    /// One group of one image: `x` holds `weight.len()` channel planes.
-    fn normalize(&self, x: &[f32], weight: &[f32], bias: &[f32], out: &mut [f32]) {
+    /// The weights and biases of the channels in run `i` (image-major, then group).
+    fn group_params<'a>(
+        &self,
+        i: usize,
+        weight: &'a [f32],
+        bias: &'a [f32],
+    ) -> (&'a [f32], &'a [f32]) {
+        let group_channels = weight.len() / self.groups;
+        let first = (i % self.groups) * group_channels;
+        let channels = first..first + group_channels;
+        (&weight[channels.clone()], &bias[channels])
+    }
+
+    /// Mean and 1/std of one group's values (two passes, f64 accumulators).
+    fn statistics(&self, x: &[f32]) -> (f64, f64) {
         let n = x.len() as f64;
         let mean = lane_sum(x, |v| v) / n;
         let var = lane_sum(x, |v| (v - mean) * (v - mean)) / n;
-        let inv_std = 1.0 / (var + self.eps).sqrt();
+        (mean, 1.0 / (var + self.eps).sqrt())
+    }
+
+    /// The affine map one channel's values take: `x·scale + shift`.
+    fn scale_shift(weight: f32, bias: f32, mean: f64, inv_std: f64) -> (f32, f32) {
+        let scale = weight as f64 * inv_std;
+        (scale as f32, (bias as f64 - mean * scale) as f32)
+    }
+
+    /// One channel plane `x` normalised into `out` (and through SiLU when asked).
+    fn write_channel(&self, x: &[f32], (scale, shift): (f32, f32), out: &mut [f32]) {
+        if self.silu {
+            scale_shift_silu(out, x, scale, shift);
+        } else {
+            for (o, &v) in out.iter_mut().zip(x) {
+                *o = v * scale + shift;
+            }
+        }
+    }
+
+    /// One group of one image: `x` holds `weight.len()` channel planes.
+    fn normalize(&self, x: &[f32], weight: &[f32], bias: &[f32], out: &mut [f32]) {
+        let (mean, inv_std) = self.statistics(x);
         let plane = x.len() / weight.len();
         for ((out, x), (&w, &b)) in out
             .chunks_exact_mut(plane)
             .zip(x.chunks_exact(plane))
             .zip(weight.iter().zip(bias))
         {
-            let scale = w as f64 * inv_std;
-            let (scale, shift) = (scale as f32, (b as f64 - mean * scale) as f32);
-            if self.silu {
-                scale_shift_silu(out, x, scale, shift);
-            } else {
-                for (o, &v) in out.iter_mut().zip(x) {
-                    *o = v * scale + shift;
-                }
-            }
+            self.write_channel(x, Self::scale_shift(w, b, mean, inv_std), out);
         }
     }
 }
@@ -181,6 +268,8 @@ mod tests {
         };
         let plain = max_diff(ours.forward(&x)?, x.apply(&reference)?)?;
         let silu = max_diff(ours.forward_silu(&x)?, x.apply(&reference)?.silu()?)?;
+        let in_place = ours.forward_silu_in_place(x.copy()?)?;
+        assert_eq!(max_diff(in_place, ours.forward_silu(&x)?)?, 0.0);
         assert!(
             plain < 1e-5 && silu < 1e-5,
             "{shape:?}/{groups}: {plain}, {silu}"

@@ -16,7 +16,12 @@ use crate::sd3::attention::{attention, Qkv};
 
 mod conv2d;
 mod group_norm;
+mod residual;
+mod tiled;
+mod upsample;
 mod winograd;
+
+pub use tiled::Tiling;
 
 use conv2d::Conv2d;
 use group_norm::GroupNorm;
@@ -116,14 +121,22 @@ impl ResnetBlock {
     }
 }
 
-impl Module for ResnetBlock {
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let h = self.norm1.forward_silu(x)?.apply(&self.conv1)?;
-        let h = self.norm2.forward_silu(&h)?.apply(&self.conv2)?;
-        match &self.nin_shortcut {
-            Some(shortcut) => x.apply(shortcut)? + h,
-            None => x + h,
-        }
+impl ResnetBlock {
+    /// The block on an activation the caller hands over (no other handle may share its
+    /// storage). Norms and the residual sum are written over activations that are no longer
+    /// needed, and each is dropped once used: at the decoder's full resolution one activation
+    /// is 0.5-1 GiB, and the block holds at most three.
+    fn forward(&self, x: Tensor) -> Result<Tensor> {
+        let (h, residual) = match &self.nin_shortcut {
+            Some(shortcut) => {
+                let residual = x.apply(shortcut)?;
+                let normed = self.norm1.forward_silu_in_place(x)?;
+                (normed.apply(&self.conv1)?, residual)
+            }
+            None => (self.norm1.forward_silu(&x)?.apply(&self.conv1)?, x),
+        };
+        let h = self.norm2.forward_silu_in_place(h)?.apply(&self.conv2)?;
+        residual::add(h, &residual)
     }
 }
 
@@ -189,11 +202,11 @@ impl MidBlock {
     }
 }
 
-impl Module for MidBlock {
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        x.apply(&self.block_1)?
-            .apply(&self.attn_1)?
-            .apply(&self.block_2)
+impl MidBlock {
+    /// As [`ResnetBlock::forward`], on an activation the caller hands over.
+    fn forward(&self, x: Tensor) -> Result<Tensor> {
+        let h = self.block_1.forward(x)?.apply(&self.attn_1)?;
+        self.block_2.forward(h)
     }
 }
 
@@ -252,7 +265,7 @@ impl Module for Encoder {
         for level in &self.down {
             for block in &level.block {
                 crate::check_interrupted()?;
-                h = h.apply(block)?;
+                h = block.forward(h)?;
             }
             if let Some(downsample) = &level.resample {
                 h = h
@@ -262,7 +275,7 @@ impl Module for Encoder {
             }
         }
         self.norm_out
-            .forward_silu(&h.apply(&self.mid)?)?
+            .forward_silu_in_place(self.mid.forward(h)?)?
             .apply(&self.conv_out)
     }
 }
@@ -313,20 +326,19 @@ impl Decoder {
 
 impl Module for Decoder {
     fn forward(&self, z: &Tensor) -> Result<Tensor> {
-        let mut h = z.apply(&self.conv_in)?.apply(&self.mid)?;
+        let mut h = self.mid.forward(z.apply(&self.conv_in)?)?;
         for level in self.up.iter().rev() {
             for block in &level.block {
                 crate::check_interrupted()?;
-                h = h.apply(block)?;
+                h = block.forward(h)?;
             }
-            if let Some(upsample) = &level.resample {
-                let (_, _, height, width) = h.dims4()?;
-                h = h
-                    .upsample_nearest2d(2 * height, 2 * width)?
-                    .apply(upsample)?;
+            if let Some(conv) = &level.resample {
+                h = upsample::upsample_conv(&h, conv)?;
             }
         }
-        self.norm_out.forward_silu(&h)?.apply(&self.conv_out)
+        self.norm_out
+            .forward_silu_in_place(h)?
+            .apply(&self.conv_out)
     }
 }
 
@@ -369,6 +381,45 @@ impl AutoEncoder {
             self.cfg.scaling_factor,
             -self.cfg.shift_factor * self.cfg.scaling_factor,
         )
+    }
+
+    /// The most bytes a whole decode of one image of `latents` `[b, z, h, w]` holds at once:
+    /// four full-resolution activations of the first level's width (measured at SD3's real
+    /// size: docs/sd3.md, "Real size against stable-diffusion.cpp").
+    pub fn whole_decode_bytes(&self, latents: &Tensor) -> Result<u64> {
+        let (_, _, h, w) = latents.dims4()?;
+        let upscale = 1 << (self.cfg.block_out_channels.len() - 1);
+        let pixels = (h * upscale * w * upscale) as u64;
+        Ok(pixels * 4 * self.cfg.block_out_channels[0] as u64 * 4)
+    }
+
+    /// [`Self::decode`] when the whole decode fits in `available` bytes (unknown: it does),
+    /// else [`Self::decode_tiled`] with [`Tiling::FALLBACK`], the tiling ComfyUI falls back to
+    /// when a decode runs out of memory; also gives the tiling it used.
+    pub fn decode_fitting(
+        &self,
+        latents: &Tensor,
+        available: Option<u64>,
+        on_tile: &mut dyn FnMut() -> Result<()>,
+    ) -> Result<(Tensor, Option<Tiling>)> {
+        let needed = self.whole_decode_bytes(latents)?;
+        if available.is_none_or(|available| needed <= available) {
+            return Ok((self.decode(latents)?, None));
+        }
+        let tiling = Tiling::FALLBACK;
+        Ok((self.decode_tiled(latents, tiling, on_tile)?, Some(tiling)))
+    }
+
+    /// [`Self::decode`] tile by tile, as ComfyUI's tiled decode ([`tiled`]): memory for one
+    /// tile, not the image; `on_tile` is told after each tile.
+    pub fn decode_tiled(
+        &self,
+        latents: &Tensor,
+        tiling: Tiling,
+        on_tile: &mut dyn FnMut() -> Result<()>,
+    ) -> Result<Tensor> {
+        let upscale = 1 << (self.cfg.block_out_channels.len() - 1);
+        tiled::decode_tiled(latents, tiling, upscale, &mut |z| self.decode(z), on_tile)
     }
 
     /// Latents -> pixels `[b, 3, 8h, 8w]` in about -1..1 (unclamped), f32.
