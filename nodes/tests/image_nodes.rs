@@ -230,8 +230,18 @@ fn vae_decode_tiled_blends_tiles_and_equals_the_whole_decode_when_one_tile_holds
     // 16×16 latent tiles: each pass's tiles (32×8, 8×32, 16×16) hold the 6×8 latent whole.
     let one_tile = decode(&VaeDecodeTiled, 128);
     assert!(max_abs_diff(&one_tile, &whole) < 1e-6);
-    // 8×8 latent tiles: three, two and one tiles in the three passes, blended.
+    // 8×8 latent tiles: three, two and one tiles in the three passes, blended, with progress
+    // in tiles.
     let tiled = decode(&VaeDecodeTiled, 64);
+    let (sink, cancel) = (Recorder::default(), CancelToken::new());
+    let inputs = Inputs::new()
+        .with("samples", latent.clone())
+        .with("vae", Value::handle(s.vae.clone()))
+        .with("tile_size", Value::Int(64))
+        .with("overlap", Value::Int(16));
+    run(&VaeDecodeTiled, &inputs, &s, &sink, &cancel).unwrap();
+    let progress = sink.progress.lock().unwrap().clone();
+    assert_eq!(progress.last(), Some(&(6, 6)), "{progress:?}");
     assert_eq!(tiled.dims(), whole.dims());
     let diff = max_abs_diff(&tiled, &whole);
     let mean: f32 = (&tiled - &whole)

@@ -50,7 +50,8 @@ impl Node for VaeDecode {
     fn run(&self, inputs: &Inputs, ctx: &RunContext) -> Result<NodeOutput, NodeError> {
         decode_each(inputs, ctx, &mut |vae, z| {
             let available = cretok_model::memory::available_bytes();
-            let (pixels, tiling) = vae.decode_fitting(z, available, &mut || Ok(()))?;
+            let mut on_tile = tile_progress(ctx, z, Tiling::FALLBACK)?;
+            let (pixels, tiling) = vae.decode_fitting(z, available, &mut on_tile)?;
             if let Some(tiling) = tiling {
                 let gib = |b: u64| b as f64 / (1u64 << 30) as f64;
                 ctx.text(&format!(
@@ -102,6 +103,24 @@ fn decode_each(
     Ok(NodeOutput::values(vec![Value::handle(Image { pixels })]))
 }
 
+/// What a tiled decode of `latent` calls after each tile: the node's progress in tiles, then
+/// the prompt's cancellation.
+fn tile_progress<'a>(
+    ctx: &'a RunContext,
+    latent: &Tensor,
+    tiling: Tiling,
+) -> candle_core::Result<impl FnMut() -> candle_core::Result<()> + 'a> {
+    let (_, _, height, width) = latent.dims4()?;
+    let total = tiling.tile_count(height, width) as u64;
+    let mut done = 0;
+    Ok(move || {
+        done += 1;
+        // A cancelled prompt is reported by `check_interrupted`, as everywhere in the model.
+        let _ = ctx.progress(done, total);
+        crate::check_interrupted()
+    })
+}
+
 /// Pixels per latent pixel of SD3's VAE.
 const VAE_SCALE: i64 = 8;
 
@@ -145,7 +164,7 @@ impl Node for VaeDecodeTiled {
     fn run(&self, inputs: &Inputs, ctx: &RunContext) -> Result<NodeOutput, NodeError> {
         let tiling = tiling(inputs.int("tile_size")?, inputs.int("overlap")?);
         decode_each(inputs, ctx, &mut |vae, z| {
-            vae.decode_tiled(z, tiling, &mut || crate::check_interrupted())
+            vae.decode_tiled(z, tiling, &mut tile_progress(ctx, z, tiling)?)
         })
     }
 
