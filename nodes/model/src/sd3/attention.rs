@@ -14,7 +14,8 @@ use candle_core::{CpuStorage, CustomOp3, DType, Layout, Result, Shape, Tensor};
 use candle_nn as nn;
 use rayon::prelude::*;
 
-use crate::sd3::cpu_storage::SharedOut;
+use crate::sd3::raw::gemm::{gemm, Mat, MatMut};
+use crate::sd3::raw::shared_out::{SharedOut, Tile};
 use crate::sd3::vector_math::{exp_shifted_columns, MAX_ROWS};
 
 /// Queries, keys and values, each `[b, tokens, heads, head_dim]`.
@@ -107,8 +108,8 @@ impl<'a> Operand<'a> {
         if dims.contains(&0) {
             candle_core::bail!("attention: empty operand {:?}", layout.shape());
         }
-        // The last element read must lie inside the storage (the gemm calls
-        // read through raw pointers).
+        // The last element read must lie inside the storage (checked again,
+        // per task, by the gemm operands).
         let last = layout.start_offset()
             + (dims[0] - 1) * b
             + (dims[1] - 1) * t
@@ -125,22 +126,23 @@ impl<'a> Operand<'a> {
         })
     }
 
-    /// Pointer to token `token` of head `head` in image `image`.
-    fn at(&self, image: usize, token: usize, head: usize) -> *const f32 {
+    /// `tokens` tokens of head `head` in image `image` from token `token` on, as a
+    /// `[tokens, head_dim]` matrix, or transposed (`[head_dim, tokens]`).
+    fn tokens(
+        &self,
+        (image, token, head): (usize, usize, usize),
+        tokens: usize,
+        head_dim: usize,
+        transposed: bool,
+    ) -> Mat<'a> {
         let [b, t, h] = self.strides;
-        self.data[self.start + image * b + token * t + head * h..].as_ptr()
+        let offset = self.start + image * b + token * t + head * h;
+        if transposed {
+            Mat::new(self.data, offset, (head_dim, tokens), (1, t))
+        } else {
+            Mat::new(self.data, offset, (tokens, head_dim), (t, 1))
+        }
     }
-
-    fn token_stride(&self) -> isize {
-        self.strides[1] as isize
-    }
-}
-
-/// One task: rows `rows` of head `head` in image `image`.
-struct Task {
-    image: usize,
-    head: usize,
-    rows: std::ops::Range<usize>,
 }
 
 impl CustomOp3 for FusedAttention {
@@ -173,26 +175,37 @@ impl CustomOp3 for FusedAttention {
             Operand::new(v, v_l)?,
         );
         let mut out = vec![0f32; b * q_tokens * heads * head_dim];
-        let out_ptr = SharedOut::new(&mut out);
-        let tasks: Vec<Task> = (0..b)
-            .flat_map(|image| (0..heads).map(move |head| (image, head)))
-            .flat_map(|(image, head)| {
-                (0..q_tokens).step_by(QUERY_BLOCK).map(move |first| Task {
-                    image,
-                    head,
-                    rows: first..(first + QUERY_BLOCK).min(q_tokens),
+        let blocks = q_tokens.div_ceil(QUERY_BLOCK);
+        // The output as `[b · q_tokens, heads · head_dim]`: a task's tile is one block of
+        // query rows of one image × one head's columns.
+        let row_blocks = (0..b)
+            .flat_map(|image| {
+                (0..q_tokens).step_by(QUERY_BLOCK).map(move |first| {
+                    let rows = image * q_tokens + first;
+                    rows..rows + QUERY_BLOCK.min(q_tokens - first)
                 })
             })
             .collect();
+        let heads_columns = (0..heads)
+            .map(|head| head * head_dim..(head + 1) * head_dim)
+            .collect();
+        // Image by image, head by head, block by block.
+        let order = (0..b).flat_map(|image| {
+            (0..heads)
+                .flat_map(move |head| (0..blocks).map(move |block| (image * blocks + block, head)))
+        });
+        let tiles =
+            SharedOut::new(&mut out, heads * head_dim, row_blocks, heads_columns).into_tiles(order);
         let geometry = Geometry {
             q_tokens,
             kv_tokens,
-            heads,
             head_dim,
         };
-        tasks.par_iter().for_each_init(Vec::new, |scratch, task| {
-            geometry.run(task, (q, k, v), &out_ptr, scratch)
-        });
+        tiles
+            .into_par_iter()
+            .for_each_init(Vec::new, |scratch, mut tile| {
+                geometry.run((q, k, v), &mut tile, scratch)
+            });
         Ok((
             CpuStorage::F32(out),
             Shape::from((b, q_tokens, heads * head_dim)),
@@ -204,83 +217,45 @@ impl CustomOp3 for FusedAttention {
 struct Geometry {
     q_tokens: usize,
     kv_tokens: usize,
-    heads: usize,
     head_dim: usize,
 }
 
 impl Geometry {
-    /// Scores, numerators, weighted values and normalisation for one task;
-    /// `scratch` is this thread's buffer for the scores and row sums.
+    /// Scores, numerators, weighted values and normalisation for one task,
+    /// the output tile `out` (a block of query rows of one image × one
+    /// head's columns); `scratch` is this thread's buffer for the scores and
+    /// row sums.
     fn run(
         &self,
-        task: &Task,
         (q, k, v): (Operand, Operand, Operand),
-        out: &SharedOut,
+        out: &mut Tile<'_>,
         scratch: &mut Vec<f32>,
     ) {
-        let (rows, width) = (task.rows.len(), self.kv_tokens);
+        let (rows, width) = (out.rows().len(), self.kv_tokens);
+        let image = out.rows().start / self.q_tokens;
+        let first = out.rows().start % self.q_tokens;
+        let head = out.index().1;
         scratch.resize(rows * width + rows, 0.0);
         // Scores column-major (one key token's scores for all rows together):
         // gemm's native layout, read by the second product without repacking.
         let (scores, sums) = scratch.split_at_mut(rows * width);
-        let out_row_stride = self.heads * self.head_dim;
-        let out_offset = (task.image * self.q_tokens + task.rows.start) * out_row_stride
-            + task.head * self.head_dim;
         let scale = 1.0 / (self.head_dim as f32).sqrt();
-        // SAFETY: `Operand::new` checked that every (image, token, head,
-        // 0..head_dim) element of q, k and v lies in its storage; `scores`
-        // holds rows × width floats; the output block (rows of this task,
-        // columns of this head) is inside `out` and written by this task only.
-        #[allow(unsafe_code)]
-        unsafe {
-            gemm::gemm(
-                rows,
-                width,
-                self.head_dim,
-                scores.as_mut_ptr(),
-                rows as isize,
-                1,
-                false,
-                q.at(task.image, task.rows.start, task.head),
-                1,
-                q.token_stride(),
-                k.at(task.image, 0, task.head),
-                k.token_stride(),
-                1,
-                0.0,
-                scale,
-                false,
-                false,
-                false,
-                gemm::Parallelism::None,
-            );
-            exp_shifted_columns(scores, rows, sums);
-            gemm::gemm(
-                rows,
-                self.head_dim,
-                width,
-                out.block(out_offset, (rows, self.head_dim), (out_row_stride, 1)),
-                1,
-                out_row_stride as isize,
-                false,
-                scores.as_ptr(),
-                rows as isize,
-                1,
-                v.at(task.image, 0, task.head),
-                1,
-                v.token_stride(),
-                0.0,
-                1.0,
-                false,
-                false,
-                false,
-                gemm::Parallelism::None,
-            );
-            for (row, sum) in sums.iter().enumerate() {
-                let out_row = out.slice(out_offset + row * out_row_stride, self.head_dim);
-                let inv = 1.0 / sum;
-                out_row.iter_mut().for_each(|o| *o *= inv);
-            }
+        gemm(
+            MatMut::new(scores, (rows, width), (1, rows)),
+            q.tokens((image, first, head), rows, self.head_dim, false),
+            k.tokens((image, 0, head), width, self.head_dim, true),
+            scale,
+        );
+        exp_shifted_columns(scores, rows, sums);
+        gemm(
+            out.mat_mut(),
+            Mat::new(scores, 0, (rows, width), (1, rows)),
+            v.tokens((image, 0, head), width, self.head_dim, false),
+            1.0,
+        );
+        for (row, sum) in sums.iter().enumerate() {
+            let inv = 1.0 / sum;
+            out.row_mut(row).iter_mut().for_each(|o| *o *= inv);
         }
     }
 }

@@ -11,6 +11,15 @@ pub mod latent_preview;
 pub mod linear;
 pub mod mmdit;
 pub mod precision;
+// The only module allowed unsafe code. Its soundness contract: every public item of `raw` is
+// safe to call with any arguments. Each checks, once per call (never per element), what its
+// unsafe block relies on — matrix extents inside their slices, output tiles that cannot
+// overlap, the CPU features a kernel was compiled for, pages inside a read-only file mapping —
+// and panics or falls back otherwise; the one unchecked assumption is that a mapped weights
+// file is not modified while mapped (`raw::mmap::mmap`). Every unsafe block in it has a
+// `// SAFETY:` comment.
+#[allow(unsafe_code)]
+mod raw;
 pub mod rng;
 pub mod sampling;
 pub mod t5;

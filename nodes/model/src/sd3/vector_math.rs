@@ -9,38 +9,24 @@
 
 /// Defines `fn NAME(args)` that runs `body` compiled for the widest of
 /// AVX-512F, AVX2+FMA or the baseline target the CPU supports, so the loops
-/// in `body` (and the `#[inline(always)]` functions they call) vectorise.
+/// in `body` (and the `#[inline(always)]` functions they call) vectorise: the
+/// arguments become a [`Kernel`](crate::sd3::raw::simd::Kernel) whose
+/// `#[inline(always)]` `run` is `body`, handed to
+/// [`dispatch`](crate::sd3::raw::simd::dispatch).
 macro_rules! simd_kernel {
     ($(#[$meta:meta])* $vis:vis fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $body:block) => {
         $(#[$meta])*
         $vis fn $name($($arg: $ty),*) {
-            #[inline(always)]
-            fn generic($($arg: $ty),*) $body
-
-            #[cfg(target_arch = "x86_64")]
-            {
-                #[target_feature(enable = "avx512f")]
-                fn avx512($($arg: $ty),*) {
-                    generic($($arg),*)
-                }
-                #[target_feature(enable = "avx2,fma")]
-                fn avx2($($arg: $ty),*) {
-                    generic($($arg),*)
-                }
-                if std::arch::is_x86_feature_detected!("avx512f") {
-                    // SAFETY: the CPU has the features `avx512` was compiled for.
-                    #[allow(unsafe_code)]
-                    return unsafe { avx512($($arg),*) };
-                }
-                if std::arch::is_x86_feature_detected!("avx2")
-                    && std::arch::is_x86_feature_detected!("fma")
-                {
-                    // SAFETY: the CPU has the features `avx2` was compiled for.
-                    #[allow(unsafe_code)]
-                    return unsafe { avx2($($arg),*) };
+            struct Args<T>(T);
+            impl $crate::sd3::raw::simd::Kernel for Args<($($ty,)*)> {
+                type Output = ();
+                #[inline(always)]
+                fn run(self) {
+                    let ($($arg,)*) = self.0;
+                    $body
                 }
             }
-            generic($($arg),*)
+            $crate::sd3::raw::simd::dispatch(Args(($($arg,)*)))
         }
     };
 }

@@ -24,38 +24,8 @@ use crate::sd3::precision::{
     self, format::e5m2_to_f16, int8, product::is_stored_format, LinearWeight, WeightDtype,
 };
 
-/// Memory-maps safetensors files (several for sharded checkpoints).
-#[allow(unsafe_code)]
-pub fn mmap(paths: &[PathBuf]) -> Result<MmapedSafetensors> {
-    // SAFETY: the files are opened read-only and must not be modified while
-    // the checkpoint is loaded, the same contract as candle's
-    // `VarBuilder::from_mmaped_safetensors`.
-    unsafe { MmapedSafetensors::multi(paths) }
-}
-
-/// Unmaps from this process the pages wholly inside `bytes`, a tensor's bytes in the memory
-/// map that have been copied out, so that a loaded model is not resident twice (in its tensors
-/// and in the file pages they came from: SD3-medium with T5 is 15.7 GB). The pages stay in the
-/// page cache; reading `bytes` again maps them again.
-#[cfg(unix)]
-#[allow(unsafe_code)]
-fn release_mapped_pages(bytes: &[u8]) {
-    // SAFETY: sysconf has no preconditions. The range is whole pages inside the read-only
-    // file mapping that holds `bytes`. MADV_DONTNEED on a file mapping that is never written
-    // drops this process's references to the pages: a later read faults them in again from
-    // the file with the same contents, so every slice into the map stays valid.
-    unsafe {
-        let page = libc::sysconf(libc::_SC_PAGESIZE).max(1) as usize;
-        let start = (bytes.as_ptr() as usize).next_multiple_of(page);
-        let end = (bytes.as_ptr() as usize + bytes.len()) / page * page;
-        if end > start {
-            libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_DONTNEED);
-        }
-    }
-}
-
-#[cfg(not(unix))]
-fn release_mapped_pages(_bytes: &[u8]) {}
+pub use crate::sd3::raw::mmap::mmap;
+use crate::sd3::raw::mmap::release_tensor_pages;
 
 /// Bytes copied out of a tensor's part of the map, in chunks on every thread.
 const COPY_CHUNK: usize = 1 << 20;
@@ -225,7 +195,7 @@ impl Weights {
                 }
                 _ => self.files.load(n, device)?,
             });
-            release_mapped_pages(view.data());
+            release_tensor_pages(&self.files, n);
         }
         if parts.iter().any(|p| p.dtype() != parts[0].dtype()) {
             let wide: Vec<Tensor> = parts

@@ -10,6 +10,8 @@ use float8::{F8E4M3, F8E5M2};
 use half::{bf16, f16};
 use rayon::prelude::*;
 
+use crate::sd3::raw::simd::{dispatch_fma, widen_f16x8, FmaKernel};
+
 /// A stored weight format that widens exactly to f32.
 pub trait StoredFloat: Copy + Send + Sync + 'static {
     fn widen(self) -> f32;
@@ -43,38 +45,17 @@ impl StoredFloat for f16 {
     /// With the F16C conversion instruction where the CPU has it (8 values per instruction).
     #[inline(always)]
     fn widen_into(src: &[Self], dst: &mut [f32]) {
-        #[cfg(target_arch = "x86_64")]
-        if f16c() {
-            #[allow(unsafe_code)]
-            // SAFETY: the running CPU supports AVX and F16C (checked by `f16c`).
-            unsafe {
-                widen_f16c(src, dst)
-            };
+        let (src8, src_tail) = src.as_chunks::<8>();
+        let (dst8, dst_tail) = dst.as_chunks_mut::<8>();
+        if widen_f16x8(src8, dst8) {
+            for (s, d) in src_tail.iter().zip(dst_tail) {
+                *d = s.widen();
+            }
             return;
         }
         for (d, s) in dst.iter_mut().zip(src) {
             *d = s.widen();
         }
-    }
-}
-
-#[cfg(target_arch = "x86_64")]
-fn f16c() -> bool {
-    std::arch::is_x86_feature_detected!("avx") && std::arch::is_x86_feature_detected!("f16c")
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx,f16c")]
-fn widen_f16c(src: &[f16], dst: &mut [f32]) {
-    use std::arch::x86_64::{__m128i, _mm256_cvtph_ps};
-    let (src8, src_tail) = src.as_chunks::<8>();
-    let (dst8, dst_tail) = dst.as_chunks_mut::<8>();
-    for (s, d) in src8.iter().zip(dst8) {
-        let bits: __m128i = bytemuck::cast(s.map(f16::to_bits));
-        *d = bytemuck::cast(_mm256_cvtph_ps(bits));
-    }
-    for (s, d) in src_tail.iter().zip(dst_tail) {
-        *d = s.widen();
     }
 }
 
@@ -164,28 +145,15 @@ pub fn widen_all<W: StoredFloat>(w: &[W]) -> Vec<f32> {
 
 /// `out[i] = w[i].widen()`, compiled for AVX2 where the CPU has it.
 pub fn widen_chunk<W: StoredFloat>(w: &[W], out: &mut [f32]) {
-    #[cfg(target_arch = "x86_64")]
-    if avx2_fma() {
-        #[allow(unsafe_code)]
-        // SAFETY: the running CPU supports AVX2 and FMA (checked by `avx2_fma`).
-        unsafe {
-            widen_chunk_avx2(w, out)
-        };
-        return;
+    struct Widen<'a, W>(&'a [W], &'a mut [f32]);
+    impl<W: StoredFloat> FmaKernel for Widen<'_, W> {
+        type Output = ();
+        #[inline(always)]
+        fn run<const FMA: bool>(self) {
+            W::widen_into(self.0, self.1)
+        }
     }
-    W::widen_into(w, out)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-fn widen_chunk_avx2<W: StoredFloat>(w: &[W], out: &mut [f32]) {
-    W::widen_into(w, out)
-}
-
-/// Whether the running CPU has AVX2 and FMA.
-#[cfg(target_arch = "x86_64")]
-pub fn avx2_fma() -> bool {
-    std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+    dispatch_fma(Widen(w, out))
 }
 
 #[cfg(test)]

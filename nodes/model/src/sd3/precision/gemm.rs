@@ -12,7 +12,8 @@ use std::cell::RefCell;
 use rayon::prelude::*;
 
 use super::rows::{widen_rows, WeightRows};
-use crate::sd3::cpu_storage::SharedOut;
+use crate::sd3::raw::gemm::{gemm, Mat};
+use crate::sd3::raw::shared_out::{SharedOut, Tile};
 
 /// Output columns (rows of `W`) widened per task: at SD3's widths (1,536 to 6,144 inputs) the
 /// scratch stays within 1.5 MB, and a layer still splits into dozens of tasks.
@@ -31,57 +32,31 @@ pub fn x_wt<R: WeightRows>(x: &[f32], rows: usize, w: &R, scale: f32) -> Vec<f32
     if rows == 0 || out == 0 || inp == 0 {
         return y;
     }
-    let shared = SharedOut::new(&mut y);
-    (0..out.div_ceil(COLUMNS_PER_TASK))
-        .into_par_iter()
-        .for_each(|task| {
-            let first = task * COLUMNS_PER_TASK;
-            let columns = COLUMNS_PER_TASK.min(out - first);
-            SCRATCH.with_borrow_mut(|scratch| {
-                scratch.resize(columns * inp, 0.0);
-                widen_rows(w, first, scratch);
-                block_gemm(&shared, first, (rows, out, inp), x, scratch, scale);
-            });
+    let tasks = out.div_ceil(COLUMNS_PER_TASK);
+    let columns = (0..tasks)
+        .map(|task| task * COLUMNS_PER_TASK..((task + 1) * COLUMNS_PER_TASK).min(out))
+        .collect();
+    let tiles =
+        SharedOut::new(&mut y, out, vec![0..rows], columns).into_tiles((0..tasks).map(|t| (0, t)));
+    tiles.into_par_iter().for_each(|mut tile| {
+        let first = tile.cols().start;
+        SCRATCH.with_borrow_mut(|scratch| {
+            scratch.resize(tile.cols().len() * inp, 0.0);
+            widen_rows(w, first, scratch);
+            block_gemm(&mut tile, inp, x, scratch, scale);
         });
+    });
     y
 }
 
-/// `y[:, first..first + n] = scale · x · scratchᵀ` for a widened block `scratch` `[n, inp]`.
-fn block_gemm(
-    y: &SharedOut,
-    first: usize,
-    (rows, out, inp): (usize, usize, usize),
-    x: &[f32],
-    scratch: &[f32],
-    scale: f32,
-) {
-    let columns = scratch.len() / inp;
-    assert!(x.len() == rows * inp && first + columns <= out);
-    // SAFETY: the assert bounds every read of `x` and `scratch`; the elements written,
-    // `y[r · out + first + c]` for `r < rows`, `c < columns`, lie inside `y` (`rows · out`
-    // long) and belong to this task's columns only.
-    #[allow(unsafe_code)]
-    unsafe {
-        gemm::gemm(
-            rows,
-            columns,
-            inp,
-            y.block(first, (rows, columns), (out, 1)),
-            1,
-            out as isize,
-            false,
-            x.as_ptr(),
-            1,
-            inp as isize,
-            scratch.as_ptr(),
-            inp as isize,
-            1,
-            0.0,
-            scale,
-            false,
-            false,
-            false,
-            gemm::Parallelism::None,
-        );
-    }
+/// `y[:, first..first + n] = scale · x · scratchᵀ` for a widened block `scratch` `[n, inp]`
+/// and `tile` columns `first..first + n` of `y`, all rows.
+fn block_gemm(tile: &mut Tile<'_>, inp: usize, x: &[f32], scratch: &[f32], scale: f32) {
+    let (rows, columns) = (tile.rows().len(), tile.cols().len());
+    gemm(
+        tile.mat_mut(),
+        Mat::new(x, 0, (rows, inp), (inp, 1)),
+        Mat::new(scratch, 0, (inp, columns), (1, inp)),
+        scale,
+    );
 }

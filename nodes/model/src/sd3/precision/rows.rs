@@ -2,6 +2,7 @@
 //! float format ([`StoredRows`]) or from int8 blocks ([`super::int8::Int8Rows`]).
 
 use super::format::StoredFloat;
+use crate::sd3::raw::simd::{dispatch_fma, FmaKernel};
 
 /// A weight whose rows the kernels widen to f32 as they go.
 pub trait WeightRows: Sync {
@@ -40,20 +41,13 @@ impl<W: StoredFloat> WeightRows for StoredRows<'_, W> {
 
 /// [`WeightRows::widen_rows`], compiled for AVX2 + FMA where the CPU has them.
 pub fn widen_rows<R: WeightRows>(rows: &R, first: usize, dst: &mut [f32]) {
-    #[cfg(target_arch = "x86_64")]
-    if super::format::avx2_fma() {
-        #[allow(unsafe_code)]
-        // SAFETY: the running CPU supports AVX2 and FMA (checked by `avx2_fma`).
-        unsafe {
-            widen_rows_avx2(rows, first, dst)
-        };
-        return;
+    struct Widen<'a, R>(&'a R, usize, &'a mut [f32]);
+    impl<R: WeightRows> FmaKernel for Widen<'_, R> {
+        type Output = ();
+        #[inline(always)]
+        fn run<const FMA: bool>(self) {
+            self.0.widen_rows(self.1, self.2)
+        }
     }
-    rows.widen_rows(first, dst)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-fn widen_rows_avx2<R: WeightRows>(rows: &R, first: usize, dst: &mut [f32]) {
-    rows.widen_rows(first, dst)
+    dispatch_fma(Widen(rows, first, dst))
 }

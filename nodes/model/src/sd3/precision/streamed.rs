@@ -13,10 +13,9 @@
 
 use rayon::prelude::*;
 
-#[cfg(target_arch = "x86_64")]
-use super::format::avx2_fma;
 use super::format::StoredFloat;
 use super::rows::WeightRows;
+use crate::sd3::raw::simd::{dispatch_fma, FmaKernel};
 
 /// Rows of `W` per task in [`x_wt`].
 const ROW_BLOCK: usize = 16;
@@ -61,22 +60,16 @@ pub fn x_wt<R: WeightRows>(x: &[f32], rows: usize, w: &R) -> Vec<f32> {
 }
 
 fn x_wt_block_dispatch<R: WeightRows>(x: &[f32], rows: usize, w: &R, first: usize, yt: &mut [f32]) {
-    #[cfg(target_arch = "x86_64")]
-    if avx2_fma() {
-        #[allow(unsafe_code)]
-        // SAFETY: the running CPU supports AVX2 and FMA (checked by `avx2_fma`).
-        unsafe {
-            x_wt_block_avx2(x, rows, w, first, yt)
-        };
-        return;
+    struct Block<'a, R>(&'a [f32], usize, &'a R, usize, &'a mut [f32]);
+    impl<R: WeightRows> FmaKernel for Block<'_, R> {
+        type Output = ();
+        #[inline(always)]
+        fn run<const FMA: bool>(self) {
+            let Block(x, rows, w, first, yt) = self;
+            x_wt_block::<R, FMA>(x, rows, w, first, yt)
+        }
     }
-    x_wt_block::<R, false>(x, rows, w, first, yt)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-fn x_wt_block_avx2<R: WeightRows>(x: &[f32], rows: usize, w: &R, first: usize, yt: &mut [f32]) {
-    x_wt_block::<R, true>(x, rows, w, first, yt)
+    dispatch_fma(Block(x, rows, w, first, yt))
 }
 
 /// Rows `first..` of `W` (one per row of `yt`) against every row of `x`; `yt`
@@ -155,29 +148,16 @@ fn g_w_block_dispatch<W: StoredFloat>(
     w: &[W],
     acc: &mut [f32],
 ) {
-    #[cfg(target_arch = "x86_64")]
-    if avx2_fma() {
-        #[allow(unsafe_code)]
-        // SAFETY: the running CPU supports AVX2 and FMA (checked by `avx2_fma`).
-        unsafe {
-            g_w_block_avx2(g, rows, out, first, w, acc)
-        };
-        return;
+    struct Block<'a, W>(&'a [f32], usize, usize, usize, &'a [W], &'a mut [f32]);
+    impl<W: StoredFloat> FmaKernel for Block<'_, W> {
+        type Output = ();
+        #[inline(always)]
+        fn run<const FMA: bool>(self) {
+            let Block(g, rows, out, first, w, acc) = self;
+            g_w_block::<W, FMA>(g, rows, out, first, w, acc)
+        }
     }
-    g_w_block::<W, false>(g, rows, out, first, w, acc)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-fn g_w_block_avx2<W: StoredFloat>(
-    g: &[f32],
-    rows: usize,
-    out: usize,
-    first: usize,
-    w: &[W],
-    acc: &mut [f32],
-) {
-    g_w_block::<W, true>(g, rows, out, first, w, acc)
+    dispatch_fma(Block(g, rows, out, first, w, acc))
 }
 
 /// `acc` `[rows, inp]` += `g[:, first..first + k] w` for a block `w` of `k` rows of `W`, adding

@@ -16,7 +16,9 @@ use candle_nn::VarBuilder;
 use rayon::prelude::*;
 
 use super::winograd::{self, WinogradConv};
-use crate::sd3::cpu_storage::{f32_values, SharedOut};
+use crate::sd3::cpu_storage::f32_values;
+use crate::sd3::raw::gemm::{gemm, Mat};
+use crate::sd3::raw::shared_out::{SharedOut, Tile};
 
 /// Output pixels per band. gemm's single-thread speed on the VAE's shapes
 /// measured flat from 256 to 4096 columns; 512 keeps a band's column buffer
@@ -198,23 +200,35 @@ impl Geometry {
         let rows_per_band = (BAND_PIXELS / out_w).clamp(1, out_h);
         let bands = out_h.div_ceil(rows_per_band);
         let mut out = vec![0f32; batch * self.c_out * out_h * out_w];
-        let out_ptr = SharedOut::new(&mut out);
-        (0..batch * bands).into_par_iter().for_each_init(
-            Vec::new,
-            |columns: &mut Vec<f32>, job| {
-                let (image, band) = (job / bands, job % bands);
-                let rows = band * rows_per_band..((band + 1) * rows_per_band).min(out_h);
+        let band_rows = |band: usize| band * rows_per_band..((band + 1) * rows_per_band).min(out_h);
+        // The output as `[batch · c_out, out_h · out_w]`: a task's tile is one image's
+        // channels × one band's pixels.
+        let tiles = SharedOut::new(
+            &mut out,
+            out_h * out_w,
+            (0..batch)
+                .map(|image| image * self.c_out..(image + 1) * self.c_out)
+                .collect(),
+            (0..bands)
+                .map(|band| {
+                    let rows = band_rows(band);
+                    rows.start * out_w..rows.end * out_w
+                })
+                .collect(),
+        )
+        .into_tiles((0..batch).flat_map(|image| (0..bands).map(move |band| (image, band))));
+        tiles
+            .into_par_iter()
+            .for_each_init(Vec::new, |columns: &mut Vec<f32>, mut tile| {
+                let (image, band) = tile.index();
                 let input =
                     &input[image * self.c_in * self.h * self.w..][..self.c_in * self.h * self.w];
-                let out_offset = (image * self.c_out * out_h + rows.start) * out_w;
-                self.band(input, weight, bias, rows, columns, &out_ptr, out_offset);
-            },
-        );
+                self.band(input, weight, bias, band_rows(band), columns, &mut tile);
+            });
         out
     }
 
-    /// Output rows `rows` of one image, all channels.
-    #[allow(clippy::too_many_arguments)]
+    /// Output rows `rows` of one image, all channels (the tile `out`).
     fn band(
         &self,
         input: &[f32],
@@ -222,8 +236,7 @@ impl Geometry {
         bias: &[f32],
         rows: std::ops::Range<usize>,
         columns: &mut Vec<f32>,
-        out: &SharedOut,
-        out_offset: usize,
+        out: &mut Tile<'_>,
     ) {
         let pixels = rows.len() * self.out_w();
         let (lhs, lhs_stride) = if self.is_pointwise() {
@@ -235,18 +248,8 @@ impl Geometry {
             self.gather(input, rows, &mut columns[..self.depth() * pixels]);
             (&columns[..], pixels)
         };
-        let plane = self.out_h() * self.out_w();
-        band_gemm(
-            out,
-            out_offset,
-            plane,
-            pixels,
-            self.c_out,
-            self.depth(),
-            (lhs, lhs_stride),
-            weight,
-        );
-        add_bias(out, out_offset, plane, pixels, bias);
+        band_gemm(out, self.depth(), (lhs, lhs_stride), weight);
+        add_bias(out, bias);
     }
 
     /// im2col of output rows `rows`: row `(ci·k_h + ky)·k_w + kx` of `columns`
@@ -297,56 +300,21 @@ impl Geometry {
     }
 }
 
-/// `out[c, offset + i] = Σ_k lhs[k·lhs_stride + i] · weight[c·depth + k]`
-/// for `i < pixels`, `c < c_out`, channel planes `plane` apart.
-#[allow(clippy::too_many_arguments)]
-fn band_gemm(
-    out: &SharedOut,
-    offset: usize,
-    plane: usize,
-    pixels: usize,
-    c_out: usize,
-    depth: usize,
-    (lhs, lhs_stride): (&[f32], usize),
-    weight: &[f32],
-) {
-    assert!(lhs.len() >= (depth - 1) * lhs_stride + pixels);
-    assert!(weight.len() >= c_out * depth);
-    // SAFETY: the asserts bound every read of lhs and weight; the output
-    // rows written are `offset + c·plane + (0..pixels)` for `c < c_out`,
-    // inside the output (see `Geometry::run`) and touched by no other band.
-    #[allow(unsafe_code)]
-    unsafe {
-        gemm::gemm(
-            pixels,
-            c_out,
-            depth,
-            out.block(offset, (pixels, c_out), (1, plane)),
-            plane as isize,
-            1,
-            false,
-            lhs.as_ptr(),
-            lhs_stride as isize,
-            1,
-            weight.as_ptr(),
-            depth as isize,
-            1,
-            0.0,
-            1.0,
-            false,
-            false,
-            false,
-            gemm::Parallelism::None,
-        );
-    }
+/// `out[c, i] = Σ_k lhs[k·lhs_stride + i] · weight[c·depth + k]` for the tile's
+/// channels `c` and pixels `i`.
+fn band_gemm(out: &mut Tile<'_>, depth: usize, (lhs, lhs_stride): (&[f32], usize), weight: &[f32]) {
+    let (c_out, pixels) = (out.rows().len(), out.cols().len());
+    gemm(
+        out.mat_mut_t(),
+        Mat::new(lhs, 0, (pixels, depth), (1, lhs_stride)),
+        Mat::new(weight, 0, (depth, c_out), (1, depth)),
+        1.0,
+    );
 }
 
-fn add_bias(out: &SharedOut, offset: usize, plane: usize, pixels: usize, bias: &[f32]) {
+fn add_bias(out: &mut Tile<'_>, bias: &[f32]) {
     for (c, b) in bias.iter().enumerate() {
-        // SAFETY: the same band rows `band_gemm` just wrote, this band's only.
-        #[allow(unsafe_code)]
-        let row = unsafe { out.slice(offset + c * plane, pixels) };
-        row.iter_mut().for_each(|x| *x += b);
+        out.row_mut(c).iter_mut().for_each(|x| *x += b);
     }
 }
 

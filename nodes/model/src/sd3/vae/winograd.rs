@@ -23,7 +23,9 @@
 use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use crate::sd3::cpu_storage::{f32_values, SharedOut};
+use crate::sd3::cpu_storage::f32_values;
+use crate::sd3::raw::gemm::{gemm, Mat, MatMut};
+use crate::sd3::raw::shared_out::{SharedOut, Tile};
 use crate::sd3::vector_math::simd_kernel;
 
 /// Tiles per band, at most: the 16 `V` matrices of a band at 512 channels are 8 MB.
@@ -141,23 +143,38 @@ impl Plan {
     fn run(&self, batch: usize, input: &[f32], u: &[f32], bias: &[f32]) -> Vec<f32> {
         let bands = self.tiles_y.div_ceil(self.band_rows);
         let mut out = vec![0f32; batch * self.c_out * self.h * self.w];
-        let out_ptr = SharedOut::new(&mut out);
         let image_len = self.c_in * self.h * self.w;
-        (0..batch * bands)
+        let band_rows = |band: usize| {
+            let first = band * self.band_rows;
+            first..(first + self.band_rows).min(self.tiles_y)
+        };
+        // The output as `[batch · c_out, h · w]`: a task's tile is one image's channels × the
+        // image rows of one band of tile rows.
+        let tiles = SharedOut::new(
+            &mut out,
+            self.h * self.w,
+            (0..batch)
+                .map(|image| image * self.c_out..(image + 1) * self.c_out)
+                .collect(),
+            (0..bands)
+                .map(|band| {
+                    let rows = band_rows(band);
+                    2 * rows.start * self.w..(2 * rows.end).min(self.h) * self.w
+                })
+                .collect(),
+        )
+        .into_tiles((0..batch).flat_map(|image| (0..bands).map(move |band| (image, band))));
+        tiles
             .into_par_iter()
-            .for_each_init(Scratch::default, |scratch, job| {
-                let (image, band) = (job / bands, job % bands);
-                let first = band * self.band_rows;
-                let rows = first..(first + self.band_rows).min(self.tiles_y);
+            .for_each_init(Scratch::default, |scratch, mut tile| {
+                let (image, band) = tile.index();
                 let input = &input[image * image_len..][..image_len];
-                let out_offset = image * self.c_out * self.h * self.w;
-                self.band(input, u, bias, rows, scratch, &out_ptr, out_offset);
+                self.band(input, u, bias, band_rows(band), scratch, &mut tile);
             });
         out
     }
 
-    /// Tile rows `rows` of one image, all channels.
-    #[allow(clippy::too_many_arguments)]
+    /// Tile rows `rows` of one image, all channels (the output tile `out`).
     fn band(
         &self,
         input: &[f32],
@@ -165,8 +182,7 @@ impl Plan {
         bias: &[f32],
         rows: std::ops::Range<usize>,
         scratch: &mut Scratch,
-        out: &SharedOut,
-        out_offset: usize,
+        out: &mut Tile<'_>,
     ) {
         let tiles = rows.len() * self.tiles_x;
         scratch.resize(
@@ -182,7 +198,7 @@ impl Plan {
             let m = &mut m[position * self.c_out * tiles..][..self.c_out * tiles];
             position_gemm(tiles, self.c_in, self.c_out, v, u, m);
         }
-        self.transform_output(&scratch.m, bias, rows, tiles, out, out_offset);
+        self.transform_output(&scratch.m, bias, rows, tiles, out);
     }
 
     /// `V[ξ][ci][tile] = (Bᵀ d B)[ξ]` for every tile of the band and input
@@ -247,11 +263,11 @@ impl Plan {
         bias: &[f32],
         rows: std::ops::Range<usize>,
         tiles: usize,
-        out: &SharedOut,
-        out_offset: usize,
+        out: &mut Tile<'_>,
     ) {
-        let plane = self.h * self.w;
         let n = self.tiles_x;
+        // The tile's columns start at image row `2 · rows.start`.
+        let first_row = 2 * rows.start;
         let mut row_pair = vec![0f32; 4 * n];
         for (co, &b) in bias.iter().enumerate() {
             for (band_row, ty) in rows.clone().enumerate() {
@@ -263,11 +279,7 @@ impl Plan {
                 for (i, row) in [&*top, &*bottom].into_iter().enumerate() {
                     let y = 2 * ty + i;
                     if y < self.h {
-                        // SAFETY: output row `y` of channel `co` lies in this band's rows,
-                        // written by this task only.
-                        #[allow(unsafe_code)]
-                        let dst =
-                            unsafe { out.slice(out_offset + co * plane + y * self.w, self.w) };
+                        let dst = &mut out.row_mut(co)[(y - first_row) * self.w..][..self.w];
                         dst.copy_from_slice(&row[..self.w]);
                     }
                 }
@@ -334,32 +346,12 @@ fn combine_rows(
 
 /// One position's product: `m[co][tile] = Σ_ci v[ci][tile] · u[co][ci]`.
 fn position_gemm(tiles: usize, c_in: usize, c_out: usize, v: &[f32], u: &[f32], m: &mut [f32]) {
-    assert!(v.len() >= c_in * tiles && u.len() >= c_out * c_in && m.len() >= c_out * tiles);
-    // SAFETY: the assert bounds every element gemm reads or writes.
-    #[allow(unsafe_code)]
-    unsafe {
-        gemm::gemm(
-            tiles,
-            c_out,
-            c_in,
-            m.as_mut_ptr(),
-            tiles as isize,
-            1,
-            false,
-            v.as_ptr(),
-            tiles as isize,
-            1,
-            u.as_ptr(),
-            c_in as isize,
-            1,
-            0.0,
-            1.0,
-            false,
-            false,
-            false,
-            gemm::Parallelism::None,
-        );
-    }
+    gemm(
+        MatMut::new(m, (tiles, c_out), (1, tiles)),
+        Mat::new(v, 0, (tiles, c_in), (1, tiles)),
+        Mat::new(u, 0, (c_in, c_out), (1, c_in)),
+        1.0,
+    );
 }
 
 /// Per-thread buffers, grown to the largest band seen.
