@@ -9,11 +9,12 @@ use cretok_host::executor::{ExecutionObserver, Executor, Outcome, PromptJob};
 use cretok_host::protocol::ServerMessage;
 use cretok_host::validation::{validate, ValidationFailure};
 use cretok_nodes::sd3::sampling::{denoise_sigmas, Scheduler};
+use cretok_nodes::test_prompts::{add_placeholder_checkpoint, concat_chain, sd3_prompt};
 use cretok_nodes::{
     check_interrupted, CancelToken, Inputs, Node, NodeError, NodeOutput, NodeSchema, Paths,
     PreviewFormat, PromptLimits, Registry, RunContext,
 };
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 
 const GB: u64 = 1_000_000_000;
 
@@ -27,9 +28,7 @@ struct Setup {
 impl Setup {
     fn new() -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let checkpoints = dir.path().join("models/checkpoints");
-        std::fs::create_dir_all(&checkpoints).unwrap();
-        std::fs::write(checkpoints.join("sd3.safetensors"), b"").unwrap();
+        add_placeholder_checkpoint(dir.path()).unwrap();
         let paths = Arc::new(Paths::new(dir.path(), None));
         Setup { _dir: dir, paths }
     }
@@ -62,53 +61,11 @@ fn node_error(failure: &ValidationFailure, id: &str) -> (String, String) {
     (errors[0].kind.clone(), errors[0].details.clone())
 }
 
-/// `len` StringConcatenate nodes, each appending to the previous one, into a SaveText.
-fn concat_chain(len: usize, joins_itself: bool) -> Value {
-    let mut prompt = Map::new();
-    prompt.insert(
-        "0".into(),
-        json!({"class_type": "PrimitiveString", "inputs": {"value": "x"}}),
-    );
-    for i in 1..=len {
-        let previous = json!([(i - 1).to_string(), 0]);
-        let b = if joins_itself {
-            previous.clone()
-        } else {
-            json!("")
-        };
-        prompt.insert(
-            i.to_string(),
-            json!({"class_type": "StringConcatenate",
-                   "inputs": {"string_a": previous, "string_b": b, "delimiter": ""}}),
-        );
-    }
-    prompt.insert(
-        "save".into(),
-        json!({"class_type": "SaveText", "inputs": {"text": [len.to_string(), 0], "filename_prefix": "chain"}}),
-    );
-    Value::Object(prompt)
-}
-
-/// Checkpoint → text → KSampler → VAEDecode → SaveImage at `width × height × batch`.
-fn sd3_prompt(width: Value, height: i64, batch: i64, text: &str, denoise: f64) -> Value {
-    json!({
-        "1": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "sd3.safetensors"}},
-        "2": {"class_type": "EmptySD3LatentImage", "inputs": {"width": width, "height": height, "batch_size": batch}},
-        "3": {"class_type": "CLIPTextEncode", "inputs": {"text": text, "clip": ["1", 1]}},
-        "4": {"class_type": "KSampler", "inputs": {
-            "model": ["1", 0], "seed": 0, "steps": 20, "cfg": 4.5, "sampler_name": "euler",
-            "scheduler": "simple", "positive": ["3", 0], "negative": ["3", 0],
-            "latent_image": ["2", 0], "denoise": denoise}},
-        "5": {"class_type": "VAEDecode", "inputs": {"samples": ["4", 0], "vae": ["1", 2]}},
-        "6": {"class_type": "SaveImage", "inputs": {"images": ["5", 0], "filename_prefix": "x"}}
-    })
-}
-
 #[test]
 fn a_50000_node_chain_gets_a_clear_error() {
     let setup = Setup::new();
     let registry = setup.registry(PromptLimits::default());
-    let failure = refused(&concat_chain(50_000, false), &registry);
+    let failure = refused(&concat_chain("x", 50_000, false, false), &registry);
     assert_eq!(failure.error.kind, "invalid_prompt");
     assert_eq!(failure.error.message, "Prompt has too many nodes");
     assert!(
@@ -134,7 +91,7 @@ impl ExecutionObserver for Quiet {
 fn a_30000_node_chain_validates_and_runs_under_a_raised_limit() {
     let setup = Setup::new();
     let registry = setup.registry(limits(50_000, 4 * GB));
-    let prompt = concat_chain(30_000, false);
+    let prompt = concat_chain("x", 30_000, false, false);
     let valid = validate(&prompt, &registry, None).expect("a chain under the limit is valid");
     assert_eq!(valid.order.len(), 30_002);
     assert_eq!(
@@ -160,8 +117,8 @@ fn a_30000_node_chain_validates_and_runs_under_a_raised_limit() {
 fn the_node_limit_is_a_limit_not_a_guess() {
     let setup = Setup::new();
     let registry = setup.registry(limits(10, 4 * GB));
-    assert!(validate(&concat_chain(8, false), &registry, None).is_ok());
-    let failure = refused(&concat_chain(9, false), &registry);
+    assert!(validate(&concat_chain("x", 8, false, false), &registry, None).is_ok());
+    let failure = refused(&concat_chain("x", 9, false, false), &registry);
     assert!(failure.error.details.contains("11 nodes"), "{failure:?}");
 }
 
@@ -169,10 +126,7 @@ fn the_node_limit_is_a_limit_not_a_guess() {
 fn a_huge_latent_is_refused_naming_the_budget_and_the_flag() {
     let setup = Setup::new();
     let registry = setup.registry(limits(10_000, 4 * GB));
-    let failure = refused(
-        &sd3_prompt(json!(16384), 16384, 64, "a cat", 1.0),
-        &registry,
-    );
+    let failure = refused(&sd3_prompt(16384, 16384, 64, "a cat", 1.0), &registry);
     assert_eq!(failure.error.kind, "prompt_outputs_failed_validation");
     let (kind, details) = node_error(&failure, "2");
     assert_eq!(kind, "memory_budget_exceeded");
@@ -194,14 +148,10 @@ fn a_huge_latent_is_refused_naming_the_budget_and_the_flag() {
 fn an_ordinary_sd3_prompt_fits_a_small_budget() {
     let setup = Setup::new();
     let registry = setup.registry(limits(10_000, 2 * GB));
-    let valid = validate(
-        &sd3_prompt(json!(1024), 1024, 1, "a cat", 1.0),
-        &registry,
-        None,
-    );
+    let valid = validate(&sd3_prompt(1024, 1024, 1, "a cat", 1.0), &registry, None);
     assert!(valid.is_ok(), "{:?}", valid.err().map(|f| f.report()));
     // Four times the pixels needs the sampler's activations four times over.
-    let failure = refused(&sd3_prompt(json!(2048), 2048, 1, "a cat", 1.0), &registry);
+    let failure = refused(&sd3_prompt(2048, 2048, 1, "a cat", 1.0), &registry);
     assert_eq!(node_error(&failure, "4").0, "memory_budget_exceeded");
 }
 
@@ -209,7 +159,7 @@ fn an_ordinary_sd3_prompt_fits_a_small_budget() {
 fn a_doubling_string_chain_is_refused_before_it_runs() {
     let setup = Setup::new();
     let registry = setup.registry(limits(10_000, 4 * GB));
-    let failure = refused(&concat_chain(40, true), &registry);
+    let failure = refused(&concat_chain("x", 40, true, false), &registry);
     let (id, errors) = failure.node_errors.iter().next().expect("a node error");
     assert_eq!(errors.errors[0].kind, "memory_budget_exceeded");
     // 2^n bytes at node n, held with every earlier one: refused once past 4 GB.
@@ -222,7 +172,7 @@ fn huge_text_is_refused_before_tokenizing() {
     let setup = Setup::new();
     let registry = setup.registry(limits(10_000, 4 * GB));
     let text = "a cat ".repeat(20_000);
-    let failure = refused(&sd3_prompt(json!(1024), 1024, 1, &text, 1.0), &registry);
+    let failure = refused(&sd3_prompt(1024, 1024, 1, &text, 1.0), &registry);
     let (kind, details) = node_error(&failure, "3");
     assert_eq!(kind, "input_too_large");
     assert!(details.contains("120000 bytes"), "{details}");
@@ -232,19 +182,14 @@ fn huge_text_is_refused_before_tokenizing() {
 fn a_tiny_denoise_is_refused_and_the_schedule_stays_bounded() {
     let setup = Setup::new();
     let registry = setup.registry(limits(10_000, 4 * GB));
-    let failure = refused(&sd3_prompt(json!(1024), 1024, 1, "a cat", 1e-12), &registry);
+    let failure = refused(&sd3_prompt(1024, 1024, 1, "a cat", 1e-12), &registry);
     let (kind, details) = node_error(&failure, "4");
     assert_eq!(kind, "input_too_large");
     assert!(
         details.starts_with("denoise: 1e-12 with 20 steps"),
         "{details}"
     );
-    assert!(validate(
-        &sd3_prompt(json!(1024), 1024, 1, "a cat", 0.01),
-        &registry,
-        None
-    )
-    .is_ok());
+    assert!(validate(&sd3_prompt(1024, 1024, 1, "a cat", 0.01), &registry, None).is_ok());
 
     // Called directly (no validation), the schedule is bounded, not 2·10¹³ steps.
     let sigmas = denoise_sigmas(Scheduler::Simple, 20, 3.0, 1e-12);

@@ -19,6 +19,8 @@ mod paths;
 mod preview_method;
 mod registry;
 mod schema;
+#[cfg(any(test, feature = "test-fixtures"))]
+pub mod test_prompts;
 mod value;
 
 pub use context::{EventSink, NullSink, PreviewFormat, RunContext};

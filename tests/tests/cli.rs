@@ -100,6 +100,11 @@ fn nodes_json_is_the_object_info() {
         info["Delay"]["input"]["required"]["milliseconds"][1]["max"],
         3_600_000
     );
+    // The loader `cretok train` runs: a checkpoint's CLIP alone.
+    let clip_only = &info["CheckpointCLIPLoader"];
+    assert_eq!(clip_only["category"], "loaders");
+    assert_eq!(clip_only["output"], serde_json::json!(["CLIP"]));
+    assert_eq!(clip_only["input"]["optional"]["load_t5"][0], "BOOLEAN");
 }
 
 /// `cretok ARGS --data-dir DIR` under `umask MASK` (a shell sets it, then runs the binary).

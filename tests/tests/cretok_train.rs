@@ -1,7 +1,8 @@
 //! `cretok train --tiny` end to end: trains in seconds, writes a token file that CreTokEncode
 //! and `embedding:NAME` both load and the loss plot next to it, checkpoints, stops cleanly on
 //! Ctrl-C and resumes, extends a run with `--resume --steps` and refuses changed settings; it runs
-//! as the prompt LoadSD3 → CreTokTrain through the executor.
+//! as the prompt CheckpointCLIPLoader → CreTokTrain through the executor, the loader building
+//! only the CLIP encoders.
 
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
@@ -292,7 +293,7 @@ fn train_draws_the_loss_curves_next_to_the_token() {
 
 /// `cretok train` is a prompt run by the executor: the loader's and the trainer's text come as
 /// their nodes' lines, and a setting the node's schema refuses is reported as validation reports
-/// any prompt.
+/// any prompt. The loader builds the CLIP encoders alone (no MMDiT, VAE or T5).
 #[test]
 fn train_runs_the_loader_and_trainer_nodes_through_the_executor() {
     let dir = tempfile::tempdir().unwrap();
@@ -300,8 +301,13 @@ fn train_runs_the_loader_and_trainer_nodes_through_the_executor() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     assert!(
-        stderr.contains("[1] ") && stderr.contains("text encoders:"),
+        stderr
+            .contains("[1] CLIP only, the MMDiT and the VAE are not loaded; text encoders: clip_l"),
         "{stderr}"
+    );
+    assert!(
+        !stderr.contains("blocks, "),
+        "the MMDiT's summary: {stderr}"
     );
     assert!(stderr.contains("[2] step 0: clip_l"), "{stderr}");
     assert!(stderr.contains("[2] step 2/2: loss"), "{stderr}");

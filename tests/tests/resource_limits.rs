@@ -3,10 +3,9 @@
 //! memory stays under a stated bound, the next prompt succeeds, and a finished
 //! prompt's memory is returned after `/free`.
 
-use std::path::Path;
-
+use cretok_nodes::test_prompts::{add_placeholder_checkpoint, concat_chain, sd3_prompt};
 use cretok_tests::Server;
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 
 /// Every server here runs with this budget, so the bombs are refused on any machine.
 const BUDGET_ARGS: [&str; 2] = ["--max-memory-gb", "4"];
@@ -14,65 +13,6 @@ const BUDGET_ARGS: [&str; 2] = ["--max-memory-gb", "4"];
 /// The server's peak RSS while refusing every bomb (a 30 MB body is parsed and
 /// copied a few times; nothing the bombs ask for is ever allocated).
 const PEAK_RSS_BOUND_KIB: u64 = 1024 * 1024;
-
-/// A placeholder checkpoint: enough for SD3 graphs to pass the loader's list check.
-fn add_checkpoint(data_dir: &Path) -> anyhow::Result<()> {
-    let checkpoints = data_dir.join("models/checkpoints");
-    std::fs::create_dir_all(&checkpoints)?;
-    std::fs::write(checkpoints.join("sd3.safetensors"), b"")?;
-    Ok(())
-}
-
-fn sd3_prompt(width: i64, height: i64, batch: i64, text: &str, denoise: f64) -> Value {
-    json!({
-        "1": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "sd3.safetensors"}},
-        "2": {"class_type": "EmptySD3LatentImage", "inputs": {"width": width, "height": height, "batch_size": batch}},
-        "3": {"class_type": "CLIPTextEncode", "inputs": {"text": text, "clip": ["1", 1]}},
-        "4": {"class_type": "KSampler", "inputs": {
-            "model": ["1", 0], "seed": 0, "steps": 20, "cfg": 4.5, "sampler_name": "euler",
-            "scheduler": "simple", "positive": ["3", 0], "negative": ["3", 0],
-            "latent_image": ["2", 0], "denoise": denoise}},
-        "5": {"class_type": "VAEDecode", "inputs": {"samples": ["4", 0], "vae": ["1", 2]}},
-        "6": {"class_type": "SaveImage", "inputs": {"images": ["5", 0], "filename_prefix": "x"}}
-    })
-}
-
-/// `len` StringConcatenate nodes from `start`; each joins the previous output to
-/// itself (`doubling`) or to nothing. The last one goes through `last_class`
-/// (`StringTransform` strip, or none) into a SaveText.
-fn concat_chain(start: &str, len: usize, doubling: bool, strip: bool) -> Value {
-    let mut prompt = Map::new();
-    prompt.insert(
-        "0".into(),
-        json!({"class_type": "PrimitiveString", "inputs": {"value": start}}),
-    );
-    for i in 1..=len {
-        let previous = json!([(i - 1).to_string(), 0]);
-        let b = if doubling {
-            previous.clone()
-        } else {
-            json!("")
-        };
-        prompt.insert(
-            i.to_string(),
-            json!({"class_type": "StringConcatenate",
-                   "inputs": {"string_a": previous, "string_b": b, "delimiter": ""}}),
-        );
-    }
-    let mut text = json!([len.to_string(), 0]);
-    if strip {
-        prompt.insert(
-            "strip".into(),
-            json!({"class_type": "StringTransform", "inputs": {"string": text, "operation": "strip"}}),
-        );
-        text = json!(["strip", 0]);
-    }
-    prompt.insert(
-        "save".into(),
-        json!({"class_type": "SaveText", "inputs": {"text": text, "filename_prefix": "chain"}}),
-    );
-    Value::Object(prompt)
-}
 
 /// POSTs a prompt that must be refused; returns the 400 body.
 async fn refused(server: &mut Server, prompt: &Value) -> anyhow::Result<Value> {
@@ -104,7 +44,7 @@ async fn small_prompt_succeeds(server: &Server, text: &str) -> anyhow::Result<()
 #[tokio::test]
 async fn bombs_are_refused_at_validation_and_the_server_survives() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
-    add_checkpoint(dir.path())?;
+    add_placeholder_checkpoint(dir.path())?;
     let mut server = Server::start(dir.path(), &BUDGET_ARGS).await?;
 
     let body = refused(&mut server, &sd3_prompt(16384, 16384, 64, "a cat", 1.0)).await?;

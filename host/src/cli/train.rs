@@ -1,8 +1,9 @@
 //! `cretok train`: the CreTok trainer headless (docs/cretok.md; Feng et al., arXiv 2410.24160).
-//! It builds the graph LoadSD3 → CreTokTrain from its flags and runs it through the executor, as
-//! `cretok run` runs a workflow: the progress bar follows the node's progress events, checkpoints
-//! come every N steps, `--resume` continues one, and Ctrl-C interrupts the prompt, which the
-//! trainer takes as "stop after this step" (the checkpoint stays valid).
+//! It builds the graph CheckpointCLIPLoader → CreTokTrain from its flags and runs it through the
+//! executor, as `cretok run` runs a workflow: the progress bar follows the node's progress events,
+//! checkpoints come every N steps, `--resume` continues one, and Ctrl-C interrupts the prompt,
+//! which the trainer takes as "stop after this step" (the checkpoint stays valid). The loader
+//! builds CLIP-L and CLIP-G only (`load_t5` off): no MMDiT, VAE or T5, which training does not use.
 //!
 //! The run's paths put the token's folder where `--out` is and the input folder where `--pairs`
 //! is. `--tiny` writes a tiny seeded SD3 checkpoint (its CLIPs are the tiny text fixture's) into
@@ -37,8 +38,8 @@ const TRAINER: &str = "2";
 
 #[derive(Args)]
 pub struct TrainArgs {
-    /// SD3 single-file checkpoint (or diffusers folder) in models/checkpoints/; its CLIP-L and
-    /// CLIP-G are used.
+    /// SD3 single-file checkpoint (or diffusers folder) in models/checkpoints/; only its CLIP-L
+    /// and CLIP-G are loaded.
     #[arg(long, required_unless_present = "tiny", conflicts_with = "tiny")]
     checkpoint: Option<String>,
     /// Development: the seeded tiny text encoders (written to <data dir>/cache/ first).
@@ -106,7 +107,7 @@ impl TrainArgs {
     /// typed, so its validation judges them.
     fn node_inputs(&self, base: &TrainConfig, prefix: &str, pairs_file: &str) -> Json {
         json!({
-            "clip": [LOADER, 1],
+            "clip": [LOADER, 0],
             "pairs_file": pairs_file,
             "word": self.word.as_deref().unwrap_or(&base.word),
             "restrictive_template":
@@ -201,7 +202,10 @@ pub fn train(args: TrainArgs) -> Result<ExitCode> {
         TrainConfig::default()
     };
     let prompt = json!({
-        LOADER: {"class_type": "LoadSD3", "inputs": {"ckpt_name": ckpt_name}},
+        LOADER: {
+            "class_type": "CheckpointCLIPLoader",
+            "inputs": {"ckpt_name": ckpt_name, "load_t5": false},
+        },
         TRAINER: {
             "class_type": "CreTokTrain",
             "inputs": args.node_inputs(&base, &prefix, &pairs_file),

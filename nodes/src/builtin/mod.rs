@@ -110,6 +110,9 @@ pub fn register_all(registry: &mut Registry, paths: Arc<Paths>) {
     registry.register(Arc::new(CheckpointLoader::checkpoint_loader_simple(
         Arc::clone(&paths),
     )));
+    registry.register(Arc::new(CheckpointLoader::checkpoint_clip_loader(
+        Arc::clone(&paths),
+    )));
     registry.register(Arc::new(UnetLoader {
         paths: Arc::clone(&paths),
     }));

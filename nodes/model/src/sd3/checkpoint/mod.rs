@@ -275,6 +275,12 @@ impl Sd3Checkpoint {
         self.text_encoders.iter().find(|t| t.kind == kind)
     }
 
+    /// The checkpoint without one text encoder: it loads as absent (T5's rows are zeros).
+    pub fn without_text_encoder(mut self, kind: TextEncoderKind) -> Self {
+        self.text_encoders.retain(|t| t.kind != kind);
+        self
+    }
+
     /// CLIP-L's and CLIP-G's weights, which every SD3 pipeline needs (T5 is optional).
     pub fn clip_var_builders(
         &self,
