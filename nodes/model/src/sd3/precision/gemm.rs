@@ -36,8 +36,8 @@ pub fn x_wt<R: WeightRows>(x: &[f32], rows: usize, w: &R, scale: f32) -> Vec<f32
     let columns = (0..tasks)
         .map(|task| task * COLUMNS_PER_TASK..((task + 1) * COLUMNS_PER_TASK).min(out))
         .collect();
-    let tiles =
-        SharedOut::new(&mut y, out, vec![0..rows], columns).into_tiles((0..tasks).map(|t| (0, t)));
+    let tiles = SharedOut::new(&mut y, out, std::iter::once(0..rows).collect(), columns)
+        .into_tiles((0..tasks).map(|t| (0, t)));
     tiles.into_par_iter().for_each(|mut tile| {
         let first = tile.cols().start;
         SCRATCH.with_borrow_mut(|scratch| {

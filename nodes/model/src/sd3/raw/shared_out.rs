@@ -156,6 +156,8 @@ impl<'a> Tile<'a> {
 }
 
 #[cfg(test)]
+// One range in a list is one band of tiles, not a list of its values.
+#[allow(clippy::single_range_in_vec_init)]
 mod tests {
     use super::*;
 
@@ -174,9 +176,12 @@ mod tests {
         assert_eq!(buffer, [1f32, 1., 2., 2., 3., 3., 4., 4., 3., 3., 4., 4.]);
     }
 
+    /// A row stride, row ranges and column ranges.
+    type Split = (usize, Vec<Range<usize>>, Vec<Range<usize>>);
+
     #[test]
     fn overlapping_or_outside_tiles_are_refused() {
-        let bad: [(usize, Vec<Range<usize>>, Vec<Range<usize>>); 5] = [
+        let bad: [Split; 5] = [
             (4, vec![0..2, 1..3], vec![0..4]),
             (4, vec![0..3], vec![0..3, 2..4]),
             (4, vec![0..4], vec![0..4]),
