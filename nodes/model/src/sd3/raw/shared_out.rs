@@ -54,6 +54,22 @@ impl<'a> SharedOut<'a> {
         }
     }
 
+    /// The tiles of an output `[batch · channels, plane]` with one tile per image (all its
+    /// channels) and per range of `pixel_ranges` in the plane, image by image: a convolution's
+    /// tasks. A tile's index is `(image, range)`.
+    pub fn image_bands(
+        out: &'a mut [f32],
+        (batch, channels, plane): (usize, usize, usize),
+        pixel_ranges: Vec<Range<usize>>,
+    ) -> Vec<Tile<'a>> {
+        let bands = pixel_ranges.len();
+        let images = (0..batch)
+            .map(|image| image * channels..(image + 1) * channels)
+            .collect();
+        SharedOut::new(out, plane, images, pixel_ranges)
+            .into_tiles((0..batch).flat_map(|image| (0..bands).map(move |band| (image, band))))
+    }
+
     /// The tiles `(i, j)` of `order`, in that order; panics if a pair repeats or is out of
     /// range.
     pub fn into_tiles(self, order: impl IntoIterator<Item = (usize, usize)>) -> Vec<Tile<'a>> {

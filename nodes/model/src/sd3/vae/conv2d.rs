@@ -203,20 +203,13 @@ impl Geometry {
         let band_rows = |band: usize| band * rows_per_band..((band + 1) * rows_per_band).min(out_h);
         // The output as `[batch · c_out, out_h · out_w]`: a task's tile is one image's
         // channels × one band's pixels.
-        let tiles = SharedOut::new(
-            &mut out,
-            out_h * out_w,
-            (0..batch)
-                .map(|image| image * self.c_out..(image + 1) * self.c_out)
-                .collect(),
-            (0..bands)
-                .map(|band| {
-                    let rows = band_rows(band);
-                    rows.start * out_w..rows.end * out_w
-                })
-                .collect(),
-        )
-        .into_tiles((0..batch).flat_map(|image| (0..bands).map(move |band| (image, band))));
+        let pixels = (0..bands)
+            .map(|band| {
+                let rows = band_rows(band);
+                rows.start * out_w..rows.end * out_w
+            })
+            .collect();
+        let tiles = SharedOut::image_bands(&mut out, (batch, self.c_out, out_h * out_w), pixels);
         tiles
             .into_par_iter()
             .for_each_init(Vec::new, |columns: &mut Vec<f32>, mut tile| {

@@ -150,20 +150,14 @@ impl Plan {
         };
         // The output as `[batch · c_out, h · w]`: a task's tile is one image's channels × the
         // image rows of one band of tile rows.
-        let tiles = SharedOut::new(
-            &mut out,
-            self.h * self.w,
-            (0..batch)
-                .map(|image| image * self.c_out..(image + 1) * self.c_out)
-                .collect(),
-            (0..bands)
-                .map(|band| {
-                    let rows = band_rows(band);
-                    2 * rows.start * self.w..(2 * rows.end).min(self.h) * self.w
-                })
-                .collect(),
-        )
-        .into_tiles((0..batch).flat_map(|image| (0..bands).map(move |band| (image, band))));
+        let pixels = (0..bands)
+            .map(|band| {
+                let rows = band_rows(band);
+                2 * rows.start * self.w..(2 * rows.end).min(self.h) * self.w
+            })
+            .collect();
+        let shape = (batch, self.c_out, self.h * self.w);
+        let tiles = SharedOut::image_bands(&mut out, shape, pixels);
         tiles
             .into_par_iter()
             .for_each_init(Scratch::default, |scratch, mut tile| {
