@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use cretok_host::sandbox::{SandboxHost, SandboxLimits};
-use cretok_nodes::{CancelToken, Inputs, Node, NullSink, Paths, RunContext, Value};
+use cretok_node_api::{CancelToken, Inputs, Node, NullSink, Paths, RunContext, Value};
 
 const CALLS: usize = 1000;
 const LOADS: usize = 20;

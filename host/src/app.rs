@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
-use cretok_nodes::{Paths, PreviewFormat, PreviewMethod, Registry};
+use cretok_node_api::{Paths, PreviewFormat, PreviewMethod, Registry};
 use serde_json::Value as Json;
 use tokio::sync::broadcast;
 

@@ -87,7 +87,7 @@ impl OutputCache {
 mod tests {
     use std::sync::Weak;
 
-    use cretok_nodes::Value;
+    use cretok_node_api::Value;
 
     use super::*;
 

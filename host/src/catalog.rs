@@ -4,7 +4,7 @@
 use std::sync::{Arc, Condvar, Mutex, RwLock};
 use std::time::Duration;
 
-use cretok_nodes::Registry;
+use cretok_node_api::Registry;
 
 pub struct NodeCatalog {
     current: RwLock<Arc<Registry>>,
@@ -133,9 +133,26 @@ mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::time::Duration;
 
-    fn registry_with_delay() -> Registry {
+    /// A node type that only has a name.
+    struct Named;
+
+    impl cretok_node_api::Node for Named {
+        fn schema(&self) -> cretok_node_api::NodeSchema {
+            cretok_node_api::NodeSchema::new("Named", "test")
+        }
+
+        fn run(
+            &self,
+            _: &cretok_node_api::Inputs,
+            _: &cretok_node_api::RunContext,
+        ) -> Result<cretok_node_api::NodeOutput, cretok_node_api::NodeError> {
+            Ok(cretok_node_api::NodeOutput::values(Vec::new()))
+        }
+    }
+
+    fn registry_with_one_node() -> Registry {
         let mut registry = Registry::default();
-        registry.register(Arc::new(cretok_nodes::builtin::Delay));
+        registry.register(Arc::new(Named));
         registry
     }
 
@@ -146,7 +163,7 @@ mod tests {
         catalog
             .rebuild_in_background(move || {
                 released.recv().ok();
-                (registry_with_delay(), Vec::new())
+                (registry_with_one_node(), Vec::new())
             })
             .unwrap();
         assert_eq!(
@@ -158,7 +175,7 @@ mod tests {
         assert_eq!(impatient.names().count(), 0, "patience is bounded");
         release.send(()).unwrap();
         let settled = catalog.settled_snapshot(Duration::from_secs(10));
-        assert!(settled.get("Delay").is_some(), "waited for the load");
+        assert!(settled.get("Named").is_some(), "waited for the load");
     }
 
     #[test]

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 
-use cretok_nodes::{
+use cretok_node_api::{
     with_cancel_token, CancelToken, EventSink, Inputs, Node, NodeError, NodeOutput, Paths,
     PreviewFormat, PreviewMethod, Registry, RunContext, Value,
 };

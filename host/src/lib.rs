@@ -1,12 +1,13 @@
 //! CreTok Studio's host: graph validation, the executor, the ComfyUI-compatible
-//! server and the CLI.
+//! server, the queue backends and the sandbox of WASM nodes. It knows nodes only
+//! through the contract of `cretok-node-api`; the `cretok` command line
+//! (`host/cli/`) registers the native nodes.
 
 pub mod allocator;
 pub mod app;
 pub mod backend;
 pub mod cache;
 pub mod catalog;
-pub mod cli;
 pub mod executor;
 pub mod graph;
 pub mod history;

@@ -8,7 +8,7 @@
 
 use std::collections::BTreeMap;
 
-use cretok_nodes::{Inputs, NodeError, NodeOutput, OutputSpec, Value, MAX_LIST_ITEMS};
+use cretok_node_api::{Inputs, NodeError, NodeOutput, OutputSpec, Value, MAX_LIST_ITEMS};
 use serde_json::Value as Json;
 
 /// The items one output carries, in order.

@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use cretok_nodes::{CancelToken, Registry};
+use cretok_node_api::{CancelToken, Registry};
 
 use crate::app::{OutboundObserver, OutboundSink};
 use crate::executor::{ExecutionObserver, ExecutionRecord, Executor, PromptJob};

@@ -8,7 +8,7 @@ use std::sync::{Arc, OnceLock};
 use anyhow::{bail, Context};
 use axum::body::Bytes;
 use axum::extract::ws::{Message, Utf8Bytes};
-use cretok_nodes::PreviewFormat;
+use cretok_node_api::PreviewFormat;
 use serde::{Deserialize, Serialize};
 use serde_json::Value as Json;
 

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
-use cretok_nodes::CancelToken;
+use cretok_node_api::CancelToken;
 
 use crate::backend::{BackendResult, PushError, QueueBackend, QueuedPrompt};
 use crate::executor::PromptJob;

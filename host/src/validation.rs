@@ -5,7 +5,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
-use cretok_nodes::{
+use cretok_node_api::{
     Estimate, EstimateInputs, InputKind, InputSpec, Inputs, NodeSchema, OutputSpec, PromptLimits,
     Value, ValueEstimate, MAX_LIST_ITEMS,
 };
@@ -19,12 +19,12 @@ pub trait NodeTypes {
     fn schema(&self, class_type: &str) -> Option<NodeSchema>;
     /// A node's own checks on its literal inputs (`custom_validation_failed`).
     fn validate_inputs(&self, class_type: &str, literal_inputs: &Inputs) -> Result<(), String>;
-    /// A node's memory estimate (see [`cretok_nodes::Node::estimate`]).
+    /// A node's memory estimate (see [`cretok_node_api::Node::estimate`]).
     fn estimate(&self, class_type: &str, inputs: &EstimateInputs) -> Result<Estimate, String>;
     fn limits(&self) -> PromptLimits;
 }
 
-impl NodeTypes for cretok_nodes::Registry {
+impl NodeTypes for cretok_node_api::Registry {
     fn schema(&self, class_type: &str) -> Option<NodeSchema> {
         self.get(class_type).map(|n| n.schema())
     }
@@ -799,7 +799,7 @@ pub fn check_literal(spec: &InputSpec, json: &Json) -> Result<Value, ErrorInfo> 
                 .with_extra(extra(spec, json)))
             }
         },
-        InputKind::Link(t) if t == cretok_nodes::data_type::STRING_LIST => {
+        InputKind::Link(t) if t == cretok_node_api::data_type::STRING_LIST => {
             match Value::from_json(json) {
                 Some(v @ Value::StringList(_)) => Ok(v),
                 _ => Err(invalid_type(spec, json, "a list of strings")),

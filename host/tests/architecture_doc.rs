@@ -1,5 +1,6 @@
-//! docs/architecture.md lists every module of `host/src/` and every `cretok` command, and
-//! nothing else: a module added, renamed or removed without updating the table fails here.
+//! docs/architecture.md lists every module of `host/src/` and every module of the command line
+//! (`host/cli/src/`), and nothing else: a module added, renamed or removed without updating its
+//! table fails here.
 
 use std::collections::BTreeSet;
 use std::fs;
@@ -9,21 +10,25 @@ fn host_src() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("src")
 }
 
+fn cli_src() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("cli/src")
+}
+
 fn architecture_doc() -> String {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/architecture.md");
     fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
-/// The rows of the "## Modules" table: (first cell without backticks, whole row).
-fn module_rows(doc: &str) -> Vec<(String, String)> {
+/// The first cells, without backticks, of the table under "## {section}".
+fn table_modules(doc: &str, section: &str) -> BTreeSet<String> {
     doc.split("\n## ")
-        .find(|section| section.starts_with("Modules\n"))
-        .expect("docs/architecture.md has a \"## Modules\" section")
+        .find(|s| s.starts_with(&format!("{section}\n")))
+        .unwrap_or_else(|| panic!("docs/architecture.md has a \"## {section}\" section"))
         .lines()
         .filter(|line| line.starts_with("| `"))
         .map(|row| {
             let first = row.split('|').nth(1).unwrap_or_default();
-            (first.trim().trim_matches('`').to_owned(), row.to_owned())
+            first.trim().trim_matches('`').to_owned()
         })
         .collect()
 }
@@ -45,45 +50,25 @@ fn modules_on_disk(dir: &Path) -> BTreeSet<String> {
         .collect()
 }
 
-#[test]
-fn the_module_table_matches_host_src() {
-    let documented: BTreeSet<String> = module_rows(&architecture_doc())
-        .into_iter()
-        .map(|(module, _)| module)
-        .collect();
-    let on_disk = modules_on_disk(&host_src());
+/// Fails unless the table under "## {section}" names exactly the modules of `dir`.
+fn assert_table_matches(section: &str, dir: &Path) {
+    let documented = table_modules(&architecture_doc(), section);
+    let on_disk = modules_on_disk(dir);
     let undocumented: Vec<_> = on_disk.difference(&documented).collect();
     let stale: Vec<_> = documented.difference(&on_disk).collect();
     assert!(
         undocumented.is_empty() && stale.is_empty(),
-        "docs/architecture.md, \"Modules\": add a row for {undocumented:?}; \
+        "docs/architecture.md, \"{section}\": add a row for {undocumented:?}; \
          remove or rename the rows for {stale:?}"
     );
 }
 
 #[test]
-fn the_cli_row_names_every_command() {
-    let rows = module_rows(&architecture_doc());
-    let (_, cli_row) = rows
-        .iter()
-        .find(|(module, _)| module == "cli/")
-        .expect("a `cli/` row in docs/architecture.md");
-    let missing: Vec<String> = modules_on_disk(&host_src().join("cli"))
-        .into_iter()
-        .filter(|command| !cli_row.contains(&format!("`{command}`")))
-        .collect();
-    assert!(
-        missing.is_empty(),
-        "the `cli/` row of docs/architecture.md does not name {missing:?}"
-    );
+fn the_module_table_matches_host_src() {
+    assert_table_matches("Modules", &host_src());
 }
 
 #[test]
-fn the_table_parser_reads_only_the_modules_section() {
-    let doc = "# x\n\n## Modules\n\n| module | does |\n|---|---|\n| `graph` | parses |\n\n## Next\n| `not_a_module` | x |\n";
-    let documented: Vec<String> = module_rows(doc).into_iter().map(|(m, _)| m).collect();
-    assert_eq!(documented, ["graph"]);
-    let on_disk = modules_on_disk(&host_src());
-    assert!(on_disk.contains("graph") && on_disk.contains("server/"));
-    assert!(!on_disk.contains("lib") && !on_disk.contains("main"));
+fn the_commands_table_matches_the_command_line_modules() {
+    assert_table_matches("Commands", &cli_src());
 }

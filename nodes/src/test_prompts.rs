@@ -1,5 +1,5 @@
 //! API-format prompts of the native nodes that the prompt-limit tests send, in-process
-//! (`host/tests/limits.rs`) and to the real server (`tests/tests/resource_limits.rs`).
+//! (`host/cli/tests/limits.rs`) and to the real server (`tests/tests/resource_limits.rs`).
 
 use std::path::Path;
 

@@ -6,7 +6,7 @@
 #   apt-get update && apt-get install -y chromium        # /usr/bin/chromium
 #   python3 -m venv .venv && .venv/bin/pip install comfyui-frontend-package==1.58.1
 #   npm ci --prefix tests/browser                        # playwright-core, pinned; never downloads browsers
-#   cargo build -p cretok-host                           # target/debug/cretok
+#   cargo build -p cretok                           # target/debug/cretok
 #
 # Then: bash tests/browser/run.sh            # frontend.test.mjs, editor.test.mjs, custom_nodes.test.mjs newcomer.test.mjs
 #       bash tests/browser/run.sh --export-ui-workflows   # rewrite workflows/ui/ (export_ui_workflows.mjs)

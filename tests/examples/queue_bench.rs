@@ -1,7 +1,7 @@
 //! Throughput and per-prompt latency of cheap prompts through the embedded
 //! queue and through Redis with one and two workers, all on loopback.
 //!
-//! `cargo build --release -p cretok-host && cargo run --release -p cretok-tests
+//! `cargo build --release -p cretok && cargo run --release -p cretok-tests
 //! --example queue_bench -- [PROMPTS]` (the results table is in docs/scaleout.md).
 
 use std::collections::HashSet;

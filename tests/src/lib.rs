@@ -32,7 +32,7 @@ fn fresh_binary() -> PathBuf {
         .and_then(Path::parent)
         .expect("target directory");
     let bin = dir.join(format!("cretok{}", std::env::consts::EXE_SUFFIX));
-    let build = "run `cargo build -p cretok-host` (or `cargo test --workspace`) first";
+    let build = "run `cargo build -p cretok` (or `cargo test --workspace`) first";
     let built = std::fs::metadata(&bin)
         .and_then(|m| m.modified())
         .unwrap_or_else(|_| panic!("{} is missing: {build}", bin.display()));
@@ -40,8 +40,13 @@ fn fresh_binary() -> PathBuf {
     let sources = [
         "host/src",
         "host/Cargo.toml",
+        "host/cli/src",
+        "host/cli/Cargo.toml",
         "nodes/src",
         "nodes/Cargo.toml",
+        "nodes/api/src",
+        "nodes/support/src",
+        "nodes/model/src",
         "wit/since_v0.1.0",
     ];
     let newer = sources

@@ -5,7 +5,7 @@ use std::collections::VecDeque;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use cretok_nodes::CancelToken;
+use cretok_node_api::CancelToken;
 
 /// Prompts remembered at once; the oldest is forgotten first. Prompts run one
 /// after another per worker, so a few cover every prompt still running.

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::Duration;
 
-use cretok_nodes::{Node, Registry};
+use cretok_node_api::{Node, Registry};
 use wasmtime::component::Component;
 use wasmtime::Engine;
 

@@ -1,10 +1,10 @@
 //! A loaded component as a native node: [`SandboxNode`] implements
-//! [`cretok_nodes::Node`], so the executor runs it like any other.
+//! [`cretok_node_api::Node`], so the executor runs it like any other.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use cretok_nodes::{
+use cretok_node_api::{
     Estimate, EstimateInputs, Inputs, Node, NodeError, NodeOutput, NodeSchema, RunContext, Value,
     ValueEstimate,
 };

@@ -2,7 +2,7 @@
 //! inputs are checked and converted before the guest sees them, outputs are
 //! checked against the schema before the executor sees them.
 
-use cretok_nodes::{Inputs, NodeError, Value, MAX_LIST_ITEMS};
+use cretok_node_api::{Inputs, NodeError, Value, MAX_LIST_ITEMS};
 
 use super::text::quote;
 use super::wit::{GuestPort, GuestValue, GuestVariadic, NamedValues, PortType};

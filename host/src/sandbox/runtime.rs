@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use cretok_nodes::CancelToken;
+use cretok_node_api::CancelToken;
 use wasmtime::{Engine, Store, UpdateDeadline};
 
 use super::clock::PromptClock;

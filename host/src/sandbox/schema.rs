@@ -3,7 +3,7 @@
 
 use std::collections::HashSet;
 
-use cretok_nodes::{data_type, InputKind, InputSpec, NodeSchema, OutputSpec};
+use cretok_node_api::{data_type, InputKind, InputSpec, NodeSchema, OutputSpec};
 
 use super::ports::Ports;
 use super::text::{check_text, escape_html, quote};

@@ -10,7 +10,7 @@ use axum::extract::{Multipart, Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use cretok_nodes::fsutil::{confined_join, temp_file_in};
+use cretok_node_api::fsutil::{confined_join, temp_file_in};
 use serde_json::{json, Value as Json_};
 use tempfile::NamedTempFile;
 use tokio::io::AsyncWriteExt;

@@ -12,7 +12,7 @@ use axum::body::Body;
 use axum::extract::State;
 use axum::http::{header, StatusCode, Uri};
 use axum::response::{Html, IntoResponse, Response};
-use cretok_nodes::fsutil::safe_join;
+use cretok_node_api::fsutil::safe_join;
 
 use super::templates;
 use super::Shared;

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use axum::extract::{Path, State};
 use axum::Json;
-use cretok_nodes::Registry;
+use cretok_node_api::Registry;
 use serde_json::{json, Value as Json_};
 
 use super::error::ApiError;

@@ -9,7 +9,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use cretok_nodes::fsutil::{atomic_write, confined_join};
+use cretok_node_api::fsutil::{atomic_write, confined_join};
 use serde_json::{json, Map, Value as Json_};
 
 use super::error::{ApiError, JsonBody};

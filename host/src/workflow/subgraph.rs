@@ -22,7 +22,7 @@ pub const MAX_DEPTH: usize = 16;
 /// How many nodes flattening may produce: ten times the default `--max-nodes`,
 /// so instances used many times over cannot multiply without bound; the
 /// configured limit is checked when the converted prompt is validated.
-pub const MAX_EXPANDED_NODES: usize = 10 * cretok_nodes::DEFAULT_MAX_NODES;
+pub const MAX_EXPANDED_NODES: usize = 10 * cretok_node_api::DEFAULT_MAX_NODES;
 
 /// The workflow with every (running) subgraph instance replaced by its inside.
 pub fn flatten(ui: &UiWorkflow) -> Result<Cow<'_, UiWorkflow>, Vec<Problem>> {
@@ -323,7 +323,7 @@ mod tests {
     use super::*;
     use crate::validation::NodeTypes;
     use crate::workflow::to_api;
-    use cretok_nodes::{
+    use cretok_node_api::{
         Estimate, EstimateInputs, InputKind, InputSpec, Inputs, NodeSchema, OutputSpec,
         PromptLimits,
     };

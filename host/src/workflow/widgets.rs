@@ -3,7 +3,7 @@
 //! schema order, and puts a "control after generate" widget right after
 //! seed-like integers and an upload button right after image choices.
 
-use cretok_nodes::{InputKind, InputSpec, NodeSchema};
+use cretok_node_api::{InputKind, InputSpec, NodeSchema};
 
 /// The values the "control after generate" widget can hold.
 pub const CONTROL_VALUES: [&str; 4] = ["fixed", "increment", "decrement", "randomize"];
@@ -100,7 +100,7 @@ fn has_control_after_generate(input: &InputSpec) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use cretok_nodes::data_type;
+    use cretok_node_api::data_type;
 
     #[test]
     fn required_first_links_skipped_control_after_seeds() {

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use cretok_host::catalog::NodeCatalog;
 use cretok_host::sandbox::{Fault, LoadError, RunError, SandboxHost, SandboxLimits, SandboxNode};
-use cretok_nodes::{
+use cretok_node_api::{
     CancelToken, Inputs, Node, NodeError, NodeOutput, NodeSchema, NullSink, Paths, Registry,
     RunContext, Value,
 };

@@ -1,6 +1,6 @@
 //! The example nodes: describe/run round trips and their results.
 
-use cretok_nodes::{Inputs, Node, NodeError, Registry, Value};
+use cretok_node_api::{Inputs, Node, NodeError, Registry, Value};
 
 use crate::support::{failure, folder, host, load, run};
 
@@ -240,7 +240,7 @@ fn a_node_serves_concurrent_calls() {
 /// executor's list cap.
 #[test]
 fn a_guest_with_list_outputs_is_estimated_from_a_run_ahead_when_its_inputs_are_known() {
-    use cretok_nodes::{EstimateInputs, ValueEstimate};
+    use cretok_node_api::{EstimateInputs, ValueEstimate};
     let node = load(&host(), "pairs");
     let known = EstimateInputs::new()
         .with(

@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use cretok_host::sandbox::{Fault, RunError, SandboxHost, SandboxLimits, SandboxNode};
-use cretok_nodes::{Inputs, NodeError, Value};
+use cretok_node_api::{Inputs, NodeError, Value};
 
 use crate::support::{component, failure, run, run_with, TextSink};
 
@@ -22,7 +22,7 @@ fn hostile_with(limits: SandboxLimits) -> SandboxNode {
     host.load_file(&component("hostile-runtime")).unwrap()
 }
 
-fn attack(node: &SandboxNode, attack: &str) -> Result<cretok_nodes::NodeOutput, NodeError> {
+fn attack(node: &SandboxNode, attack: &str) -> Result<cretok_node_api::NodeOutput, NodeError> {
     run(
         node,
         &Inputs::new().with("attack", Value::String(attack.into())),
@@ -30,7 +30,7 @@ fn attack(node: &SandboxNode, attack: &str) -> Result<cretok_nodes::NodeOutput, 
 }
 
 /// The fault inside a failed run, after checking its message names the node.
-fn fault(result: Result<cretok_nodes::NodeOutput, NodeError>) -> Fault {
+fn fault(result: Result<cretok_node_api::NodeOutput, NodeError>) -> Fault {
     match result {
         Err(NodeError::Failed(error)) => {
             let message = format!("{error:#}");

@@ -4,7 +4,9 @@
 use std::sync::Arc;
 
 use cretok_host::sandbox::{LoadError, SandboxHost, SandboxLimits};
-use cretok_nodes::{Inputs, Node, NodeError, NodeOutput, NodeSchema, Registry, RunContext, Value};
+use cretok_node_api::{
+    Inputs, Node, NodeError, NodeOutput, NodeSchema, Registry, RunContext, Value,
+};
 
 use crate::support::{component, folder, host, run};
 

@@ -9,4 +9,3 @@ mod hostile;
 mod loading;
 mod support;
 mod versions;
-mod workflow;

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
 
 use cretok_host::sandbox::{SandboxHost, SandboxLimits};
-use cretok_nodes::{
+use cretok_node_api::{
     CancelToken, EventSink, Inputs, Node, NodeError, NodeOutput, Paths, PreviewFormat, RunContext,
 };
 
@@ -14,7 +14,12 @@ pub fn components() -> &'static Path {
     static BUILT: OnceLock<PathBuf> = OnceLock::new();
     BUILT.get_or_init(|| {
         let root = Path::new(env!("CARGO_TARGET_TMPDIR")).join("wasm-guests");
-        let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../wit/examples");
+        // Above the package of whichever test includes this file (the host's or the CLI's).
+        let examples = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .ancestors()
+            .map(|dir| dir.join("wit/examples"))
+            .find(|dir| dir.is_dir())
+            .expect("wit/examples above the test's package");
         let out = root.join("components");
         cretok_componentize::build_workspace(&examples, &root.join("target"), &out, &[])
             .unwrap_or_else(|e| panic!("building the guest nodes: {e}"));

@@ -4,7 +4,7 @@
 //! released for 0.1.0: `wit/` of commit 29701e7, built with
 //! `cretok-componentize workspace <that wit>/examples -p template`.
 
-use cretok_nodes::{Inputs, Node, Registry, Value};
+use cretok_node_api::{Inputs, Node, Registry, Value};
 
 use crate::support::{component, folder, host, run};
 

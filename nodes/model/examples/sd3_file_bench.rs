@@ -125,7 +125,7 @@ fn main() -> Result<()> {
     let after_sampling = memory_gib();
 
     let start = Instant::now();
-    let available = cretok_model::memory::available_bytes();
+    let available = cretok_support::memory::available_bytes();
     let (_, tiling) = vae.decode_fitting(&x, available, &mut || Ok(()))?;
     let decode = seconds_since(start);
 

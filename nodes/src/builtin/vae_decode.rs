@@ -49,7 +49,7 @@ impl Node for VaeDecode {
 
     fn run(&self, inputs: &Inputs, ctx: &RunContext) -> Result<NodeOutput, NodeError> {
         decode_each(inputs, ctx, &mut |vae, z| {
-            let available = cretok_model::memory::available_bytes();
+            let available = cretok_support::memory::available_bytes();
             let mut on_tile = tile_progress(ctx, z, Tiling::FALLBACK)?;
             let (pixels, tiling) = vae.decode_fitting(z, available, &mut on_tile)?;
             if let Some(tiling) = tiling {

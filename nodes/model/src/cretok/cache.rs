@@ -18,7 +18,7 @@ use super::dataset::{hex_sha256, Pair, PairSet};
 use super::encoder::EncoderRef;
 use super::loss::unit_rows;
 use super::prompts::{fill, prompt_ids};
-use crate::files::atomic_write;
+use cretok_support::files::atomic_write;
 
 const PROBE: &str = "a photo of a creative mixture";
 

@@ -13,7 +13,7 @@ use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Tensor};
 
 use super::encoder::EncoderId;
-use crate::files::atomic_write;
+use cretok_support::files::atomic_write;
 
 /// A learned token (or a textual-inversion embedding) per CLIP encoder.
 #[derive(Debug, Clone, Default)]

@@ -189,7 +189,8 @@ pub fn vae_tensors(opts: &TinyOptions) -> Result<BTreeMap<String, Tensor>> {
 /// Writes atomically, with the user's umask (`fsutil::atomic_write`).
 fn save(tensors: &BTreeMap<String, Tensor>, path: &Path) -> Result<()> {
     let bytes = safetensors::serialize(tensors.iter(), None)?;
-    crate::files::atomic_write(path, &bytes).with_context(|| format!("writing {}", path.display()))
+    cretok_support::files::atomic_write(path, &bytes)
+        .with_context(|| format!("writing {}", path.display()))
 }
 
 /// Writes the single-file checkpoint (SD3 layout: no CLIP-L projection).

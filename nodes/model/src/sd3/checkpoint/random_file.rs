@@ -102,7 +102,7 @@ pub fn write_random(
     if parent.is_some_and(|p| !p.is_dir()) {
         bail!("{}: its folder does not exist", path.display());
     }
-    crate::files::atomic_write_with(path, |file| {
+    cretok_support::files::atomic_write_with(path, |file| {
         let mut out = BufWriter::with_capacity(8 << 20, file);
         let header = header(table, dtype, metadata);
         out.write_all(&header)?;

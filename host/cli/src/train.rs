@@ -26,7 +26,7 @@ use serde_json::{json, Value as Json};
 
 use super::headless::{execute, failure_exit, Headless};
 use super::{native_registry, DataArgs};
-use crate::executor::Outcome;
+use cretok_host::executor::Outcome;
 
 /// The tiny fixture (`--tiny`): a folder under `<data dir>/cache/` and the checkpoint in it.
 const TINY_DIR: &str = "cretok_tiny";

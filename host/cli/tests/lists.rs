@@ -6,7 +6,7 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use cretok_host::cli::native_registry;
+use cretok::native_registry;
 use cretok_host::executor::{ExecutionObserver, ExecutionRecord, Executor, Outcome, PromptJob};
 use cretok_host::protocol::ServerMessage;
 use cretok_host::validation::validate;

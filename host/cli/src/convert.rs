@@ -9,7 +9,7 @@ use anyhow::Context;
 use clap::Args;
 
 use super::{CustomNodeArgs, DataArgs, NodeSource};
-use crate::workflow;
+use cretok_host::workflow;
 
 #[derive(Args)]
 pub struct ConvertArgs {

@@ -11,8 +11,8 @@ use serde_json::Value as Json;
 
 use super::headless::{execute, failure_exit, Headless};
 use super::{CustomNodeArgs, DataArgs, NodeSource};
-use crate::executor::Outcome;
-use crate::workflow;
+use cretok_host::executor::Outcome;
+use cretok_host::workflow;
 
 #[derive(Args)]
 pub struct RunArgs {

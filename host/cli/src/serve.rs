@@ -6,9 +6,9 @@ use std::sync::Arc;
 use clap::Args;
 
 use super::{CustomNodeArgs, DataArgs, NodeSource, PreviewArgs};
-use crate::app::AppState;
-use crate::redis_queue::{spawn_relay, RedisQueue};
-use crate::server::{self, find_frontend, Access, ServerState};
+use cretok_host::app::AppState;
+use cretok_host::redis_queue::{spawn_relay, RedisQueue};
+use cretok_host::server::{self, find_frontend, Access, ServerState};
 
 #[derive(Args)]
 pub struct ServeArgs {

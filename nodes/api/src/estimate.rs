@@ -237,7 +237,7 @@ impl Default for PromptLimits {
 
 /// [`DEFAULT_MEMORY_SHARE`] of physical memory.
 pub fn default_memory_budget() -> u64 {
-    cretok_model::memory::physical_bytes().map_or(FALLBACK_MEMORY_BYTES, |total| {
+    cretok_support::memory::physical_bytes().map_or(FALLBACK_MEMORY_BYTES, |total| {
         (total as f64 * DEFAULT_MEMORY_SHARE) as u64
     })
 }
@@ -249,7 +249,7 @@ mod tests {
     #[test]
     fn default_budget_is_a_share_of_physical_memory() {
         let budget = default_memory_budget();
-        match cretok_model::memory::physical_bytes() {
+        match cretok_support::memory::physical_bytes() {
             Some(total) => assert_eq!(budget, (total as f64 * DEFAULT_MEMORY_SHARE) as u64),
             None => assert_eq!(budget, FALLBACK_MEMORY_BYTES),
         }

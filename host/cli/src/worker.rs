@@ -6,7 +6,7 @@ use std::time::Duration;
 use clap::Args;
 
 use super::{CustomNodeArgs, DataArgs, NodeSource, PreviewArgs};
-use crate::redis_queue::{RedisWorker, WorkerSettings};
+use cretok_host::redis_queue::{RedisWorker, WorkerSettings};
 
 #[derive(Args)]
 pub struct WorkerArgs {

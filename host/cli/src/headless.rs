@@ -12,9 +12,9 @@ use indicatif::ProgressStyle;
 use serde_json::Value as Json;
 
 use super::console::Console;
-use crate::executor::{ExecutionObserver, ExecutionRecord, Executor, PromptJob};
-use crate::protocol::ServerMessage;
-use crate::validation::validate;
+use cretok_host::executor::{ExecutionObserver, ExecutionRecord, Executor, PromptJob};
+use cretok_host::protocol::ServerMessage;
+use cretok_host::validation::validate;
 
 /// How a headless prompt ended.
 pub enum Headless {

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use cretok_host::cli::native_registry;
+use cretok::native_registry;
 use cretok_host::executor::{ExecutionObserver, Executor, Outcome, PromptJob};
 use cretok_host::protocol::ServerMessage;
 use cretok_host::validation::{validate, ValidationFailure};

@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use cretok_host::cli::{self, Cli};
+use cretok::Cli;
 
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
@@ -12,7 +12,7 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    match cli::main(Cli::parse()) {
+    match cretok::main(Cli::parse()) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");

@@ -1,4 +1,4 @@
-use cretok_model::interrupt::CancelToken;
+use cretok_support::cancel::CancelToken;
 
 use crate::{NodeError, Paths, PreviewMethod};
 

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use cretok_host::cli::native_registry;
+use cretok::native_registry;
 use cretok_host::validation::validate;
 use cretok_nodes::{Paths, Registry};
 use serde_json::{json, Value};

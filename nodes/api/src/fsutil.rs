@@ -5,7 +5,7 @@ use std::io::Write;
 use std::path::{Component, Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-pub use cretok_model::files::{atomic_write, atomic_write_with, parent_dir, temp_file_in};
+pub use cretok_support::files::{atomic_write, atomic_write_with, parent_dir, temp_file_in};
 
 /// Writes `bytes` to a new file `dir/<stem>_NNNNN_.<ext>` with the first free
 /// counter, atomically and without ever replacing an existing file (safe when

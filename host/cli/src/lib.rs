@@ -1,4 +1,5 @@
-//! The `cretok` subcommands.
+//! The `cretok` command line: the host (`cretok-host`) with the native nodes
+//! (`cretok-nodes`) registered, and one module per subcommand.
 
 mod checkpoint;
 mod console;
@@ -21,7 +22,7 @@ use cretok_nodes::{
     default_memory_budget, Paths, PreviewMethod, PromptLimits, Registry, DEFAULT_MAX_NODES,
 };
 
-use crate::sandbox::{SandboxHost, SandboxLimits};
+use cretok_host::sandbox::{SandboxHost, SandboxLimits};
 
 #[derive(Parser)]
 #[command(

@@ -9,13 +9,19 @@ use std::sync::Arc;
 use cretok_nodes::{builtin, CancelToken, Inputs, NullSink, Paths, Registry, RunContext, Value};
 use serde_json::Value as Json;
 
-use crate::support::{folder, host};
+/// The host's sandbox test support (builds the example guests once per target dir); this
+/// binary uses only part of it.
+#[path = "../../tests/sandbox/support.rs"]
+#[allow(dead_code)]
+mod support;
+
+use support::{folder, host};
 
 #[test]
 fn the_template_blend_workflow_builds_the_blend_prompt() {
     let path = concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/../workflows/template_blend.json"
+        "/../../workflows/template_blend.json"
     );
     let prompt: Json = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
     let data = tempfile::tempdir().unwrap();
@@ -82,7 +88,10 @@ impl cretok_host::executor::ExecutionObserver for Quiet {
 #[test]
 fn the_pairs_sweep_loops_over_the_list_outputs_of_a_guest_node() {
     use cretok_host::executor::{Executor, Outcome, PromptJob};
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../workflows/pairs_sweep.json");
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../workflows/pairs_sweep.json"
+    );
     let sweep: Json = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
     let mut prompt = serde_json::Map::new();
     for id in ["3", "6", "7", "11", "13"] {
