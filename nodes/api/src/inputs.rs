@@ -41,6 +41,20 @@ impl Inputs {
         NodeError::invalid_input(name, format!("expected {want}, got {}", got.kind_name()))
     }
 
+    /// An optional input read with `read` (e.g. [`Inputs::bool`]), or `default` when the prompt
+    /// leaves it out (workflows written before the input existed).
+    pub fn optional<'i, T>(
+        &'i self,
+        name: &str,
+        read: impl FnOnce(&'i Inputs, &str) -> Result<T, NodeError>,
+        default: T,
+    ) -> Result<T, NodeError> {
+        match self.get(name) {
+            Some(_) => read(self, name),
+            None => Ok(default),
+        }
+    }
+
     pub fn int(&self, name: &str) -> Result<i64, NodeError> {
         match self.required(name)? {
             Value::Int(i) => Ok(*i),

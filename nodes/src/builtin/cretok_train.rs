@@ -80,19 +80,6 @@ fn file_stem(prefix: &str) -> &str {
     prefix.rsplit('/').next().unwrap_or(prefix)
 }
 
-/// An optional input, or its default when the prompt leaves it out (workflows written before it).
-fn optional<'i, T>(
-    inputs: &'i Inputs,
-    name: &str,
-    read: impl FnOnce(&'i Inputs, &str) -> Result<T, NodeError>,
-    default: T,
-) -> Result<T, NodeError> {
-    match inputs.get(name) {
-        Some(_) => read(inputs, name),
-        None => Ok(default),
-    }
-}
-
 /// Where the token, its checkpoint and its loss plot go.
 struct TokenFiles {
     /// The prefix as given (`models/embeddings/<prefix>.safetensors`).
@@ -283,14 +270,12 @@ impl Node for CreTokTrain {
         let string = |inputs: &Inputs, name: &str| inputs.string(name).map(str::to_owned);
         let config = TrainConfig {
             word: inputs.string("word")?.trim().to_owned(),
-            restrictive_template: optional(
-                inputs,
+            restrictive_template: inputs.optional(
                 "restrictive_template",
                 string,
                 defaults.restrictive_template,
             )?,
-            adaptive_template: optional(
-                inputs,
+            adaptive_template: inputs.optional(
                 "adaptive_template",
                 string,
                 defaults.adaptive_template,
@@ -309,7 +294,7 @@ impl Node for CreTokTrain {
         )?;
         let cache = ctx.paths.data_dir.join("cache").join("cretok");
         let refs = encoder_refs(&encoders);
-        let mut trainer = if optional(inputs, "resume", Inputs::bool, false)? {
+        let mut trainer = if inputs.optional("resume", Inputs::bool, false)? {
             resume(&refs, pairs, &config, &files, &cache, ctx)?
         } else {
             Trainer::new(&refs, pairs, config, Some(&cache)).map_err(NodeError::Failed)?
@@ -317,8 +302,7 @@ impl Node for CreTokTrain {
         let every = int("report_every")?;
         let opts = RunOptions {
             checkpoint: Some(files.checkpoint.clone()),
-            checkpoint_every: u64::try_from(optional(
-                inputs,
+            checkpoint_every: u64::try_from(inputs.optional(
                 "checkpoint_every",
                 Inputs::int,
                 DEFAULT_CHECKPOINT_EVERY as i64,

@@ -199,10 +199,7 @@ impl Node for ImageGrid {
         let images = inputs.handle::<Image>("images")?;
         let columns = inputs.int("columns")?.max(1) as usize;
         let padding = inputs.int("padding")?.max(0) as usize;
-        let captions = match inputs.get("captions") {
-            Some(_) => inputs.string("captions")?,
-            None => "",
-        };
+        let captions = inputs.optional("captions", Inputs::string, "")?;
         let count = images.pixels.dim(0).map_err(anyhow::Error::from)?;
         let lines = caption_lines(captions, count)?;
         let pixels = compose(&images.pixels, columns, padding, &lines)?;

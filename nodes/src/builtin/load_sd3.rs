@@ -171,10 +171,7 @@ impl Node for CheckpointLoader {
         match self.outputs {
             Outputs::All => ctx.text(&ckpt.summary()),
             Outputs::Clip => {
-                let load_t5 = match inputs.get(LOAD_T5) {
-                    Some(_) => inputs.bool(LOAD_T5)?,
-                    None => true,
-                };
+                let load_t5 = inputs.optional(LOAD_T5, Inputs::bool, true)?;
                 let t5_skipped = !load_t5 && ckpt.text_encoder(TextEncoderKind::T5Xxl).is_some();
                 if !load_t5 {
                     ckpt = ckpt.without_text_encoder(TextEncoderKind::T5Xxl);

@@ -35,10 +35,7 @@ fn skip_layer_guidance(
     inputs: &Inputs,
     depth: usize,
 ) -> Result<Option<SkipLayerGuidance>, NodeError> {
-    let layers = match inputs.get("skip_layers") {
-        Some(_) => parse_layers(inputs.string("skip_layers")?)?,
-        None => Vec::new(),
-    };
+    let layers = parse_layers(inputs.optional("skip_layers", Inputs::string, "")?)?;
     let float = |name: &str, default: f64| match inputs.get(name) {
         Some(_) => inputs.float(name),
         None => Ok(default),

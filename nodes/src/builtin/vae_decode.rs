@@ -1,7 +1,7 @@
 use candle_core::Tensor;
 
 use crate::sd3::types::{Image, Latent};
-use crate::sd3::vae::{AutoEncoder, Tiling};
+use crate::sd3::vae::{AutoEncoder, Config as VaeConfig, Tiling};
 use crate::{
     data_type, Estimate, EstimateInputs, InputKind, InputSpec, Inputs, Node, NodeError, NodeOutput,
     NodeSchema, OutputSpec, RunContext, Value, ValueEstimate,
@@ -11,9 +11,11 @@ use crate::{
 /// pixels over 16 channels, so each latent byte decodes to 12 image bytes.
 const IMAGE_BYTES_PER_LATENT_BYTE: u64 = 12;
 
-/// The decoder's activations per latent byte (a latent byte covers one pixel): four
-/// 128-channel f32 full-size tensors alive at once (`AutoEncoder::whole_decode_bytes`).
-const DECODE_BYTES_PER_LATENT_BYTE: u64 = 2048;
+/// The decoder's activations per latent byte: SD3's latent has 16 f32 channels for 8×8
+/// pixels, so a latent byte covers one pixel.
+fn decode_bytes_per_latent_byte() -> u64 {
+    VaeConfig::sd3().decode_bytes_per_pixel()
+}
 
 /// Decodes latents to pixels `[b, h, w, 3]` in 0..1 (`(x / 2 + 0.5).clamp(0, 1)`,
 /// as diffusers' image processor and ComfyUI's `VAEDecode`). An image whose whole decode
@@ -72,7 +74,7 @@ impl Node for VaeDecode {
         let image = latent.saturating_mul(IMAGE_BYTES_PER_LATENT_BYTE);
         // The decoded images are held twice while they are joined into one batch.
         let working = latent
-            .saturating_mul(DECODE_BYTES_PER_LATENT_BYTE)
+            .saturating_mul(decode_bytes_per_latent_byte())
             .saturating_add(image);
         Ok(Estimate::outputs(vec![ValueEstimate::bytes(image)]).with_working_bytes(working))
     }
@@ -120,9 +122,6 @@ fn tile_progress<'a>(
         crate::check_interrupted()
     })
 }
-
-/// Pixels per latent pixel of SD3's VAE.
-const VAE_SCALE: i64 = 8;
 
 impl Node for VaeDecodeTiled {
     fn schema(&self) -> NodeSchema {
@@ -174,7 +173,7 @@ impl Node for VaeDecodeTiled {
             .saturating_mul(IMAGE_BYTES_PER_LATENT_BYTE);
         // The output, the blend's sums, and one tile's decode (at most 2·tile × tile/2 pixels).
         let tile = inputs.int("tile_size").unwrap_or(512).max(0) as u64;
-        let working = (2 * image).saturating_add(tile * tile * DECODE_BYTES_PER_LATENT_BYTE);
+        let working = (2 * image).saturating_add(tile * tile * decode_bytes_per_latent_byte());
         Ok(Estimate::outputs(vec![ValueEstimate::bytes(image)]).with_working_bytes(working))
     }
 }
@@ -187,7 +186,8 @@ fn tiling(tile_size: i64, overlap: i64) -> Tiling {
     } else {
         overlap
     };
-    let latent = |pixels: i64| (pixels / VAE_SCALE).max(0) as usize;
+    let scale = VaeConfig::sd3().upscale() as i64;
+    let latent = |pixels: i64| (pixels / scale).max(0) as usize;
     Tiling {
         tile_x: latent(tile_size),
         tile_y: latent(tile_size),

@@ -49,6 +49,19 @@ impl Config {
         }
     }
 
+    /// Pixels per latent pixel along each side: ×2 per level after the first.
+    pub fn upscale(&self) -> usize {
+        1 << self.block_out_channels.len().saturating_sub(1)
+    }
+
+    /// The most bytes a whole decode holds at once per output pixel: four full-resolution f32
+    /// activations of the first level's width (measured at SD3's real size: docs/sd3.md,
+    /// "Real size against stable-diffusion.cpp").
+    pub fn decode_bytes_per_pixel(&self) -> u64 {
+        const ACTIVATIONS: u64 = 4;
+        ACTIVATIONS * self.block_out_channels.first().copied().unwrap_or(0) as u64 * 4
+    }
+
     /// The tiny VAE of docs/parity.md ("Tiny fixtures").
     pub fn tiny() -> Self {
         Self {
@@ -383,14 +396,13 @@ impl AutoEncoder {
         )
     }
 
-    /// The most bytes a whole decode of one image of `latents` `[b, z, h, w]` holds at once:
-    /// four full-resolution activations of the first level's width (measured at SD3's real
-    /// size: docs/sd3.md, "Real size against stable-diffusion.cpp").
+    /// The most bytes a whole decode of one image of `latents` `[b, z, h, w]` holds at once
+    /// ([`Config::decode_bytes_per_pixel`]).
     pub fn whole_decode_bytes(&self, latents: &Tensor) -> Result<u64> {
         let (_, _, h, w) = latents.dims4()?;
-        let upscale = 1 << (self.cfg.block_out_channels.len() - 1);
+        let upscale = self.cfg.upscale();
         let pixels = (h * upscale * w * upscale) as u64;
-        Ok(pixels * 4 * self.cfg.block_out_channels[0] as u64 * 4)
+        Ok(pixels * self.cfg.decode_bytes_per_pixel())
     }
 
     /// [`Self::decode`] when the whole decode fits in `available` bytes (unknown: it does),
@@ -418,7 +430,7 @@ impl AutoEncoder {
         tiling: Tiling,
         on_tile: &mut dyn FnMut() -> Result<()>,
     ) -> Result<Tensor> {
-        let upscale = 1 << (self.cfg.block_out_channels.len() - 1);
+        let upscale = self.cfg.upscale();
         tiled::decode_tiled(latents, tiling, upscale, &mut |z| self.decode(z), on_tile)
     }
 
