@@ -30,12 +30,20 @@ const BAND_PIXELS: usize = 512;
 /// dilation or groups (all the VAE needs). Weights `[c_out, c_in, k, k]`.
 #[derive(Debug, Clone)]
 pub struct Conv2d {
-    weight: Tensor,
+    kernel: Kernel,
     bias: Tensor,
     padding: usize,
     stride: usize,
-    /// The Winograd-transformed kernel, for 3×3 stride-1 padding-1 CPU f32 layers.
-    winograd: Option<Tensor>,
+}
+
+/// A layer's weights in the form its forward pass reads.
+#[derive(Debug, Clone)]
+enum Kernel {
+    /// `[c_out, c_in, k, k]`: the banded im2col on CPU f32, candle's `conv2d` elsewhere.
+    Direct(Tensor),
+    /// Winograd-transformed ([`winograd::transform_kernel`]), for 3×3 stride-1 padding-1 CPU
+    /// f32 layers. The direct weights are not kept: they would take another 9/16 of its size.
+    Winograd(Tensor),
 }
 
 impl Conv2d {
@@ -46,17 +54,16 @@ impl Conv2d {
         // out): transforming would materialise it.
         let on_cpu_f32 =
             weight.device().is_cpu() && weight.dtype() == DType::F32 && weight.is_contiguous();
-        let winograd = if winograd_shaped && on_cpu_f32 {
-            Some(winograd::transform_kernel(&weight)?)
+        let kernel = if winograd_shaped && on_cpu_f32 {
+            Kernel::Winograd(winograd::transform_kernel(&weight)?)
         } else {
-            None
+            Kernel::Direct(weight)
         };
         Ok(Self {
-            weight,
+            kernel,
             bias,
             padding,
             stride,
-            winograd,
         })
     }
 
@@ -81,31 +88,48 @@ impl Conv2d {
         Self::new(conv.weight().clone(), bias, padding, stride)
     }
 
-    pub fn weight(&self) -> &Tensor {
-        &self.weight
+    /// The weights' tensor as the layer keeps it.
+    fn kept(&self) -> &Tensor {
+        match &self.kernel {
+            Kernel::Direct(weight) | Kernel::Winograd(weight) => weight,
+        }
+    }
+
+    pub fn dtype(&self) -> DType {
+        self.kept().dtype()
+    }
+
+    pub fn device(&self) -> &candle_core::Device {
+        self.kept().device()
     }
 }
 
 impl Module for Conv2d {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let on_cpu_f32 = x.device().is_cpu() && x.dtype() == DType::F32;
-        if let (Some(u), true) = (&self.winograd, on_cpu_f32) {
-            return x
-                .contiguous()?
-                .apply_op3_no_bwd(u, &self.bias.contiguous()?, &WinogradConv);
-        }
-        if on_cpu_f32 {
+        let weight = match &self.kernel {
+            Kernel::Winograd(u) => {
+                // A CPU f32 layer: inputs of another dtype are computed in f32 too.
+                let y = x.to_dtype(DType::F32)?.contiguous()?.apply_op3_no_bwd(
+                    u,
+                    &self.bias.contiguous()?,
+                    &WinogradConv,
+                )?;
+                return y.to_dtype(x.dtype());
+            }
+            Kernel::Direct(weight) => weight,
+        };
+        if x.device().is_cpu() && x.dtype() == DType::F32 {
             let op = BandedConv {
                 padding: self.padding,
                 stride: self.stride,
             };
             return x.contiguous()?.apply_op3_no_bwd(
-                &self.weight.contiguous()?,
+                &weight.contiguous()?,
                 &self.bias.contiguous()?,
                 &op,
             );
         }
-        let y = x.conv2d(&self.weight, self.padding, self.stride, 1, 1)?;
+        let y = x.conv2d(weight, self.padding, self.stride, 1, 1)?;
         y.broadcast_add(&self.bias.reshape((1, (), 1, 1))?)
     }
 }
@@ -330,7 +354,8 @@ mod tests {
         let weight = (seeded_noise(2, &[c_out, c_in, k, k], &dev)? * 0.1)?;
         let bias = seeded_noise(3, &[c_out], &dev)?;
         let conv = Conv2d::new(weight.clone(), bias.clone(), padding, stride)?;
-        assert_eq!(conv.winograd.is_some(), (k, padding, stride) == (3, 1, 1));
+        let winograd = matches!(conv.kernel, Kernel::Winograd(_));
+        assert_eq!(winograd, (k, padding, stride) == (3, 1, 1));
         let ours = conv.forward(&x)?;
         let reference = x
             .conv2d(&weight, padding, stride, 1, 1)?

@@ -378,11 +378,11 @@ impl AutoEncoder {
     }
 
     fn dtype(&self) -> candle_core::DType {
-        self.decoder.conv_in.weight().dtype()
+        self.decoder.conv_in.dtype()
     }
 
     pub fn device(&self) -> &candle_core::Device {
-        self.decoder.conv_in.weight().device()
+        self.decoder.conv_in.device()
     }
 
     /// Pixels `[b, 3, H, W]` in -1..1 (H, W multiples of 8) -> latents
