@@ -35,8 +35,9 @@ const COPY_CHUNK: usize = 1 << 20;
 /// thread is most of a load's time (SD3-medium with T5 is 15.7 GB).
 fn copied_out(dtype: StDtype, bytes: &[u8], shape: &[usize]) -> Result<Tensor> {
     fn fill<T: bytemuck::Pod>(bytes: &[u8], mut values: Vec<T>) -> Vec<T> {
-        bytemuck::cast_slice_mut::<T, u8>(&mut values)
-            .par_chunks_mut(COPY_CHUNK)
+        let to = bytemuck::cast_slice_mut::<T, u8>(&mut values);
+        crate::sd3::raw::mmap::advise_huge_pages(to);
+        to.par_chunks_mut(COPY_CHUNK)
             .zip(bytes.par_chunks(COPY_CHUNK))
             .for_each(|(to, from)| to.copy_from_slice(from));
         values
