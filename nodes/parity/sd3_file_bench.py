@@ -177,7 +177,7 @@ def measured(cmd, env, cap_gib, name):
 
 
 def ours(args, size, precision):
-    cmd = [OURS, "--ckpt", args.ckpt, "--size", str(size), "--steps", str(args.steps),
+    cmd = [args.ours_bin, "--ckpt", args.ckpt, "--size", str(size), "--steps", str(args.steps),
            "--cfg", str(args.cfg), "--weight-dtype", OUR_DTYPE[precision]]
     env = dict(os.environ, RAYON_NUM_THREADS=str(args.threads))
     report = measured(cmd, env, args.cap_gib, f"cretok_bench_ours_{os.getpid()}")
@@ -207,6 +207,8 @@ def main():
     p.add_argument("--cap-gib", type=float, default=20.0)
     p.add_argument("--peers", nargs="+", choices=["ours", "sdcpp"], default=["ours", "sdcpp"])
     p.add_argument("--json", default="sd3_file_bench.json")
+    # Another build of the example (a worktree's, an older commit's) in place of this tree's.
+    p.add_argument("--ours-bin", default=OURS)
     # Internal: one stable-diffusion.cpp run in a child process.
     p.add_argument("--sdcpp-child", action="store_true")
     p.add_argument("--size", type=int)

@@ -35,8 +35,9 @@ const COPY_CHUNK: usize = 1 << 20;
 /// thread is most of a load's time (SD3-medium with T5 is 15.7 GB).
 fn copied_out(dtype: StDtype, bytes: &[u8], shape: &[usize]) -> Result<Tensor> {
     fn fill<T: bytemuck::Pod>(bytes: &[u8], mut values: Vec<T>) -> Vec<T> {
-        bytemuck::cast_slice_mut::<T, u8>(&mut values)
-            .par_chunks_mut(COPY_CHUNK)
+        let to = bytemuck::cast_slice_mut::<T, u8>(&mut values);
+        crate::sd3::raw::mmap::advise_huge_pages(to);
+        to.par_chunks_mut(COPY_CHUNK)
             .zip(bytes.par_chunks(COPY_CHUNK))
             .for_each(|(to, from)| to.copy_from_slice(from));
         values
@@ -247,13 +248,33 @@ impl Weights {
 
     /// A linear weight of `shape` `[out, in]`, times its scale if it has one, quantised to
     /// int8 blocks: a `u8` tensor `[out, int8::row_bytes(in)]`.
+    /// A weight stored under one name in f32, f16 or bf16 is quantised where it lies in the
+    /// map ([`int8::quantise_le_bytes`]), others are loaded first.
     fn load_int8_linear_weight(&self, name: &str, shape: &Shape) -> Result<Tensor> {
+        let scale = self.scale_of(name)?.unwrap_or(1.0);
+        let in_context = |e: candle_core::Error| {
+            candle_core::Error::Msg(format!("{}: `{name}`: {e}", self.origin.display()))
+        };
+        if let (Some(Source::Rename(n)), Ok((out, inp))) = (self.source(name), shape.dims2()) {
+            if let Ok(view) = self.files.get(&n) {
+                let dtype = match view.dtype() {
+                    StDtype::F32 => Some(DType::F32),
+                    StDtype::F16 => Some(DType::F16),
+                    StDtype::BF16 => Some(DType::BF16),
+                    _ => None,
+                };
+                let in_place = dtype
+                    .filter(|_| view.shape() == shape.dims())
+                    .and_then(|d| int8::quantise_le_bytes(d, view.data(), (out, inp), scale));
+                if let Some(packed) = in_place {
+                    release_tensor_pages(&self.files, &n);
+                    return packed.map_err(in_context);
+                }
+            }
+        }
         let stored = self.load_stored(name, &Device::Cpu)?;
         self.check_shape(name, &stored, shape)?;
-        let scale = self.scale_of(name)?.unwrap_or(1.0);
-        int8::quantise(&stored, scale).map_err(|e| {
-            candle_core::Error::Msg(format!("{}: `{name}`: {e}", self.origin.display()))
-        })
+        int8::quantise(&stored, scale).map_err(in_context)
     }
 
     /// A lookup table (CPU): as stored when that is f16 or bf16 without a scale, in f32

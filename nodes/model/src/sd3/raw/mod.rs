@@ -1,5 +1,7 @@
 //! All of this crate's unsafe code, behind small safe primitives that the CPU kernels call:
 //!
+//! - [`bf16`]: bf16 products with f32 sums (AVX-512 BF16) for int8 weights' many-row products
+//!   ([`bf16::panel_product`]);
 //! - [`gemm`]: gemm's raw-pointer GEMM as [`gemm::gemm`] over checked strided matrices
 //!   ([`gemm::Mat`], [`gemm::MatMut`]);
 //! - [`shared_out`]: one output buffer split into disjoint tiles that parallel tasks write
@@ -16,6 +18,7 @@
 //! checks. The one assumption no check can make is [`mmap::mmap`]'s: a mapped file is not
 //! modified while it is mapped.
 
+pub mod bf16;
 pub mod gemm;
 pub mod mmap;
 pub mod shared_out;
