@@ -17,49 +17,79 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 /// How long any single wait in a test may take before it fails.
 pub const TIMEOUT: Duration = Duration::from_secs(30);
 
-/// The `cretok` binary built by `cargo test --workspace` next to the test
-/// executables; fails when it is missing or older than the sources it is
-/// built from (an end-to-end test must not run a stale binary).
+/// The `cretok` binary next to the test executables (`cargo test --workspace` builds it), built
+/// first with the test's own cargo and profile when it is missing or older than the sources it
+/// is built from: an end-to-end test never runs a stale binary.
 pub fn cretok_bin() -> PathBuf {
     static CHECKED: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
     CHECKED.get_or_init(fresh_binary).clone()
 }
 
+/// What the binary is built from.
+const BINARY_SOURCES: [&str; 10] = [
+    "host/src",
+    "host/Cargo.toml",
+    "host/cli/src",
+    "host/cli/Cargo.toml",
+    "nodes/src",
+    "nodes/Cargo.toml",
+    "nodes/api/src",
+    "nodes/support/src",
+    "nodes/model/src",
+    "wit/since_v0.1.0",
+];
+
 fn fresh_binary() -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
-    let dir = exe
+    let profile_dir = exe
         .parent()
         .and_then(Path::parent)
         .expect("target directory");
-    let bin = dir.join(format!("cretok{}", std::env::consts::EXE_SUFFIX));
-    let build = "run `cargo build -p cretok` (or `cargo test --workspace`) first";
-    let built = std::fs::metadata(&bin)
-        .and_then(|m| m.modified())
-        .unwrap_or_else(|_| panic!("{} is missing: {build}", bin.display()));
-    let root = repo_root();
-    let sources = [
-        "host/src",
-        "host/Cargo.toml",
-        "host/cli/src",
-        "host/cli/Cargo.toml",
-        "nodes/src",
-        "nodes/Cargo.toml",
-        "nodes/api/src",
-        "nodes/support/src",
-        "nodes/model/src",
-        "wit/since_v0.1.0",
-    ];
-    let newer = sources
-        .iter()
-        .find_map(|s| changed_after(&root.join(s), built));
-    if let Some(source) = newer {
-        panic!(
-            "{} is older than {}: {build}",
-            bin.display(),
-            source.display()
-        );
+    let bin = profile_dir.join(format!("cretok{}", std::env::consts::EXE_SUFFIX));
+    if let Some(why) = stale(&bin) {
+        build_binary(profile_dir, &format!("{} is {why}", bin.display()));
     }
     bin
+}
+
+/// Why `bin` must be built before it runs (missing, or older than a source), if it must.
+fn stale(bin: &Path) -> Option<String> {
+    let Ok(built) = std::fs::metadata(bin).and_then(|m| m.modified()) else {
+        return Some("missing".into());
+    };
+    let root = repo_root();
+    BINARY_SOURCES
+        .iter()
+        .find_map(|s| changed_after(&root.join(s), built))
+        .map(|source| format!("older than {}", source.display()))
+}
+
+/// `cargo build -p cretok` into the target directory that holds `profile_dir`, with its profile.
+/// Cargo decides what is out of date from there on.
+fn build_binary(profile_dir: &Path, why: &str) {
+    let profile = match profile_dir.file_name().and_then(|n| n.to_str()) {
+        Some("debug") => "dev",
+        Some(name) => name,
+        None => panic!("{}: not a profile directory", profile_dir.display()),
+    };
+    let target_dir = profile_dir.parent().expect("target directory");
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    eprintln!("{why}: cargo build -p cretok --profile {profile}");
+    let status = std::process::Command::new(cargo)
+        .args([
+            "build",
+            "-p",
+            "cretok",
+            "--bin",
+            "cretok",
+            "--profile",
+            profile,
+        ])
+        .env("CARGO_TARGET_DIR", target_dir)
+        .current_dir(repo_root())
+        .status()
+        .expect("running cargo");
+    assert!(status.success(), "{why}, and building it failed");
 }
 
 /// A file at or under `path` changed after `time`, if any.
