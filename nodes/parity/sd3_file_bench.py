@@ -11,7 +11,7 @@ load average is recorded before and after each run. Prints a markdown table and 
 raw figures as JSON.
 
     bash nodes/parity/setup_venv.sh
-    cargo build --release -p cretok -p cretok-model --example sd3_file_bench
+    cargo build --release -p cretok && cargo build --release -p cretok-model --example sd3_file_bench
     mkdir -p target/bench
     target/release/cretok checkpoint random --variant sd3-medium-t5 --out target/bench/sd3m-t5.safetensors
     .venv-parity/bin/python nodes/parity/sd3_file_bench.py --ckpt target/bench/sd3m-t5.safetensors \\
