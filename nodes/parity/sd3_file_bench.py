@@ -7,7 +7,9 @@ same file, the same prompt, steps, cfg, seed and thread count, one after the oth
 alternating between rounds, each in its own process. Each process runs in a cgroup with a
 memory cap and the largest CPU weight (class `Cgroup`); its peak resident memory is read from
 `/proc/<pid>/status` every 0.1 s (anonymous memory and mapped file pages apart). The 1-minute
-load average is recorded before and after each run. Prints a markdown table and writes the
+load average is recorded before and after each run. With `--cold`, the page cache is dropped
+before each run (root only), so that every load reads the file from disk; without it, a load
+gets whatever of the file the runs before left cached. Prints a markdown table and writes the
 raw figures as JSON.
 
     bash nodes/parity/setup_venv.sh
@@ -151,8 +153,21 @@ def cpu_seconds(pid):
         return 0.0
 
 
-def measured(cmd, env, cap_gib, name):
+def drop_page_cache():
+    """Writes back dirty pages and drops the page cache, so the next load reads from disk."""
+    os.sync()
+    try:
+        with open("/proc/sys/vm/drop_caches", "w") as f:
+            f.write("3")
+    except OSError as e:
+        sys.exit(f"--cold needs root to drop the page cache: {e}")
+
+
+def measured(cmd, env, args, name):
     """Runs `cmd` capped; returns its JSON report, peak memory and the load around it."""
+    cap_gib = args.cap_gib
+    if args.cold:
+        drop_page_cache()
     group = Cgroup(name, cap_gib)
     load_before = os.getloadavg()[0]
     proc = subprocess.Popen(group.wrap(cmd), env=env, stdout=subprocess.PIPE, text=True)
@@ -180,7 +195,7 @@ def ours(args, size, precision):
     cmd = [args.ours_bin, "--ckpt", args.ckpt, "--size", str(size), "--steps", str(args.steps),
            "--cfg", str(args.cfg), "--weight-dtype", OUR_DTYPE[precision]]
     env = dict(os.environ, RAYON_NUM_THREADS=str(args.threads))
-    report = measured(cmd, env, args.cap_gib, f"cretok_bench_ours_{os.getpid()}")
+    report = measured(cmd, env, args, f"cretok_bench_ours_{os.getpid()}")
     if "seconds" in report:
         s = report.pop("seconds")
         report.update(load_s=s["load"], encode_prompt=s["encode_prompt"],
@@ -192,7 +207,7 @@ def theirs(args, size, precision):
     cmd = [sys.executable, os.path.abspath(__file__), "--sdcpp-child", "--ckpt", args.ckpt,
            "--size", str(size), "--steps", str(args.steps), "--cfg", str(args.cfg),
            "--precision", precision, "--threads", str(args.threads)]
-    return measured(cmd, dict(os.environ), args.cap_gib, f"cretok_bench_sdcpp_{os.getpid()}")
+    return measured(cmd, dict(os.environ), args, f"cretok_bench_sdcpp_{os.getpid()}")
 
 
 def main():
@@ -205,6 +220,7 @@ def main():
     p.add_argument("--rounds", type=int, default=1)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--cap-gib", type=float, default=20.0)
+    p.add_argument("--cold", action="store_true", help="drop the page cache before each run")
     p.add_argument("--peers", nargs="+", choices=["ours", "sdcpp"], default=["ours", "sdcpp"])
     p.add_argument("--json", default="sd3_file_bench.json")
     # Another build of the example (a worktree's, an older commit's) in place of this tree's.
@@ -251,7 +267,8 @@ def table(runs, args):
 
     lines = [
         f"{cpu_model()}, {args.threads} threads, {args.steps} steps, cfg {args.cfg}, "
-        f"{args.rounds} round(s), cap {args.cap_gib} GiB",
+        f"{args.rounds} round(s), cap {args.cap_gib} GiB"
+        f"{', page cache dropped before each run' if args.cold else ''}",
         "",
         "| size | weights | peer | load s | prompt encode s | s/step | decode s | "
         "peak RSS GiB | of which anon GiB | cores used | 1-min load |",

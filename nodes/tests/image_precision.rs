@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use candle_core::{DType, Device, Tensor};
 use candle_nn::Module;
 use common::max_abs_diff;
-use cretok_nodes::sd3::checkpoint::{weights, Naming, Sd3Checkpoint, Weights};
+use cretok_nodes::sd3::checkpoint::{Naming, Sd3Checkpoint, TensorFiles, Weights};
 use cretok_nodes::sd3::linear::{linear, Linear};
 use cretok_nodes::sd3::mmdit::MMDiT;
 use cretok_nodes::sd3::precision::{int8, WeightDtype};
@@ -283,7 +283,7 @@ fn linear_weights_keep_their_stored_bytes() {
         (Stored::Fp8Scaled, 1, 2),
     ] {
         let path = tiny_file(dir.path(), stored);
-        let files = std::sync::Arc::new(weights::mmap(std::slice::from_ref(&path)).unwrap());
+        let files = std::sync::Arc::new(TensorFiles::open(std::slice::from_ref(&path)).unwrap());
         let w = Weights::new(files, "model.diffusion_model.", Naming::Original, &path);
         let vb = w.var_builder(DType::F32, &Device::Cpu).pp(layer);
         let (hidden, qkv) = (64, 192);
@@ -351,7 +351,7 @@ fn an_mmdit_from_an_f16_file_holds_two_bytes_per_linear_weight() {
         .map(|(_, t)| t.elem_count())
         .sum();
     let table = position_table_len(&file, prefix);
-    let files = std::sync::Arc::new(weights::mmap(std::slice::from_ref(&path)).unwrap());
+    let files = std::sync::Arc::new(TensorFiles::open(std::slice::from_ref(&path)).unwrap());
     let counting = Counting {
         inner: Weights::new(files, prefix, Naming::Original, &path),
         bytes: Default::default(),
@@ -393,7 +393,7 @@ fn an_int8_mmdit_holds_a_byte_and_a_scale_per_linear_weight() {
         .filter(|(n, t)| n.starts_with(prefix) && t.rank() == 2 && n.ends_with(".weight"))
         .map(|(_, t)| t.dim(0).unwrap() * int8::row_bytes(t.dim(1).unwrap()))
         .sum();
-    let files = std::sync::Arc::new(weights::mmap(std::slice::from_ref(&path)).unwrap());
+    let files = std::sync::Arc::new(TensorFiles::open(std::slice::from_ref(&path)).unwrap());
     let int8_weights =
         Weights::new(files, prefix, Naming::Original, &path).with_linear_dtype(WeightDtype::Int8);
     let (hidden, qkv) = (64, 192);

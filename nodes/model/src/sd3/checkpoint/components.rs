@@ -10,11 +10,10 @@ use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
-use candle_core::safetensors::MmapedSafetensors;
 use candle_core::{DType, Device};
 
 use super::{
-    open_safetensors, prefix_of, reject_other_families, Naming, TextEncoderKind,
+    open_safetensors, prefix_of, reject_other_families, Naming, TensorFiles, TextEncoderKind,
     TextEncoderWeights, Weights,
 };
 use crate::sd3::mmdit::{self, MMDiT};
@@ -166,7 +165,7 @@ pub fn open_text_encoder(path: &Path) -> Result<TextEncoderWeights> {
 }
 
 /// The memory-mapped file and its tensor names.
-fn open_keys(path: &Path) -> Result<(Arc<MmapedSafetensors>, Vec<String>)> {
+fn open_keys(path: &Path) -> Result<(Arc<TensorFiles>, Vec<String>)> {
     if !path.is_file() {
         bail!("{}: no such file", path.display());
     }

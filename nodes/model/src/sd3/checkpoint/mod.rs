@@ -10,6 +10,7 @@ pub mod components;
 pub mod keymap;
 pub mod layouts;
 pub mod random_file;
+pub mod tensor_files;
 pub mod weights;
 
 use std::path::{Path, PathBuf};
@@ -25,6 +26,7 @@ use super::sampling::DEFAULT_SHIFT;
 use super::text_encoders::{EncoderVarBuilders, Sd3TextConfig, Sd3TextEncoders};
 use super::tokenizer::T5Tokenizer;
 use super::vae::{self, AutoEncoder};
+pub use tensor_files::TensorFiles;
 pub use weights::{Naming, Weights};
 
 /// The default compute dtype: f32 on CPU (speed and parity), bf16 on CUDA.
@@ -368,17 +370,14 @@ fn scheduler_shift(dir: &Path) -> Result<f64> {
     Ok(config["shift"].as_f64().unwrap_or(DEFAULT_SHIFT))
 }
 
-fn open_safetensors(
-    paths: &[PathBuf],
-    origin: &Path,
-) -> Result<Arc<candle_core::safetensors::MmapedSafetensors>> {
-    let files = weights::mmap(paths)
+fn open_safetensors(paths: &[PathBuf], origin: &Path) -> Result<Arc<TensorFiles>> {
+    let files = TensorFiles::open(paths)
         .with_context(|| format!("{}: not a readable safetensors file", origin.display()))?;
     Ok(Arc::new(files))
 }
 
 /// All `*.safetensors` in `dir` (sharded files included), or `None` without any.
-fn open_folder(dir: &Path) -> Result<Option<Arc<candle_core::safetensors::MmapedSafetensors>>> {
+fn open_folder(dir: &Path) -> Result<Option<Arc<TensorFiles>>> {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return Ok(None);
     };

@@ -11,12 +11,10 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use candle_core::safetensors::MmapedSafetensors;
 use candle_core::{DType, Device, Result, Shape, Tensor};
 use candle_nn::var_builder::SimpleBackend;
 use candle_nn::{Init, VarBuilder};
 use half::vec::HalfBitsVecExt;
-use rayon::prelude::*;
 use safetensors::Dtype as StDtype;
 
 use super::keymap::{transformer_source, vae_source, Source};
@@ -24,44 +22,32 @@ use crate::sd3::precision::{
     self, format::e5m2_to_f16, int8, product::is_stored_format, LinearWeight, WeightDtype,
 };
 
-pub use crate::sd3::raw::mmap::mmap;
-use crate::sd3::raw::mmap::release_tensor_pages;
+use super::tensor_files::TensorFiles;
 
-/// Bytes copied out of a tensor's part of the map, in chunks on every thread.
-const COPY_CHUNK: usize = 1 << 20;
-
-/// A CPU tensor of `dtype` (f16, bf16 or f32) from its little-endian bytes in the map, copied
-/// by all threads at once: the copy faults in and zeroes new pages as it goes, which on one
-/// thread is most of a load's time (SD3-medium with T5 is 15.7 GB).
-fn copied_out(dtype: StDtype, bytes: &[u8], shape: &[usize]) -> Result<Tensor> {
-    fn fill<T: bytemuck::Pod>(bytes: &[u8], mut values: Vec<T>) -> Vec<T> {
+/// A CPU tensor of `dtype` (f16, bf16 or f32) read from tensor `name`'s little-endian bytes.
+fn read_out(files: &TensorFiles, name: &str, dtype: StDtype, shape: &[usize]) -> Result<Tensor> {
+    fn filled<T: bytemuck::Pod>(
+        mut values: Vec<T>,
+        read: impl Fn(&mut [u8]) -> Result<()>,
+    ) -> Result<Vec<T>> {
         let to = bytemuck::cast_slice_mut::<T, u8>(&mut values);
-        crate::sd3::raw::mmap::advise_huge_pages(to);
-        to.par_chunks_mut(COPY_CHUNK)
-            .zip(bytes.par_chunks(COPY_CHUNK))
-            .for_each(|(to, from)| to.copy_from_slice(from));
-        values
+        read(to)?;
+        Ok(values)
     }
-    let width = dtype.bitsize() / 8;
-    let count = bytes.len() / width;
-    if count * width != bytes.len() || shape.iter().product::<usize>() != count {
-        candle_core::bail!(
-            "a {dtype:?} tensor of shape {shape:?} in {} bytes",
-            bytes.len()
-        );
-    }
+    let read = |to: &mut [u8]| files.read_into(name, to);
+    let count = shape.iter().product::<usize>();
     // `vec![0; n]` of a primitive asks the allocator for zeroed memory: fresh pages, touched
-    // first by the copy.
+    // first by the read.
     match dtype {
         StDtype::F16 => {
-            let bits = fill(bytes, vec![0u16; count]);
+            let bits = filled(vec![0u16; count], read)?;
             Tensor::from_vec(bits.reinterpret_into::<half::f16>(), shape, &Device::Cpu)
         }
         StDtype::BF16 => {
-            let bits = fill(bytes, vec![0u16; count]);
+            let bits = filled(vec![0u16; count], read)?;
             Tensor::from_vec(bits.reinterpret_into::<half::bf16>(), shape, &Device::Cpu)
         }
-        _ => Tensor::from_vec(fill(bytes, vec![0f32; count]), shape, &Device::Cpu),
+        _ => Tensor::from_vec(filled(vec![0f32; count], read)?, shape, &Device::Cpu),
     }
 }
 
@@ -79,7 +65,7 @@ pub enum Naming {
 /// One model component's tensors, addressed by original names.
 #[derive(Clone)]
 pub struct Weights {
-    files: Arc<MmapedSafetensors>,
+    files: Arc<TensorFiles>,
     prefix: String,
     naming: Naming,
     origin: PathBuf,
@@ -98,7 +84,7 @@ impl std::fmt::Debug for Weights {
 }
 
 impl Weights {
-    pub fn new(files: Arc<MmapedSafetensors>, prefix: &str, naming: Naming, origin: &Path) -> Self {
+    pub fn new(files: Arc<TensorFiles>, prefix: &str, naming: Naming, origin: &Path) -> Self {
         Self {
             files,
             prefix: prefix.to_string(),
@@ -192,11 +178,11 @@ impl Weights {
                     Tensor::from_vec(values, view.shape(), device)?
                 }
                 StDtype::F16 | StDtype::BF16 | StDtype::F32 if device.is_cpu() => {
-                    copied_out(view.dtype(), view.data(), view.shape())?
+                    read_out(&self.files, n, view.dtype(), view.shape())?
                 }
                 _ => self.files.load(n, device)?,
             });
-            release_tensor_pages(&self.files, n);
+            self.files.release_pages(n);
         }
         if parts.iter().any(|p| p.dtype() != parts[0].dtype()) {
             let wide: Vec<Tensor> = parts
@@ -267,7 +253,7 @@ impl Weights {
                     .filter(|_| view.shape() == shape.dims())
                     .and_then(|d| int8::quantise_le_bytes(d, view.data(), (out, inp), scale));
                 if let Some(packed) = in_place {
-                    release_tensor_pages(&self.files, &n);
+                    self.files.release_pages(&n);
                     return packed.map_err(in_context);
                 }
             }

@@ -72,7 +72,6 @@ impl Quantise {
     fn rows<W: StoredFloat>(&self, w: &[W], inp: usize) -> Result<Vec<u8>> {
         let bytes = row_bytes(inp);
         let mut packed = vec![0u8; w.len() / inp.max(1) * bytes];
-        crate::sd3::raw::mmap::advise_huge_pages(&mut packed);
         if inp == 0 {
             return Ok(packed);
         }

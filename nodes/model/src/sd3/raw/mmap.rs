@@ -1,4 +1,4 @@
-//! Memory-mapped safetensors files, and giving back the pages of tensors already copied out.
+//! Memory-mapped safetensors files, and giving back the pages of tensors already read through the map.
 
 use std::path::PathBuf;
 
@@ -17,7 +17,7 @@ pub fn mmap(paths: &[PathBuf]) -> Result<MmapedSafetensors> {
 }
 
 /// Unmaps from this process the pages wholly inside tensor `name`'s bytes in `files` (a
-/// tensor that has been copied out), so that a loaded model is not resident twice (in its
+/// tensor that has been converted or quantised from the map), so that a loaded model is not resident twice (in its
 /// tensors and in the file pages they came from: SD3-medium with T5 is 15.7 GB). The pages
 /// stay in the page cache; reading the bytes again maps them again. A name `files` lacks is
 /// ignored.
@@ -47,26 +47,4 @@ fn release_mapped_pages(bytes: &[u8]) {
             libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_DONTNEED);
         }
     }
-}
-
-/// Asks the kernel to back the 2 MiB-aligned stretches inside `buf` with transparent huge
-/// pages (`MADV_HUGEPAGE`; this machine's THP setting is `madvise`): for a fresh allocation not
-/// yet written, each first write then faults in (and zeroes) 2 MiB instead of 4 KiB. Advice
-/// only: contents are unchanged, and a kernel without THP ignores it.
-pub fn advise_huge_pages(buf: &mut [u8]) {
-    #[cfg(target_os = "linux")]
-    {
-        const HUGE: usize = 2 << 20;
-        let start = (buf.as_ptr() as usize).next_multiple_of(HUGE);
-        let end = (buf.as_ptr() as usize + buf.len()) / HUGE * HUGE;
-        if end > start {
-            // SAFETY: the range is inside `buf`, memory this borrows mutably; MADV_HUGEPAGE
-            // changes how the kernel backs those pages, never their contents.
-            unsafe {
-                libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_HUGEPAGE);
-            }
-        }
-    }
-    #[cfg(not(target_os = "linux"))]
-    let _ = buf;
 }

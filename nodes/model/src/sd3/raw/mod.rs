@@ -8,7 +8,7 @@
 //!   ([`shared_out::SharedOut`], [`shared_out::Tile`]);
 //! - [`simd`]: kernels compiled for AVX-512, AVX2+FMA or F16C and picked at run time
 //!   ([`simd::dispatch`], [`simd::dispatch_fma`], [`simd::widen_f16x8`]);
-//! - [`mmap`]: memory-mapped safetensors files and the release of pages already copied out.
+//! - [`mmap`]: memory-mapped safetensors files and the release of pages already read.
 //!
 //! Soundness contract (stated once at the `mod raw` declaration too): every public function
 //! and method here is safe to call with any arguments. Each checks, once per call, what makes
