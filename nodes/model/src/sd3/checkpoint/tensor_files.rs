@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use candle_core::safetensors::MmapedSafetensors;
 use candle_core::{Device, Result, Tensor};
 use rayon::prelude::*;
-use safetensors::tensor::TensorView;
+use safetensors::tensor::{Metadata, TensorView};
 
 use crate::sd3::raw::mmap::{mmap, release_tensor_pages};
 
@@ -128,37 +128,33 @@ fn read_at(file: &File, mut to: &mut [u8], mut offset: u64) -> std::io::Result<(
     Ok(())
 }
 
-/// Each tensor's absolute byte range (start, length) in a safetensors file, from its header:
-/// an 8-byte little-endian header length, then a JSON object whose entries give
-/// `data_offsets` relative to the end of the header.
+/// Each tensor's absolute byte range (start, length) in a safetensors file, from its header
+/// (an 8-byte little-endian length, then the JSON the `safetensors` crate reads as [`Metadata`],
+/// whose offsets count from the header's end).
 fn data_ranges(file: &mut File, path: &Path) -> Result<Vec<(String, (u64, usize))>> {
-    let bad = |why: String| candle_core::Error::Msg(format!("{}: {why}", path.display()));
     let mut length = [0u8; 8];
     file.read_exact(&mut length)?;
     let header_len = u64::from_le_bytes(length);
     if header_len > MAX_HEADER_BYTES {
-        return Err(bad(format!("a header of {header_len} bytes")));
+        candle_core::bail!("{}: a header of {header_len} bytes", path.display());
     }
     let mut header = vec![0u8; header_len as usize];
     file.read_exact(&mut header)?;
-    let entries: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(&header)
-        .map_err(|e| bad(format!("unreadable safetensors header: {e}")))?;
+    let metadata: Metadata = serde_json::from_slice(&header).map_err(|e| {
+        candle_core::Error::Msg(format!(
+            "{}: unreadable safetensors header: {e}",
+            path.display()
+        ))
+    })?;
     let data_start = 8 + header_len;
-    entries
+    Ok(metadata
+        .tensors()
         .into_iter()
-        .filter(|(name, _)| name != "__metadata__")
-        .map(|(name, entry)| {
-            let offsets = entry["data_offsets"]
-                .as_array()
-                .and_then(|o| Some((o.first()?.as_u64()?, o.get(1)?.as_u64()?)));
-            match offsets {
-                Some((start, end)) if end >= start => {
-                    Ok((name, (data_start + start, (end - start) as usize)))
-                }
-                _ => Err(bad(format!("`{name}` has no valid data_offsets"))),
-            }
+        .map(|(name, info)| {
+            let (start, end) = info.data_offsets;
+            (name, (data_start + start as u64, end - start))
         })
-        .collect()
+        .collect())
 }
 
 #[cfg(test)]

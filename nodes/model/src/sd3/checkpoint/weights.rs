@@ -26,28 +26,24 @@ use super::tensor_files::TensorFiles;
 
 /// A CPU tensor of `dtype` (f16, bf16 or f32) read from tensor `name`'s little-endian bytes.
 fn read_out(files: &TensorFiles, name: &str, dtype: StDtype, shape: &[usize]) -> Result<Tensor> {
-    fn filled<T: bytemuck::Pod>(
-        mut values: Vec<T>,
-        read: impl Fn(&mut [u8]) -> Result<()>,
-    ) -> Result<Vec<T>> {
-        let to = bytemuck::cast_slice_mut::<T, u8>(&mut values);
-        read(to)?;
+    fn read<T: bytemuck::Pod>(files: &TensorFiles, name: &str, count: usize) -> Result<Vec<T>> {
+        // A zeroed `vec!` of a primitive asks the allocator for zeroed memory: fresh pages,
+        // touched first by the read.
+        let mut values = vec![T::zeroed(); count];
+        files.read_into(name, bytemuck::cast_slice_mut(&mut values))?;
         Ok(values)
     }
-    let read = |to: &mut [u8]| files.read_into(name, to);
     let count = shape.iter().product::<usize>();
-    // `vec![0; n]` of a primitive asks the allocator for zeroed memory: fresh pages, touched
-    // first by the read.
     match dtype {
         StDtype::F16 => {
-            let bits = filled(vec![0u16; count], read)?;
+            let bits: Vec<u16> = read(files, name, count)?;
             Tensor::from_vec(bits.reinterpret_into::<half::f16>(), shape, &Device::Cpu)
         }
         StDtype::BF16 => {
-            let bits = filled(vec![0u16; count], read)?;
+            let bits: Vec<u16> = read(files, name, count)?;
             Tensor::from_vec(bits.reinterpret_into::<half::bf16>(), shape, &Device::Cpu)
         }
-        _ => Tensor::from_vec(filled(vec![0f32; count], read)?, shape, &Device::Cpu),
+        _ => Tensor::from_vec(read::<f32>(files, name, count)?, shape, &Device::Cpu),
     }
 }
 
@@ -173,16 +169,20 @@ impl Weights {
                 return Err(self.missing(name, &names));
             };
             parts.push(match view.dtype() {
-                StDtype::F8_E5M2 => {
-                    let values: Vec<_> = view.data().iter().map(|&b| e5m2_to_f16(b)).collect();
-                    Tensor::from_vec(values, view.shape(), device)?
-                }
                 StDtype::F16 | StDtype::BF16 | StDtype::F32 if device.is_cpu() => {
                     read_out(&self.files, n, view.dtype(), view.shape())?
                 }
-                _ => self.files.load(n, device)?,
+                dtype => {
+                    let part = if dtype == StDtype::F8_E5M2 {
+                        let values: Vec<_> = view.data().iter().map(|&b| e5m2_to_f16(b)).collect();
+                        Tensor::from_vec(values, view.shape(), device)?
+                    } else {
+                        self.files.load(n, device)?
+                    };
+                    self.files.release_pages(n);
+                    part
+                }
             });
-            self.files.release_pages(n);
         }
         if parts.iter().any(|p| p.dtype() != parts[0].dtype()) {
             let wide: Vec<Tensor> = parts
