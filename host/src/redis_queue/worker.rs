@@ -192,12 +192,7 @@ impl RedisWorker {
             return Ok(None);
         };
         let prompt_id = queued.prompt_id.clone();
-        let (finished, interrupted): (bool, bool) = self.pool.with(|con| {
-            redis::pipe()
-                .exists(done_key(&prompt_id))
-                .exists(cancel_key(&prompt_id))
-                .query(con)
-        })?;
+        let finished: bool = self.pool.with(|con| con.exists(done_key(&prompt_id)))?;
         if finished {
             println!("skipped {prompt_id}: already finished");
             self.acknowledge(&entry.id, Some(&prompt_id))?;
@@ -230,10 +225,17 @@ impl RedisWorker {
             cancel: CancelToken::new(),
             lost: Arc::default(),
         };
+        // Installed before the cancel key is read: a front sets the key, then
+        // publishes, so an interrupt sent while this prompt is claimed is seen
+        // either here or by the control listener.
+        *self.lock_current() = Some(current.clone());
+        let interrupted: bool = self
+            .pool
+            .with(|con| con.exists(cancel_key(&prompt_id)))
+            .inspect_err(|_| *self.lock_current() = None)?;
         if interrupted {
             current.cancel.cancel();
         }
-        *self.lock_current() = Some(current.clone());
         println!("started {prompt_id}");
         self.publish_status();
         let task = match validate(
@@ -457,14 +459,19 @@ impl RedisWorker {
         let client = self.pool.client.clone();
         let current = Arc::clone(&self.current);
         let clear_cache = Arc::clone(&self.clear_cache);
+        let (subscribed, heard) = std::sync::mpsc::channel();
         std::thread::Builder::new()
             .name("redis-control".into())
             .spawn(move || loop {
-                if let Err(e) = listen_for_control(&client, &current, &clear_cache) {
+                if let Err(e) = listen_for_control(&client, &current, &clear_cache, &subscribed) {
                     tracing::warn!("control channel: {e}; reconnecting in 1 s");
                 }
                 std::thread::sleep(Duration::from_secs(1));
             })?;
+        // A prompt taken before the subscription could miss its interrupt.
+        if heard.recv_timeout(super::CONNECT_TIMEOUT).is_err() {
+            tracing::warn!("the control channel is not subscribed yet; interrupts may be missed");
+        }
         Ok(())
     }
 }
@@ -528,10 +535,12 @@ fn listen_for_control(
     client: &redis::Client,
     current: &Mutex<Option<Current>>,
     clear_cache: &AtomicBool,
+    subscribed: &std::sync::mpsc::Sender<()>,
 ) -> RedisResult<()> {
     let mut con = client.get_connection_with_timeout(super::CONNECT_TIMEOUT)?;
     let mut subscription = con.as_pubsub();
     subscription.subscribe(CONTROL)?;
+    let _ = subscribed.send(());
     loop {
         let message = subscription.get_message()?;
         let Ok(request) = serde_json::from_slice::<Json>(message.get_payload_bytes()) else {
