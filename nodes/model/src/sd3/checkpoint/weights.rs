@@ -2,8 +2,8 @@
 //! candle `SimpleBackend` that adds a prefix or applies the diffusers key map,
 //! and reports missing tensors with what was expected and what was found.
 //!
-//! Linear weights asked for in f32 on the CPU come in their stored format
-//! (f16, bf16, float8; see `sd3::precision`); ComfyUI's scaled float8 weights
+//! Linear weights, lookup tables and the VAE's 3×3 kernels asked for in f32 on the CPU
+//! come in their stored format (f16, bf16, float8; see `sd3::precision`); ComfyUI's scaled float8 weights
 //! (`<layer>.weight` in float8 beside a per-tensor `<layer>.scale_weight`) are
 //! seen scaled by every other request. A component loaded with [`WeightDtype::Int8`] gets
 //! its linear weights quantised to int8 blocks instead (`sd3::precision::int8`).
@@ -263,9 +263,9 @@ impl Weights {
         int8::quantise(&stored, scale).map_err(in_context)
     }
 
-    /// A lookup table (CPU): as stored when that is f16 or bf16 without a scale, in f32
-    /// otherwise.
-    fn load_table(&self, name: &str) -> Result<Tensor> {
+    /// A lookup table or a convolution kernel (CPU): as stored when that is f16 or bf16
+    /// without a scale, in f32 otherwise.
+    fn load_compact(&self, name: &str) -> Result<Tensor> {
         let stored = self.load_stored(name, &Device::Cpu)?;
         let half = matches!(stored.dtype(), DType::F16 | DType::BF16);
         if half && self.scale_of(name)?.is_none() {
@@ -323,7 +323,11 @@ impl SimpleBackend for Weights {
                 return self.load_int8_linear_weight(name, &s);
             }
             Some(request) => self.load_linear_weight(name, request)?,
-            None if precision::stored_table(&init, dtype, dev) => self.load_table(name)?,
+            None if precision::stored_table(&init, dtype, dev)
+                || precision::stored_conv_kernel(&init, &s, dtype, dev) =>
+            {
+                self.load_compact(name)?
+            }
             None => self.load(name, dtype, dev)?,
         };
         self.check_shape(name, &t, &s)?;

@@ -36,6 +36,25 @@ pub const STORED_TABLE: Init = Init::Randn {
     stdev: 0.02,
 };
 
+/// The hint with which the VAE asks for a 3×3 convolution kernel as stored (f16 or bf16;
+/// f32 otherwise): its Winograd transform widens it when the layer first runs. The same
+/// value as [`STORED_LINEAR_WEIGHT`], which is candle-nn's convolution-weight hint too, so a
+/// `VarMap` initialises exactly as for `candle_nn::conv2d`; the rank tells the requests apart.
+pub const STORED_CONV_KERNEL: Init = STORED_LINEAR_WEIGHT;
+
+/// Whether a request is for a convolution kernel that may stay in its stored format
+/// ([`STORED_CONV_KERNEL`], 4-d, in f32 on the CPU).
+pub fn stored_conv_kernel(init: &Init, shape: &Shape, dtype: DType, device: &Device) -> bool {
+    shape.rank() == 4
+        && dtype == DType::F32
+        && device.is_cpu()
+        && matches!(init, Init::Kaiming {
+            dist: NormalOrUniform::Normal,
+            fan: FanInOut::FanIn,
+            non_linearity: NonLinearity::ExplicitGain(g),
+        } if *g == std::f64::consts::SQRT_2)
+}
+
 /// Whether a request is for a table that may stay in its stored format ([`STORED_TABLE`] in
 /// f32 on the CPU).
 pub fn stored_table(init: &Init, dtype: DType, device: &Device) -> bool {

@@ -11,12 +11,15 @@
 //! padding-1 convolutions take Winograd's F(2×2, 3×3) instead ([`winograd`]).
 //! Other devices and dtypes use candle's `conv2d`.
 
+use std::sync::OnceLock;
+
 use candle_core::{CpuStorage, CustomOp3, DType, Layout, Module, Result, Shape, Tensor};
-use candle_nn::VarBuilder;
+use candle_nn::{Init, VarBuilder};
 use rayon::prelude::*;
 
 use super::winograd::{self, WinogradConv};
 use crate::sd3::cpu_storage::f32_values;
+use crate::sd3::precision;
 use crate::sd3::raw::gemm::{gemm, Mat};
 use crate::sd3::raw::shared_out::{SharedOut, Tile};
 
@@ -39,25 +42,38 @@ pub struct Conv2d {
 /// A layer's weights in the form its forward pass reads.
 #[derive(Debug, Clone)]
 enum Kernel {
-    /// `[c_out, c_in, k, k]`: the banded im2col on CPU f32, candle's `conv2d` elsewhere.
+    /// `[c_out, c_in, k, k]` in the layer's dtype: the banded im2col on CPU f32, candle's
+    /// `conv2d` elsewhere.
     Direct(Tensor),
-    /// Winograd-transformed ([`winograd::transform_kernel`]), for 3×3 stride-1 padding-1 CPU
-    /// f32 layers. The direct weights are not kept: they would take another 9/16 of its size.
-    Winograd(Tensor),
+    /// A 3×3 stride-1 padding-1 CPU f32 layer: its kernel as loaded (f16, bf16 or f32) and,
+    /// from the first forward pass on, its Winograd transform
+    /// ([`winograd::transform_kernel`]). Built on first use, the transform costs nothing to
+    /// a load and nothing to a layer that never runs (the encoder, for text to image).
+    Winograd {
+        stored: Tensor,
+        transformed: OnceLock<Tensor>,
+    },
 }
 
 impl Conv2d {
+    /// A layer computing in `bias`'s dtype; `weight` may be f16 or bf16 where the layer
+    /// takes Winograd's path (see [`Conv2d::load`]), and is otherwise converted.
     pub fn new(weight: Tensor, bias: Tensor, padding: usize, stride: usize) -> Result<Self> {
         let winograd_shaped =
             weight.dims().get(2..) == Some(&[3, 3]) && (padding, stride) == (1, 1);
         // Not for a weight that is a view (a broadcast placeholder when only shapes are laid
         // out): transforming would materialise it.
-        let on_cpu_f32 =
-            weight.device().is_cpu() && weight.dtype() == DType::F32 && weight.is_contiguous();
+        let on_cpu_f32 = weight.device().is_cpu()
+            && bias.dtype() == DType::F32
+            && matches!(weight.dtype(), DType::F32 | DType::F16 | DType::BF16)
+            && weight.is_contiguous();
         let kernel = if winograd_shaped && on_cpu_f32 {
-            Kernel::Winograd(winograd::transform_kernel(&weight)?)
+            Kernel::Winograd {
+                stored: weight,
+                transformed: OnceLock::new(),
+            }
         } else {
-            Kernel::Direct(weight)
+            Kernel::Direct(weight.to_dtype(bias.dtype())?)
         };
         Ok(Self {
             kernel,
@@ -67,8 +83,9 @@ impl Conv2d {
         })
     }
 
-    /// Loads `weight` and `bias` through `candle_nn::conv2d` (same names and,
-    /// for fresh variables, the same initialisation).
+    /// Loads `weight` and `bias` under candle-nn's names and, for fresh variables, with
+    /// `candle_nn::conv2d`'s initialisation. A 3×3 kernel is asked for as stored
+    /// ([`precision::STORED_CONV_KERNEL`]).
     pub fn load(
         c_in: usize,
         c_out: usize,
@@ -77,37 +94,50 @@ impl Conv2d {
         stride: usize,
         vb: VarBuilder,
     ) -> Result<Self> {
-        let cfg = candle_nn::Conv2dConfig {
-            padding,
-            stride,
-            ..Default::default()
+        let hint = if kernel == 3 {
+            precision::STORED_CONV_KERNEL
+        } else {
+            candle_nn::init::DEFAULT_KAIMING_NORMAL
         };
-        let conv = candle_nn::conv2d(c_in, c_out, kernel, cfg, vb)?;
-        let bias = conv.bias().cloned();
-        let bias = bias.ok_or_else(|| candle_core::Error::Msg("conv2d without bias".into()))?;
-        Self::new(conv.weight().clone(), bias, padding, stride)
-    }
-
-    /// The weights' tensor as the layer keeps it.
-    fn kept(&self) -> &Tensor {
-        match &self.kernel {
-            Kernel::Direct(weight) | Kernel::Winograd(weight) => weight,
-        }
+        let weight = vb.get_with_hints((c_out, c_in, kernel, kernel), "weight", hint)?;
+        let bound = 1. / (c_in as f64).sqrt();
+        let bias = vb.get_with_hints(
+            c_out,
+            "bias",
+            Init::Uniform {
+                lo: -bound,
+                up: bound,
+            },
+        )?;
+        Self::new(weight, bias, padding, stride)
     }
 
     pub fn dtype(&self) -> DType {
-        self.kept().dtype()
+        self.bias.dtype()
     }
 
     pub fn device(&self) -> &candle_core::Device {
-        self.kept().device()
+        self.bias.device()
+    }
+
+    /// The Winograd transform of `stored`, made by the first caller.
+    fn transformed<'a>(stored: &Tensor, transformed: &'a OnceLock<Tensor>) -> Result<&'a Tensor> {
+        if let Some(u) = transformed.get() {
+            return Ok(u);
+        }
+        let u = winograd::transform_kernel(stored)?;
+        Ok(transformed.get_or_init(|| u))
     }
 }
 
 impl Module for Conv2d {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let weight = match &self.kernel {
-            Kernel::Winograd(u) => {
+            Kernel::Winograd {
+                stored,
+                transformed,
+            } => {
+                let u = Self::transformed(stored, transformed)?;
                 // A CPU f32 layer: inputs of another dtype are computed in f32 too.
                 let y = x.to_dtype(DType::F32)?.contiguous()?.apply_op3_no_bwd(
                     u,
@@ -354,7 +384,7 @@ mod tests {
         let weight = (seeded_noise(2, &[c_out, c_in, k, k], &dev)? * 0.1)?;
         let bias = seeded_noise(3, &[c_out], &dev)?;
         let conv = Conv2d::new(weight.clone(), bias.clone(), padding, stride)?;
-        let winograd = matches!(conv.kernel, Kernel::Winograd(_));
+        let winograd = matches!(conv.kernel, Kernel::Winograd { .. });
         assert_eq!(winograd, (k, padding, stride) == (3, 1, 1));
         let ours = conv.forward(&x)?;
         let reference = x
@@ -374,7 +404,28 @@ mod tests {
     fn matches_candle_3x3_stride_1() -> Result<()> {
         check((2, 5, 7, 9), (6, 3), 1, 1)?;
         check((1, 16, 33, 20), (32, 3), 1, 1)?;
-        check((1, 3, 40, 31), (8, 3), 1, 1)
+        check((1, 3, 40, 31), (8, 3), 1, 1)?;
+        // More kernel pairs than one task of the kernel transform takes.
+        check((1, 70, 6, 5), (65, 3), 1, 1)
+    }
+
+    #[test]
+    fn a_half_precision_3x3_kernel_computes_in_f32_as_its_widened_values() -> Result<()> {
+        let dev = Device::Cpu;
+        let x = seeded_noise(1, &[1, 6, 9, 7], &dev)?;
+        let bias = seeded_noise(3, &[5], &dev)?;
+        for dtype in [DType::F16, DType::BF16] {
+            let weight = (seeded_noise(2, &[5, 6, 3, 3], &dev)? * 0.1)?.to_dtype(dtype)?;
+            let conv = Conv2d::new(weight.clone(), bias.clone(), 1, 1)?;
+            assert!(matches!(conv.kernel, Kernel::Winograd { .. }));
+            assert_eq!(conv.dtype(), DType::F32);
+            let widened = Conv2d::new(weight.to_dtype(DType::F32)?, bias.clone(), 1, 1)?;
+            let (ours, reference) = (conv.forward(&x)?, widened.forward(&x)?);
+            assert_eq!(ours.dtype(), DType::F32);
+            let diff = (ours - reference)?.abs()?.flatten_all()?.max(0)?;
+            assert_eq!(diff.to_scalar::<f32>()?, 0.0, "{dtype:?}");
+        }
+        Ok(())
     }
 
     #[test]

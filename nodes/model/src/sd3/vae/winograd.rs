@@ -7,7 +7,7 @@
 //! becomes 16 GEMMs of `[tiles, c_in] × [c_in, c_out]`, 16 multiplies per tile
 //! and channel pair where direct convolution does 36, so 2.25× fewer
 //! multiply-adds; the transforms are additions only. The kernel transform
-//! `U = G g Gᵀ` is computed once, when the layer is built.
+//! `U = G g Gᵀ` is computed once, when the layer first runs.
 //!
 //! Work is split in bands of tile rows (all channels), one per task; each
 //! task transforms its input rows into a per-thread buffer `V` (16 matrices
@@ -20,7 +20,7 @@
 //! compare with candle's `conv2d` at 1e-5, the VAE parity test with diffusers
 //! at 1e-4).
 
-use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Storage, Tensor};
 use rayon::prelude::*;
 
 use crate::sd3::cpu_storage::f32_values;
@@ -34,32 +34,65 @@ const BAND_TILES: usize = 256;
 /// 32×32 levels still spread over threads. Banding does not depend on the thread
 /// count, so neither do the results (a band's size sets its GEMMs' blocking).
 const MIN_BANDS: usize = 4;
+/// Kernel pairs `(c_out, c_in)` per task of the kernel transform (256 KB of transformed
+/// values held before they are spread over the 16 planes).
+const TRANSFORM_PAIRS: usize = 4096;
 
-/// `U = G g Gᵀ` for every (c_out, c_in) pair of `weight: [c_out, c_in, 3, 3]`,
-/// laid out `[16, c_out, c_in]`: position `ξ`'s matrix, read by the GEMM as
-/// `[c_in, c_out]` column-major.
+/// `U = G g Gᵀ` for every (c_out, c_in) pair of `weight: [c_out, c_in, 3, 3]` (f32, f16 or
+/// bf16, contiguous, on the CPU), in f32, laid out `[16, c_out, c_in]`: position `ξ`'s
+/// matrix, read by the GEMM as `[c_in, c_out]` column-major.
 pub fn transform_kernel(weight: &Tensor) -> Result<Tensor> {
     let (c_out, c_in, k_h, k_w) = weight.dims4()?;
     if (k_h, k_w) != (3, 3) {
         candle_core::bail!("winograd: a 3×3 kernel expected, got {k_h}×{k_w}");
     }
-    let g = weight.flatten_all()?.to_vec1::<f32>()?;
     let mut u = vec![0f32; 16 * c_out * c_in];
-    for (pair, g) in g.chunks_exact(9).enumerate() {
-        // G g: 4×3, then (G g) Gᵀ: 4×4.
-        let gg: [[f32; 3]; 4] = std::array::from_fn(|r| {
-            std::array::from_fn(|c| {
-                let col = [g[c], g[3 + c], g[6 + c]];
-                g_row(r, col)
-            })
-        });
-        for (r, row) in gg.iter().enumerate() {
-            for c in 0..4 {
-                u[(r * 4 + c) * c_out * c_in + pair] = g_row(c, *row);
-            }
+    {
+        let (storage, layout) = weight.storage_and_layout();
+        let (Storage::Cpu(storage), Some((start, end))) = (&*storage, layout.contiguous_offsets())
+        else {
+            candle_core::bail!("winograd: a contiguous CPU kernel expected");
+        };
+        match storage {
+            CpuStorage::F32(g) => transform_into(&mut u, &g[start..end], |v| v),
+            CpuStorage::F16(g) => transform_into(&mut u, &g[start..end], half::f16::to_f32),
+            CpuStorage::BF16(g) => transform_into(&mut u, &g[start..end], half::bf16::to_f32),
+            _ => candle_core::bail!("winograd: an f32, f16 or bf16 kernel expected"),
         }
     }
     Tensor::from_vec(u, (16, c_out, c_in), weight.device())
+}
+
+/// Fills `u` (`[16, pairs]`) from the 3×3 kernels `g` (`[pairs, 9]`), read through `widen`,
+/// in column bands on all threads.
+fn transform_into<T: Copy + Sync>(u: &mut [f32], g: &[T], widen: impl Fn(T) -> f32 + Sync) {
+    let pairs = g.len() / 9;
+    let bands = (0..pairs)
+        .step_by(TRANSFORM_PAIRS)
+        .map(|start| start..(start + TRANSFORM_PAIRS).min(pairs))
+        .collect::<Vec<_>>();
+    let tiles = SharedOut::new(u, pairs, std::iter::once(0..16).collect(), bands.clone())
+        .into_tiles((0..bands.len()).map(|j| (0, j)));
+    tiles.into_par_iter().for_each(|mut tile| {
+        let cols = tile.cols();
+        let band: Vec<[f32; 16]> = g[cols.start * 9..cols.end * 9]
+            .chunks_exact(9)
+            .map(|g| transform_pair(std::array::from_fn(|i| widen(g[i]))))
+            .collect();
+        for xi in 0..16 {
+            for (to, pair) in tile.row_mut(xi).iter_mut().zip(&band) {
+                *to = pair[xi];
+            }
+        }
+    });
+}
+
+/// `G g Gᵀ` of one 3×3 kernel (row-major), row-major 4×4.
+fn transform_pair(g: [f32; 9]) -> [f32; 16] {
+    // G g: 4×3, then (G g) Gᵀ: 4×4.
+    let gg: [[f32; 3]; 4] =
+        std::array::from_fn(|r| std::array::from_fn(|c| g_row(r, [g[c], g[3 + c], g[6 + c]])));
+    std::array::from_fn(|xi| g_row(xi % 4, gg[xi / 4]))
 }
 
 /// Row `r` of `G = [[1, 0, 0], [½, ½, ½], [½, −½, ½], [0, 0, 1]]` times `v`.
