@@ -8,13 +8,13 @@
 //! seen scaled by every other request. A component loaded with [`WeightDtype::Int8`] gets
 //! its linear weights quantised to int8 blocks instead (`sd3::precision::int8`).
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use candle_core::{DType, Device, Result, Shape, Tensor};
 use candle_nn::var_builder::SimpleBackend;
 use candle_nn::{Init, VarBuilder};
-use half::vec::HalfBitsVecExt;
 use safetensors::Dtype as StDtype;
 
 use super::keymap::{transformer_source, vae_source, Source};
@@ -23,29 +23,6 @@ use crate::sd3::precision::{
 };
 
 use super::tensor_files::TensorFiles;
-
-/// A CPU tensor of `dtype` (f16, bf16 or f32) read from tensor `name`'s little-endian bytes.
-fn read_out(files: &TensorFiles, name: &str, dtype: StDtype, shape: &[usize]) -> Result<Tensor> {
-    fn read<T: bytemuck::Pod>(files: &TensorFiles, name: &str, count: usize) -> Result<Vec<T>> {
-        // A zeroed `vec!` of a primitive asks the allocator for zeroed memory: fresh pages,
-        // touched first by the read.
-        let mut values = vec![T::zeroed(); count];
-        files.read_into(name, bytemuck::cast_slice_mut(&mut values))?;
-        Ok(values)
-    }
-    let count = shape.iter().product::<usize>();
-    match dtype {
-        StDtype::F16 => {
-            let bits: Vec<u16> = read(files, name, count)?;
-            Tensor::from_vec(bits.reinterpret_into::<half::f16>(), shape, &Device::Cpu)
-        }
-        StDtype::BF16 => {
-            let bits: Vec<u16> = read(files, name, count)?;
-            Tensor::from_vec(bits.reinterpret_into::<half::bf16>(), shape, &Device::Cpu)
-        }
-        _ => Tensor::from_vec(read::<f32>(files, name, count)?, shape, &Device::Cpu),
-    }
-}
 
 /// Which key names the files use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,6 +43,8 @@ pub struct Weights {
     naming: Naming,
     origin: PathBuf,
     linear_dtype: WeightDtype,
+    /// Tensors read ahead for the var builder holding this, taken as they are asked for.
+    read_ahead: Option<Arc<Mutex<HashMap<String, Tensor>>>>,
 }
 
 impl std::fmt::Debug for Weights {
@@ -87,6 +66,7 @@ impl Weights {
             naming,
             origin: origin.to_path_buf(),
             linear_dtype: WeightDtype::Stored,
+            read_ahead: None,
         }
     }
 
@@ -170,7 +150,10 @@ impl Weights {
             };
             parts.push(match view.dtype() {
                 StDtype::F16 | StDtype::BF16 | StDtype::F32 if device.is_cpu() => {
-                    read_out(&self.files, n, view.dtype(), view.shape())?
+                    match self.take_read_ahead(n) {
+                        Some(tensor) => tensor,
+                        None => self.files.read_tensor(n)?,
+                    }
                 }
                 dtype => {
                     let part = if dtype == StDtype::F8_E5M2 {
@@ -310,9 +293,29 @@ impl Weights {
             .is_some_and(|s| s.names().iter().all(|n| self.files.get(n).is_ok()))
     }
 
-    /// A `VarBuilder` rooted at the component.
+    /// A `VarBuilder` rooted at the component. On the CPU, with linear weights as stored,
+    /// the component's tensors that are kept as read are read first, in file order (see
+    /// [`TensorFiles::read_ahead`]); what the model does not ask for is freed with the
+    /// builder. (Int8 weights are quantised from the map instead: reading them whole first
+    /// would double their peak.)
     pub fn var_builder(&self, dtype: DType, device: &Device) -> VarBuilder<'static> {
-        VarBuilder::from_backend(Box::new(self.clone()), dtype, device.clone())
+        let mut weights = self.clone();
+        if device.is_cpu() && self.linear_dtype == WeightDtype::Stored {
+            match self.files.read_ahead(|name| name.starts_with(&self.prefix)) {
+                Ok(tensors) => weights.read_ahead = Some(Arc::new(Mutex::new(tensors))),
+                // Each tensor is then read when asked for, and a lasting error reported there.
+                Err(e) => tracing::warn!("{}: reading ahead: {e}", self.origin.display()),
+            }
+        }
+        VarBuilder::from_backend(Box::new(weights), dtype, device.clone())
+    }
+
+    fn take_read_ahead(&self, name: &str) -> Option<Tensor> {
+        let tensors = self.read_ahead.as_ref()?;
+        tensors
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(name)
     }
 }
 
