@@ -90,21 +90,26 @@ impl TensorFiles {
         let Some(place) = self.places.get(name) else {
             candle_core::bail!("no tensor `{name}` in the checkpoint's files");
         };
+        self.check_length(name, place, to.len())?;
         let (file, path) = &self.files[place.file];
-        if place.len != to.len() {
-            candle_core::bail!(
-                "{}: `{name}` holds {} bytes, {} expected",
-                path.display(),
-                place.len,
-                to.len()
-            );
-        }
         to.par_chunks_mut(READ_CHUNK)
             .enumerate()
             .try_for_each(|(i, chunk)| read_at(file, chunk, place.start + (i * READ_CHUNK) as u64))
             .map_err(|e| {
                 candle_core::Error::Msg(format!("{}: reading `{name}`: {e}", path.display()))
             })
+    }
+
+    /// Whether tensor `name`, at `place`, fills a buffer of `len` bytes exactly.
+    fn check_length(&self, name: &str, place: &Place, len: usize) -> Result<()> {
+        if place.len != len {
+            candle_core::bail!(
+                "{}: `{name}` holds {} bytes, {len} expected",
+                self.files[place.file].1.display(),
+                place.len,
+            );
+        }
+        Ok(())
     }
 
     /// Tensor `name`, stored in f16, bf16 or f32, read into a CPU tensor of its dtype and
@@ -136,14 +141,7 @@ impl TensorFiles {
         let mut reads = Vec::new();
         for (name, place, buffer) in &mut chosen {
             let bytes = buffer.bytes_mut();
-            if bytes.len() != place.len {
-                let path = self.files[place.file].1.display();
-                candle_core::bail!(
-                    "{path}: `{name}` holds {} bytes, {} expected",
-                    place.len,
-                    bytes.len()
-                );
-            }
+            self.check_length(name, place, bytes.len())?;
             for (i, chunk) in bytes.chunks_mut(READ_CHUNK).enumerate() {
                 reads.push((place.file, place.start + (i * READ_CHUNK) as u64, chunk));
             }

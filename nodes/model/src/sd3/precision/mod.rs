@@ -45,14 +45,16 @@ pub const STORED_CONV_KERNEL: Init = STORED_LINEAR_WEIGHT;
 /// Whether a request is for a convolution kernel that may stay in its stored format
 /// ([`STORED_CONV_KERNEL`], 4-d, in f32 on the CPU).
 pub fn stored_conv_kernel(init: &Init, shape: &Shape, dtype: DType, device: &Device) -> bool {
-    shape.rank() == 4
-        && dtype == DType::F32
-        && device.is_cpu()
-        && matches!(init, Init::Kaiming {
-            dist: NormalOrUniform::Normal,
-            fan: FanInOut::FanIn,
-            non_linearity: NonLinearity::ExplicitGain(g),
-        } if *g == std::f64::consts::SQRT_2)
+    shape.rank() == 4 && dtype == DType::F32 && device.is_cpu() && is_stored_hint(init)
+}
+
+/// Whether `init` is [`STORED_LINEAR_WEIGHT`] (= [`STORED_CONV_KERNEL`]).
+fn is_stored_hint(init: &Init) -> bool {
+    matches!(init, Init::Kaiming {
+        dist: NormalOrUniform::Normal,
+        fan: FanInOut::FanIn,
+        non_linearity: NonLinearity::ExplicitGain(g),
+    } if *g == std::f64::consts::SQRT_2)
 }
 
 /// Whether a request is for a table that may stay in its stored format ([`STORED_TABLE`] in
@@ -122,20 +124,18 @@ pub fn linear_weight(
     if shape.rank() != 2 || dtype != DType::F32 || !device.is_cpu() {
         return None;
     }
-    match init {
+    if is_stored_hint(init) {
+        return Some(LinearWeight::Stored);
+    }
+    let candle_linear = matches!(
+        init,
         Init::Kaiming {
             dist: NormalOrUniform::Normal,
             fan: FanInOut::FanIn,
-            non_linearity,
-        } => match non_linearity {
-            NonLinearity::ReLU => Some(LinearWeight::Scaled),
-            NonLinearity::ExplicitGain(g) if *g == std::f64::consts::SQRT_2 => {
-                Some(LinearWeight::Stored)
-            }
-            _ => None,
-        },
-        _ => None,
-    }
+            non_linearity: NonLinearity::ReLU,
+        }
+    );
+    candle_linear.then_some(LinearWeight::Scaled)
 }
 
 #[cfg(test)]
